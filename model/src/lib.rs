@@ -1,0 +1,38 @@
+//! The vocabulary every Panorama crate speaks, and nothing else: no I/O lives here.
+//!
+//! - [`Layer`] names the five layers a series belongs to.
+//! - [`Event`] is one parsed log line or posted measurement.
+//! - [`SeriesKey`] identifies a series; its [`SeriesKey::id`] is stable across
+//!   processes and releases, because stores derive document ids from it.
+//! - [`Rollup`] is one minute of one series as seen by one collector. Rollups
+//!   merge (count, errors, latency [`Histogram`], gauge), so documents written
+//!   by several collectors, or for several minutes, combine into correct
+//!   percentiles; [`Point`] is what a merged rollup says to a reader.
+//! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
+//!   for third parties.
+//!
+//! ```
+//! use panorama_model::{Histogram, Rollup};
+//! let mut h = Histogram::new();
+//! for ms in [1.0, 2.0, 3.0, 400.0] {
+//!     h.record(ms);
+//! }
+//! let p50 = h.quantile(0.5).unwrap();
+//! assert!((p50 - 2.0).abs() / 2.0 <= 0.02);
+//! # let _ = Rollup::default;
+//! ```
+
+mod event;
+mod histogram;
+mod layer;
+mod rollup;
+mod series;
+mod time;
+pub mod wire;
+
+pub use event::{Event, Outcome};
+pub use histogram::Histogram;
+pub use layer::{Layer, ParseLayerError};
+pub use rollup::{ErrorClass, Gauge, Point, Rollup, Sample, SampleKind};
+pub use series::SeriesKey;
+pub use time::{MINUTE_MS, minute_of};

@@ -1,0 +1,1 @@
+//! The agent's binary batch encoding (being written).

@@ -1,0 +1,2 @@
+//! `panorama`: collector, rules and dashboard in one process (being wired).
+fn main() {}

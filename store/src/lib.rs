@@ -1,0 +1,94 @@
+//! Where rollups and samples live, behind one trait with two backends.
+//!
+//! - [`Store`] is the only way the collector writes and the dashboard, rules
+//!   engine and query API read. Writes are idempotent by deterministic
+//!   document id ([`panorama_model::Rollup::doc_id`]); reads merge the
+//!   documents of every collector (and of every host and dim set the query
+//!   leaves open) into one [`panorama_model::Point`] per minute.
+//! - [`elastic::ElasticStore`] is the production backend: daily indices, an
+//!   index template installed on start, bulk writes whose per-item failures
+//!   and 429s are retried, and retention by deleting whole daily indices. It
+//!   uses core APIs only, so it runs on the minimal distribution.
+//! - [`sqlite::SqliteStore`] is the embedded default: one file in the data
+//!   directory, so a laptop runs the whole system with one command.
+//! - [`conformance`] is the suite both backends must pass; each backend's
+//!   tests call it.
+
+pub mod conformance;
+pub mod elastic;
+mod error;
+mod merge;
+mod query;
+pub mod sqlite;
+
+pub use error::{Rejection, StoreError};
+pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
+
+use async_trait::async_trait;
+use panorama_model::{Point, Rollup, Sample};
+
+/// The storage contract shared by every backend.
+///
+/// Implementations must make a write visible to reads once [`Store::sync`]
+/// returns, accept the same document twice without double counting, and
+/// never return a partially applied write as success.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Writes rollups, replacing any document with the same
+    /// [`Rollup::doc_id`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backend could not be reached
+    /// within the retry policy (the caller keeps the rollups and tries again);
+    /// [`StoreError::Rejected`] for documents the backend refuses for good.
+    async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError>;
+
+    /// Writes drill-down samples, replacing any with the same [`Sample::doc_id`].
+    ///
+    /// # Errors
+    /// As for [`Store::write_rollups`].
+    async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError>;
+
+    /// Per-minute points of every series matching the query, merged across
+    /// collectors (and hosts and dims the query leaves open), oldest first.
+    /// Minutes with no document are absent, not zero.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError>;
+
+    /// The series of one minute ranked by a metric, merged across collectors
+    /// and hosts, each identified by `(service, name)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError>;
+
+    /// Samples of one minute of the matching series, ordered by kind, then
+    /// event time.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn samples(&self, q: &SampleQuery) -> Result<Vec<Sample>, StoreError>;
+
+    /// Deletes everything older than `keep_days` whole UTC days before `now_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn apply_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError>;
+
+    /// Makes every acknowledged write visible to reads (a refresh, for
+    /// Elasticsearch). The collector does not need it; tests and the
+    /// end-to-end checks do.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn sync(&self) -> Result<(), StoreError>;
+
+    /// A short name for logs and `/health`: `elasticsearch` or `sqlite`.
+    fn backend(&self) -> &'static str;
+}
