@@ -31,7 +31,7 @@ mod time;
 pub mod wire;
 
 pub use event::{Event, Outcome};
-pub use histogram::Histogram;
+pub use histogram::{Histogram, MAX_TRACKABLE_MS, MIN_TRACKABLE_MS, RELATIVE_ACCURACY};
 pub use layer::{Layer, ParseLayerError};
 pub use rollup::{ErrorClass, Gauge, Point, Rollup, Sample, SampleKind};
 pub use series::SeriesKey;

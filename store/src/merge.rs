@@ -55,3 +55,10 @@ pub(crate) fn rank<I: IntoIterator<Item = Rollup>>(
     entries.truncate(limit);
     entries
 }
+
+/// The retention rule both backends apply: keep today (UTC) and the
+/// `keep_days` whole days before it; everything older goes.
+pub(crate) fn retention_cutoff_ms(now_ms: i64, keep_days: u32) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    now_ms.div_euclid(DAY_MS) * DAY_MS - i64::from(keep_days) * DAY_MS
+}

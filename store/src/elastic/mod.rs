@@ -1,1 +1,550 @@
-//! Elasticsearch backend (being written).
+//! The Elasticsearch backend: the production store and the scale-out path.
+//!
+//! - [`config`](ElasticConfig): where the cluster is, index prefix, retry policy.
+//! - `template`: index templates installed by [`ElasticStore::connect`].
+//! - `retry`: reads every item of a bulk response and decides, per document,
+//!   done, retry or reject.
+//!
+//! Documents go to daily indices named after the UTC day of their minute
+//! (`{prefix}-rollups-2026.11.22`), so retention deletes whole indices and a
+//! query over a range touches only the days it needs. Only core APIs are used
+//! (bulk, index templates, search, refresh, cat indices, delete index): the
+//! minimal distribution without x-pack features serves them all.
+
+mod config;
+mod retry;
+mod template;
+
+pub use config::{ElasticConfig, RetryPolicy};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use elasticsearch::cat::CatIndicesParts;
+use elasticsearch::http::response::Response;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{
+    IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesPutIndexTemplateParts, IndicesRefreshParts,
+};
+use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
+use panorama_model::{Point, Rollup, Sample, minute_of};
+use serde_json::{Value, json};
+
+use crate::merge::{points_by_minute, rank, retention_cutoff_ms};
+use crate::{
+    Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
+};
+use retry::ItemOutcome;
+
+/// Documents fetched per search page when reading a series.
+const PAGE: usize = 5_000;
+
+/// Counters for `/metrics`: how often writes had to be retried and how many
+/// documents were refused for good.
+#[derive(Debug, Default)]
+pub struct ElasticStats {
+    /// Bulk attempts that were retried, whole or in part.
+    pub retries: AtomicU64,
+    /// Documents Elasticsearch refused for good.
+    pub rejected_docs: AtomicU64,
+    /// Documents written.
+    pub written_docs: AtomicU64,
+}
+
+/// A [`Store`] on an Elasticsearch 8 cluster.
+pub struct ElasticStore {
+    client: Elasticsearch,
+    cfg: ElasticConfig,
+    stats: ElasticStats,
+}
+
+/// One document of a bulk request: target index, id and source.
+struct Doc {
+    index: String,
+    id: String,
+    source: String,
+}
+
+impl ElasticStore {
+    /// Connects and installs the index templates, retrying per the policy
+    /// while the cluster is starting.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the cluster did not answer in time;
+    /// [`StoreError::Backend`] if it refused the templates.
+    pub async fn connect(cfg: ElasticConfig) -> Result<ElasticStore, StoreError> {
+        let url = cfg
+            .url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid Elasticsearch URL {:?}: {e}", cfg.url)))?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(cfg.request_timeout)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("building the Elasticsearch client: {e}")))?;
+        let store = ElasticStore { client: Elasticsearch::new(transport), cfg, stats: ElasticStats::default() };
+        store.install_templates().await?;
+        Ok(store)
+    }
+
+    /// Write and retry counters.
+    pub fn stats(&self) -> &ElasticStats {
+        &self.stats
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ElasticConfig {
+        &self.cfg
+    }
+
+    fn rollup_index(&self, minute_ms: i64) -> String {
+        format!("{}-rollups-{}", self.cfg.index_prefix, day(minute_ms))
+    }
+
+    fn sample_index(&self, minute_ms: i64) -> String {
+        format!("{}-samples-{}", self.cfg.index_prefix, day(minute_ms))
+    }
+
+    fn rollup_pattern(&self) -> String {
+        format!("{}-rollups-*", self.cfg.index_prefix)
+    }
+
+    fn sample_pattern(&self) -> String {
+        format!("{}-samples-*", self.cfg.index_prefix)
+    }
+
+    async fn install_templates(&self) -> Result<(), StoreError> {
+        let templates = [
+            (format!("{}-rollups", self.cfg.index_prefix), template::rollups(&self.cfg)),
+            (format!("{}-samples", self.cfg.index_prefix), template::samples(&self.cfg)),
+        ];
+        for (name, body) in templates {
+            self.with_retry("install index template", || async {
+                self.client
+                    .indices()
+                    .put_index_template(IndicesPutIndexTemplateParts::Name(&name))
+                    .body(body.clone())
+                    .send()
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a non-bulk request, retrying transport errors and retryable
+    /// statuses per the policy; returns the successful response.
+    async fn with_retry<F, Fut>(&self, what: &str, mut send: F) -> Result<Response, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Response, elasticsearch::Error>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let failure = match send().await {
+                Ok(resp) if resp.status_code().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status_code().as_u16();
+                    let text = resp.text().await.unwrap_or_default();
+                    if !retry::status_is_retryable(status) {
+                        return Err(StoreError::Backend(format!("{what}: status {status}: {}", truncate(&text))));
+                    }
+                    format!("status {status}: {}", truncate(&text))
+                }
+                Err(e) => e.to_string(),
+            };
+            self.wait_or_give_up(what, &failure, started, attempt).await?;
+            attempt += 1;
+        }
+    }
+
+    async fn wait_or_give_up(&self, what: &str, failure: &str, started: Instant, attempt: u32) -> Result<(), StoreError> {
+        if let Some(limit) = self.cfg.retry.max_elapsed {
+            if started.elapsed() >= limit {
+                return Err(StoreError::Unavailable(format!(
+                    "{what}: gave up after {attempt} retries over {:?}: {failure}",
+                    started.elapsed()
+                )));
+            }
+        }
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let wait = self.cfg.retry.backoff(attempt);
+        tracing::warn!(what, attempt, wait_ms = wait.as_millis() as u64, failure, "elasticsearch retry");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Sends documents with bulk `index` actions until every one is written
+    /// or rejected for good, retrying only the documents that failed.
+    async fn bulk(&self, docs: Vec<Doc>) -> Result<(), StoreError> {
+        let mut rejected = Vec::new();
+        for chunk in docs.chunks(self.cfg.bulk_max_docs.max(1)) {
+            self.bulk_chunk(chunk, &mut rejected).await?;
+        }
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            self.stats.rejected_docs.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            Err(StoreError::Rejected(rejected))
+        }
+    }
+
+    async fn bulk_chunk(&self, chunk: &[Doc], rejected: &mut Vec<Rejection>) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut pending: Vec<&Doc> = chunk.iter().collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let mut lines = Vec::with_capacity(pending.len() * 2);
+            for d in &pending {
+                lines.push(json!({"index": {"_index": d.index, "_id": d.id}}).to_string());
+                lines.push(d.source.clone());
+            }
+            let failure = match self
+                .client
+                .bulk(BulkParts::None)
+                .filter_path(&["errors", "items.*.status", "items.*.error"])
+                .body(lines)
+                .send()
+                .await
+            {
+                Err(e) => e.to_string(),
+                Ok(resp) => {
+                    let status = resp.status_code().as_u16();
+                    let body = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("reading bulk response: {e}")));
+                    match body {
+                        Err(e) => e.to_string(),
+                        Ok(body) if (200..300).contains(&status) => {
+                            let outcomes = retry::classify(&body, pending.len()).map_err(StoreError::Backend)?;
+                            let mut retry_reason = None;
+                            let mut next = Vec::new();
+                            for (doc, outcome) in pending.iter().zip(outcomes) {
+                                match outcome {
+                                    ItemOutcome::Done => {
+                                        self.stats.written_docs.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    ItemOutcome::Retry(why) => {
+                                        retry_reason.get_or_insert(why);
+                                        next.push(*doc);
+                                    }
+                                    ItemOutcome::Reject(reason) => {
+                                        rejected.push(Rejection { doc_id: doc.id.clone(), reason });
+                                    }
+                                }
+                            }
+                            pending = next;
+                            match retry_reason {
+                                None => continue,
+                                Some(why) => format!("{} of the bulk's documents: {why}", pending.len()),
+                            }
+                        }
+                        Ok(body) if retry::status_is_retryable(status) => {
+                            format!("status {status}: {}", truncate(&String::from_utf8_lossy(&body)))
+                        }
+                        Ok(body) => {
+                            return Err(StoreError::Backend(format!(
+                                "bulk request refused with status {status}: {}",
+                                truncate(&String::from_utf8_lossy(&body))
+                            )));
+                        }
+                    }
+                }
+            };
+            self.wait_or_give_up("bulk write", &failure, started, attempt).await?;
+            attempt += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs a search to completion with `search_after`, returning every hit's `_source`.
+    async fn search_all(&self, index: &str, query: Value, sort: Value, limit: Option<usize>) -> Result<Vec<Value>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Value> = None;
+        loop {
+            let size = limit.map_or(PAGE, |l| (l - out.len()).min(PAGE));
+            if size == 0 {
+                break;
+            }
+            let mut body = json!({"query": query, "sort": sort, "size": size, "track_total_hits": false});
+            if let Some(a) = &after {
+                body["search_after"] = a.clone();
+            }
+            let resp = self
+                .client
+                .search(SearchParts::Index(&[index]))
+                .ignore_unavailable(true)
+                .allow_no_indices(true)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("search {index}: {e}")))?;
+            let status = resp.status_code().as_u16();
+            let body: Value = resp
+                .json()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("reading search response: {e}")))?;
+            if !(200..300).contains(&status) {
+                let err = StoreError::Backend(format!("search {index}: status {status}: {}", truncate(&body.to_string())));
+                return Err(if retry::status_is_retryable(status) { StoreError::Unavailable(err.to_string()) } else { err });
+            }
+            let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            let n = hits.len();
+            for mut hit in hits {
+                after = Some(hit["sort"].take());
+                out.push(hit["_source"].take());
+            }
+            if n < size {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn index_names(&self) -> Result<Vec<String>, StoreError> {
+        let patterns = [self.rollup_pattern(), self.sample_pattern()];
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let resp = self
+            .with_retry("list indices", || async {
+                self.client
+                    .cat()
+                    .indices(CatIndicesParts::Index(&patterns))
+                    .format("json")
+                    .h(&["index"])
+                    .send()
+                    .await
+            })
+            .await?;
+        let rows: Vec<Value> = resp
+            .json()
+            .await
+            .map_err(|e| StoreError::Backend(format!("reading index list: {e}")))?;
+        Ok(rows.iter().filter_map(|r| r["index"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// Deletes every index and template of this store's prefix. For tests
+    /// and for operators tearing an installation down; never called by
+    /// Panorama itself.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    pub async fn delete_everything(&self) -> Result<(), StoreError> {
+        self.delete_indices(&self.index_names().await?).await?;
+        for name in [format!("{}-rollups", self.cfg.index_prefix), format!("{}-samples", self.cfg.index_prefix)] {
+            self.client
+                .indices()
+                .delete_index_template(IndicesDeleteIndexTemplateParts::Name(&name))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_indices(&self, names: &[String]) -> Result<(), StoreError> {
+        // Named one by one in batches: the cluster refuses wildcard deletes.
+        for batch in names.chunks(50) {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            self.with_retry("delete indices", || async {
+                self.client.indices().delete(IndicesDeleteParts::Index(&refs)).send().await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for ElasticStore {
+    async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
+        let docs = rollups
+            .iter()
+            .map(|r| {
+                let source = json!({
+                    "doc_id": r.doc_id(),
+                    "minute": r.minute_ms,
+                    "layer": r.key.layer,
+                    "service": r.key.service,
+                    "host": r.key.host,
+                    "name": r.key.name,
+                    "dims_kv": r.key.dims_kv(),
+                    "series_id": r.key.id(),
+                    "collector": r.collector,
+                    "count": r.count,
+                    "errors": r.errors,
+                    "body": r,
+                });
+                Doc { index: self.rollup_index(r.minute_ms), id: r.doc_id(), source: source.to_string() }
+            })
+            .collect();
+        self.bulk(docs).await
+    }
+
+    async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
+        let docs = samples
+            .iter()
+            .map(|s| {
+                let source = json!({
+                    "doc_id": s.doc_id(),
+                    "minute": s.minute_ms,
+                    "ts": s.ts_ms,
+                    "layer": s.key.layer,
+                    "service": s.key.service,
+                    "host": s.key.host,
+                    "name": s.key.name,
+                    "kind": s.kind,
+                    "collector": s.collector,
+                    "body": s,
+                });
+                Doc { index: self.sample_index(s.minute_ms), id: s.doc_id(), source: source.to_string() }
+            })
+            .collect();
+        self.bulk(docs).await
+    }
+
+    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError> {
+        q.validate()?;
+        let mut filter = vec![
+            json!({"term": {"layer": q.layer}}),
+            json!({"range": {"minute": {"gte": q.from_ms, "lt": q.to_ms}}}),
+        ];
+        push_term(&mut filter, "service", q.service.as_deref());
+        push_term(&mut filter, "name", q.name.as_deref());
+        push_term(&mut filter, "host", q.host.as_deref());
+        for (k, v) in &q.dims {
+            filter.push(json!({"term": {"dims_kv": format!("{k}={v}")}}));
+        }
+        let hits = self
+            .search_all(
+                &self.rollup_pattern(),
+                json!({"bool": {"filter": filter}}),
+                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
+                None,
+            )
+            .await?;
+        Ok(points_by_minute(decode_bodies::<Rollup>(hits)?))
+    }
+
+    async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        let minute = minute_of(q.minute_ms);
+        let mut filter = vec![json!({"term": {"layer": q.layer}}), json!({"term": {"minute": minute}})];
+        push_term(&mut filter, "service", q.service.as_deref());
+        let hits = self
+            .search_all(
+                &self.rollup_index(minute),
+                json!({"bool": {"filter": filter}}),
+                json!([{"doc_id": "asc"}]),
+                None,
+            )
+            .await?;
+        Ok(rank(decode_bodies::<Rollup>(hits)?, q.by, q.limit))
+    }
+
+    async fn samples(&self, q: &SampleQuery) -> Result<Vec<Sample>, StoreError> {
+        let minute = minute_of(q.minute_ms);
+        let mut filter = vec![json!({"term": {"layer": q.layer}}), json!({"term": {"minute": minute}})];
+        push_term(&mut filter, "service", q.service.as_deref());
+        push_term(&mut filter, "name", q.name.as_deref());
+        if let Some(kind) = q.kind {
+            filter.push(json!({"term": {"kind": kind}}));
+        }
+        let hits = self
+            .search_all(
+                &self.sample_index(minute),
+                json!({"bool": {"filter": filter}}),
+                json!([{"kind": "asc"}, {"ts": "asc"}, {"doc_id": "asc"}]),
+                Some(q.limit),
+            )
+            .await?;
+        decode_bodies(hits)
+    }
+
+    async fn apply_retention(&self, now_ms: i64, keep_days: u32) -> Result<RetentionReport, StoreError> {
+        let cutoff = retention_cutoff_ms(now_ms, keep_days);
+        let cutoff_day = DateTime::<Utc>::from_timestamp_millis(cutoff)
+            .map(|t| t.date_naive())
+            .ok_or_else(|| StoreError::InvalidQuery(format!("time {now_ms} out of range")))?;
+        let old: Vec<String> = self
+            .index_names()
+            .await?
+            .into_iter()
+            .filter(|name| index_day(name).is_some_and(|d| d < cutoff_day))
+            .collect();
+        self.delete_indices(&old).await?;
+        Ok(RetentionReport { dropped: old, deleted_docs: 0 })
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let patterns = [self.rollup_pattern(), self.sample_pattern()];
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        self.with_retry("refresh", || async {
+            self.client
+                .indices()
+                .refresh(IndicesRefreshParts::Index(&patterns))
+                .allow_no_indices(true)
+                .ignore_unavailable(true)
+                .send()
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "elasticsearch"
+    }
+}
+
+fn push_term(filter: &mut Vec<Value>, field: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        filter.push(json!({"term": {field: v}}));
+    }
+}
+
+fn decode_bodies<T: serde::de::DeserializeOwned>(sources: Vec<Value>) -> Result<Vec<T>, StoreError> {
+    sources
+        .into_iter()
+        .map(|mut s| {
+            let id = s["doc_id"].as_str().unwrap_or("?").to_owned();
+            serde_json::from_value(s["body"].take())
+                .map_err(|e| StoreError::Backend(format!("document {id} has an unreadable body: {e}")))
+        })
+        .collect()
+}
+
+/// The UTC day of a minute, as daily index names spell it.
+fn day(minute_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(minute_ms)
+        .map(|t| t.format("%Y.%m.%d").to_string())
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
+/// The day a daily index holds, from the suffix of its name.
+fn index_day(name: &str) -> Option<NaiveDate> {
+    let suffix = name.rsplit('-').next()?;
+    NaiveDate::parse_from_str(suffix, "%Y.%m.%d").ok()
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(300) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_index_names() {
+        assert_eq!(day(0), "1970.01.01");
+        let ms = DateTime::parse_from_rfc3339("2026-11-22T23:59:00Z").unwrap().timestamp_millis();
+        assert_eq!(day(ms), "2026.11.22");
+        assert_eq!(index_day("panorama-rollups-2026.11.22"), NaiveDate::from_ymd_opt(2026, 11, 22));
+        assert_eq!(index_day("panorama-rollups-junk"), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! What to do with each item of a bulk response.
+//!
+//! A bulk request that returns 200 can still have failed item by item, so
+//! the retry decision reads every item, not just the status line: 429 and
+//! 5xx items are retried, other 4xx items (a mapping conflict, a document too
+//! large) are rejected for good, because sending them again would fail again.
+
+use serde::Deserialize;
+
+/// Whether a whole response (or transport failure) may succeed if sent again.
+pub(super) fn status_is_retryable(status: u16) -> bool {
+    status == 429 || status == 408 || (500..600).contains(&status)
+}
+
+/// The fate of one document of a bulk request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ItemOutcome {
+    /// Written.
+    Done,
+    /// Failed for a reason that may pass (queue full, shard unavailable).
+    Retry(String),
+    /// Failed for good.
+    Reject(String),
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// Classifies every item of a bulk response body, in request order.
+///
+/// # Errors
+/// A body that is not a bulk response, or one with a different number of
+/// items than documents sent (which would make it impossible to say which
+/// document failed).
+pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, String> {
+    let resp: BulkResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
+    if resp.items.len() != sent {
+        return Err(format!("bulk response has {} items for {sent} documents", resp.items.len()));
+    }
+    Ok(resp
+        .items
+        .into_iter()
+        .map(|item| {
+            let Some(item) = item.into_values().next() else {
+                return ItemOutcome::Retry("empty bulk item".into());
+            };
+            if (200..300).contains(&item.status) {
+                return ItemOutcome::Done;
+            }
+            let reason = item
+                .error
+                .map(|e| describe(&e))
+                .unwrap_or_else(|| format!("status {}", item.status));
+            if status_is_retryable(item.status) {
+                ItemOutcome::Retry(reason)
+            } else {
+                ItemOutcome::Reject(reason)
+            }
+        })
+        .collect())
+}
+
+fn describe(error: &serde_json::Value) -> String {
+    let kind = error.get("type").and_then(|v| v.as_str()).unwrap_or("error");
+    let reason = error.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+    format!("{kind}: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_partial_failures_of_a_successful_response() {
+        let body = br#"{"took":3,"errors":true,"items":[
+            {"index":{"_id":"a","status":201}},
+            {"index":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
+            {"index":{"_id":"c","status":400,"error":{"type":"document_parsing_exception","reason":"mapping conflict"}}},
+            {"index":{"_id":"d","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary not active"}}},
+            {"create":{"_id":"e","status":200}}
+        ]}"#;
+        let out = classify(body, 5).unwrap();
+        assert_eq!(out[0], ItemOutcome::Done);
+        assert_eq!(out[1], ItemOutcome::Retry("es_rejected_execution_exception: queue full".into()));
+        assert_eq!(out[2], ItemOutcome::Reject("document_parsing_exception: mapping conflict".into()));
+        assert!(matches!(out[3], ItemOutcome::Retry(_)));
+        assert_eq!(out[4], ItemOutcome::Done);
+    }
+
+    #[test]
+    fn item_count_mismatch_is_an_error() {
+        assert!(classify(br#"{"items":[]}"#, 1).is_err());
+        assert!(classify(b"not json", 1).is_err());
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        assert!(status_is_retryable(429));
+        assert!(status_is_retryable(503));
+        assert!(!status_is_retryable(400));
+        assert!(!status_is_retryable(404));
+    }
+}

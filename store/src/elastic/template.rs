@@ -1,0 +1,77 @@
+//! Index templates: installed on start so that every daily index, created on
+//! the first bulk write of its day, gets the same mapping.
+//!
+//! Only fields that queries filter, sort or aggregate on are indexed; the
+//! whole rollup (histogram included) travels in `body`, stored but not
+//! indexed, because readers merge histograms themselves and indexing them
+//! would only cost disk and mapping fields.
+
+use serde_json::{Value, json};
+
+use super::ElasticConfig;
+
+/// The index template for rollups.
+pub(super) fn rollups(cfg: &ElasticConfig) -> Value {
+    json!({
+        "index_patterns": [format!("{}-rollups-*", cfg.index_prefix)],
+        "priority": 200,
+        "template": {
+            "settings": settings(cfg),
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "doc_id": {"type": "keyword"},
+                    "minute": {"type": "date", "format": "epoch_millis"},
+                    "layer": {"type": "keyword"},
+                    "service": {"type": "keyword"},
+                    "host": {"type": "keyword"},
+                    "name": {"type": "keyword"},
+                    "dims_kv": {"type": "keyword"},
+                    "series_id": {"type": "keyword"},
+                    "collector": {"type": "keyword"},
+                    "count": {"type": "long"},
+                    "errors": {"type": "long"},
+                    "body": {"type": "object", "enabled": false}
+                }
+            }
+        },
+        "_meta": {"owner": "panorama", "schema": 1}
+    })
+}
+
+/// The index template for drill-down samples.
+pub(super) fn samples(cfg: &ElasticConfig) -> Value {
+    json!({
+        "index_patterns": [format!("{}-samples-*", cfg.index_prefix)],
+        "priority": 200,
+        "template": {
+            "settings": settings(cfg),
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "doc_id": {"type": "keyword"},
+                    "minute": {"type": "date", "format": "epoch_millis"},
+                    "ts": {"type": "date", "format": "epoch_millis"},
+                    "layer": {"type": "keyword"},
+                    "service": {"type": "keyword"},
+                    "host": {"type": "keyword"},
+                    "name": {"type": "keyword"},
+                    "kind": {"type": "keyword"},
+                    "collector": {"type": "keyword"},
+                    "body": {"type": "object", "enabled": false}
+                }
+            }
+        },
+        "_meta": {"owner": "panorama", "schema": 1}
+    })
+}
+
+fn settings(cfg: &ElasticConfig) -> Value {
+    json!({
+        "number_of_shards": cfg.shards,
+        "number_of_replicas": cfg.replicas,
+        // Rollups arrive once a minute per series; a 5 s refresh keeps the
+        // dashboard current without a segment per bulk request.
+        "refresh_interval": "5s"
+    })
+}
