@@ -14,6 +14,8 @@
 #   PANORAMA_ES_PORT     HTTP port on 127.0.0.1 (default 9200)
 #   PANORAMA_CACHE       cache directory (default ~/.cache/panorama; /var/cache/panorama as root)
 #   PANORAMA_ES_HEAP     JVM heap (default 512m)
+#   PANORAMA_ES_SETTINGS extra elasticsearch.yml lines, for tests that need an
+#                        unusual node (a tiny write queue, to provoke 429s)
 set -euo pipefail
 
 ES_VERSION="${PANORAMA_ES_VERSION:-8.19.7}"
@@ -97,6 +99,7 @@ cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: true
 # Loopback only, for tests and demos: no TLS, no users.
 xpack.security.enabled: false
+${PANORAMA_ES_SETTINGS:-}
 YML
     cat >"$INSTANCE/config/jvm.options.d/heap.options" <<JVM
 -Xms$HEAP
