@@ -298,7 +298,7 @@ pub struct Point {
 
 /// Why a sample was kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SampleKind {
     /// A failed event.
     Error,
@@ -309,7 +309,14 @@ pub enum SampleKind {
 }
 
 impl SampleKind {
-    /// The lowercase name used in documents and URLs.
+    /// Where samples of this kind come in a drill-down list: errors first,
+    /// then the slowest requests, then lines that did not parse. Stores sort
+    /// by it, since the names do not sort that way.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The name used in documents and URLs (the serde name too).
     pub fn as_str(self) -> &'static str {
         match self {
             SampleKind::Error => "error",
@@ -423,6 +430,18 @@ mod tests {
         let g = r.gauge.clone().unwrap();
         assert_eq!((g.last, g.min, g.max, g.n), (30.0, 10.0, 30.0, 3));
         assert_eq!(r.point(1).value, Some(20.0));
+    }
+
+    #[test]
+    fn sample_kind_names_agree_with_serde() {
+        for k in [SampleKind::Error, SampleKind::Slow, SampleKind::ParseError] {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        assert!(SampleKind::Error.rank() < SampleKind::Slow.rank());
+        assert!(SampleKind::Slow.rank() < SampleKind::ParseError.rank());
     }
 
     #[test]

@@ -2,18 +2,27 @@
 //!
 //! Each case is a public async function taking a store that is empty as far
 //! as the case can tell (backends isolate cases by directory or index
-//! prefix). A backend's integration test expands [`conformance_tests!`] with
+//! prefix). A backend's integration test expands [`conformance_tests!`](crate::conformance_tests) with
 //! an opener, which yields one `#[tokio::test]` per case, so the test output
 //! names every case for every backend.
 //!
-//! ```ignore
+//! ```text
 //! async fn open(case: &str) -> MyHarness { /* a fresh, isolated store */ }
 //! panorama_store::conformance_tests!(open);
 //! ```
+//!
+//! Cases use fixed event times around [`BASE_MS`] and services of their
+//! own, so they would not disturb each other even in a shared store; the
+//! retention case works months before [`BASE_MS`] for the same reason.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use panorama_model::{
+    Event, Layer, MINUTE_MS, Outcome, Point, Rollup, Sample, SampleKind, SeriesKey,
+};
 
-use crate::Store;
+use crate::{Metric, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery};
 
 /// A store opened for one case, and how to clean up after it.
 #[async_trait]
@@ -32,6 +41,14 @@ macro_rules! conformance_tests {
     ($open:path) => {
         $crate::conformance_tests!(@cases $open;
             writes_and_reads_series,
+            idempotent_rewrite,
+            merges_across_collectors,
+            filters_by_dims,
+            top_ranks_one_minute,
+            samples_for_drill_down,
+            retention_drops_old_days,
+            rejects_inverted_range,
+            empty_reads,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -47,8 +64,882 @@ macro_rules! conformance_tests {
     };
 }
 
-/// Rollups written are read back, per minute, as the points they make.
+/// 2026-11-20T10:00:00Z, the minute most cases write around.
+pub const BASE_MS: i64 = 1_795_168_800_000;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The start of minute `i` after [`BASE_MS`].
+fn minute(i: i64) -> i64 {
+    BASE_MS + i * MINUTE_MS
+}
+
+fn key(layer: Layer, service: &str, host: &str, name: &str) -> SeriesKey {
+    SeriesKey {
+        layer,
+        service: service.to_owned(),
+        host: host.to_owned(),
+        name: name.to_owned(),
+        dims: BTreeMap::new(),
+    }
+}
+
+fn with_dims(mut key: SeriesKey, dims: &[(&str, &str)]) -> SeriesKey {
+    key.dims = dims
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    key
+}
+
+/// An event of `key` at `ts_ms`.
+fn event(key: &SeriesKey, ts_ms: i64) -> Event {
+    let mut e = Event::new(ts_ms, key.layer, &key.service, &key.host, &key.name);
+    e.dims = key.dims.clone();
+    e
+}
+
+/// A rollup of one event per latency, of which the first `errors` failed
+/// with code 500. Events are spread over the minute.
+fn rollup(minute_ms: i64, key: &SeriesKey, collector: &str, lat: &[f64], errors: usize) -> Rollup {
+    let mut r = Rollup::empty(minute_ms, key.clone(), collector);
+    for (i, &ms) in lat.iter().enumerate() {
+        let mut e = event(key, minute_ms + (i as i64 * 997) % MINUTE_MS);
+        if i < errors {
+            e.outcome = Outcome::Error(Some("500".to_owned()));
+        }
+        e.latency_ms = Some(ms);
+        r.add(&e);
+    }
+    r
+}
+
+/// A rollup of gauge readings, no latency.
+fn gauge(minute_ms: i64, key: &SeriesKey, collector: &str, values: &[f64]) -> Rollup {
+    let mut r = Rollup::empty(minute_ms, key.clone(), collector);
+    for (i, &v) in values.iter().enumerate() {
+        let mut e = event(key, minute_ms + i as i64 * 1_000);
+        e.value = Some(v);
+        r.add(&e);
+    }
+    r
+}
+
+/// `n` latencies spread over two orders of magnitude, varied by `seed`.
+fn latencies(n: usize, seed: u64) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let x = (i as u64 * 7_919 + seed * 104_729) % 1_000;
+            // 1 ms .. ~300 ms, skewed like real latencies.
+            1.0 + (x as f64 / 1_000.0).powi(3) * 300.0 + (i % 7) as f64 * 0.37
+        })
+        .collect()
+}
+
+/// The value at quantile `q` of `values` by the rank the histogram reports
+/// (`⌊q·(n-1)⌋`).
+fn exact_quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+}
+
+fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    let tol = rel * want.abs().max(1e-9);
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} (±{:.2}%)",
+        rel * 100.0
+    );
+}
+
+fn assert_some_close(what: &str, got: Option<f64>, want: f64, rel: f64) {
+    match got {
+        Some(g) => assert_close(what, g, want, rel),
+        None => panic!("{what}: got None, want {want}"),
+    }
+}
+
+/// Checks a point against the latencies, errors and minute it was built from.
+fn assert_point(what: &str, p: &Point, minute_ms: i64, lat: &[f64], errors: u64) {
+    let n = lat.len() as u64;
+    assert_eq!(p.minute, minute_ms, "{what}: minute");
+    assert_eq!(p.count, n, "{what}: count");
+    assert_eq!(p.errors, errors, "{what}: errors");
+    assert_close(&format!("{what}: rate"), p.rate, n as f64 / 60.0, 1e-9);
+    assert_close(
+        &format!("{what}: error_ratio"),
+        p.error_ratio,
+        errors as f64 / n as f64,
+        1e-9,
+    );
+    let avg = lat.iter().sum::<f64>() / n as f64;
+    assert_some_close(&format!("{what}: avg_ms"), p.avg_ms, avg, 1e-9);
+    for (q, got) in [(0.50, p.p50_ms), (0.90, p.p90_ms), (0.99, p.p99_ms)] {
+        let label = format!("{what}: p{}", (q * 100.0) as u32);
+        assert_some_close(&label, got, exact_quantile(lat, q), 0.02);
+    }
+    let max = lat.iter().copied().fold(f64::MIN, f64::max);
+    assert_some_close(&format!("{what}: max_ms"), p.max_ms, max, 1e-9);
+}
+
+async fn write_rollups(store: &dyn Store, rollups: &[Rollup]) {
+    if let Err(e) = store.write_rollups(rollups).await {
+        panic!("write_rollups of {} rollup(s) failed: {e}", rollups.len());
+    }
+}
+
+async fn write_samples(store: &dyn Store, samples: &[Sample]) {
+    if let Err(e) = store.write_samples(samples).await {
+        panic!("write_samples of {} sample(s) failed: {e}", samples.len());
+    }
+}
+
+async fn sync(store: &dyn Store) {
+    if let Err(e) = store.sync().await {
+        panic!("sync failed: {e}");
+    }
+}
+
+async fn read(store: &dyn Store, q: &SeriesQuery) -> Vec<Point> {
+    match store.read_series(q).await {
+        Ok(points) => points,
+        Err(e) => panic!("read_series({q:?}) failed: {e}"),
+    }
+}
+
+async fn top(store: &dyn Store, q: &TopQuery) -> Vec<TopEntry> {
+    match store.top(q).await {
+        Ok(entries) => entries,
+        Err(e) => panic!("top({q:?}) failed: {e}"),
+    }
+}
+
+async fn samples(store: &dyn Store, q: &SampleQuery) -> Vec<Sample> {
+    match store.samples(q).await {
+        Ok(samples) => samples,
+        Err(e) => panic!("samples({q:?}) failed: {e}"),
+    }
+}
+
+fn minutes_of(points: &[Point]) -> Vec<i64> {
+    points.iter().map(|p| p.minute).collect()
+}
+
+fn names_of(entries: &[TopEntry]) -> Vec<(&str, &str)> {
+    entries
+        .iter()
+        .map(|e| (e.service.as_str(), e.name.as_str()))
+        .collect()
+}
+
+/// Rollups written are read back, per minute, as the points they make:
+/// only minutes in `[from, to)`, only the series asked for, oldest first.
 pub async fn writes_and_reads_series(store: &dyn Store) {
-    let _ = store;
-    todo!("conformance case being written")
+    let cart = key(Layer::Url, "shop", "web1", "GET /cart");
+    let cpu = key(Layer::Infra, "shop", "web1", "cpu.busy");
+    // Neighbours that must not leak in: another layer, service and name.
+    let other_layer = key(Layer::Call, "shop", "web1", "GET /cart");
+    let other_service = key(Layer::Url, "shop-admin", "web1", "GET /cart");
+    let other_name = key(Layer::Url, "shop", "web1", "GET /cart/items");
+
+    // Minutes -1 and 3 fall outside the queried range [0, 3).
+    let mut per_minute = Vec::new();
+    let mut docs = Vec::new();
+    for i in [3, -1, 1, 0, 2] {
+        let lat = latencies((120 + 10 * i) as usize, (i + 11) as u64);
+        let errors = (i + 2) as usize;
+        docs.push(rollup(minute(i), &cart, "c1", &lat, errors));
+        docs.push(gauge(
+            minute(i),
+            &cpu,
+            "c1",
+            &[10.0 + i as f64, 20.0, 30.5 + i as f64],
+        ));
+        let noise = latencies(1_000, 99);
+        docs.push(rollup(minute(i), &other_layer, "c1", &noise, 500));
+        docs.push(rollup(minute(i), &other_service, "c1", &noise, 500));
+        docs.push(rollup(minute(i), &other_name, "c1", &noise, 500));
+        per_minute.push((i, lat, errors as u64));
+    }
+    write_rollups(store, &docs).await;
+    sync(store).await;
+
+    let q = SeriesQuery::layer(Layer::Url, minute(0), minute(3))
+        .service("shop")
+        .name("GET /cart");
+    let points = read(store, &q).await;
+    assert_eq!(
+        minutes_of(&points),
+        vec![minute(0), minute(1), minute(2)],
+        "minutes in [from, to), oldest first"
+    );
+    per_minute.sort_by_key(|(i, _, _)| *i);
+    for (i, lat, errors) in per_minute.iter().filter(|(i, _, _)| (0..3).contains(i)) {
+        let p = &points[*i as usize];
+        assert_point(
+            &format!("GET /cart minute {i}"),
+            p,
+            minute(*i),
+            lat,
+            *errors,
+        );
+        assert_eq!(
+            p.value, None,
+            "GET /cart minute {i}: a series without gauge has no value"
+        );
+    }
+
+    // A range that is not minute-aligned still selects by minute start.
+    let q = SeriesQuery::layer(Layer::Url, minute(1) - 1, minute(2) + 1)
+        .service("shop")
+        .name("GET /cart");
+    assert_eq!(
+        minutes_of(&read(store, &q).await),
+        vec![minute(1), minute(2)],
+        "minutes whose start lies in [from, to)"
+    );
+
+    // The gauge series reports its mean reading and no latency.
+    let q = SeriesQuery::layer(Layer::Infra, minute(-5), minute(5))
+        .service("shop")
+        .name("cpu.busy");
+    let points = read(store, &q).await;
+    assert_eq!(
+        minutes_of(&points),
+        (-1..=3).map(minute).collect::<Vec<_>>(),
+        "cpu.busy minutes"
+    );
+    for (i, p) in (-1..=3).zip(&points) {
+        let want = (10.0 + i as f64 + 20.0 + 30.5 + i as f64) / 3.0;
+        assert_some_close(&format!("cpu.busy minute {i}: value"), p.value, want, 1e-9);
+        assert_eq!(p.count, 3, "cpu.busy minute {i}: count");
+        assert_eq!(p.errors, 0, "cpu.busy minute {i}: errors");
+        assert_eq!(
+            (p.avg_ms, p.p99_ms, p.max_ms),
+            (None, None, None),
+            "cpu.busy minute {i}: no latency"
+        );
+    }
+}
+
+/// Writing a rollup again replaces it; late data rewrites the same document
+/// and the count is the latest version's, never a sum.
+pub async fn idempotent_rewrite(store: &dyn Store) {
+    let k = key(Layer::Url, "ledger", "web1", "POST /pay");
+    let m = minute(10);
+    let first = latencies(10, 1);
+    let v1 = rollup(m, &k, "c1", &first, 1);
+    write_rollups(store, &[v1.clone(), v1.clone()]).await;
+    write_rollups(store, &[v1]).await;
+    sync(store).await;
+
+    let q = SeriesQuery::layer(Layer::Url, m, m + MINUTE_MS)
+        .service("ledger")
+        .name("POST /pay");
+    let points = read(store, &q).await;
+    assert_eq!(points.len(), 1, "one minute after three writes: {points:?}");
+    assert_point("after rewriting the same rollup", &points[0], m, &first, 1);
+
+    // Late events arrived: the collector rewrites its minute, same doc id.
+    let mut late = first.clone();
+    late.extend([900.0, 950.0, 1_000.0, 2.5, 3.5]);
+    let v2 = rollup(m, &k, "c1", &late, 4);
+    write_rollups(store, &[v2]).await;
+    sync(store).await;
+    let points = read(store, &q).await;
+    assert_eq!(points.len(), 1, "one minute after late data: {points:?}");
+    assert_point("after late data", &points[0], m, &late, 4);
+}
+
+/// Documents of the same minute and series from several collectors and
+/// hosts merge: counts add and percentiles come from the merged histogram.
+pub async fn merges_across_collectors(store: &dyn Store) {
+    let m = minute(20);
+    let web1 = key(Layer::Url, "catalog", "web1", "GET /item/:id");
+    let web2 = key(Layer::Url, "catalog", "web2", "GET /item/:id");
+    let parts = [
+        (&web1, "c1", latencies(50, 1), 2usize),
+        (&web1, "c2", latencies(70, 2), 0),
+        (&web2, "c1", latencies(30, 3), 5),
+        (
+            &web2,
+            "c2",
+            latencies(90, 4).iter().map(|x| x * 3.0).collect(),
+            1,
+        ),
+    ];
+    let docs: Vec<Rollup> = parts
+        .iter()
+        .map(|(k, c, lat, err)| rollup(m, k, c, lat, *err))
+        .collect();
+    write_rollups(store, &docs).await;
+    sync(store).await;
+
+    // What one rollup of every event would say.
+    let mut whole = Rollup::empty(m, web1.clone(), "all");
+    for d in &docs {
+        whole.merge(d);
+    }
+    let want = whole.point(1);
+    let all: Vec<f64> = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
+    let errors: u64 = parts.iter().map(|p| p.3 as u64).sum();
+
+    let q = SeriesQuery::layer(Layer::Url, m, m + MINUTE_MS)
+        .service("catalog")
+        .name("GET /item/:id");
+    let points = read(store, &q).await;
+    assert_eq!(points.len(), 1, "one merged minute: {points:?}");
+    let p = &points[0];
+    assert_point("merged over collectors and hosts", p, m, &all, errors);
+    for (label, got, want) in [
+        ("p50", p.p50_ms, want.p50_ms),
+        ("p90", p.p90_ms, want.p90_ms),
+        ("p99", p.p99_ms, want.p99_ms),
+    ] {
+        let want = want.expect("merged histogram has quantiles");
+        assert_some_close(
+            &format!("{label} equals the merged histogram's"),
+            got,
+            want,
+            1e-9,
+        );
+    }
+
+    // The host filter narrows to web1's two collectors.
+    let points = read(store, &q.clone().host("web1")).await;
+    assert_eq!(points.len(), 1, "web1 only: {points:?}");
+    let web1_lat: Vec<f64> = parts[..2]
+        .iter()
+        .flat_map(|p| p.2.iter().copied())
+        .collect();
+    assert_point("host web1", &points[0], m, &web1_lat, 2);
+
+    let points = read(store, &q.host("web3")).await;
+    assert!(points.is_empty(), "unknown host reads nothing: {points:?}");
+}
+
+/// Series differing only in dims are told apart by a dims filter and merge
+/// without one.
+pub async fn filters_by_dims(store: &dyn Store) {
+    let m = minute(25);
+    let base = key(Layer::Business, "account", "app1", "login");
+    let ios = with_dims(base.clone(), &[("channel", "ios"), ("device", "phone")]);
+    let android = with_dims(base.clone(), &[("channel", "android"), ("device", "phone")]);
+    let ios_lat = latencies(40, 5);
+    let android_lat = latencies(60, 6);
+    write_rollups(
+        store,
+        &[
+            rollup(m, &ios, "c1", &ios_lat, 3),
+            rollup(m, &android, "c1", &android_lat, 7),
+        ],
+    )
+    .await;
+    sync(store).await;
+
+    let q = SeriesQuery::layer(Layer::Business, m, m + MINUTE_MS)
+        .service("account")
+        .name("login");
+    let with = |dims: &[(&str, &str)]| {
+        let mut q = q.clone();
+        q.dims = with_dims(base.clone(), dims).dims;
+        q
+    };
+
+    let points = read(store, &with(&[("channel", "ios")])).await;
+    assert_eq!(points.len(), 1, "channel=ios: {points:?}");
+    assert_point("channel=ios", &points[0], m, &ios_lat, 3);
+
+    let points = read(store, &with(&[("channel", "android"), ("device", "phone")])).await;
+    assert_eq!(points.len(), 1, "channel=android,device=phone: {points:?}");
+    assert_point(
+        "channel=android,device=phone",
+        &points[0],
+        m,
+        &android_lat,
+        7,
+    );
+
+    let all: Vec<f64> = ios_lat.iter().chain(&android_lat).copied().collect();
+    for (label, q) in [
+        ("no dims filter", q.clone()),
+        ("device=phone", with(&[("device", "phone")])),
+    ] {
+        let points = read(store, &q).await;
+        assert_eq!(points.len(), 1, "{label}: {points:?}");
+        assert_point(label, &points[0], m, &all, 10);
+    }
+
+    for dims in [
+        &[("channel", "ios"), ("device", "tablet")][..],
+        &[("channel", "web")][..],
+        &[("region", "eu")][..],
+    ] {
+        let points = read(store, &with(dims)).await;
+        assert!(points.is_empty(), "dims {dims:?} match nothing: {points:?}");
+    }
+}
+
+/// `top` ranks the series of one minute, merged across hosts and collectors
+/// by `(service, name)`, by each metric, honouring limit and service.
+pub async fn top_ranks_one_minute(store: &dyn Store) {
+    let m = minute(30);
+    let acct1 = key(Layer::Call, "gateway", "app1", "account-svc getUser");
+    let acct2 = key(Layer::Call, "gateway", "app2", "account-svc getUser");
+    let pay = key(Layer::Call, "gateway", "app1", "pay-svc charge");
+    let sms = key(Layer::Call, "gateway", "app1", "sms-svc send");
+    let other = key(Layer::Call, "reports", "app9", "warehouse query");
+    let scaled =
+        |n, seed, f: f64| -> Vec<f64> { latencies(n, seed).iter().map(|x| x * f).collect() };
+    let docs = vec![
+        // account-svc: 50 + 30 events, 1 + 2 errors, fast.
+        rollup(m, &acct1, "c1", &scaled(50, 1, 0.1), 1),
+        rollup(m, &acct2, "c2", &scaled(30, 2, 0.1), 2),
+        // pay-svc: 40 events, 20 errors, medium.
+        rollup(m, &pay, "c1", &scaled(40, 3, 1.0), 20),
+        // sms-svc: 10 events, 9 errors, slow.
+        rollup(m, &sms, "c1", &scaled(10, 4, 20.0), 9),
+        // reports: 100 events, no errors, very fast.
+        rollup(m, &other, "c1", &scaled(100, 5, 0.01), 0),
+        // Another minute, which must not count.
+        rollup(m + MINUTE_MS, &sms, "c1", &scaled(5_000, 6, 100.0), 5_000),
+        rollup(m - MINUTE_MS, &pay, "c1", &scaled(3_000, 7, 100.0), 3_000),
+    ];
+    write_rollups(store, &docs).await;
+    sync(store).await;
+
+    let q = |by: Metric, limit: usize| TopQuery {
+        layer: Layer::Call,
+        service: None,
+        minute_ms: m,
+        by,
+        limit,
+    };
+    let acct = ("gateway", "account-svc getUser");
+    let pay_n = ("gateway", "pay-svc charge");
+    let sms_n = ("gateway", "sms-svc send");
+    let other_n = ("reports", "warehouse query");
+
+    let by_count = top(store, &q(Metric::Count, 10)).await;
+    assert_eq!(
+        names_of(&by_count),
+        vec![other_n, acct, pay_n, sms_n],
+        "by count"
+    );
+    let counts: Vec<u64> = by_count.iter().map(|e| e.point.count).collect();
+    assert_eq!(counts, vec![100, 80, 40, 10], "counts merged across hosts");
+    assert!(
+        by_count.iter().all(|e| e.point.minute == m),
+        "every entry is of minute {m}: {by_count:?}"
+    );
+
+    let by_errors = top(store, &q(Metric::Errors, 10)).await;
+    assert_eq!(
+        names_of(&by_errors),
+        vec![pay_n, sms_n, acct, other_n],
+        "by errors"
+    );
+    assert_eq!(by_errors[2].point.errors, 3, "account-svc errors merged");
+
+    let by_ratio = top(store, &q(Metric::ErrorRatio, 10)).await;
+    assert_eq!(
+        names_of(&by_ratio),
+        vec![sms_n, pay_n, acct, other_n],
+        "by error_ratio"
+    );
+    assert_close(
+        "account-svc error_ratio",
+        by_ratio[2].point.error_ratio,
+        3.0 / 80.0,
+        1e-9,
+    );
+
+    let by_p99 = top(store, &q(Metric::P99Ms, 10)).await;
+    assert_eq!(
+        names_of(&by_p99),
+        vec![sms_n, pay_n, acct, other_n],
+        "by p99_ms"
+    );
+    let acct_lat: Vec<f64> = scaled(50, 1, 0.1)
+        .into_iter()
+        .chain(scaled(30, 2, 0.1))
+        .collect();
+    assert_some_close(
+        "account-svc p99 from the merged histogram",
+        by_p99[2].point.p99_ms,
+        exact_quantile(&acct_lat, 0.99),
+        0.02,
+    );
+
+    let two = top(store, &q(Metric::Count, 2)).await;
+    assert_eq!(names_of(&two), vec![other_n, acct], "limit 2");
+
+    let mut gateway = q(Metric::Count, 10);
+    gateway.service = Some("gateway".to_owned());
+    assert_eq!(
+        names_of(&top(store, &gateway).await),
+        vec![acct, pay_n, sms_n],
+        "service filter"
+    );
+
+    // Any instant within the minute names that minute.
+    let mut within = q(Metric::Count, 10);
+    within.minute_ms = m + 59_999;
+    assert_eq!(
+        names_of(&top(store, &within).await),
+        vec![other_n, acct, pay_n, sms_n],
+        "minute_ms floored to the minute"
+    );
+
+    let mut other_layer = q(Metric::Count, 10);
+    other_layer.layer = Layer::Url;
+    let entries = top(store, &other_layer).await;
+    assert!(entries.is_empty(), "other layer is empty: {entries:?}");
+}
+
+fn sample(
+    key: &SeriesKey,
+    minute_ms: i64,
+    kind: SampleKind,
+    seq: u32,
+    offset_ms: i64,
+    raw: &str,
+) -> Sample {
+    Sample {
+        minute_ms,
+        key: key.clone(),
+        collector: "c1".to_owned(),
+        kind,
+        seq,
+        ts_ms: minute_ms + offset_ms,
+        latency_ms: Some(offset_ms as f64 / 10.0),
+        code: (kind == SampleKind::Error).then(|| "503".to_owned()),
+        raw: raw.to_owned(),
+        fields: BTreeMap::from([("path".to_owned(), "/q".to_owned())]),
+    }
+}
+
+/// What identifies a sample in assertions (floats are left out: they
+/// travel through JSON).
+fn sample_ids(samples: &[Sample]) -> Vec<(SampleKind, i64, String)> {
+    samples
+        .iter()
+        .map(|s| (s.kind, s.ts_ms, s.raw.clone()))
+        .collect()
+}
+
+/// Samples of a series and minute come back ordered by kind, then event
+/// time, filtered by kind and limited; rewriting a sample replaces it.
+pub async fn samples_for_drill_down(store: &dyn Store) {
+    let m = minute(40);
+    let k = key(Layer::Url, "search", "web1", "GET /q");
+    let other_name = key(Layer::Url, "search", "web1", "GET /suggest");
+    let other_host = key(Layer::Url, "search", "web2", "GET /q");
+    let written = vec![
+        sample(&k, m, SampleKind::Slow, 1, 50_000, "slow b"),
+        sample(&k, m, SampleKind::Error, 0, 5_000, "error a"),
+        sample(&k, m, SampleKind::Slow, 0, 1_000, "slow a"),
+        sample(&k, m, SampleKind::Error, 1, 2_000, "error b"),
+        sample(&other_name, m, SampleKind::Error, 0, 3_000, "suggest error"),
+        sample(&other_host, m, SampleKind::Slow, 0, 4_000, "web2 slow"),
+        sample(
+            &k,
+            m + MINUTE_MS,
+            SampleKind::Error,
+            0,
+            1_000,
+            "next minute",
+        ),
+        sample(
+            &k,
+            m - MINUTE_MS,
+            SampleKind::Error,
+            0,
+            1_000,
+            "previous minute",
+        ),
+    ];
+    write_samples(store, &written).await;
+    sync(store).await;
+
+    let q = SampleQuery {
+        layer: Layer::Url,
+        service: Some("search".to_owned()),
+        name: Some("GET /q".to_owned()),
+        minute_ms: m,
+        kind: None,
+        limit: 100,
+    };
+    let ids = |v: &[(SampleKind, i64, &str)]| -> Vec<(SampleKind, i64, String)> {
+        v.iter()
+            .map(|(k, t, r)| (*k, m + t, (*r).to_owned()))
+            .collect()
+    };
+    let got = samples(store, &q).await;
+    assert_eq!(
+        sample_ids(&got),
+        ids(&[
+            (SampleKind::Error, 2_000, "error b"),
+            (SampleKind::Error, 5_000, "error a"),
+            (SampleKind::Slow, 1_000, "slow a"),
+            (SampleKind::Slow, 4_000, "web2 slow"),
+            (SampleKind::Slow, 50_000, "slow b"),
+        ]),
+        "one series (both hosts) and minute, by kind then time"
+    );
+    let first = &got[0];
+    assert_eq!(first.key, k, "sample key round-trips");
+    assert_eq!(first.collector, "c1", "sample collector round-trips");
+    assert_eq!(first.seq, 1, "sample seq round-trips");
+    assert_eq!(
+        first.code.as_deref(),
+        Some("503"),
+        "sample code round-trips"
+    );
+    assert_eq!(
+        first.fields.get("path").map(String::as_str),
+        Some("/q"),
+        "sample fields"
+    );
+    assert_some_close("sample latency", first.latency_ms, 200.0, 1e-9);
+
+    let slow = samples(
+        store,
+        &SampleQuery {
+            kind: Some(SampleKind::Slow),
+            ..q.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        sample_ids(&slow),
+        ids(&[
+            (SampleKind::Slow, 1_000, "slow a"),
+            (SampleKind::Slow, 4_000, "web2 slow"),
+            (SampleKind::Slow, 50_000, "slow b"),
+        ]),
+        "kind filter"
+    );
+
+    let limited = samples(
+        store,
+        &SampleQuery {
+            limit: 3,
+            ..q.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        sample_ids(&limited),
+        ids(&[
+            (SampleKind::Error, 2_000, "error b"),
+            (SampleKind::Error, 5_000, "error a"),
+            (SampleKind::Slow, 1_000, "slow a"),
+        ]),
+        "limit keeps the first in order"
+    );
+
+    let whole_service = samples(
+        store,
+        &SampleQuery {
+            name: None,
+            minute_ms: m + 30_000,
+            ..q.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        whole_service.len(),
+        6,
+        "every series of the service, minute floored: {:?}",
+        sample_ids(&whole_service)
+    );
+    assert_eq!(
+        sample_ids(&whole_service[..3]),
+        ids(&[
+            (SampleKind::Error, 2_000, "error b"),
+            (SampleKind::Error, 3_000, "suggest error"),
+            (SampleKind::Error, 5_000, "error a"),
+        ]),
+        "errors of every series first, by time"
+    );
+
+    // A rewrite of the same sample (same minute, series, collector, kind
+    // and seq) replaces it.
+    write_samples(
+        store,
+        &[sample(
+            &k,
+            m,
+            SampleKind::Error,
+            0,
+            6_000,
+            "error a, rewritten",
+        )],
+    )
+    .await;
+    sync(store).await;
+    let errors = samples(
+        store,
+        &SampleQuery {
+            kind: Some(SampleKind::Error),
+            ..q.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        sample_ids(&errors),
+        ids(&[
+            (SampleKind::Error, 2_000, "error b"),
+            (SampleKind::Error, 6_000, "error a, rewritten"),
+        ]),
+        "rewritten sample replaced, not added"
+    );
+}
+
+/// Retention deletes whole UTC days older than `keep_days` before now, and
+/// nothing newer.
+pub async fn retention_drops_old_days(store: &dyn Store) {
+    // 2026-06-15T12:00:00Z: before every other case's data, so a shared
+    // store would lose nothing of theirs.
+    let now: i64 = 1_781_524_800_000;
+    let today = now - now.rem_euclid(DAY_MS);
+    let cutoff = today - 3 * DAY_MS;
+    let k = key(Layer::Component, "archive", "db1", "mysql@db1 slow query");
+    let minutes = [
+        ("10 days ago", now - 10 * DAY_MS, false),
+        ("just before the cutoff", cutoff - MINUTE_MS, false),
+        ("at the cutoff", cutoff, true),
+        ("2 days ago", now - 2 * DAY_MS, true),
+        ("today", now - 5 * MINUTE_MS, true),
+    ];
+    let rollups: Vec<Rollup> = minutes
+        .iter()
+        .map(|(_, at, _)| rollup(*at, &k, "c1", &[12.0, 40.0], 1))
+        .collect();
+    let written: Vec<Sample> = minutes
+        .iter()
+        .map(|(label, at, _)| sample(&k, *at, SampleKind::Slow, 0, 1_000, label))
+        .collect();
+    write_rollups(store, &rollups).await;
+    write_samples(store, &written).await;
+    sync(store).await;
+
+    let q =
+        SeriesQuery::layer(Layer::Component, now - 30 * DAY_MS, now + DAY_MS).service("archive");
+    assert_eq!(
+        read(store, &q).await.len(),
+        minutes.len(),
+        "all written before retention"
+    );
+
+    let report = match store.apply_retention(now, 3).await {
+        Ok(r) => r,
+        Err(e) => panic!("apply_retention failed: {e}"),
+    };
+    assert!(
+        !report.dropped.is_empty() || report.deleted_docs > 0,
+        "the report says something was removed: {report:?}"
+    );
+    sync(store).await;
+
+    let kept: Vec<i64> = minutes
+        .iter()
+        .filter(|(_, _, keep)| *keep)
+        .map(|(_, at, _)| *at)
+        .collect();
+    assert_eq!(
+        minutes_of(&read(store, &q).await),
+        kept,
+        "rollups from the cutoff on are kept, older ones gone"
+    );
+    for (label, at, keep) in minutes {
+        let got = samples(
+            store,
+            &SampleQuery {
+                layer: Layer::Component,
+                service: Some("archive".to_owned()),
+                name: None,
+                minute_ms: at,
+                kind: None,
+                limit: 10,
+            },
+        )
+        .await;
+        assert_eq!(
+            got.len(),
+            usize::from(keep),
+            "samples {label}: kept={keep}, got {:?}",
+            sample_ids(&got)
+        );
+    }
+
+    // Applying it again removes nothing more.
+    if let Err(e) = store.apply_retention(now, 3).await {
+        panic!("second apply_retention failed: {e}");
+    }
+    sync(store).await;
+    assert_eq!(
+        minutes_of(&read(store, &q).await),
+        kept,
+        "second pass keeps the same"
+    );
+}
+
+/// A range whose end is not after its start is an invalid query.
+pub async fn rejects_inverted_range(store: &dyn Store) {
+    for (from, to) in [(minute(1), minute(1)), (minute(2), minute(1))] {
+        let q = SeriesQuery::layer(Layer::Url, from, to).service("shop");
+        match store.read_series(&q).await {
+            Err(StoreError::InvalidQuery(_)) => {}
+            other => panic!("read_series from {from} to {to}: want InvalidQuery, got {other:?}"),
+        }
+    }
+}
+
+/// Reading what was never written gives empty results, not errors.
+pub async fn empty_reads(store: &dyn Store) {
+    let m = minute(50);
+    let q = SeriesQuery::layer(Layer::Url, m - 60 * MINUTE_MS, m + 60 * MINUTE_MS)
+        .service("ghost")
+        .name("GET /nothing");
+    let points = read(store, &q).await;
+    assert!(points.is_empty(), "series never written: {points:?}");
+    let points = read(store, &SeriesQuery::layer(Layer::Infra, m, m + MINUTE_MS)).await;
+    assert!(
+        points.is_empty(),
+        "whole layer, nothing written: {points:?}"
+    );
+
+    let entries = top(
+        store,
+        &TopQuery {
+            layer: Layer::Url,
+            service: None,
+            minute_ms: m,
+            by: Metric::P99Ms,
+            limit: 10,
+        },
+    )
+    .await;
+    assert!(entries.is_empty(), "top of an empty minute: {entries:?}");
+
+    let got = samples(
+        store,
+        &SampleQuery {
+            layer: Layer::Url,
+            service: Some("ghost".to_owned()),
+            name: Some("GET /nothing".to_owned()),
+            minute_ms: m,
+            kind: None,
+            limit: 10,
+        },
+    )
+    .await;
+    assert!(
+        got.is_empty(),
+        "samples never written: {:?}",
+        sample_ids(&got)
+    );
 }

@@ -56,9 +56,29 @@ pub(crate) fn rank<I: IntoIterator<Item = Rollup>>(
     entries
 }
 
-/// The retention rule both backends apply: keep today (UTC) and the
-/// `keep_days` whole days before it; everything older goes.
+/// Milliseconds in a UTC day.
+const DAY_MS: i64 = 86_400_000;
+
+/// The retention rule both backends apply: everything before the returned
+/// instant goes. It is the start of `now_ms`'s UTC day minus `keep_days`
+/// whole days, so `keep_days = 0` keeps only today.
 pub(crate) fn retention_cutoff_ms(now_ms: i64, keep_days: u32) -> i64 {
-    const DAY_MS: i64 = 86_400_000;
     now_ms.div_euclid(DAY_MS) * DAY_MS - i64::from(keep_days) * DAY_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_is_start_of_utc_day_minus_whole_days() {
+        // 2026-11-20T10:00:00Z and the start of that day.
+        let now = 1_795_168_800_000;
+        let today = 1_795_132_800_000;
+        assert_eq!(retention_cutoff_ms(now, 0), today);
+        assert_eq!(retention_cutoff_ms(today, 0), today);
+        assert_eq!(retention_cutoff_ms(today - 1, 0), today - DAY_MS);
+        assert_eq!(retention_cutoff_ms(now, 3), today - 3 * DAY_MS);
+        assert_eq!(retention_cutoff_ms(-1, 1), -2 * DAY_MS);
+    }
 }

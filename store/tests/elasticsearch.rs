@@ -20,8 +20,16 @@ fn es_url() -> String {
 /// A fresh index prefix per case and run, so cases run in parallel and a
 /// rerun never reads an earlier run's documents.
 fn prefix(case: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("ptest-{}-{}-{}", case.replace('_', "-"), std::process::id(), nanos % 1_000_000_000)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "ptest-{}-{}-{}",
+        case.replace('_', "-"),
+        std::process::id(),
+        nanos % 1_000_000_000
+    )
 }
 
 async fn connect(prefix: String) -> ElasticStore {
@@ -53,12 +61,17 @@ impl Harness for EsHarness {
     }
 
     async fn teardown(self) {
-        self.store.delete_everything().await.expect("deleting the case's indices");
+        self.store
+            .delete_everything()
+            .await
+            .expect("deleting the case's indices");
     }
 }
 
 async fn open(case: &str) -> EsHarness {
-    EsHarness { store: connect(prefix(case)).await }
+    EsHarness {
+        store: connect(prefix(case)).await,
+    }
 }
 
 panorama_store::conformance_tests!(open);
@@ -74,10 +87,23 @@ async fn a_document_the_mapping_refuses_is_rejected_not_retried_and_not_lost_sil
     // way to produce that through the public API is an index created by
     // someone else with a conflicting mapping, so we create one.
     let index = format!("{}-rollups-{}", store.config().index_prefix, "2026.11.22");
-    let http = reqwest_put(&format!("{}/{index}", es_url()), r#"{"mappings":{"properties":{"layer":{"type":"long"}}}}"#).await;
-    assert!(http.contains("acknowledged"), "creating a conflicting index: {http}");
-    let minute = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().timestamp_millis();
-    let mut r = Rollup::empty(minute, Event::new(minute, Layer::Url, "svc", "h1", "GET /x").series_key(), "c1");
+    let http = reqwest_put(
+        &format!("{}/{index}", es_url()),
+        r#"{"mappings":{"properties":{"layer":{"type":"long"}}}}"#,
+    )
+    .await;
+    assert!(
+        http.contains("acknowledged"),
+        "creating a conflicting index: {http}"
+    );
+    let minute = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let mut r = Rollup::empty(
+        minute,
+        Event::new(minute, Layer::Url, "svc", "h1", "GET /x").series_key(),
+        "c1",
+    );
     r.add(&Event::new(minute, Layer::Url, "svc", "h1", "GET /x"));
     let ok = Rollup::empty(T0, r.key.clone(), "c1");
     match store.write_rollups(&[r.clone(), ok]).await {
@@ -87,10 +113,19 @@ async fn a_document_the_mapping_refuses_is_rejected_not_retried_and_not_lost_sil
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert_eq!(store.stats().rejected_docs.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        store
+            .stats()
+            .rejected_docs
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // The other document of the same bulk request was written.
     store.sync().await.unwrap();
-    let pts = store.read_series(&SeriesQuery::layer(Layer::Url, T0, T0 + 60_000)).await.unwrap();
+    let pts = store
+        .read_series(&SeriesQuery::layer(Layer::Url, T0, T0 + 60_000))
+        .await
+        .unwrap();
     assert_eq!(pts.len(), 1);
     store.delete_everything().await.unwrap();
 }
@@ -98,7 +133,16 @@ async fn a_document_the_mapping_refuses_is_rejected_not_retried_and_not_lost_sil
 /// A bare HTTP PUT, to set up a condition the store itself would never create.
 async fn reqwest_put(url: &str, body: &str) -> String {
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-X", "PUT", "-H", "Content-Type: application/json", "-d", body, url])
+        .args([
+            "-sS",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            url,
+        ])
         .output()
         .await
         .expect("running curl");

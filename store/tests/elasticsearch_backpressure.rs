@@ -27,15 +27,23 @@ fn script(action: &str) {
         .arg(&path)
         .arg(action)
         .env("PANORAMA_ES_PORT", PORT)
-        .env("PANORAMA_ES_SETTINGS", "thread_pool.write.size: 1\nthread_pool.write.queue_size: 1")
+        .env(
+            "PANORAMA_ES_SETTINGS",
+            "thread_pool.write.size: 1\nthread_pool.write.queue_size: 1",
+        )
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
-    assert!(status.success(), "scripts/elasticsearch.sh {action} failed ({status}) on port {PORT}");
+    assert!(
+        status.success(),
+        "scripts/elasticsearch.sh {action} failed ({status}) on port {PORT}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_refused_with_429_are_retried_until_written() {
-    tokio::task::spawn_blocking(|| script("start")).await.unwrap();
+    tokio::task::spawn_blocking(|| script("start"))
+        .await
+        .unwrap();
     let prefix = format!("backpressure-{}", std::process::id());
     let mut cfg = ElasticConfig::new(format!("http://127.0.0.1:{PORT}")).with_prefix(prefix);
     cfg.bulk_max_docs = 50;
@@ -44,7 +52,11 @@ async fn items_refused_with_429_are_retried_until_written() {
         max_backoff: Duration::from_millis(500),
         max_elapsed: Some(Duration::from_secs(120)),
     };
-    let store = Arc::new(ElasticStore::connect(cfg).await.expect("connecting to the backpressure node"));
+    let store = Arc::new(
+        ElasticStore::connect(cfg)
+            .await
+            .expect("connecting to the backpressure node"),
+    );
 
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -55,13 +67,22 @@ async fn items_refused_with_429_are_retried_until_written() {
                 let minute = T0 + ((w * BATCHES + b) as i64) * 60_000;
                 let rollups: Vec<Rollup> = (0..SERIES)
                     .map(|s| {
-                        let e = Event::new(minute, Layer::Component, "db", format!("h{s}"), "mysql query");
+                        let e = Event::new(
+                            minute,
+                            Layer::Component,
+                            "db",
+                            format!("h{s}"),
+                            "mysql query",
+                        );
                         let mut r = Rollup::empty(minute, e.series_key(), "c1");
                         r.add(&e);
                         r
                     })
                     .collect();
-                store.write_rollups(&rollups).await.expect("write under backpressure");
+                store
+                    .write_rollups(&rollups)
+                    .await
+                    .expect("write under backpressure");
             }
         }));
     }
@@ -71,14 +92,29 @@ async fn items_refused_with_429_are_retried_until_written() {
     let retries = store.stats().retries.load(Ordering::Relaxed);
     let written = store.stats().written_docs.load(Ordering::Relaxed);
     eprintln!("backpressure: {retries} retried bulk attempts, {written} documents written");
-    assert!(retries > 0, "the node never pushed back; the test did not test anything");
-    assert_eq!(written as usize, WRITERS * BATCHES * SERIES, "each document is counted written exactly once");
+    assert!(
+        retries > 0,
+        "the node never pushed back; the test did not test anything"
+    );
+    assert_eq!(
+        written as usize,
+        WRITERS * BATCHES * SERIES,
+        "each document is counted written exactly once"
+    );
 
     store.sync().await.unwrap();
     let to = T0 + (WRITERS * BATCHES) as i64 * 60_000;
-    let points = store.read_series(&SeriesQuery::layer(Layer::Component, T0, to)).await.unwrap();
+    let points = store
+        .read_series(&SeriesQuery::layer(Layer::Component, T0, to))
+        .await
+        .unwrap();
     assert_eq!(points.len(), WRITERS * BATCHES, "a minute is missing");
-    assert!(points.iter().all(|p| p.count as usize == SERIES), "a document is missing or doubled");
+    assert!(
+        points.iter().all(|p| p.count as usize == SERIES),
+        "a document is missing or doubled"
+    );
     store.delete_everything().await.unwrap();
-    tokio::task::spawn_blocking(|| script("stop")).await.unwrap();
+    tokio::task::spawn_blocking(|| script("stop"))
+        .await
+        .unwrap();
 }

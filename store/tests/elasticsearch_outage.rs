@@ -27,7 +27,10 @@ fn script(action: &str) {
         .env("PANORAMA_ES_PORT", PORT)
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
-    assert!(status.success(), "scripts/elasticsearch.sh {action} failed ({status}) on port {PORT}");
+    assert!(
+        status.success(),
+        "scripts/elasticsearch.sh {action} failed ({status}) on port {PORT}"
+    );
 }
 
 fn batch(i: usize) -> Vec<Rollup> {
@@ -51,22 +54,32 @@ fn batch(i: usize) -> Vec<Rollup> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_retries_through_an_outage_and_loses_nothing() {
-    tokio::task::spawn_blocking(|| script("start")).await.unwrap();
-    let mut cfg = ElasticConfig::new(format!("http://127.0.0.1:{PORT}")).with_prefix(format!("outage-{}", std::process::id()));
+    tokio::task::spawn_blocking(|| script("start"))
+        .await
+        .unwrap();
+    let mut cfg = ElasticConfig::new(format!("http://127.0.0.1:{PORT}"))
+        .with_prefix(format!("outage-{}", std::process::id()));
     cfg.request_timeout = Duration::from_secs(5);
     cfg.retry = RetryPolicy {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(2),
         max_elapsed: None,
     };
-    let store = Arc::new(ElasticStore::connect(cfg).await.expect("connecting to the outage node"));
+    let store = Arc::new(
+        ElasticStore::connect(cfg)
+            .await
+            .expect("connecting to the outage node"),
+    );
 
     let done = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (store, done) = (store.clone(), done.clone());
         tokio::spawn(async move {
             for i in 0..BATCHES {
-                store.write_rollups(&batch(i)).await.expect("a write with unbounded retry never fails");
+                store
+                    .write_rollups(&batch(i))
+                    .await
+                    .expect("a write with unbounded retry never fails");
                 done.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -76,20 +89,30 @@ async fn writer_retries_through_an_outage_and_loses_nothing() {
     while done.load(Ordering::SeqCst) < 10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::task::spawn_blocking(|| script("stop")).await.unwrap();
+    tokio::task::spawn_blocking(|| script("stop"))
+        .await
+        .unwrap();
     let stopped_at = done.load(Ordering::SeqCst);
     let retries_before = store.stats().retries.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // While the node is down the writer is stuck retrying one batch.
-    assert!(done.load(Ordering::SeqCst) <= stopped_at + 1, "writes kept succeeding with the node down");
+    assert!(
+        done.load(Ordering::SeqCst) <= stopped_at + 1,
+        "writes kept succeeding with the node down"
+    );
     assert!(
         store.stats().retries.load(Ordering::Relaxed) > retries_before,
         "the writer did not retry while the node was down"
     );
-    assert!(done.load(Ordering::SeqCst) < BATCHES, "the stream ended before the outage; make it longer");
+    assert!(
+        done.load(Ordering::SeqCst) < BATCHES,
+        "the stream ended before the outage; make it longer"
+    );
 
     let restart = Instant::now();
-    tokio::task::spawn_blocking(|| script("start")).await.unwrap();
+    tokio::task::spawn_blocking(|| script("start"))
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(120), writer)
         .await
         .expect("the writer did not finish after the node came back")
@@ -102,7 +125,10 @@ async fn writer_retries_through_an_outage_and_loses_nothing() {
 
     store.sync().await.unwrap();
     let to = T0 + BATCHES as i64 * 60_000;
-    let points = store.read_series(&SeriesQuery::layer(Layer::Call, T0, to).service("pay")).await.unwrap();
+    let points = store
+        .read_series(&SeriesQuery::layer(Layer::Call, T0, to).service("pay"))
+        .await
+        .unwrap();
     assert_eq!(points.len(), BATCHES, "a minute is missing");
     for (i, p) in points.iter().enumerate() {
         let want: usize = (0..SERIES).map(|s| i + s + 1).sum();
@@ -112,11 +138,17 @@ async fn writer_retries_through_an_outage_and_loses_nothing() {
     // Every document, host by host, once.
     for s in [0, SERIES - 1] {
         let pts = store
-            .read_series(&SeriesQuery::layer(Layer::Call, T0, to).service("pay").host(format!("h{s}")))
+            .read_series(
+                &SeriesQuery::layer(Layer::Call, T0, to)
+                    .service("pay")
+                    .host(format!("h{s}")),
+            )
             .await
             .unwrap();
         assert_eq!(pts.len(), BATCHES, "host h{s}");
     }
     store.delete_everything().await.unwrap();
-    tokio::task::spawn_blocking(|| script("stop")).await.unwrap();
+    tokio::task::spawn_blocking(|| script("stop"))
+        .await
+        .unwrap();
 }

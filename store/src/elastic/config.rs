@@ -97,7 +97,10 @@ mod tests {
         for attempt in 0..30 {
             let b = p.backoff(attempt);
             let cap = Duration::from_millis(100 << attempt.min(4)).min(Duration::from_secs(1));
-            assert!(b >= cap / 2 && b <= cap, "attempt {attempt}: {b:?} vs cap {cap:?}");
+            assert!(
+                b >= cap / 2 && b <= cap,
+                "attempt {attempt}: {b:?} vs cap {cap:?}"
+            );
         }
     }
 }

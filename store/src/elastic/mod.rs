@@ -26,7 +26,8 @@ use elasticsearch::cat::CatIndicesParts;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
-    IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesPutIndexTemplateParts, IndicesRefreshParts,
+    IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesPutIndexTemplateParts,
+    IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use panorama_model::{Point, Rollup, Sample, minute_of};
@@ -75,15 +76,18 @@ impl ElasticStore {
     /// [`StoreError::Unavailable`] if the cluster did not answer in time;
     /// [`StoreError::Backend`] if it refused the templates.
     pub async fn connect(cfg: ElasticConfig) -> Result<ElasticStore, StoreError> {
-        let url = cfg
-            .url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("invalid Elasticsearch URL {:?}: {e}", cfg.url)))?;
+        let url = cfg.url.parse().map_err(|e| {
+            StoreError::Backend(format!("invalid Elasticsearch URL {:?}: {e}", cfg.url))
+        })?;
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(cfg.request_timeout)
             .build()
             .map_err(|e| StoreError::Backend(format!("building the Elasticsearch client: {e}")))?;
-        let store = ElasticStore { client: Elasticsearch::new(transport), cfg, stats: ElasticStats::default() };
+        let store = ElasticStore {
+            client: Elasticsearch::new(transport),
+            cfg,
+            stats: ElasticStats::default(),
+        };
         store.install_templates().await?;
         Ok(store)
     }
@@ -116,8 +120,14 @@ impl ElasticStore {
 
     async fn install_templates(&self) -> Result<(), StoreError> {
         let templates = [
-            (format!("{}-rollups", self.cfg.index_prefix), template::rollups(&self.cfg)),
-            (format!("{}-samples", self.cfg.index_prefix), template::samples(&self.cfg)),
+            (
+                format!("{}-rollups", self.cfg.index_prefix),
+                template::rollups(&self.cfg),
+            ),
+            (
+                format!("{}-samples", self.cfg.index_prefix),
+                template::samples(&self.cfg),
+            ),
         ];
         for (name, body) in templates {
             self.with_retry("install index template", || async {
@@ -149,29 +159,45 @@ impl ElasticStore {
                     let status = resp.status_code().as_u16();
                     let text = resp.text().await.unwrap_or_default();
                     if !retry::status_is_retryable(status) {
-                        return Err(StoreError::Backend(format!("{what}: status {status}: {}", truncate(&text))));
+                        return Err(StoreError::Backend(format!(
+                            "{what}: status {status}: {}",
+                            truncate(&text)
+                        )));
                     }
                     format!("status {status}: {}", truncate(&text))
                 }
                 Err(e) => e.to_string(),
             };
-            self.wait_or_give_up(what, &failure, started, attempt).await?;
+            self.wait_or_give_up(what, &failure, started, attempt)
+                .await?;
             attempt += 1;
         }
     }
 
-    async fn wait_or_give_up(&self, what: &str, failure: &str, started: Instant, attempt: u32) -> Result<(), StoreError> {
-        if let Some(limit) = self.cfg.retry.max_elapsed {
-            if started.elapsed() >= limit {
-                return Err(StoreError::Unavailable(format!(
-                    "{what}: gave up after {attempt} retries over {:?}: {failure}",
-                    started.elapsed()
-                )));
-            }
+    async fn wait_or_give_up(
+        &self,
+        what: &str,
+        failure: &str,
+        started: Instant,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(limit) = self.cfg.retry.max_elapsed
+            && started.elapsed() >= limit
+        {
+            return Err(StoreError::Unavailable(format!(
+                "{what}: gave up after {attempt} retries over {:?}: {failure}",
+                started.elapsed()
+            )));
         }
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         let wait = self.cfg.retry.backoff(attempt);
-        tracing::warn!(what, attempt, wait_ms = wait.as_millis() as u64, failure, "elasticsearch retry");
+        tracing::warn!(
+            what,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            failure,
+            "elasticsearch retry"
+        );
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -186,12 +212,18 @@ impl ElasticStore {
         if rejected.is_empty() {
             Ok(())
         } else {
-            self.stats.rejected_docs.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            self.stats
+                .rejected_docs
+                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
             Err(StoreError::Rejected(rejected))
         }
     }
 
-    async fn bulk_chunk(&self, chunk: &[Doc], rejected: &mut Vec<Rejection>) -> Result<(), StoreError> {
+    async fn bulk_chunk(
+        &self,
+        chunk: &[Doc],
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         let mut pending: Vec<&Doc> = chunk.iter().collect();
         let mut attempt = 0;
@@ -212,14 +244,14 @@ impl ElasticStore {
                 Err(e) => e.to_string(),
                 Ok(resp) => {
                     let status = resp.status_code().as_u16();
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| StoreError::Unavailable(format!("reading bulk response: {e}")));
+                    let body = resp.bytes().await.map_err(|e| {
+                        StoreError::Unavailable(format!("reading bulk response: {e}"))
+                    });
                     match body {
                         Err(e) => e.to_string(),
                         Ok(body) if (200..300).contains(&status) => {
-                            let outcomes = retry::classify(&body, pending.len()).map_err(StoreError::Backend)?;
+                            let outcomes = retry::classify(&body, pending.len())
+                                .map_err(StoreError::Backend)?;
                             let mut retry_reason = None;
                             let mut next = Vec::new();
                             for (doc, outcome) in pending.iter().zip(outcomes) {
@@ -232,18 +264,26 @@ impl ElasticStore {
                                         next.push(*doc);
                                     }
                                     ItemOutcome::Reject(reason) => {
-                                        rejected.push(Rejection { doc_id: doc.id.clone(), reason });
+                                        rejected.push(Rejection {
+                                            doc_id: doc.id.clone(),
+                                            reason,
+                                        });
                                     }
                                 }
                             }
                             pending = next;
                             match retry_reason {
                                 None => continue,
-                                Some(why) => format!("{} of the bulk's documents: {why}", pending.len()),
+                                Some(why) => {
+                                    format!("{} of the bulk's documents: {why}", pending.len())
+                                }
                             }
                         }
                         Ok(body) if retry::status_is_retryable(status) => {
-                            format!("status {status}: {}", truncate(&String::from_utf8_lossy(&body)))
+                            format!(
+                                "status {status}: {}",
+                                truncate(&String::from_utf8_lossy(&body))
+                            )
                         }
                         Ok(body) => {
                             return Err(StoreError::Backend(format!(
@@ -254,14 +294,21 @@ impl ElasticStore {
                     }
                 }
             };
-            self.wait_or_give_up("bulk write", &failure, started, attempt).await?;
+            self.wait_or_give_up("bulk write", &failure, started, attempt)
+                .await?;
             attempt += 1;
         }
         Ok(())
     }
 
     /// Runs a search to completion with `search_after`, returning every hit's `_source`.
-    async fn search_all(&self, index: &str, query: Value, sort: Value, limit: Option<usize>) -> Result<Vec<Value>, StoreError> {
+    async fn search_all(
+        &self,
+        index: &str,
+        query: Value,
+        sort: Value,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>, StoreError> {
         let mut out = Vec::new();
         let mut after: Option<Value> = None;
         loop {
@@ -269,7 +316,8 @@ impl ElasticStore {
             if size == 0 {
                 break;
             }
-            let mut body = json!({"query": query, "sort": sort, "size": size, "track_total_hits": false});
+            let mut body =
+                json!({"query": query, "sort": sort, "size": size, "track_total_hits": false});
             if let Some(a) = &after {
                 body["search_after"] = a.clone();
             }
@@ -288,8 +336,15 @@ impl ElasticStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("reading search response: {e}")))?;
             if !(200..300).contains(&status) {
-                let err = StoreError::Backend(format!("search {index}: status {status}: {}", truncate(&body.to_string())));
-                return Err(if retry::status_is_retryable(status) { StoreError::Unavailable(err.to_string()) } else { err });
+                let err = StoreError::Backend(format!(
+                    "search {index}: status {status}: {}",
+                    truncate(&body.to_string())
+                ));
+                return Err(if retry::status_is_retryable(status) {
+                    StoreError::Unavailable(err.to_string())
+                } else {
+                    err
+                });
             }
             let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
             let n = hits.len();
@@ -322,7 +377,10 @@ impl ElasticStore {
             .json()
             .await
             .map_err(|e| StoreError::Backend(format!("reading index list: {e}")))?;
-        Ok(rows.iter().filter_map(|r| r["index"].as_str().map(str::to_owned)).collect())
+        Ok(rows
+            .iter()
+            .filter_map(|r| r["index"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Deletes every index and template of this store's prefix. For tests
@@ -333,7 +391,10 @@ impl ElasticStore {
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
     pub async fn delete_everything(&self) -> Result<(), StoreError> {
         self.delete_indices(&self.index_names().await?).await?;
-        for name in [format!("{}-rollups", self.cfg.index_prefix), format!("{}-samples", self.cfg.index_prefix)] {
+        for name in [
+            format!("{}-rollups", self.cfg.index_prefix),
+            format!("{}-samples", self.cfg.index_prefix),
+        ] {
             self.client
                 .indices()
                 .delete_index_template(IndicesDeleteIndexTemplateParts::Name(&name))
@@ -349,7 +410,11 @@ impl ElasticStore {
         for batch in names.chunks(50) {
             let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
             self.with_retry("delete indices", || async {
-                self.client.indices().delete(IndicesDeleteParts::Index(&refs)).send().await
+                self.client
+                    .indices()
+                    .delete(IndicesDeleteParts::Index(&refs))
+                    .send()
+                    .await
             })
             .await?;
         }
@@ -377,7 +442,11 @@ impl Store for ElasticStore {
                     "errors": r.errors,
                     "body": r,
                 });
-                Doc { index: self.rollup_index(r.minute_ms), id: r.doc_id(), source: source.to_string() }
+                Doc {
+                    index: self.rollup_index(r.minute_ms),
+                    id: r.doc_id(),
+                    source: source.to_string(),
+                }
             })
             .collect();
         self.bulk(docs).await
@@ -396,10 +465,15 @@ impl Store for ElasticStore {
                     "host": s.key.host,
                     "name": s.key.name,
                     "kind": s.kind,
+                    "kind_rank": s.kind.rank(),
                     "collector": s.collector,
                     "body": s,
                 });
-                Doc { index: self.sample_index(s.minute_ms), id: s.doc_id(), source: source.to_string() }
+                Doc {
+                    index: self.sample_index(s.minute_ms),
+                    id: s.doc_id(),
+                    source: source.to_string(),
+                }
             })
             .collect();
         self.bulk(docs).await
@@ -430,7 +504,10 @@ impl Store for ElasticStore {
 
     async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
         let minute = minute_of(q.minute_ms);
-        let mut filter = vec![json!({"term": {"layer": q.layer}}), json!({"term": {"minute": minute}})];
+        let mut filter = vec![
+            json!({"term": {"layer": q.layer}}),
+            json!({"term": {"minute": minute}}),
+        ];
         push_term(&mut filter, "service", q.service.as_deref());
         let hits = self
             .search_all(
@@ -445,7 +522,10 @@ impl Store for ElasticStore {
 
     async fn samples(&self, q: &SampleQuery) -> Result<Vec<Sample>, StoreError> {
         let minute = minute_of(q.minute_ms);
-        let mut filter = vec![json!({"term": {"layer": q.layer}}), json!({"term": {"minute": minute}})];
+        let mut filter = vec![
+            json!({"term": {"layer": q.layer}}),
+            json!({"term": {"minute": minute}}),
+        ];
         push_term(&mut filter, "service", q.service.as_deref());
         push_term(&mut filter, "name", q.name.as_deref());
         if let Some(kind) = q.kind {
@@ -455,14 +535,18 @@ impl Store for ElasticStore {
             .search_all(
                 &self.sample_index(minute),
                 json!({"bool": {"filter": filter}}),
-                json!([{"kind": "asc"}, {"ts": "asc"}, {"doc_id": "asc"}]),
+                json!([{"kind_rank": "asc"}, {"ts": "asc"}, {"doc_id": "asc"}]),
                 Some(q.limit),
             )
             .await?;
         decode_bodies(hits)
     }
 
-    async fn apply_retention(&self, now_ms: i64, keep_days: u32) -> Result<RetentionReport, StoreError> {
+    async fn apply_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError> {
         let cutoff = retention_cutoff_ms(now_ms, keep_days);
         let cutoff_day = DateTime::<Utc>::from_timestamp_millis(cutoff)
             .map(|t| t.date_naive())
@@ -474,7 +558,10 @@ impl Store for ElasticStore {
             .filter(|name| index_day(name).is_some_and(|d| d < cutoff_day))
             .collect();
         self.delete_indices(&old).await?;
-        Ok(RetentionReport { dropped: old, deleted_docs: 0 })
+        Ok(RetentionReport {
+            dropped: old,
+            deleted_docs: 0,
+        })
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
@@ -504,13 +591,16 @@ fn push_term(filter: &mut Vec<Value>, field: &str, value: Option<&str>) {
     }
 }
 
-fn decode_bodies<T: serde::de::DeserializeOwned>(sources: Vec<Value>) -> Result<Vec<T>, StoreError> {
+fn decode_bodies<T: serde::de::DeserializeOwned>(
+    sources: Vec<Value>,
+) -> Result<Vec<T>, StoreError> {
     sources
         .into_iter()
         .map(|mut s| {
             let id = s["doc_id"].as_str().unwrap_or("?").to_owned();
-            serde_json::from_value(s["body"].take())
-                .map_err(|e| StoreError::Backend(format!("document {id} has an unreadable body: {e}")))
+            serde_json::from_value(s["body"].take()).map_err(|e| {
+                StoreError::Backend(format!("document {id} has an unreadable body: {e}"))
+            })
         })
         .collect()
 }
@@ -542,9 +632,14 @@ mod tests {
     #[test]
     fn daily_index_names() {
         assert_eq!(day(0), "1970.01.01");
-        let ms = DateTime::parse_from_rfc3339("2026-11-22T23:59:00Z").unwrap().timestamp_millis();
+        let ms = DateTime::parse_from_rfc3339("2026-11-22T23:59:00Z")
+            .unwrap()
+            .timestamp_millis();
         assert_eq!(day(ms), "2026.11.22");
-        assert_eq!(index_day("panorama-rollups-2026.11.22"), NaiveDate::from_ymd_opt(2026, 11, 22));
+        assert_eq!(
+            index_day("panorama-rollups-2026.11.22"),
+            NaiveDate::from_ymd_opt(2026, 11, 22)
+        );
         assert_eq!(index_day("panorama-rollups-junk"), None);
     }
 }

@@ -46,7 +46,10 @@ pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, Str
     let resp: BulkResponse =
         serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
     if resp.items.len() != sent {
-        return Err(format!("bulk response has {} items for {sent} documents", resp.items.len()));
+        return Err(format!(
+            "bulk response has {} items for {sent} documents",
+            resp.items.len()
+        ));
     }
     Ok(resp
         .items
@@ -72,7 +75,10 @@ pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, Str
 }
 
 fn describe(error: &serde_json::Value) -> String {
-    let kind = error.get("type").and_then(|v| v.as_str()).unwrap_or("error");
+    let kind = error
+        .get("type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("error");
     let reason = error.get("reason").and_then(|v| v.as_str()).unwrap_or("");
     format!("{kind}: {reason}")
 }
@@ -92,8 +98,14 @@ mod tests {
         ]}"#;
         let out = classify(body, 5).unwrap();
         assert_eq!(out[0], ItemOutcome::Done);
-        assert_eq!(out[1], ItemOutcome::Retry("es_rejected_execution_exception: queue full".into()));
-        assert_eq!(out[2], ItemOutcome::Reject("document_parsing_exception: mapping conflict".into()));
+        assert_eq!(
+            out[1],
+            ItemOutcome::Retry("es_rejected_execution_exception: queue full".into())
+        );
+        assert_eq!(
+            out[2],
+            ItemOutcome::Reject("document_parsing_exception: mapping conflict".into())
+        );
         assert!(matches!(out[3], ItemOutcome::Retry(_)));
         assert_eq!(out[4], ItemOutcome::Done);
     }

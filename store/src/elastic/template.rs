@@ -57,6 +57,7 @@ pub(super) fn samples(cfg: &ElasticConfig) -> Value {
                     "host": {"type": "keyword"},
                     "name": {"type": "keyword"},
                     "kind": {"type": "keyword"},
+                    "kind_rank": {"type": "byte"},
                     "collector": {"type": "keyword"},
                     "body": {"type": "object", "enabled": false}
                 }

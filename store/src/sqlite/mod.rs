@@ -1,1 +1,449 @@
-//! Embedded SQLite backend (being written).
+//! The embedded default backend: one SQLite file in the data directory.
+//!
+//! Each rollup and sample is one row keyed by its deterministic document id,
+//! so a rewrite replaces (`INSERT OR REPLACE`). The document itself is kept
+//! as JSON in `body`; the fields queries select on (minute, layer, service,
+//! host, name, and kind for samples) are copied into indexed columns. Reads
+//! fetch the matching bodies and merge them with the same code as the
+//! Elasticsearch backend, so both answer alike.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use panorama_model::{Layer, Point, Rollup, Sample, SampleKind, minute_of};
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, params, params_from_iter};
+use serde::de::DeserializeOwned;
+
+use crate::merge::{points_by_minute, rank, retention_cutoff_ms};
+use crate::{
+    Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
+};
+
+/// The embedded SQLite store.
+///
+/// Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    // One connection behind a mutex, used only from `spawn_blocking`:
+    // SQLite calls block (disk I/O, fsync at checkpoints, the busy timeout),
+    // so they must not run on an async worker thread. `spawn_blocking` needs
+    // a `'static` handle, hence the `Arc`; `rusqlite::Connection` is `Send`
+    // but not `Sync`, hence the `Mutex`. SQLite admits a single writer per
+    // file anyway, and reads here are short indexed scans, so a pool would
+    // add little besides more WAL readers to reason about.
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The database's file name inside the data directory.
+    pub const FILE_NAME: &'static str = "panorama.sqlite3";
+
+    /// Opens the store in `data_dir`, creating the directory, the file
+    /// [`SqliteStore::FILE_NAME`] and the schema as needed. The file uses
+    /// WAL journaling with `synchronous=NORMAL`, and its schema version is
+    /// kept in `PRAGMA user_version`.
+    ///
+    /// This blocks briefly; call it at startup, not from a busy task.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the directory or file cannot be created
+    /// or opened, or when the file was written by a newer release (its
+    /// schema version is higher than this release knows).
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let conn = schema::open(&path)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held unwound through any open
+            // `Transaction`, whose drop rolled it back, so the connection is
+            // still consistent: take it back rather than fail forever.
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+    }
+}
+
+/// Maps a SQLite error to a store error, with what we were doing. A database
+/// still locked after the busy timeout is worth retrying; the rest is not.
+fn db_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("sqlite: {what}: {e}"))
+        }
+        _ => StoreError::Backend(format!("sqlite: {what}: {e}")),
+    }
+}
+
+/// Decodes a stored body, naming the document when it does not decode.
+fn decode<T: DeserializeOwned>(table: &str, doc_id: &str, body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| {
+        StoreError::Backend(format!("sqlite: corrupt {table} document {doc_id:?}: {e}"))
+    })
+}
+
+fn decode_rollup(doc_id: &str, body: &str) -> Result<Rollup, StoreError> {
+    let r: Rollup = decode("rollups", doc_id, body)?;
+    r.histogram.validate().map_err(|why| {
+        StoreError::Backend(format!(
+            "sqlite: corrupt rollups document {doc_id:?}: {why}"
+        ))
+    })?;
+    Ok(r)
+}
+
+/// Runs a `SELECT doc_id, body …` and returns the pairs.
+fn select_bodies(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+    what: &'static str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err(what))?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(db_err(what))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err(what))
+}
+
+/// A `WHERE` clause under construction, with its positional arguments.
+struct Filter {
+    sql: String,
+    args: Vec<Value>,
+}
+
+impl Filter {
+    fn new(select: &str) -> Filter {
+        Filter {
+            sql: format!("{select} WHERE 1 = 1"),
+            args: Vec::new(),
+        }
+    }
+
+    fn and(&mut self, clause: &str, arg: impl Into<Value>) {
+        self.args.push(arg.into());
+        self.sql
+            .push_str(&format!(" AND {clause} ?{}", self.args.len()));
+    }
+
+    fn and_opt(&mut self, clause: &str, arg: Option<&String>) {
+        if let Some(a) = arg {
+            self.and(clause, a.clone());
+        }
+    }
+}
+
+/// Ranks sample kinds in SQL as [`SampleKind`] orders them.
+fn kind_order_sql() -> String {
+    let mut s = String::from("CASE kind");
+    for (i, k) in [SampleKind::Error, SampleKind::Slow, SampleKind::ParseError]
+        .into_iter()
+        .enumerate()
+    {
+        s.push_str(&format!(" WHEN '{}' THEN {i}", k.as_str()));
+    }
+    s.push_str(" ELSE 99 END");
+    s
+}
+
+fn to_json<T: serde::Serialize>(doc_id: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| {
+        StoreError::Rejected(vec![Rejection {
+            doc_id: doc_id.to_owned(),
+            reason: format!("cannot encode as JSON: {e}"),
+        }])
+    })
+}
+
+/// A rollup encoded for its row.
+struct RollupRow {
+    doc_id: String,
+    minute_ms: i64,
+    layer: &'static str,
+    service: String,
+    host: String,
+    name: String,
+    dims: String,
+    collector: String,
+    body: String,
+}
+
+/// A sample encoded for its row.
+struct SampleRow {
+    doc_id: String,
+    minute_ms: i64,
+    layer: &'static str,
+    service: String,
+    host: String,
+    name: String,
+    kind: &'static str,
+    ts_ms: i64,
+    body: String,
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
+        if rollups.is_empty() {
+            return Ok(());
+        }
+        let rows = rollups
+            .iter()
+            .map(|r| {
+                let doc_id = r.doc_id();
+                Ok(RollupRow {
+                    minute_ms: r.minute_ms,
+                    layer: r.key.layer.as_str(),
+                    service: r.key.service.clone(),
+                    host: r.key.host.clone(),
+                    name: r.key.name.clone(),
+                    dims: to_json(&doc_id, &r.key.dims)?,
+                    collector: r.collector.clone(),
+                    body: to_json(&doc_id, r)?,
+                    doc_id,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.with_conn(move |conn| {
+            const WHAT: &str = "write rollups";
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO rollups \
+                         (doc_id, minute_ms, layer, service, host, name, dims, collector, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .map_err(db_err(WHAT))?;
+                for r in &rows {
+                    stmt.execute(params![
+                        r.doc_id,
+                        r.minute_ms,
+                        r.layer,
+                        r.service,
+                        r.host,
+                        r.name,
+                        r.dims,
+                        r.collector,
+                        r.body
+                    ])
+                    .map_err(db_err(WHAT))?;
+                }
+            }
+            tx.commit().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let rows = samples
+            .iter()
+            .map(|s| {
+                let doc_id = s.doc_id();
+                Ok(SampleRow {
+                    minute_ms: s.minute_ms,
+                    layer: s.key.layer.as_str(),
+                    service: s.key.service.clone(),
+                    host: s.key.host.clone(),
+                    name: s.key.name.clone(),
+                    kind: s.kind.as_str(),
+                    ts_ms: s.ts_ms,
+                    body: to_json(&doc_id, s)?,
+                    doc_id,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.with_conn(move |conn| {
+            const WHAT: &str = "write samples";
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO samples \
+                         (doc_id, minute_ms, layer, service, host, name, kind, ts_ms, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .map_err(db_err(WHAT))?;
+                for s in &rows {
+                    stmt.execute(params![
+                        s.doc_id,
+                        s.minute_ms,
+                        s.layer,
+                        s.service,
+                        s.host,
+                        s.name,
+                        s.kind,
+                        s.ts_ms,
+                        s.body
+                    ])
+                    .map_err(db_err(WHAT))?;
+                }
+            }
+            tx.commit().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError> {
+        q.validate()?;
+        let mut f = Filter::new("SELECT doc_id, body FROM rollups");
+        f.and("layer =", q.layer.as_str().to_owned());
+        f.and_opt("service =", q.service.as_ref());
+        f.and_opt("name =", q.name.as_ref());
+        f.and_opt("host =", q.host.as_ref());
+        f.and("minute_ms >=", q.from_ms);
+        f.and("minute_ms <", q.to_ms);
+        let dims = q.dims.clone();
+        self.with_conn(move |conn| {
+            let rows = select_bodies(conn, &f.sql, f.args, "read series")?;
+            let mut rollups = Vec::with_capacity(rows.len());
+            for (doc_id, body) in rows {
+                let r = decode_rollup(&doc_id, &body)?;
+                if dims.iter().all(|(k, v)| r.key.dims.get(k) == Some(v)) {
+                    rollups.push(r);
+                }
+            }
+            Ok(points_by_minute(rollups))
+        })
+        .await
+    }
+
+    async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
+        let mut f = Filter::new("SELECT doc_id, body FROM rollups");
+        f.and("layer =", q.layer.as_str().to_owned());
+        f.and("minute_ms =", minute_of(q.minute_ms));
+        f.and_opt("service =", q.service.as_ref());
+        let (by, limit) = (q.by, q.limit);
+        self.with_conn(move |conn| {
+            let rows = select_bodies(conn, &f.sql, f.args, "rank series")?;
+            let rollups = rows
+                .iter()
+                .map(|(doc_id, body)| decode_rollup(doc_id, body))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rank(rollups, by, limit))
+        })
+        .await
+    }
+
+    async fn samples(&self, q: &SampleQuery) -> Result<Vec<Sample>, StoreError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut f = Filter::new("SELECT doc_id, body FROM samples");
+        f.and("layer =", q.layer.as_str().to_owned());
+        f.and("minute_ms =", minute_of(q.minute_ms));
+        f.and_opt("service =", q.service.as_ref());
+        f.and_opt("name =", q.name.as_ref());
+        if let Some(kind) = q.kind {
+            f.and("kind =", kind.as_str().to_owned());
+        }
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        f.args.push(limit.into());
+        f.sql.push_str(&format!(
+            " ORDER BY {}, ts_ms, doc_id LIMIT ?{}",
+            kind_order_sql(),
+            f.args.len()
+        ));
+        self.with_conn(move |conn| {
+            let rows = select_bodies(conn, &f.sql, f.args, "read samples")?;
+            rows.iter()
+                .map(|(doc_id, body)| decode("samples", doc_id, body))
+                .collect()
+        })
+        .await
+    }
+
+    async fn apply_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError> {
+        let cutoff = retention_cutoff_ms(now_ms, keep_days);
+        self.with_conn(move |conn| {
+            const WHAT: &str = "apply retention";
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            let mut deleted = 0u64;
+            for table in ["rollups", "samples"] {
+                // One delete per layer, so each uses the index that starts
+                // with (layer, minute_ms) instead of scanning the table.
+                let sql = format!("DELETE FROM {table} WHERE layer = ?1 AND minute_ms < ?2");
+                let mut stmt = tx.prepare_cached(&sql).map_err(db_err(WHAT))?;
+                for layer in Layer::ALL {
+                    let n = stmt
+                        .execute(params![layer.as_str(), cutoff])
+                        .map_err(db_err(WHAT))?;
+                    deleted += n as u64;
+                }
+            }
+            tx.commit().map_err(db_err(WHAT))?;
+            Ok(RetentionReport {
+                dropped: Vec::new(),
+                deleted_docs: deleted,
+            })
+        })
+        .await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        // A committed transaction is visible to the next read on this
+        // connection; there is nothing to refresh.
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_order_follows_the_enum() {
+        let sql = kind_order_sql();
+        assert!(sql.contains("WHEN 'error' THEN 0"), "{sql}");
+        assert!(sql.contains("WHEN 'slow' THEN 1"), "{sql}");
+        assert!(sql.contains("WHEN 'parse_error' THEN 2"), "{sql}");
+    }
+}

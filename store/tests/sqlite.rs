@@ -1,0 +1,155 @@
+//! The SQLite backend: the shared conformance suite, plus what only a file
+//! on disk can show (reopening, schema versions, damaged rows).
+
+use async_trait::async_trait;
+use panorama_model::{Event, Layer, Rollup};
+use panorama_store::conformance::Harness;
+use panorama_store::sqlite::SqliteStore;
+use panorama_store::{SeriesQuery, Store, StoreError};
+use tempfile::TempDir;
+
+/// A fresh store in its own temporary directory.
+struct SqliteHarness {
+    store: SqliteStore,
+    dir: TempDir,
+}
+
+#[async_trait]
+impl Harness for SqliteHarness {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    async fn teardown(self) {
+        drop(self.store);
+        if let Err(e) = self.dir.close() {
+            panic!("cannot remove the case's directory: {e}");
+        }
+    }
+}
+
+async fn open(case: &str) -> SqliteHarness {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("panorama-sqlite-{case}-"))
+        .tempdir()
+        .expect("temporary directory");
+    let store = SqliteStore::open(dir.path()).expect("open the store");
+    SqliteHarness { store, dir }
+}
+
+panorama_store::conformance_tests!(open);
+
+const MINUTE: i64 = 1_795_168_800_000; // 2026-11-20T10:00:00Z
+
+fn rollup(n: usize) -> Rollup {
+    let e = {
+        let mut e = Event::new(
+            MINUTE + 1_000,
+            Layer::Url,
+            "login",
+            "web1",
+            "GET /api/login",
+        );
+        e.latency_ms = Some(12.5);
+        e
+    };
+    let mut r = Rollup::empty(MINUTE, e.series_key(), "c1");
+    for _ in 0..n {
+        r.add(&e);
+    }
+    r
+}
+
+fn login_query() -> SeriesQuery {
+    SeriesQuery::layer(Layer::Url, MINUTE, MINUTE + 60_000)
+        .service("login")
+        .name("GET /api/login")
+}
+
+#[tokio::test]
+async fn creates_the_directory_and_reports_its_name() {
+    let tmp = TempDir::new().unwrap();
+    let data_dir = tmp.path().join("a").join("b");
+    let store = SqliteStore::open(&data_dir).unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    assert_eq!(store.path(), data_dir.join("panorama.sqlite3"));
+    assert!(store.path().is_file(), "database file created");
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        store.write_rollups(&[rollup(7)]).await.unwrap();
+    }
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let points = store.read_series(&login_query()).await.unwrap();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0].count, 7);
+
+    // Reopening again (schema already there) and rewriting still replaces.
+    drop(store);
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    store.write_rollups(&[rollup(9)]).await.unwrap();
+    let points = store.read_series(&login_query()).await.unwrap();
+    assert_eq!(points[0].count, 9);
+}
+
+#[tokio::test]
+async fn refuses_a_newer_schema_version() {
+    let tmp = TempDir::new().unwrap();
+    let path = SqliteStore::open(tmp.path()).unwrap().path().to_owned();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    match SqliteStore::open(tmp.path()) {
+        Err(StoreError::Backend(msg)) => {
+            assert!(msg.contains("schema version 99"), "{msg}");
+            assert!(msg.contains("newer"), "{msg}");
+        }
+        other => panic!("want a Backend error, got {other:?}"),
+    }
+    // The file was left alone.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 99);
+}
+
+#[tokio::test]
+async fn uses_wal_and_records_the_schema_version() {
+    let tmp = TempDir::new().unwrap();
+    let path = SqliteStore::open(tmp.path()).unwrap().path().to_owned();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_body_is_an_error_naming_the_document() {
+    let tmp = TempDir::new().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let r = rollup(3);
+    store.write_rollups(std::slice::from_ref(&r)).await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "UPDATE rollups SET body = '{\"minute_ms\": 1' WHERE doc_id = ?1",
+            [r.doc_id()],
+        )
+        .unwrap();
+    }
+    match store.read_series(&login_query()).await {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains(&r.doc_id()), "{msg}"),
+        other => panic!("want a Backend error naming the doc, got {other:?}"),
+    }
+}
