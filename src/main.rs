@@ -62,10 +62,9 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("connecting to Elasticsearch at {url}"))?,
         ),
-        None => Arc::new(
-            SqliteStore::open(&args.data_dir)
-                .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?,
-        ),
+        None => Arc::new(SqliteStore::open(&args.data_dir).with_context(|| {
+            format!("opening the embedded store in {}", args.data_dir.display())
+        })?),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

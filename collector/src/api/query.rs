@@ -46,11 +46,14 @@ impl Args {
     }
 
     fn layer(&self) -> Result<Layer, ApiError> {
-        let raw = self
-            .map
-            .get("layer")
-            .ok_or_else(|| ApiError::BadRequest("missing parameter `layer` (business, url, call, component or infra)".into()))?;
-        raw.parse().map_err(|e: panorama_model::ParseLayerError| ApiError::BadRequest(format!("parameter `layer`: {e}")))
+        let raw = self.map.get("layer").ok_or_else(|| {
+            ApiError::BadRequest(
+                "missing parameter `layer` (business, url, call, component or infra)".into(),
+            )
+        })?;
+        raw.parse().map_err(|e: panorama_model::ParseLayerError| {
+            ApiError::BadRequest(format!("parameter `layer`: {e}"))
+        })
     }
 
     fn time(&self, k: &str) -> Result<Option<i64>, ApiError> {
@@ -62,7 +65,9 @@ impl Args {
             None => Ok(default),
             Some(raw) => match raw.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::BadRequest(format!("parameter `limit`: expected a number from 1 to {max}, got {raw:?}"))),
+                _ => Err(ApiError::BadRequest(format!(
+                    "parameter `limit`: expected a number from 1 to {max}, got {raw:?}"
+                ))),
             },
         }
     }
@@ -95,12 +100,20 @@ pub(super) struct SeriesResponse {
     points: Vec<Point>,
 }
 
-pub(super) async fn series(State(st): State<AppState>, Query(p): Params) -> Result<Json<SeriesResponse>, ApiError> {
+pub(super) async fn series(
+    State(st): State<AppState>,
+    Query(p): Params,
+) -> Result<Json<SeriesResponse>, ApiError> {
     let a = Args::new(p, &["layer", "service", "name", "host", "from", "to"])?;
-    let to = a.time("to")?.unwrap_or_else(|| Utc::now().timestamp_millis());
+    let to = a
+        .time("to")?
+        .unwrap_or_else(|| Utc::now().timestamp_millis());
     let from = a.time("from")?.unwrap_or(to - DEFAULT_RANGE_MS);
     if to - from > MAX_RANGE_MS {
-        return Err(ApiError::BadRequest(format!("range too long: at most 31 days, got {} hours", (to - from) / 3_600_000)));
+        return Err(ApiError::BadRequest(format!(
+            "range too long: at most 31 days, got {} hours",
+            (to - from) / 3_600_000
+        )));
     }
     let q = SeriesQuery {
         layer: a.layer()?,
@@ -112,7 +125,15 @@ pub(super) async fn series(State(st): State<AppState>, Query(p): Params) -> Resu
         to_ms: to,
     };
     let points = st.store.read_series(&q).await?;
-    Ok(Json(SeriesResponse { layer: q.layer, service: q.service, name: q.name, host: q.host, from, to, points }))
+    Ok(Json(SeriesResponse {
+        layer: q.layer,
+        service: q.service,
+        name: q.name,
+        host: q.host,
+        from,
+        to,
+        points,
+    }))
 }
 
 #[derive(Serialize)]
@@ -123,16 +144,33 @@ pub(super) struct TopResponse {
     series: Vec<TopEntry>,
 }
 
-pub(super) async fn top(State(st): State<AppState>, Query(p): Params) -> Result<Json<TopResponse>, ApiError> {
+pub(super) async fn top(
+    State(st): State<AppState>,
+    Query(p): Params,
+) -> Result<Json<TopResponse>, ApiError> {
     let a = Args::new(p, &["layer", "service", "minute", "by", "limit"])?;
-    let minute = minute_of(a.time("minute")?.unwrap_or_else(|| Utc::now().timestamp_millis() - 60_000));
+    let minute = minute_of(
+        a.time("minute")?
+            .unwrap_or_else(|| Utc::now().timestamp_millis() - 60_000),
+    );
     let by = match a.map.get("by") {
         None => Metric::Count,
         Some(raw) => raw.parse().map_err(ApiError::from)?,
     };
-    let q = TopQuery { layer: a.layer()?, service: a.opt("service"), minute_ms: minute, by, limit: a.limit(DEFAULT_TOP, MAX_TOP)? };
+    let q = TopQuery {
+        layer: a.layer()?,
+        service: a.opt("service"),
+        minute_ms: minute,
+        by,
+        limit: a.limit(DEFAULT_TOP, MAX_TOP)?,
+    };
     let series = st.store.top(&q).await?;
-    Ok(Json(TopResponse { layer: q.layer, minute, by, series }))
+    Ok(Json(TopResponse {
+        layer: q.layer,
+        minute,
+        by,
+        series,
+    }))
 }
 
 #[derive(Serialize)]
@@ -142,19 +180,23 @@ pub(super) struct SamplesResponse {
     samples: Vec<Sample>,
 }
 
-pub(super) async fn samples(State(st): State<AppState>, Query(p): Params) -> Result<Json<SamplesResponse>, ApiError> {
+pub(super) async fn samples(
+    State(st): State<AppState>,
+    Query(p): Params,
+) -> Result<Json<SamplesResponse>, ApiError> {
     let a = Args::new(p, &["layer", "service", "name", "minute", "kind", "limit"])?;
-    let minute = minute_of(
-        a.time("minute")?
-            .ok_or_else(|| ApiError::BadRequest("missing parameter `minute` (RFC 3339 or Unix milliseconds)".into()))?,
-    );
+    let minute = minute_of(a.time("minute")?.ok_or_else(|| {
+        ApiError::BadRequest("missing parameter `minute` (RFC 3339 or Unix milliseconds)".into())
+    })?);
     let kind = match a.map.get("kind").map(String::as_str) {
         None => None,
         Some("error") => Some(SampleKind::Error),
         Some("slow") => Some(SampleKind::Slow),
         Some("parse_error") => Some(SampleKind::ParseError),
         Some(other) => {
-            return Err(ApiError::BadRequest(format!("parameter `kind`: expected error, slow or parse_error, got {other:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "parameter `kind`: expected error, slow or parse_error, got {other:?}"
+            )));
         }
     };
     let q = SampleQuery {
@@ -166,5 +208,9 @@ pub(super) async fn samples(State(st): State<AppState>, Query(p): Params) -> Res
         limit: a.limit(DEFAULT_SAMPLES, MAX_SAMPLES)?,
     };
     let samples = st.store.samples(&q).await?;
-    Ok(Json(SamplesResponse { layer: q.layer, minute, samples }))
+    Ok(Json(SamplesResponse {
+        layer: q.layer,
+        minute,
+        samples,
+    }))
 }

@@ -4,6 +4,91 @@
 //!   the (agent id, source id, byte range) that makes exactly-once counting
 //!   possible, and a checksum.
 //! - [`ndjson`]: one JSON event per line, for SDKs, scripts and curl.
+//!
+//! Both decoders take untrusted bytes: they never panic, bound what they
+//! allocate by what they were given, and say where the input went wrong.
 
 pub mod binary;
 pub mod ndjson;
+
+/// The most dims one event may carry, in either encoding.
+///
+/// Dims are meant to be a few low-cardinality labels (device model,
+/// channel); every distinct combination is a series of its own.
+pub const MAX_DIMS: usize = 16;
+
+/// Proptest strategies shared by the tests of both encodings.
+#[cfg(test)]
+mod strategies {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use crate::{Event, Layer, Outcome};
+
+    /// Arbitrary Unicode text of `min..=max` characters, mixed with a few
+    /// recurring values so that string tables see repeats.
+    pub(crate) fn text(min: usize, max: usize) -> impl Strategy<Value = String> {
+        let any =
+            proptest::string::string_regex(&format!("(?s:.{{{min},{max}}})")).expect("valid regex");
+        let common = prop::sample::select(vec![
+            "login",
+            "web1",
+            "GET /api/login",
+            "500",
+            "ios",
+            "渠道",
+        ])
+        .prop_map(str::to_owned);
+        prop_oneof![2 => any, 1 => common]
+    }
+
+    pub(crate) fn layer() -> impl Strategy<Value = Layer> {
+        prop::sample::select(Layer::ALL.to_vec())
+    }
+
+    /// Events as the limits of both encodings allow them: non-empty names,
+    /// bounded dims, finite values, latency in whole microseconds.
+    pub(crate) fn event() -> impl Strategy<Value = Event> {
+        let ts = prop_oneof![
+            // Years 0 to 9999 and a little beyond, where RFC 3339 applies.
+            -63_000_000_000_000i64..254_000_000_000_000,
+            any::<i64>(),
+        ];
+        let outcome = prop_oneof![
+            Just(Outcome::Ok),
+            proptest::option::of(text(1, 8)).prop_map(Outcome::Error),
+        ];
+        let latency =
+            proptest::option::of((0u64..10_000_000_000_000).prop_map(|us| us as f64 / 1000.0));
+        let value = proptest::option::of(any::<f64>().prop_filter("finite", |v| v.is_finite()));
+        let dims = prop::collection::btree_map(text(1, 8), text(0, 8), 0..=super::MAX_DIMS);
+        let raw = proptest::option::of(text(0, 40));
+        (
+            ts,
+            layer(),
+            (text(1, 12), text(1, 12), text(1, 24)),
+            outcome,
+            latency,
+            value,
+            dims,
+            raw,
+        )
+            .prop_map(
+                |(ts_ms, layer, (service, host, name), outcome, latency_ms, value, dims, raw)| {
+                    Event {
+                        ts_ms,
+                        layer,
+                        service,
+                        host,
+                        name,
+                        outcome,
+                        latency_ms,
+                        value,
+                        dims: dims.into_iter().collect::<BTreeMap<_, _>>(),
+                        raw,
+                    }
+                },
+            )
+    }
+}
