@@ -1,15 +1,20 @@
 //! The per-host agent.
 //!
-//! It will own, module by module: tailing (`tail/`: discovery by glob,
-//! fingerprints, rotation, truncation, checkpoints that advance only after an
-//! acknowledgement), parsing (`parse/`: combined access log, JSON lines,
-//! syslog, MySQL slow log, Redis log, user regexes), route normalization with a
-//! cardinality cap, host metrics for the infra layer, and shipping (`ship/`:
-//! batching in the binary encoding of [`panorama_model::wire::binary`],
-//! compression, failover, retries, a bounded spool). It knows nothing about
-//! storage.
+//! - [`tail`]: finds files by glob, knows each by a fingerprint of its first
+//!   bytes, follows rotation and truncation, and hands out line chunks tagged
+//!   with the source id and byte range they came from; checkpoints advance
+//!   only after the collector acknowledged the batch that carries them.
+//! - [`parse`]: turns lines into [`panorama_model::Event`]s: built-in parsers
+//!   (combined access log, JSON lines, syslog, MySQL slow log, Redis log),
+//!   user regexes, field mapping, route normalization and cardinality caps.
 //!
-//! Today it holds only the version the binary reports; the agent issue fills it.
+//! Shipping (batching in [`panorama_model::wire::binary`], compression,
+//! failover, retries), host metrics and the agent's own figures come next.
+//! It knows nothing about storage.
 
-/// The agent's version, sent to the collector with every batch in later releases.
+pub mod parse;
+pub mod ship;
+pub mod tail;
+
+/// The agent's version, reported to the collector.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,260 @@
+//! Shipping batches to collectors, with acknowledgements.
+//!
+//! A batch is one chunk of one source: the events parsed from the byte range
+//! `[start, end)` of one file, in [`panorama_model::wire::binary`] encoding,
+//! compressed with zstd. [`Shipper::ship`] returns only once a collector
+//! answered 2xx, which it does only after the batch is durable in its WAL;
+//! only then may the caller advance the source's checkpoint. A collector
+//! that already counted the range acknowledges it again without counting,
+//! so resending after a crash is always safe.
+//!
+//! Nothing is ever dropped here: while no collector accepts, `ship` keeps
+//! trying — failing over between collectors, backing off with jitter — and
+//! the tailer, which cannot run far ahead of acknowledgements, stops reading.
+//! Refusals that retrying cannot fix (a rejected token, a batch the collector
+//! calls malformed) are logged at ERROR, because they need an operator, and
+//! retried at the slowest pace until someone fixes the configuration.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use panorama_model::wire::binary::{self, Batch};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+
+/// Where to ship and how persistently.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    /// Collector base URLs, tried in order; the first is preferred.
+    pub collectors: Vec<String>,
+    /// Bearer token sent with every batch.
+    pub token: Option<String>,
+    /// Timeout of one request, connection included.
+    pub request_timeout: Duration,
+    /// First wait after every collector failed.
+    pub initial_backoff: Duration,
+    /// Longest wait between rounds.
+    pub max_backoff: Duration,
+    /// zstd level: 1 is fast enough to keep up with a million lines a second
+    /// and still shrinks access-log batches several times.
+    pub zstd_level: i32,
+}
+
+impl ShipConfig {
+    /// Defaults for one collector.
+    pub fn new(collector: impl Into<String>) -> ShipConfig {
+        ShipConfig {
+            collectors: vec![collector.into()],
+            token: None,
+            request_timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            zstd_level: 1,
+        }
+    }
+}
+
+/// Why a [`Shipper`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// No collector configured.
+    #[error("no collector URL configured")]
+    NoCollector,
+    /// A collector URL does not parse.
+    #[error("collector URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The shipper's figures, for the agent's `/metrics`.
+#[derive(Debug, Default)]
+pub struct ShipStats {
+    /// Batches acknowledged.
+    pub batches_acked: AtomicU64,
+    /// Events in acknowledged batches.
+    pub events_acked: AtomicU64,
+    /// Compressed bytes sent, including attempts that failed.
+    pub bytes_sent: AtomicU64,
+    /// Attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Switches from one collector to another.
+    pub failovers: AtomicU64,
+}
+
+/// Sends batches to the first collector that accepts them.
+pub struct Shipper {
+    client: reqwest::Client,
+    endpoints: Vec<String>,
+    cfg: ShipConfig,
+    active: usize,
+    stats: ShipStats,
+}
+
+/// How the last attempt ended.
+enum Attempt {
+    Acked,
+    /// Worth retrying soon, maybe elsewhere; `Some` when the collector said when.
+    Retry(String, Option<Duration>),
+    /// Needs an operator; retry at the slowest pace.
+    Refused(String),
+}
+
+impl Shipper {
+    /// Builds a shipper.
+    ///
+    /// # Errors
+    /// No collector, or a URL that does not parse.
+    pub fn new(cfg: ShipConfig) -> Result<Shipper, ShipError> {
+        if cfg.collectors.is_empty() {
+            return Err(ShipError::NoCollector);
+        }
+        let mut endpoints = Vec::new();
+        for url in &cfg.collectors {
+            let parsed = reqwest::Url::parse(url).map_err(|e| ShipError::BadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ShipError::BadUrl {
+                    url: url.clone(),
+                    reason: "expected http:// or https://".into(),
+                });
+            }
+            endpoints.push(format!("{}/api/v1/ingest", url.trim_end_matches('/')));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| ShipError::Client(e.to_string()))?;
+        Ok(Shipper {
+            client,
+            endpoints,
+            cfg,
+            active: 0,
+            stats: ShipStats::default(),
+        })
+    }
+
+    /// The figures so far.
+    pub fn stats(&self) -> &ShipStats {
+        &self.stats
+    }
+
+    /// Encodes and compresses a batch into the request body; `true` when compressed.
+    pub fn body(&self, batch: &Batch) -> (Vec<u8>, bool) {
+        let mut raw = Vec::with_capacity(batch.events.len() * 24 + 64);
+        binary::encode(batch, &mut raw);
+        // Compressing into a Vec cannot fail for a valid level; should it
+        // ever, the uncompressed body is just as acceptable to the collector.
+        match zstd::bulk::compress(&raw, self.cfg.zstd_level) {
+            Ok(z) => (z, true),
+            Err(_) => (raw, false),
+        }
+    }
+
+    /// Ships one batch and returns once a collector acknowledged it. Never
+    /// gives up; cancel the future (drop it) to stop, which leaves the batch
+    /// unacknowledged and so to be resent.
+    pub async fn ship(&mut self, batch: &Batch) {
+        let (body, compressed) = self.body(batch);
+        let mut round = 0u32;
+        let mut tried_this_round = 0usize;
+        loop {
+            let endpoint = self.endpoints[self.active].clone();
+            match self.attempt(&endpoint, &body, compressed).await {
+                Attempt::Acked => {
+                    self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .events_acked
+                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+                Attempt::Retry(why, after) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(collector = %endpoint, source = %batch.meta.source_id, why, "ship retry");
+                    if let Some(after) = after {
+                        tokio::time::sleep(after.min(self.cfg.max_backoff)).await;
+                    }
+                }
+                Attempt::Refused(why) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(collector = %endpoint, source = %batch.meta.source_id, why, "collector refused batch; needs an operator, retrying slowly");
+                    tokio::time::sleep(jitter(self.cfg.max_backoff)).await;
+                }
+            }
+            // Fail over; after every collector failed once, back off.
+            if self.endpoints.len() > 1 {
+                self.active = (self.active + 1) % self.endpoints.len();
+                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            tried_this_round += 1;
+            if tried_this_round >= self.endpoints.len() {
+                tried_this_round = 0;
+                let exp = self
+                    .cfg
+                    .initial_backoff
+                    .saturating_mul(1u32 << round.min(16));
+                tokio::time::sleep(jitter(exp.min(self.cfg.max_backoff))).await;
+                round += 1;
+            }
+        }
+    }
+
+    async fn attempt(&self, endpoint: &str, body: &[u8], compressed: bool) -> Attempt {
+        let mut req = self
+            .client
+            .post(endpoint)
+            .header(CONTENT_TYPE, binary::CONTENT_TYPE)
+            .body(body.to_vec());
+        if compressed {
+            req = req.header(CONTENT_ENCODING, "zstd");
+        }
+        if let Some(token) = &self.cfg.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.stats
+            .bytes_sent
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(e.to_string(), None),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Attempt::Acked;
+        }
+        let after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let why = format!(
+            "status {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+        match status {
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => Attempt::Refused(why),
+            _ => Attempt::Retry(why, after),
+        }
+    }
+}
+
+/// Between half and all of `d`, so agents returning from the same outage spread out.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
