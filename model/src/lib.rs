@@ -25,6 +25,7 @@
 mod event;
 mod histogram;
 mod layer;
+mod position;
 mod rollup;
 mod series;
 mod time;
@@ -33,6 +34,7 @@ pub mod wire;
 pub use event::{Event, Outcome};
 pub use histogram::{Histogram, MAX_TRACKABLE_MS, MIN_TRACKABLE_MS, RELATIVE_ACCURACY};
 pub use layer::{Layer, ParseLayerError};
+pub use position::FilePosition;
 pub use rollup::{ErrorClass, Gauge, Point, Rollup, Sample, SampleKind};
 pub use series::SeriesKey;
 pub use time::{MINUTE_MS, minute_of};
