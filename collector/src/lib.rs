@@ -17,6 +17,7 @@
 //! ```
 
 pub mod api;
+pub mod wal;
 
 /// How long a minute stays open for late events before it is first written.
 pub const DEFAULT_GRACE_SECS: u64 = 15;
