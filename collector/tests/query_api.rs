@@ -44,6 +44,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             minute_ms: T0,
             key,
             collector: "c0".into(),
+            part: 0,
             kind: SampleKind::Error,
             seq: 0,
             ts_ms: T0 + 5,

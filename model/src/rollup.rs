@@ -81,9 +81,10 @@ impl Gauge {
 
 /// One UTC minute of one series, as counted by one collector.
 ///
-/// Stores keep one document per `(minute, series, collector)` (see
+/// Stores keep one document per `(minute, series, collector, part)` (see
 /// [`Rollup::doc_id`]): a collector rewriting its minute after late data
-/// replaces its own document, and readers merge documents across collectors.
+/// replaces its own document, and readers merge documents across collectors
+/// and parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollup {
     /// Start of the minute, Unix milliseconds.
@@ -92,6 +93,13 @@ pub struct Rollup {
     pub key: SeriesKey,
     /// The collector that counted it.
     pub collector: String,
+    /// Which slice of the collector's input this counts: the collector's
+    /// write-ahead-log segment. A segment can be replayed after a crash, so
+    /// the rollup of (minute, series, segment) is always rebuilt exactly and
+    /// rewritten in place; late events that arrive after the segment is gone
+    /// land in a later part instead of overwriting what was counted.
+    #[serde(default)]
+    pub part: u64,
     /// Events counted.
     pub count: u64,
     /// Events that failed.
@@ -142,6 +150,7 @@ impl Rollup {
             minute_ms: minute_of(minute_ms),
             key,
             collector: collector.into(),
+            part: 0,
             count: 0,
             errors: 0,
             errors_by_class: BTreeMap::new(),
@@ -208,13 +217,14 @@ impl Rollup {
     }
 
     /// The deterministic document id: rewriting the same minute of the same
-    /// series by the same collector replaces, never duplicates.
+    /// series by the same collector and part replaces, never duplicates.
     pub fn doc_id(&self) -> String {
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}-{}",
             self.minute_ms,
             self.key.id(),
-            sanitize(&self.collector)
+            sanitize(&self.collector),
+            self.part
         )
     }
 
@@ -336,6 +346,9 @@ pub struct Sample {
     pub key: SeriesKey,
     /// The collector that kept it.
     pub collector: String,
+    /// The collector's input slice, as in [`Rollup::part`].
+    #[serde(default)]
+    pub part: u64,
     /// Why it was kept.
     pub kind: SampleKind,
     /// Position among this collector's samples of the same kind, series and
@@ -358,10 +371,11 @@ impl Sample {
     /// The deterministic document id.
     pub fn doc_id(&self) -> String {
         format!(
-            "{}-{}-{}-{}-{}",
+            "{}-{}-{}-{}-{}-{}",
             self.minute_ms,
             self.key.id(),
             sanitize(&self.collector),
+            self.part,
             self.kind.as_str(),
             self.seq
         )
@@ -448,7 +462,7 @@ mod tests {
     fn doc_id_is_deterministic_and_safe() {
         let r = Rollup::empty(60_000, key(), "col/1 a");
         assert_eq!(r.doc_id(), Rollup::empty(60_123, key(), "col/1 a").doc_id());
-        assert!(r.doc_id().ends_with("col_1_a"));
+        assert!(r.doc_id().ends_with("col_1_a-0"));
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {

@@ -610,6 +610,7 @@ fn sample(
         minute_ms,
         key: key.clone(),
         collector: "c1".to_owned(),
+        part: 0,
         kind,
         seq,
         ts_ms: minute_ms + offset_ms,
