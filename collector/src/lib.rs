@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod aggregate;
 pub mod api;
 pub mod wal;
 
