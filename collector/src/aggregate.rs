@@ -36,7 +36,17 @@ struct Entry {
     rollup: Rollup,
     errors: Vec<Sample>,
     slowest: Vec<Sample>,
-    dirty: bool,
+    /// Bumped on every change; the entry is dirty while it differs from
+    /// `written`. A version, not a flag, because events keep arriving while
+    /// a flush is in flight: only the version that was written turns clean.
+    version: u64,
+    written: u64,
+}
+
+impl Entry {
+    fn dirty(&self) -> bool {
+        self.version != self.written
+    }
 }
 
 /// What one flush should write.
@@ -46,8 +56,8 @@ pub struct Ready {
     pub rollups: Vec<Rollup>,
     /// Samples to write.
     pub samples: Vec<Sample>,
-    /// The entries these came from, to mark clean once written.
-    pub keys: Vec<(SegmentId, i64, SeriesKey)>,
+    /// The entries these came from and their versions, to mark clean once written.
+    pub keys: Vec<(SegmentId, i64, SeriesKey, u64)>,
 }
 
 /// The aggregation state of one collector.
@@ -81,11 +91,12 @@ impl Aggregator {
                     rollup,
                     errors: Vec::new(),
                     slowest: Vec::new(),
-                    dirty: true,
+                    version: 0,
+                    written: 0,
                 }
             });
         entry.rollup.add(e);
-        entry.dirty = true;
+        entry.version += 1;
         let sample = |kind| Sample {
             minute_ms: minute,
             key: entry.rollup.key.clone(),
@@ -135,7 +146,7 @@ impl Aggregator {
         let mut out = Ready::default();
         for (segment, entries) in &self.entries {
             for ((minute, key), entry) in entries {
-                if !entry.dirty || (!all && minute + 60_000 + grace_ms > now_ms) {
+                if !entry.dirty() || (!all && minute + 60_000 + grace_ms > now_ms) {
                     continue;
                 }
                 out.rollups.push(entry.rollup.clone());
@@ -150,26 +161,36 @@ impl Aggregator {
                 }
                 out.samples.extend(entry.errors.iter().cloned());
                 out.samples.extend(slowest);
-                out.keys.push((*segment, *minute, key.clone()));
+                out.keys
+                    .push((*segment, *minute, key.clone(), entry.version));
             }
         }
         out
     }
 
-    /// Marks entries clean after their documents were written. An entry that
-    /// changed again meanwhile would have been re-marked by [`Aggregator::add`]
-    /// only after this call's snapshot, so the caller must hold the
-    /// aggregator between `ready` and `written` or accept one extra rewrite.
-    pub fn written(&mut self, keys: &[(SegmentId, i64, SeriesKey)]) {
-        for (segment, minute, key) in keys {
+    /// Records that these versions of their entries are in the store. An
+    /// entry that changed since [`Aggregator::ready`] stays dirty.
+    pub fn written(&mut self, keys: &[(SegmentId, i64, SeriesKey, u64)]) {
+        for (segment, minute, key, version) in keys {
             if let Some(e) = self
                 .entries
                 .get_mut(segment)
                 .and_then(|s| s.get_mut(&(*minute, key.clone())))
             {
-                e.dirty = false;
+                e.written = e.written.max(*version);
             }
         }
+    }
+
+    /// The start of the oldest minute still waiting to be written, for the
+    /// flush-lag figure.
+    pub fn oldest_dirty_minute(&self) -> Option<i64> {
+        self.entries
+            .values()
+            .flat_map(|s| s.iter())
+            .filter(|(_, e)| e.dirty())
+            .map(|((m, _), _)| *m)
+            .min()
     }
 
     /// The newest segment below `open` all of whose entries are written:
@@ -178,7 +199,7 @@ impl Aggregator {
     pub fn releasable(&self, open: SegmentId) -> Option<SegmentId> {
         let mut last = None;
         for (segment, entries) in &self.entries {
-            if *segment >= open || entries.values().any(|e| e.dirty) {
+            if *segment >= open || entries.values().any(Entry::dirty) {
                 break;
             }
             last = Some(*segment);
@@ -206,7 +227,7 @@ impl Aggregator {
         self.entries
             .values()
             .flat_map(|s| s.values())
-            .filter(|e| e.dirty)
+            .filter(|e| e.dirty())
             .count()
     }
 }
@@ -248,7 +269,13 @@ mod tests {
             1
         );
         assert_eq!(a.releasable(SegmentId(3)), None, "not written yet");
+        // An event arriving while the flush is in flight keeps the entry dirty.
+        a.add(SegmentId(1), &ev(62_000, "a", true, 1.0));
         a.written(&r.keys);
+        assert_eq!(a.releasable(SegmentId(3)), None, "changed during the flush");
+        let again = a.ready(135_000, 15_000, false);
+        assert_eq!(again.rollups[0].count, 3);
+        a.written(&again.keys);
         assert_eq!(a.releasable(SegmentId(3)), Some(SegmentId(1)));
         assert_eq!(a.releasable(SegmentId(1)), None, "segment 1 still open");
         a.release_through(SegmentId(1));

@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod ledger;
 pub mod wal;
 
 /// How long a minute stays open for late events before it is first written.

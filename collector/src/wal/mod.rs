@@ -93,6 +93,9 @@ pub struct WalStats {
     pub records: AtomicU64,
     /// Disk flushes since start; records / flushes is the group-commit factor.
     pub syncs: AtomicU64,
+    /// The segment taking appends (or the next one to be created): every
+    /// segment below it is sealed.
+    pub open_segment: AtomicU64,
 }
 
 /// The write-ahead log.
@@ -118,6 +121,7 @@ impl Wal {
             .map(|(_, p)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
             .sum();
         stats.bytes.store(held, Ordering::Relaxed);
+        stats.open_segment.store(next, Ordering::Relaxed);
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer {
             cfg: cfg.clone(),
@@ -169,6 +173,11 @@ impl Wal {
             Ordering::Relaxed,
         );
         Ok(freed)
+    }
+
+    /// The segment taking appends; every segment below it is sealed.
+    pub fn open_segment(&self) -> SegmentId {
+        SegmentId(self.stats.open_segment.load(Ordering::Acquire))
     }
 
     /// The log's figures.
@@ -228,6 +237,7 @@ impl Writer {
             }
             let id = SegmentId(self.next_id);
             self.next_id += 1;
+            self.stats.open_segment.store(id.0, Ordering::Release);
             let w = segment::SegmentWriter::create(&self.cfg.dir, id)?;
             self.stats.bytes.fetch_add(w.len(), Ordering::Relaxed);
             self.current = Some((w, Instant::now()));
