@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use panorama_collector::{Collector, CollectorConfig};
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
 use panorama_store::sqlite::SqliteStore;
@@ -23,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the collector: the query API over the store (ingest arrives with the collector issue).
+    /// Run the collector: ingest, write-ahead log, per-minute rollups, query API.
     Collector(CollectorArgs),
 }
 
@@ -41,6 +43,16 @@ struct CollectorArgs {
     /// Index name prefix in Elasticsearch.
     #[arg(long, default_value = "panorama")]
     index_prefix: String,
+    /// Accept ingest only with this bearer token (repeatable). Without any,
+    /// ingest is open: fine on loopback, not on a network.
+    #[arg(long = "token", value_name = "TOKEN")]
+    tokens: Vec<String>,
+    /// This collector's id, unique among collectors sharing a store.
+    #[arg(long, default_value = "c1")]
+    collector_id: String,
+    /// Seconds a minute stays open for late events before it is first written.
+    #[arg(long, default_value_t = panorama_collector::DEFAULT_GRACE_SECS)]
+    grace_secs: u64,
 }
 
 #[tokio::main]
@@ -66,13 +78,30 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             format!("opening the embedded store in {}", args.data_dir.display())
         })?),
     };
+    let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
+    cfg.grace = Duration::from_secs(args.grace_secs);
+    cfg.tokens = args
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), format!("token{}", i + 1)))
+        .collect();
+    let collector = Collector::start(cfg, store.clone())
+        .await
+        .context("starting the collector")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, store = store.backend(), "collector started");
-    axum::serve(listener, panorama_collector::api::router(store))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = panorama_collector::api::app(collector.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    // Stopped accepting; now write what the aggregator holds.
+    collector.shutdown(Duration::from_secs(30)).await;
     tracing::info!("collector stopped");
     Ok(())
 }

@@ -19,7 +19,10 @@
 pub mod aggregate;
 pub mod api;
 pub mod ledger;
+pub mod service;
 pub mod wal;
+
+pub use service::{Collector, CollectorConfig, CollectorStats, IngestOutcome, StartError};
 
 /// How long a minute stays open for late events before it is first written.
 pub const DEFAULT_GRACE_SECS: u64 = 15;

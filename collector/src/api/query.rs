@@ -86,7 +86,10 @@ fn parse_time(k: &str, raw: &str) -> Result<i64, ApiError> {
 }
 
 pub(super) async fn health(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "store": st.store.backend() }))
+    match &st.collector {
+        Some(c) => Json(c.health()),
+        None => Json(json!({ "status": "ok", "store": st.store.backend() })),
+    }
 }
 
 #[derive(Serialize)]

@@ -141,7 +141,7 @@ impl Wal {
     /// [`WalError::Full`] over the cap, [`WalError::Io`] when the disk refuses.
     pub async fn append(&self, payload: Vec<u8>) -> Result<SegmentId, WalError> {
         let bytes = self.stats.bytes.load(Ordering::Relaxed);
-        if bytes >= self.cfg.max_total_bytes {
+        if bytes + payload.len() as u64 > self.cfg.max_total_bytes {
             return Err(WalError::Full {
                 bytes,
                 cap: self.cfg.max_total_bytes,

@@ -1,0 +1,574 @@
+//! The collector as a running service: replay at start, ingest, flushing,
+//! and an ordered drain at shutdown.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use panorama_model::Event;
+use panorama_model::wire::binary;
+use panorama_store::{Store, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::aggregate::{Aggregator, SampleLimits};
+use crate::ledger::{Ledger, Verdict};
+use crate::wal::{SegmentId, Wal, WalConfig, WalError, replay};
+
+/// How a collector runs.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// This collector's id, part of every document id it writes; unique among
+    /// collectors sharing a store.
+    pub id: String,
+    /// Where the WAL and the ledger live.
+    pub data_dir: PathBuf,
+    /// How long a minute stays open for late events before it is first written.
+    pub grace: Duration,
+    /// How often the flusher looks for minutes to write.
+    pub flush_interval: Duration,
+    /// Bearer tokens and the producer each names. Empty: no authentication
+    /// (loopback and demos only; a warning says so at start).
+    pub tokens: HashMap<String, String>,
+    /// Largest request body accepted, compressed.
+    pub max_body_bytes: usize,
+    /// Largest body after decompression.
+    pub max_decoded_bytes: usize,
+    /// Events older than this many days are counted and dropped: the store
+    /// would delete them at the next retention pass anyway.
+    pub retention_days: u32,
+    /// Drill-down samples kept per series and minute.
+    pub samples: SampleLimits,
+    /// WAL limits (its `dir` is overridden to `data_dir/wal`).
+    pub wal: WalConfig,
+}
+
+impl CollectorConfig {
+    /// Defaults with data under `data_dir`.
+    pub fn new(id: impl Into<String>, data_dir: impl Into<PathBuf>) -> CollectorConfig {
+        let data_dir = data_dir.into();
+        CollectorConfig {
+            id: id.into(),
+            wal: WalConfig::new(data_dir.join("wal")),
+            data_dir,
+            grace: Duration::from_secs(crate::DEFAULT_GRACE_SECS),
+            flush_interval: Duration::from_secs(1),
+            tokens: HashMap::new(),
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 64 << 20,
+            retention_days: 30,
+            samples: SampleLimits::default(),
+        }
+    }
+}
+
+/// The collector's own figures, for `/metrics` and `/health`.
+#[derive(Debug, Default)]
+pub struct CollectorStats {
+    /// Events accepted into the WAL.
+    pub events_in: AtomicU64,
+    /// Batches acknowledged as duplicates of counted ranges.
+    pub duplicate_batches: AtomicU64,
+    /// Batches refused because they straddle a counted offset.
+    pub overlap_batches: AtomicU64,
+    /// Requests refused as malformed.
+    pub bad_requests: AtomicU64,
+    /// Requests refused for a missing or unknown token.
+    pub unauthorized: AtomicU64,
+    /// Requests refused while the WAL was full or failing.
+    pub wal_refusals: AtomicU64,
+    /// Events dropped for being older than the retention.
+    pub dropped_too_old: AtomicU64,
+    /// Events that arrived after their minute's grace period.
+    pub late_events: AtomicU64,
+    /// Rollups written to the store.
+    pub rollups_written: AtomicU64,
+    /// Store writes that failed (retried at the next flush).
+    pub store_errors: AtomicU64,
+    /// Documents the store refused for good.
+    pub store_rejected: AtomicU64,
+    /// Lines the agents reported reading, and failing to parse.
+    pub agent_lines_read: AtomicU64,
+    /// Lines the agents could not parse.
+    pub agent_lines_failed: AtomicU64,
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The WAL or ledger could not be opened or replayed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What an ingest call amounted to.
+#[derive(Debug)]
+pub enum IngestOutcome {
+    /// Durable and counted.
+    Accepted {
+        /// Events counted.
+        events: usize,
+    },
+    /// Already counted before; acknowledged again.
+    Duplicate,
+    /// Straddles the counted offset; resume from `counted`.
+    Overlap {
+        /// End of the counted range.
+        counted: u64,
+    },
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: CollectorConfig,
+    pub(crate) wal: Wal,
+    ledger: Mutex<Ledger>,
+    agg: Mutex<Aggregator>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) stats: CollectorStats,
+    last_store_error: Mutex<Option<String>>,
+}
+
+/// A running collector. Cheap to clone; every clone is the same collector.
+#[derive(Clone)]
+pub struct Collector {
+    pub(crate) inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Collector {
+    /// Replays the WAL (so everything acknowledged before a crash is counted),
+    /// then starts the flusher.
+    ///
+    /// # Errors
+    /// The data directory, WAL or ledger cannot be read.
+    pub async fn start(
+        mut cfg: CollectorConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Collector, StartError> {
+        cfg.wal.dir = cfg.data_dir.join("wal");
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| StartError::Io { what, source }
+        };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io("creating the data directory"))?;
+        if cfg.tokens.is_empty() {
+            tracing::warn!(
+                "no ingest tokens configured: anyone who reaches the collector can send events"
+            );
+        }
+        let mut ledger =
+            Ledger::load(&cfg.data_dir.join("ledger.json")).map_err(io("loading the ledger"))?;
+        let replayed = replay(&cfg.wal.dir).map_err(io("replaying the write-ahead log"))?;
+        let stats = CollectorStats::default();
+        let mut agg = Aggregator::new(cfg.id.clone(), cfg.samples);
+        let mut replayed_events = 0usize;
+        for (segment, payload) in &replayed.records {
+            if *segment <= ledger.through_segment() {
+                continue;
+            }
+            let Ok(batch) = binary::decode(payload) else {
+                tracing::error!(
+                    segment = segment.0,
+                    "undecodable record in the write-ahead log; skipped"
+                );
+                continue;
+            };
+            let m = &batch.meta;
+            if m.end_offset > m.start_offset {
+                if ledger.check(&m.agent_id, &m.source_id, m.start_offset, m.end_offset)
+                    != Verdict::New
+                {
+                    continue;
+                }
+                ledger.commit(&m.agent_id, &m.source_id, m.end_offset, *segment);
+            }
+            for e in &batch.events {
+                agg.add(*segment, e);
+            }
+            replayed_events += batch.events.len();
+        }
+        if replayed.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = replayed.torn_bytes,
+                "cut a torn write (never acknowledged) off the write-ahead log"
+            );
+        }
+        tracing::info!(
+            records = replayed.records.len(),
+            events = replayed_events,
+            "write-ahead log replayed"
+        );
+        let wal = Wal::open(cfg.wal.clone()).map_err(|e| match e {
+            WalError::Io(source) => StartError::Io {
+                what: "opening the write-ahead log".into(),
+                source,
+            },
+            other => StartError::Io {
+                what: "opening the write-ahead log".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        let inner = Arc::new(Inner {
+            cfg,
+            wal,
+            ledger: Mutex::new(ledger),
+            agg: Mutex::new(agg),
+            store,
+            stats,
+            last_store_error: Mutex::new(None),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let flusher = tokio::spawn(flush_loop(inner.clone(), rx));
+        Ok(Collector {
+            inner,
+            shutdown,
+            flusher: Arc::new(Mutex::new(Some(flusher))),
+        })
+    }
+
+    /// Counts a decoded batch: dedup, WAL, aggregation. `wal_bytes` is the
+    /// batch's binary encoding, written to the WAL as is.
+    ///
+    /// # Errors
+    /// The WAL refused (full or failing): nothing was counted.
+    pub async fn ingest(
+        &self,
+        batch: &binary::Batch,
+        wal_bytes: Vec<u8>,
+    ) -> Result<IngestOutcome, WalError> {
+        let m = &batch.meta;
+        let ranged = m.end_offset > m.start_offset;
+        if ranged {
+            let verdict = lock(&self.inner.ledger).check(
+                &m.agent_id,
+                &m.source_id,
+                m.start_offset,
+                m.end_offset,
+            );
+            match verdict {
+                Verdict::New => {}
+                Verdict::Duplicate => {
+                    self.inner
+                        .stats
+                        .duplicate_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(IngestOutcome::Duplicate);
+                }
+                Verdict::Overlap { counted } => {
+                    self.inner
+                        .stats
+                        .overlap_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(IngestOutcome::Overlap { counted });
+                }
+            }
+        }
+        let segment = match self.inner.wal.append(wal_bytes).await {
+            Ok(s) => s,
+            Err(e) => {
+                if ranged {
+                    lock(&self.inner.ledger).release(&m.agent_id, &m.source_id);
+                }
+                self.inner
+                    .stats
+                    .wal_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if ranged {
+            lock(&self.inner.ledger).commit(&m.agent_id, &m.source_id, m.end_offset, segment);
+        }
+        let s = &self.inner.stats;
+        s.agent_lines_read
+            .fetch_add(m.lines_read, Ordering::Relaxed);
+        s.agent_lines_failed
+            .fetch_add(m.lines_failed, Ordering::Relaxed);
+        let counted = self.aggregate(segment, &batch.events);
+        s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
+        Ok(IngestOutcome::Accepted { events: counted })
+    }
+
+    fn aggregate(&self, segment: SegmentId, events: &[Event]) -> usize {
+        let now = now_ms();
+        let oldest = now - i64::from(self.inner.cfg.retention_days) * 86_400_000;
+        let grace = self.inner.cfg.grace.as_millis() as i64;
+        let mut agg = lock(&self.inner.agg);
+        let mut counted = 0;
+        for e in events {
+            if e.ts_ms < oldest {
+                self.inner
+                    .stats
+                    .dropped_too_old
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if panorama_model::minute_of(e.ts_ms) + 60_000 + grace <= now {
+                self.inner.stats.late_events.fetch_add(1, Ordering::Relaxed);
+            }
+            agg.add(segment, e);
+            counted += 1;
+        }
+        counted
+    }
+
+    /// The store behind this collector.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// The collector's figures.
+    pub fn stats(&self) -> &CollectorStats {
+        &self.inner.stats
+    }
+
+    /// Writes every dirty minute now, ready or not, and releases what it can.
+    /// Shutdown uses it; so do tests that cannot wait for the grace period.
+    ///
+    /// # Errors
+    /// The store refused or was unreachable; the data stays in memory and WAL.
+    pub async fn flush_all(&self) -> Result<(), StoreError> {
+        flush_once(&self.inner, true).await
+    }
+
+    /// Health for `/health`: the backlog of minutes not yet in the store.
+    pub(crate) fn health(&self) -> serde_json::Value {
+        let agg = lock(&self.inner.agg);
+        let backlog = agg.dirty();
+        let lag_s = agg
+            .oldest_dirty_minute()
+            .map(|m| ((now_ms() - m - 60_000).max(0)) / 1000);
+        drop(agg);
+        let last_error = lock(&self.inner.last_store_error).clone();
+        let grace_s = self.inner.cfg.grace.as_secs() as i64;
+        let degraded = last_error.is_some() || lag_s.is_some_and(|l| l > grace_s + 60);
+        serde_json::json!({
+            "status": if degraded { "degraded" } else { "ok" },
+            "collector": self.inner.cfg.id,
+            "store": self.inner.store.backend(),
+            "backlog_entries": backlog,
+            "flush_lag_seconds": lag_s,
+            "wal_bytes": self.inner.wal.stats().bytes.load(Ordering::Relaxed),
+            "last_store_error": last_error,
+        })
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub(crate) fn metrics(&self) -> String {
+        let s = &self.inner.stats;
+        let w = self.inner.wal.stats();
+        let (entries, dirty, oldest) = {
+            let agg = lock(&self.inner.agg);
+            (agg.len(), agg.dirty(), agg.oldest_dirty_minute())
+        };
+        let lag = oldest.map_or(0, |m| ((now_ms() - m - 60_000).max(0)) / 1000);
+        let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in lines {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        metric(
+            "panorama_collector_events_in_total",
+            "counter",
+            "Events accepted into the write-ahead log.",
+            vec![(String::new(), g(&s.events_in))],
+        );
+        metric(
+            "panorama_collector_dropped_total",
+            "counter",
+            "Events or requests refused or dropped, by reason.",
+            vec![
+                ("{reason=\"too_old\"}".into(), g(&s.dropped_too_old)),
+                ("{reason=\"bad_request\"}".into(), g(&s.bad_requests)),
+                ("{reason=\"unauthorized\"}".into(), g(&s.unauthorized)),
+                ("{reason=\"wal_refused\"}".into(), g(&s.wal_refusals)),
+                ("{reason=\"overlap\"}".into(), g(&s.overlap_batches)),
+            ],
+        );
+        metric(
+            "panorama_collector_duplicate_batches_total",
+            "counter",
+            "Resent batches acknowledged without counting.",
+            vec![(String::new(), g(&s.duplicate_batches))],
+        );
+        metric(
+            "panorama_collector_late_events_total",
+            "counter",
+            "Events that arrived after their minute's grace period.",
+            vec![(String::new(), g(&s.late_events))],
+        );
+        metric(
+            "panorama_collector_wal_bytes",
+            "gauge",
+            "Bytes held in the write-ahead log.",
+            vec![(String::new(), g(&w.bytes))],
+        );
+        metric(
+            "panorama_collector_wal_records_total",
+            "counter",
+            "Records appended to the write-ahead log.",
+            vec![(String::new(), g(&w.records))],
+        );
+        metric(
+            "panorama_collector_wal_syncs_total",
+            "counter",
+            "Disk flushes of the write-ahead log.",
+            vec![(String::new(), g(&w.syncs))],
+        );
+        metric(
+            "panorama_collector_entries",
+            "gauge",
+            "Rollups held in memory.",
+            vec![(String::new(), entries as u64)],
+        );
+        metric(
+            "panorama_collector_backlog_entries",
+            "gauge",
+            "Rollups waiting to be written to the store.",
+            vec![(String::new(), dirty as u64)],
+        );
+        metric(
+            "panorama_collector_flush_lag_seconds",
+            "gauge",
+            "Age of the oldest minute not yet in the store.",
+            vec![(String::new(), lag.max(0) as u64)],
+        );
+        metric(
+            "panorama_collector_rollups_written_total",
+            "counter",
+            "Rollup documents written.",
+            vec![(String::new(), g(&s.rollups_written))],
+        );
+        metric(
+            "panorama_collector_store_errors_total",
+            "counter",
+            "Store writes that failed and were retried.",
+            vec![(String::new(), g(&s.store_errors))],
+        );
+        metric(
+            "panorama_collector_store_rejected_total",
+            "counter",
+            "Documents the store refused for good.",
+            vec![(String::new(), g(&s.store_rejected))],
+        );
+        metric(
+            "panorama_collector_agent_lines_read_total",
+            "counter",
+            "Lines agents reported reading.",
+            vec![(String::new(), g(&s.agent_lines_read))],
+        );
+        metric(
+            "panorama_collector_agent_lines_failed_total",
+            "counter",
+            "Lines agents reported failing to parse.",
+            vec![(String::new(), g(&s.agent_lines_failed))],
+        );
+        out
+    }
+
+    /// Stops the flusher after writing every minute it holds (or trying to,
+    /// until `deadline`); whatever the store did not take stays in the WAL.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let _ = self.shutdown.send(true);
+        let handle = lock(&self.flusher).take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        match tokio::time::timeout(deadline, flush_once(&self.inner, true)).await {
+            Ok(Ok(())) => tracing::info!("final flush done"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "final flush failed; the write-ahead log keeps the data")
+            }
+            Err(_) => tracing::warn!("final flush timed out; the write-ahead log keeps the data"),
+        }
+    }
+}
+
+/// A poisoned lock means a panic mid-update somewhere; the counters and maps
+/// behind these locks stay usable, and refusing all further ingest would be
+/// worse than carrying on.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(inner.cfg.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = flush_once(&inner, false).await {
+            tracing::warn!(error = %e, "flush failed; will retry");
+        }
+    }
+}
+
+async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
+    let grace = inner.cfg.grace.as_millis() as i64;
+    let ready = lock(&inner.agg).ready(now_ms(), grace, all);
+    if !ready.rollups.is_empty() {
+        let result = async {
+            inner.store.write_rollups(&ready.rollups).await?;
+            inner.store.write_samples(&ready.samples).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                *lock(&inner.last_store_error) = None;
+            }
+            Err(StoreError::Rejected(rejected)) => {
+                // Written except these; retrying cannot fix them.
+                inner
+                    .stats
+                    .store_rejected
+                    .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                tracing::error!(count = rejected.len(), first = %rejected[0].reason, "store refused documents for good");
+            }
+            Err(e) => {
+                inner.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                *lock(&inner.last_store_error) = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        inner
+            .stats
+            .rollups_written
+            .fetch_add(ready.rollups.len() as u64, Ordering::Relaxed);
+        lock(&inner.agg).written(&ready.keys);
+    }
+    let open = inner.wal.open_segment();
+    let releasable = lock(&inner.agg).releasable(open);
+    if let Some(through) = releasable {
+        let persisted = lock(&inner.ledger).persist_through(through);
+        match persisted {
+            Ok(()) => {
+                if let Err(e) = inner.wal.delete_through(through) {
+                    tracing::warn!(error = %e, "deleting written WAL segments failed; will retry");
+                } else {
+                    lock(&inner.agg).release_through(through);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing the ledger snapshot failed; WAL segments kept")
+            }
+        }
+    }
+    Ok(())
+}
