@@ -36,7 +36,7 @@ fn batch(t0: i64, i: u64) -> (Vec<u8>, Vec<(i64, &'static str)>) {
                 route,
             );
             e.latency_ms = Some((n % 100) as f64);
-            if n % 11 == 0 {
+            if n.is_multiple_of(11) {
                 e.outcome = Outcome::Error(Some("500".into()));
             }
             e
