@@ -12,6 +12,7 @@
 //! failover, retries), host metrics and the agent's own figures come next.
 //! It knows nothing about storage.
 
+pub mod host;
 pub mod parse;
 pub mod ship;
 pub mod tail;
