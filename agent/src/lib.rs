@@ -12,8 +12,10 @@
 //! failover, retries), host metrics and the agent's own figures come next.
 //! It knows nothing about storage.
 
+pub mod config;
 pub mod host;
 pub mod parse;
+pub mod run;
 pub mod ship;
 pub mod tail;
 

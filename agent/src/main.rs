@@ -1,20 +1,71 @@
-//! `panorama-agent`: thin binary over the `panorama_agent` library.
+//! `panorama-agent`: parses flags, loads the config, runs the agent library
+//! until SIGTERM or Ctrl-C, then checkpoints.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::Parser;
+use panorama_agent::config::AgentConfig;
+use panorama_agent::run::{AgentFigures, run};
 
 /// Tails logs on this host and ships them to a Panorama collector.
 #[derive(Parser, Debug)]
 #[command(name = "panorama-agent", version = panorama_agent::VERSION)]
 struct Args {
-    /// Agent configuration file (TOML).
+    /// Agent configuration file (TOML). Without it, the flags below describe the agent.
+    #[arg(long, conflicts_with_all = ["collector", "tail"])]
+    config: Option<PathBuf>,
+    /// Collector base URL (repeatable, failover order).
+    #[arg(long, value_name = "URL")]
+    collector: Vec<String>,
+    /// Bearer token for the collector.
     #[arg(long)]
-    config: Option<std::path::PathBuf>,
+    token: Option<String>,
+    /// Where checkpoints live.
+    #[arg(long, default_value = "./panorama-agent-data")]
+    data_dir: PathBuf,
+    /// A source as FORMAT:SERVICE:GLOB (repeatable); FORMAT is combined,
+    /// json, syslog, mysql_slow, redis.
+    #[arg(long, value_name = "FORMAT:SERVICE:GLOB")]
+    tail: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "panorama-agent {}: tailing is not built yet (see the agent issue)",
-        panorama_agent::VERSION
-    )
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let cfg = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::from_flags(args.collector, args.token, args.data_dir, &args.tail)?,
+    };
+    std::fs::create_dir_all(cfg.data_dir.join("checkpoints"))
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    tracing::info!(agent = %cfg.agent_id, sources = cfg.sources.len(), collectors = ?cfg.ship.collectors, "agent started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(run(cfg, Arc::new(AgentFigures::default()), stop_rx));
+    shutdown_signal().await;
+    tracing::info!("stopping: checkpointing");
+    let _ = stop_tx.send(true);
+    agent.await.context("agent task")??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
 }

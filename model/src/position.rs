@@ -25,7 +25,11 @@ impl FilePosition {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        FilePosition { path: path.to_owned(), line, column }
+        FilePosition {
+            path: path.to_owned(),
+            line,
+            column,
+        }
     }
 }
 

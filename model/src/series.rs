@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn id_is_stable_and_framed() {
         // Pinned: a change here would orphan every document already stored.
-        assert_eq!(key("login", "GET /a").id(), "7932aeb6e2d0a728fdfaa22c1cdde652");
+        assert_eq!(
+            key("login", "GET /a").id(),
+            "7932aeb6e2d0a728fdfaa22c1cdde652"
+        );
         assert_ne!(key("ab", "c").id(), key("a", "bc").id());
         assert_eq!(key("login", "GET /a").id().len(), 32);
     }

@@ -97,9 +97,25 @@ pub struct Shipper {
     stats: ShipStats,
 }
 
+/// What became of a shipped batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Durable at a collector (or counted there before).
+    Acked,
+    /// The collector had already counted up to `counted`, inside this
+    /// batch's range: it cannot split the batch, so nothing of it was
+    /// counted. Only possible when the agent lost its checkpoint after an
+    /// acknowledgement; the caller reports the bytes past `counted`.
+    Overlap {
+        /// The collector's counted offset for this source.
+        counted: u64,
+    },
+}
+
 /// How the last attempt ended.
 enum Attempt {
     Acked,
+    Overlap(u64),
     /// Worth retrying soon, maybe elsewhere; `Some` when the collector said when.
     Retry(String, Option<Duration>),
     /// Needs an operator; retry at the slowest pace.
@@ -163,7 +179,7 @@ impl Shipper {
     /// Ships one batch and returns once a collector acknowledged it. Never
     /// gives up; cancel the future (drop it) to stop, which leaves the batch
     /// unacknowledged and so to be resent.
-    pub async fn ship(&mut self, batch: &Batch) {
+    pub async fn ship(&mut self, batch: &Batch) -> Delivery {
         let (body, compressed) = self.body(batch);
         let mut round = 0u32;
         let mut tried_this_round = 0usize;
@@ -175,8 +191,9 @@ impl Shipper {
                     self.stats
                         .events_acked
                         .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-                    return;
+                    return Delivery::Acked;
                 }
+                Attempt::Overlap(counted) => return Delivery::Overlap { counted },
                 Attempt::Retry(why, after) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(collector = %endpoint, source = %batch.meta.source_id, why, "ship retry");
@@ -230,6 +247,14 @@ impl Shipper {
         let status = resp.status();
         if status.is_success() {
             return Attempt::Acked;
+        }
+        if status == StatusCode::CONFLICT {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(counted) = body["counted_offset"].as_u64() {
+                return Attempt::Overlap(counted);
+            }
+            return Attempt::Refused("409 without counted_offset".into());
         }
         let after = resp
             .headers()

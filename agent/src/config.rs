@@ -1,0 +1,488 @@
+//! The agent's configuration: TOML parsed strictly, then validated into
+//! [`AgentConfig`] before anything is opened, with every error naming
+//! file:line:col and what was expected.
+//!
+//! ```toml
+//! data_dir = "/var/lib/panorama-agent"
+//! # agent_id and host default to the machine's host name.
+//!
+//! [collector]
+//! urls = ["http://10.0.0.5:7070", "http://10.0.0.6:7070"]  # failover order
+//! token = "…"
+//!
+//! [host_metrics]            # optional; on by default every 10 s
+//! interval_secs = 10
+//!
+//! [metrics]                 # optional: the agent's own /metrics
+//! listen = "127.0.0.1:9464"
+//!
+//! [[source]]
+//! name = "nginx"
+//! paths = ["/var/log/nginx/access.log*"]
+//! [source.parse]
+//! format = "combined"
+//! service = "login"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use panorama_model::FilePosition;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::parse::{Format, ParseSpec, Pipeline};
+use crate::ship::ShipConfig;
+use crate::tail::{StartAt, TailConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agent_id: Option<Spanned<String>>,
+    host: Option<String>,
+    data_dir: PathBuf,
+    collector: Spanned<RawCollector>,
+    #[serde(default)]
+    host_metrics: RawHostMetrics,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default, rename = "source")]
+    sources: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    urls: Vec<Spanned<String>>,
+    token: Option<String>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostMetrics {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "ten")]
+    interval_secs: u64,
+    #[serde(default = "host_service")]
+    service: String,
+}
+
+impl Default for RawHostMetrics {
+    fn default() -> RawHostMetrics {
+        RawHostMetrics {
+            enabled: true,
+            interval_secs: 10,
+            service: host_service(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn ten() -> u64 {
+    10
+}
+fn host_service() -> String {
+    "host".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    paths: Spanned<Vec<String>>,
+    #[serde(default)]
+    start_at: Option<Spanned<String>>,
+    max_line_bytes: Option<usize>,
+    parse: Spanned<ParseSpec>,
+}
+
+/// One configured source, checked.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// How to tail it.
+    pub tail: TailConfig,
+    /// How to parse it (already validated by building a [`Pipeline`]).
+    pub parse: ParseSpec,
+}
+
+/// The agent's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Sent with every batch; the collector deduplicates per (agent, source).
+    pub agent_id: String,
+    /// The host name events carry.
+    pub host: String,
+    /// Checkpoints live here.
+    pub data_dir: PathBuf,
+    /// Where to ship.
+    pub ship: ShipConfig,
+    /// Host sampling interval and service, if enabled.
+    pub host_metrics: Option<(Duration, String)>,
+    /// Where to serve the agent's own `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sources.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something in the file is wrong.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where.
+        at: FilePosition,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A command-line setting is wrong.
+    #[error("{0}")]
+    Flag(String),
+}
+
+/// This machine's host name, the default agent id and host.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl AgentConfig {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML syntax, unknown or missing keys, invalid values,
+    /// each with file:line:col.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        AgentConfig::parse(path, &text)
+    }
+
+    /// Checks config text read from `path`.
+    ///
+    /// # Errors
+    /// As for [`AgentConfig::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let at = |offset: usize| FilePosition::at(path, text, offset);
+        let invalid = |offset: usize, message: String| ConfigError::Invalid {
+            at: at(offset),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            invalid(offset, e.message().to_owned())
+        })?;
+        let host = raw.host.unwrap_or_else(hostname);
+        let agent_id = match raw.agent_id {
+            Some(id) if id.get_ref().trim().is_empty() => {
+                return Err(invalid(
+                    id.span().start,
+                    "`agent_id` must not be empty".into(),
+                ));
+            }
+            Some(id) => id.into_inner(),
+            None => host.clone(),
+        };
+        let coll_span = raw.collector.span();
+        let coll = raw.collector.into_inner();
+        if coll.urls.is_empty() {
+            return Err(invalid(
+                coll_span.start,
+                "`collector.urls` needs at least one URL".into(),
+            ));
+        }
+        let mut ship = ShipConfig::new(coll.urls[0].get_ref().clone());
+        ship.collectors = Vec::new();
+        for url in &coll.urls {
+            let u = url.get_ref();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid(
+                    url.span().start,
+                    format!("collector URL {u:?}: expected http://host:port"),
+                ));
+            }
+            ship.collectors.push(u.clone());
+        }
+        ship.token = coll.token;
+        if let Some(t) = coll.timeout_secs {
+            ship.request_timeout = Duration::from_secs(t.max(1));
+        }
+        let mut sources = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for s in raw.sources {
+            let s = s.into_inner();
+            let name_span = s.name.span();
+            let name = s.name.into_inner();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    name_span.start,
+                    format!("source name {name:?}: expected letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    name_span.start,
+                    format!("source name {name:?} is used twice"),
+                ));
+            }
+            let paths_span = s.paths.span();
+            let paths = s.paths.into_inner();
+            if paths.is_empty() {
+                return Err(invalid(
+                    paths_span.start,
+                    "`paths` needs at least one glob".into(),
+                ));
+            }
+            let mut tail = TailConfig::new(&name, paths);
+            tail.checkpoint_path = Some(
+                raw.data_dir
+                    .join("checkpoints")
+                    .join(format!("{name}.json")),
+            );
+            if let Some(sa) = s.start_at {
+                tail.start_at = match sa.get_ref().as_str() {
+                    "beginning" => StartAt::Beginning,
+                    "end" => StartAt::End,
+                    other => {
+                        return Err(invalid(
+                            sa.span().start,
+                            format!("`start_at` {other:?}: expected \"beginning\" or \"end\""),
+                        ));
+                    }
+                };
+            }
+            if let Some(m) = s.max_line_bytes {
+                tail.max_line_bytes = m.max(256);
+            }
+            let parse_span = s.parse.span();
+            let parse = s.parse.into_inner();
+            // Build once now so a bad regex or template fails at start, with its place.
+            Pipeline::new(parse.clone(), &host).map_err(|e| {
+                invalid(parse_span.start, format!("[source.parse] of {name:?}: {e}"))
+            })?;
+            sources.push(SourceConfig { tail, parse });
+        }
+        let host_metrics = raw.host_metrics.enabled.then(|| {
+            (
+                Duration::from_secs(raw.host_metrics.interval_secs.max(1)),
+                raw.host_metrics.service,
+            )
+        });
+        Ok(AgentConfig {
+            agent_id,
+            host,
+            data_dir: raw.data_dir,
+            ship,
+            host_metrics,
+            metrics_listen: raw.metrics.listen,
+            sources,
+        })
+    }
+
+    /// The one-line form: `--tail FORMAT:SERVICE:GLOB` sources, no file.
+    ///
+    /// # Errors
+    /// A `--tail` value that is not `FORMAT:SERVICE:GLOB` with a known format.
+    pub fn from_flags(
+        collectors: Vec<String>,
+        token: Option<String>,
+        data_dir: PathBuf,
+        tails: &[String],
+    ) -> Result<AgentConfig, ConfigError> {
+        if collectors.is_empty() {
+            return Err(ConfigError::Flag(
+                "--collector URL is required without --config".into(),
+            ));
+        }
+        let host = hostname();
+        let mut ship = ShipConfig::new(collectors[0].clone());
+        ship.collectors = collectors;
+        ship.token = token;
+        let mut sources = Vec::new();
+        for (i, t) in tails.iter().enumerate() {
+            let mut parts = t.splitn(3, ':');
+            let (Some(format), Some(service), Some(glob)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ConfigError::Flag(format!(
+                    "--tail {t:?}: expected FORMAT:SERVICE:GLOB"
+                )));
+            };
+            let format = Format::ALL
+                .into_iter()
+                .find(|f| f.as_str() == format)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+                    ConfigError::Flag(format!(
+                        "--tail {t:?}: unknown format {format:?}; expected one of {}",
+                        known.join(", ")
+                    ))
+                })?;
+            let name = format!("{}-{service}-{i}", format.as_str());
+            let parse = ParseSpec::new(format, service);
+            Pipeline::new(parse.clone(), &host)
+                .map_err(|e| ConfigError::Flag(format!("--tail {t:?}: {e}")))?;
+            let mut tail = TailConfig::new(&name, vec![glob.to_owned()]);
+            tail.checkpoint_path = Some(data_dir.join("checkpoints").join(format!("{name}.json")));
+            sources.push(SourceConfig { tail, parse });
+        }
+        Ok(AgentConfig {
+            agent_id: host.clone(),
+            host,
+            data_dir,
+            ship,
+            host_metrics: Some((Duration::from_secs(10), host_service())),
+            metrics_listen: None,
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(Path::new("agent.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+data_dir = "/tmp/pa"
+agent_id = "web1"
+
+[collector]
+urls = ["http://127.0.0.1:7070", "http://127.0.0.1:7071"]
+token = "t"
+
+[[source]]
+name = "nginx"
+paths = ["/var/log/nginx/access.log*"]
+[source.parse]
+format = "combined"
+service = "login"
+"#;
+
+    #[test]
+    fn a_good_config_checks() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.agent_id, "web1");
+        assert_eq!(c.ship.collectors.len(), 2);
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(
+            c.sources[0].tail.checkpoint_path.as_deref(),
+            Some(Path::new("/tmp/pa/checkpoints/nginx.json"))
+        );
+        assert!(c.host_metrics.is_some());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let cases = [
+            (
+                GOOD.replace("token = \"t\"", "tokne = \"t\""),
+                "agent.toml:7:1",
+                "unknown field `tokne`",
+            ),
+            (
+                GOOD.replace("\"combined\"", "\"nginxx\""),
+                "agent.toml:13:10",
+                "unknown variant",
+            ),
+            (
+                GOOD.replace("\"http://127.0.0.1:7071\"", "\"127.0.0.1:7071\""),
+                "agent.toml:6:34",
+                "expected http://",
+            ),
+            (
+                GOOD.replace("name = \"nginx\"", "name = \"ng inx\""),
+                "agent.toml:10:8",
+                "source name",
+            ),
+            (
+                GOOD.replace("data_dir = \"/tmp/pa\"\n", ""),
+                "agent.toml:1:1",
+                "missing field `data_dir`",
+            ),
+            (
+                GOOD.replace("paths = [", "paths = "),
+                "agent.toml:11:",
+                "expected",
+            ),
+        ];
+        for (text, at, needle) in cases {
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.starts_with(at), "{err:?} should start with {at}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn a_bad_regex_is_reported_at_its_table() {
+        let text = GOOD.replace(
+            "format = \"combined\"",
+            "format = \"regex\"\npattern = \"(unclosed\"",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("agent.toml:12:"), "{err}");
+        assert!(err.contains("pattern"), "{err}");
+    }
+
+    #[test]
+    fn flags_make_a_config() {
+        let c = AgentConfig::from_flags(
+            vec!["http://127.0.0.1:7070".into()],
+            None,
+            "/tmp/x".into(),
+            &["combined:login:/var/log/a.log*".into()],
+        )
+        .unwrap();
+        assert_eq!(c.sources[0].tail.globs, vec!["/var/log/a.log*".to_string()]);
+        assert!(
+            AgentConfig::from_flags(
+                vec!["http://x".into()],
+                None,
+                "/tmp".into(),
+                &["xml:login:/a".into()]
+            )
+            .is_err()
+        );
+        assert!(
+            AgentConfig::from_flags(
+                vec!["http://x".into()],
+                None,
+                "/tmp".into(),
+                &["combined:/a".into()]
+            )
+            .is_err()
+        );
+    }
+}
