@@ -9,8 +9,9 @@
 //! entries are all clean (and that no longer takes appends) can be deleted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use panorama_model::{Event, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of};
+use panorama_model::{Event, Outcome, Rollup, Sample, SampleKind, minute_of};
 
 use crate::wal::SegmentId;
 
@@ -56,15 +57,44 @@ pub struct Ready {
     pub rollups: Vec<Rollup>,
     /// Samples to write.
     pub samples: Vec<Sample>,
-    /// The entries these came from and their versions, to mark clean once written.
-    pub keys: Vec<(SegmentId, i64, SeriesKey, u64)>,
+    /// The entries these came from (segment, minute, series hash) and their
+    /// versions, to mark clean once written.
+    pub keys: Vec<(SegmentId, i64, u128, u64)>,
 }
+
+/// Keys are (minute, XXH3-128 of the series): already uniformly spread, so
+/// hashing them again with SipHash would only cost time on the hot path.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (self.0 ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type EntryMap = HashMap<(i64, u128), Entry, BuildHasherDefault<FoldHasher>>;
 
 /// The aggregation state of one collector.
 pub struct Aggregator {
     collector: String,
     limits: SampleLimits,
-    entries: BTreeMap<SegmentId, HashMap<(i64, SeriesKey), Entry>>,
+    entries: BTreeMap<SegmentId, EntryMap>,
+    scratch: Vec<u8>,
 }
 
 impl Aggregator {
@@ -74,27 +104,26 @@ impl Aggregator {
             collector: collector.into(),
             limits,
             entries: BTreeMap::new(),
+            scratch: Vec::new(),
         }
     }
 
     /// Counts an event that is durable in `segment`.
     pub fn add(&mut self, segment: SegmentId, e: &Event) {
         let minute = minute_of(e.ts_ms);
-        let key = e.series_key();
+        let hash = e.series_hash(&mut self.scratch);
         let seg = self.entries.entry(segment).or_default();
-        let entry = seg
-            .entry((minute, key))
-            .or_insert_with_key(|(minute, key)| {
-                let mut rollup = Rollup::empty(*minute, key.clone(), self.collector.clone());
-                rollup.part = segment.0;
-                Entry {
-                    rollup,
-                    errors: Vec::new(),
-                    slowest: Vec::new(),
-                    version: 0,
-                    written: 0,
-                }
-            });
+        let entry = seg.entry((minute, hash)).or_insert_with(|| {
+            let mut rollup = Rollup::empty(minute, e.series_key(), self.collector.clone());
+            rollup.part = segment.0;
+            Entry {
+                rollup,
+                errors: Vec::new(),
+                slowest: Vec::new(),
+                version: 0,
+                written: 0,
+            }
+        });
         entry.rollup.add(e);
         entry.version += 1;
         let sample = |kind| Sample {
@@ -145,7 +174,7 @@ impl Aggregator {
     pub fn ready(&self, now_ms: i64, grace_ms: i64, all: bool) -> Ready {
         let mut out = Ready::default();
         for (segment, entries) in &self.entries {
-            for ((minute, key), entry) in entries {
+            for ((minute, hash), entry) in entries {
                 if !entry.dirty() || (!all && minute + 60_000 + grace_ms > now_ms) {
                     continue;
                 }
@@ -161,8 +190,7 @@ impl Aggregator {
                 }
                 out.samples.extend(entry.errors.iter().cloned());
                 out.samples.extend(slowest);
-                out.keys
-                    .push((*segment, *minute, key.clone(), entry.version));
+                out.keys.push((*segment, *minute, *hash, entry.version));
             }
         }
         out
@@ -170,12 +198,12 @@ impl Aggregator {
 
     /// Records that these versions of their entries are in the store. An
     /// entry that changed since [`Aggregator::ready`] stays dirty.
-    pub fn written(&mut self, keys: &[(SegmentId, i64, SeriesKey, u64)]) {
-        for (segment, minute, key, version) in keys {
+    pub fn written(&mut self, keys: &[(SegmentId, i64, u128, u64)]) {
+        for (segment, minute, hash, version) in keys {
             if let Some(e) = self
                 .entries
                 .get_mut(segment)
-                .and_then(|s| s.get_mut(&(*minute, key.clone())))
+                .and_then(|s| s.get_mut(&(*minute, *hash)))
             {
                 e.written = e.written.max(*version);
             }
@@ -214,7 +242,7 @@ impl Aggregator {
 
     /// Entries held, for `/metrics`.
     pub fn len(&self) -> usize {
-        self.entries.values().map(HashMap::len).sum()
+        self.entries.values().map(EntryMap::len).sum()
     }
 
     /// True when nothing is held.

@@ -74,6 +74,19 @@ impl Event {
         }
     }
 
+    /// The hash of [`Event::series_key`] without building it: equal to
+    /// `self.series_key().hash128(..)`. `scratch` is reused between calls.
+    pub fn series_hash(&self, scratch: &mut Vec<u8>) -> u128 {
+        crate::series::hash_parts(
+            self.layer,
+            &self.service,
+            &self.host,
+            &self.name,
+            &self.dims,
+            scratch,
+        )
+    }
+
     /// The series this event is counted in.
     pub fn series_key(&self) -> SeriesKey {
         SeriesKey {

@@ -33,22 +33,48 @@ impl SeriesKey {
     /// input is framed with lengths so that `("ab","c")` and `("a","bc")`
     /// differ.
     pub fn id(&self) -> String {
-        let mut buf = Vec::with_capacity(64);
-        buf.push(self.layer.code());
-        frame(&mut buf, &self.service);
-        frame(&mut buf, &self.host);
-        frame(&mut buf, &self.name);
-        for (k, v) in &self.dims {
-            frame(&mut buf, k);
-            frame(&mut buf, v);
-        }
-        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
+        format!("{:032x}", self.hash128(&mut Vec::new()))
+    }
+
+    /// The number behind [`SeriesKey::id`]; `scratch` is reused between
+    /// calls so that hot paths hash without allocating.
+    pub fn hash128(&self, scratch: &mut Vec<u8>) -> u128 {
+        hash_parts(
+            self.layer,
+            &self.service,
+            &self.host,
+            &self.name,
+            &self.dims,
+            scratch,
+        )
     }
 
     /// The dims as `key=value` strings, the form stores index for filtering.
     pub fn dims_kv(&self) -> Vec<String> {
         self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
+}
+
+/// The series hash of borrowed parts, so an event's series can be looked up
+/// without building (and allocating) its [`SeriesKey`].
+pub(crate) fn hash_parts(
+    layer: Layer,
+    service: &str,
+    host: &str,
+    name: &str,
+    dims: &BTreeMap<String, String>,
+    buf: &mut Vec<u8>,
+) -> u128 {
+    buf.clear();
+    buf.push(layer.code());
+    frame(buf, service);
+    frame(buf, host);
+    frame(buf, name);
+    for (k, v) in dims {
+        frame(buf, k);
+        frame(buf, v);
+    }
+    xxhash_rust::xxh3::xxh3_128(buf)
 }
 
 fn frame(buf: &mut Vec<u8>, s: &str) {
@@ -92,6 +118,13 @@ mod tests {
             "7932aeb6e2d0a728fdfaa22c1cdde652"
         );
         assert_ne!(key("ab", "c").id(), key("a", "bc").id());
+        let mut e = crate::Event::new(0, Layer::Url, "login", "web1", "GET /a");
+        e.dims.insert("os".into(), "ios".into());
+        let mut scratch = Vec::new();
+        assert_eq!(
+            e.series_hash(&mut scratch),
+            e.series_key().hash128(&mut scratch)
+        );
         assert_eq!(key("login", "GET /a").id().len(), 32);
     }
 }
