@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use panorama_model::Layer;
 use panorama_model::wire::binary::{Batch, BatchMeta};
 use tokio::sync::{mpsc, watch};
 
@@ -21,6 +22,11 @@ use crate::host::HostSampler;
 use crate::parse::{Format, Pipeline};
 use crate::ship::{Delivery, ShipConfig, Shipper};
 use crate::tail::Tailer;
+
+/// The series lines that fail to parse are counted in.
+pub const PARSE_ERROR_SERIES: &str = "(parse error)";
+/// Failed lines per chunk that travel with their raw text.
+const MAX_RAW_PER_CHUNK: usize = 5;
 
 /// Per-source figures: the agent's half of end-to-end loss accounting.
 #[derive(Debug, Default)]
@@ -226,6 +232,12 @@ async fn source_task(
     tail_cfg.checkpoint_interval = Duration::ZERO;
     let mut tailer = Tailer::new(tail_cfg)?;
     let multi_line = src.parse.format == Format::MysqlSlow;
+    let parse_error_layer = src.parse.layer.unwrap_or(match src.parse.format {
+        Format::Combined => Layer::Url,
+        Format::Json | Format::Regex => Layer::Business,
+        Format::Syslog => Layer::Infra,
+        Format::MysqlSlow | Format::Redis => Layer::Component,
+    });
     let mut pipeline = Pipeline::new(src.parse.clone(), &host)?;
     let mut shipper = Shipper::new(ship)?;
     'outer: loop {
@@ -236,8 +248,29 @@ async fn source_task(
         for chunk in chunks {
             let before = pipeline.stats();
             let mut events = Vec::with_capacity(chunk.line_count());
+            let mut kept_raw = 0;
             for line in chunk.lines() {
-                let _ = pipeline.feed(line, &mut events);
+                if let Err(failure) = pipeline.feed(line, &mut events) {
+                    // A line that does not parse is still a line the
+                    // service wrote: it becomes an error event of the
+                    // source's "(parse error)" series, so it is counted,
+                    // charted and alertable, and the first few carry the
+                    // raw line as a sample.
+                    let mut e = panorama_model::Event::new(
+                        chrono::Utc::now().timestamp_millis(),
+                        parse_error_layer,
+                        src.parse.service.clone(),
+                        host.clone(),
+                        PARSE_ERROR_SERIES,
+                    );
+                    e.outcome = panorama_model::Outcome::Error(Some("parse".into()));
+                    if kept_raw < MAX_RAW_PER_CHUNK {
+                        kept_raw += 1;
+                        let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
+                        e.raw = Some(format!("{text}  [{failure}]"));
+                    }
+                    events.push(e);
+                }
             }
             if multi_line {
                 // A record is not held across chunks: its lines' range is
@@ -255,9 +288,8 @@ async fn source_task(
             figs.events
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             figs.lines_failed.fetch_add(failed, Ordering::Relaxed);
-            for f in pipeline.take_failed_samples() {
-                tracing::debug!(source = %src.tail.name, sample = ?f, "parse failure");
-            }
+            // The pipeline's own samples are superseded by the events above.
+            let _ = pipeline.take_failed_samples();
             let newest = events.iter().map(|e| e.ts_ms).max();
             let batch = Batch {
                 meta: BatchMeta {

@@ -154,6 +154,13 @@ async fn rotation_truncation_and_kill_9_lose_and_double_nothing() {
             n += 1;
         }
         append(&access, &text);
+        if step == 5 {
+            // Lines that do not parse are counted, in their own series.
+            append(
+                &access,
+                "garbage one\n\x01\x02 not a log line\n{\"half\": \n",
+            );
+        }
         match step {
             20 => {
                 // Rotation by rename, then a new file under the old name.
