@@ -127,6 +127,20 @@ async fn a_document_the_mapping_refuses_is_rejected_not_retried_and_not_lost_sil
         .await
         .unwrap();
     assert_eq!(pts.len(), 1);
+    // The refused document is kept whole in the dead-letter index.
+    store.sync().await.unwrap();
+    let letters = store.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["doc_id"], r.doc_id());
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("layer"),
+        "{letters:?}"
+    );
+    let kept: Rollup =
+        serde_json::from_str::<serde_json::Value>(letters[0]["document"].as_str().unwrap())
+            .map(|mut v| serde_json::from_value(v["body"].take()).unwrap())
+            .unwrap();
+    assert_eq!(kept.count, 1);
     store.delete_everything().await.unwrap();
 }
 

@@ -128,6 +128,10 @@ impl ElasticStore {
                 format!("{}-samples", self.cfg.index_prefix),
                 template::samples(&self.cfg),
             ),
+            (
+                format!("{}-deadletter", self.cfg.index_prefix),
+                template::dead_letters(&self.cfg),
+            ),
         ];
         for (name, body) in templates {
             self.with_retry("install index template", || async {
@@ -210,13 +214,57 @@ impl ElasticStore {
             self.bulk_chunk(chunk, &mut rejected).await?;
         }
         if rejected.is_empty() {
-            Ok(())
-        } else {
-            self.stats
-                .rejected_docs
-                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-            Err(StoreError::Rejected(rejected))
+            return Ok(());
         }
+        self.stats
+            .rejected_docs
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        // Refused documents are kept, whole, where an operator can find
+        // them: never dropped silently.
+        let now = chrono::Utc::now().timestamp_millis();
+        let by_id: std::collections::HashMap<&str, &Doc> =
+            docs.iter().map(|d| (d.id.as_str(), d)).collect();
+        let letters: Vec<Doc> = rejected
+            .iter()
+            .filter_map(|r| {
+                let d = by_id.get(r.doc_id.as_str())?;
+                let source = json!({
+                    "doc_id": d.id,
+                    "target_index": d.index,
+                    "reason": r.reason,
+                    "at": now,
+                    "document": d.source,
+                });
+                Some(Doc {
+                    index: format!("{}-deadletter-{}", self.cfg.index_prefix, day(now)),
+                    id: format!("{}-{now}", d.id),
+                    source: source.to_string(),
+                })
+            })
+            .collect();
+        let mut unwritable = Vec::new();
+        for chunk in letters.chunks(self.cfg.bulk_max_docs.max(1)) {
+            self.bulk_chunk(chunk, &mut unwritable).await?;
+        }
+        if !unwritable.is_empty() {
+            tracing::error!(count = unwritable.len(), first = %unwritable[0].reason, "dead-letter documents refused too");
+        }
+        Err(StoreError::Rejected(rejected))
+    }
+
+    /// The newest documents in the dead-letter indices: what the cluster
+    /// refused for good, with why and where it was going.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
+        self.search_all(
+            &format!("{}-deadletter-*", self.cfg.index_prefix),
+            json!({"match_all": {}}),
+            json!([{"at": "desc"}, {"doc_id": "asc"}]),
+            Some(limit),
+        )
+        .await
     }
 
     async fn bulk_chunk(
@@ -360,7 +408,11 @@ impl ElasticStore {
     }
 
     async fn index_names(&self) -> Result<Vec<String>, StoreError> {
-        let patterns = [self.rollup_pattern(), self.sample_pattern()];
+        let patterns = [
+            self.rollup_pattern(),
+            self.sample_pattern(),
+            format!("{}-deadletter-*", self.cfg.index_prefix),
+        ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let resp = self
             .with_retry("list indices", || async {
@@ -394,6 +446,7 @@ impl ElasticStore {
         for name in [
             format!("{}-rollups", self.cfg.index_prefix),
             format!("{}-samples", self.cfg.index_prefix),
+            format!("{}-deadletter", self.cfg.index_prefix),
         ] {
             self.client
                 .indices()
@@ -565,7 +618,11 @@ impl Store for ElasticStore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
-        let patterns = [self.rollup_pattern(), self.sample_pattern()];
+        let patterns = [
+            self.rollup_pattern(),
+            self.sample_pattern(),
+            format!("{}-deadletter-*", self.cfg.index_prefix),
+        ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         self.with_retry("refresh", || async {
             self.client

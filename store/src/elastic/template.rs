@@ -67,6 +67,29 @@ pub(super) fn samples(cfg: &ElasticConfig) -> Value {
     })
 }
 
+/// The index template for documents the cluster refused for good: kept
+/// whole (not indexed, so whatever broke the mapping cannot break this one).
+pub(super) fn dead_letters(cfg: &ElasticConfig) -> Value {
+    json!({
+        "index_patterns": [format!("{}-deadletter-*", cfg.index_prefix)],
+        "priority": 200,
+        "template": {
+            "settings": settings(cfg),
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "doc_id": {"type": "keyword"},
+                    "target_index": {"type": "keyword"},
+                    "reason": {"type": "text"},
+                    "at": {"type": "date", "format": "epoch_millis"},
+                    "document": {"type": "keyword", "index": false, "doc_values": false}
+                }
+            }
+        },
+        "_meta": {"owner": "panorama", "schema": 1}
+    })
+}
+
 fn settings(cfg: &ElasticConfig) -> Value {
     json!({
         "number_of_shards": cfg.shards,
