@@ -42,6 +42,8 @@ struct Entry {
     /// a flush is in flight: only the version that was written turns clean.
     version: u64,
     written: u64,
+    /// Events of this entry already in the store, for loss accounting.
+    written_count: u64,
 }
 
 impl Entry {
@@ -122,6 +124,7 @@ impl Aggregator {
                 slowest: Vec::new(),
                 version: 0,
                 written: 0,
+                written_count: 0,
             }
         });
         entry.rollup.add(e);
@@ -196,18 +199,40 @@ impl Aggregator {
         out
     }
 
-    /// Records that these versions of their entries are in the store. An
-    /// entry that changed since [`Aggregator::ready`] stays dirty.
-    pub fn written(&mut self, keys: &[(SegmentId, i64, u128, u64)]) {
-        for (segment, minute, hash, version) in keys {
+    /// Records that these versions of their entries are in the store, with
+    /// the counts they carried (`counts[i]` belongs to `keys[i]`). An entry
+    /// that changed since [`Aggregator::ready`] stays dirty. Returns, per
+    /// minute, how many more events the store now holds.
+    pub fn written(
+        &mut self,
+        keys: &[(SegmentId, i64, u128, u64)],
+        counts: &[u64],
+    ) -> BTreeMap<i64, u64> {
+        let mut newly = BTreeMap::new();
+        for ((segment, minute, hash, version), count) in keys.iter().zip(counts) {
             if let Some(e) = self
                 .entries
                 .get_mut(segment)
                 .and_then(|s| s.get_mut(&(*minute, *hash)))
             {
                 e.written = e.written.max(*version);
+                if *count > e.written_count {
+                    *newly.entry(*minute).or_default() += count - e.written_count;
+                    e.written_count = *count;
+                }
             }
         }
+        newly
+    }
+
+    /// Minutes with entries not yet written, for the accounting's "pending".
+    pub fn dirty_minutes(&self) -> std::collections::BTreeSet<i64> {
+        self.entries
+            .values()
+            .flat_map(|s| s.iter())
+            .filter(|(_, e)| e.dirty())
+            .map(|((m, _), _)| *m)
+            .collect()
     }
 
     /// The start of the oldest minute still waiting to be written, for the
@@ -299,11 +324,23 @@ mod tests {
         assert_eq!(a.releasable(SegmentId(3)), None, "not written yet");
         // An event arriving while the flush is in flight keeps the entry dirty.
         a.add(SegmentId(1), &ev(62_000, "a", true, 1.0));
-        a.written(&r.keys);
+        let w = a.written(
+            &r.keys,
+            &r.rollups.iter().map(|r| r.count).collect::<Vec<_>>(),
+        );
+        assert_eq!(w.get(&60_000), Some(&2));
         assert_eq!(a.releasable(SegmentId(3)), None, "changed during the flush");
         let again = a.ready(135_000, 15_000, false);
         assert_eq!(again.rollups[0].count, 3);
-        a.written(&again.keys);
+        let w = a.written(
+            &again.keys,
+            &again.rollups.iter().map(|r| r.count).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            w.get(&60_000),
+            Some(&1),
+            "only the new event is newly written"
+        );
         assert_eq!(a.releasable(SegmentId(3)), Some(SegmentId(1)));
         assert_eq!(a.releasable(SegmentId(1)), None, "segment 1 still open");
         a.release_through(SegmentId(1));

@@ -134,6 +134,39 @@ async fn binary_batches_count_once_however_often_they_are_resent() {
     let (s, _) = post(&r, ct, Some("zstd"), Some("s3cret"), batch(1000, 1500, 20)).await;
     assert_eq!(s, 200);
     assert_eq!(count(&r).await, 60);
+    let acct: Value = reqwest::get(format!("{}/api/v1/accounting", r.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let src = &acct["sources"][0];
+    assert_eq!(
+        (src["agent"].as_str(), src["source"].as_str()),
+        (Some("agent-1"), Some("src-1")),
+        "{acct}"
+    );
+    assert_eq!(
+        (
+            src["batches"].as_u64(),
+            src["duplicate_batches"].as_u64(),
+            src["overlap_batches"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{acct}"
+    );
+    assert_eq!(
+        (src["lines_read"].as_u64(), src["events_counted"].as_u64()),
+        (Some(60), Some(60))
+    );
+    let minutes = acct["minutes"].as_array().unwrap();
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("accepted"), sum("written"), sum("pending")),
+        (60, 60, 0),
+        "{acct}"
+    );
+    assert_eq!(acct["flagged"], 0, "{acct}");
     let samples = r
         .collector
         .store()

@@ -53,6 +53,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/top", get(query::top))
         .route("/api/v1/samples", get(query::samples))
+        .route("/api/v1/accounting", get(query::accounting))
         .with_state(state)
 }
 

@@ -217,3 +217,28 @@ pub(super) async fn samples(
         samples,
     }))
 }
+
+pub(super) async fn accounting(
+    State(st): State<AppState>,
+    Query(p): Params,
+) -> Result<Json<Value>, ApiError> {
+    let a = Args::new(p, &["minutes"])?;
+    let minutes = match a.map.get("minutes") {
+        None => 60,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_080).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "parameter `minutes`: expected 1 to 10080, got {raw:?}"
+                ))
+            })?,
+    };
+    match &st.collector {
+        Some(c) => Ok(Json(c.accounting(minutes))),
+        None => Err(ApiError::BadRequest(
+            "this server does not ingest, so it has no accounting".into(),
+        )),
+    }
+}
