@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use panorama_collector::config::{FileConfig, StoreChoice};
 use panorama_collector::{Collector, CollectorConfig};
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
@@ -31,10 +32,14 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct CollectorArgs {
+    /// Collector configuration file (TOML); the flags below are the
+    /// one-line alternative and cannot be mixed with it.
+    #[arg(long, conflicts_with_all = ["elasticsearch", "tokens"])]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Where the embedded store (and later the WAL) lives.
+    /// Where the write-ahead log, the ledger and the embedded store live.
     #[arg(long, default_value = "./panorama-data")]
     data_dir: PathBuf,
     /// Use this Elasticsearch cluster instead of the embedded SQLite store.
@@ -68,31 +73,47 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = match &args.elasticsearch {
-        Some(url) => Arc::new(
-            ElasticStore::connect(ElasticConfig::new(url).with_prefix(&args.index_prefix))
+    let (listen, choice, cfg) = match &args.config {
+        Some(path) => {
+            let f = FileConfig::load(path)?;
+            (f.listen, f.store, f.collector)
+        }
+        None => {
+            let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
+            cfg.grace = Duration::from_secs(args.grace_secs);
+            cfg.tokens = args
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), format!("token{}", i + 1)))
+                .collect();
+            let choice = match &args.elasticsearch {
+                Some(url) => StoreChoice::Elasticsearch {
+                    url: url.clone(),
+                    index_prefix: args.index_prefix.clone(),
+                },
+                None => StoreChoice::Sqlite,
+            };
+            (args.listen, choice, cfg)
+        }
+    };
+    let store: Arc<dyn Store> = match &choice {
+        StoreChoice::Elasticsearch { url, index_prefix } => Arc::new(
+            ElasticStore::connect(ElasticConfig::new(url).with_prefix(index_prefix))
                 .await
                 .with_context(|| format!("connecting to Elasticsearch at {url}"))?,
         ),
-        None => Arc::new(SqliteStore::open(&args.data_dir).with_context(|| {
-            format!("opening the embedded store in {}", args.data_dir.display())
+        StoreChoice::Sqlite => Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
+            format!("opening the embedded store in {}", cfg.data_dir.display())
         })?),
     };
-    let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
-    cfg.grace = Duration::from_secs(args.grace_secs);
-    cfg.tokens = args
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), format!("token{}", i + 1)))
-        .collect();
     let collector = Collector::start(cfg, store.clone())
         .await
         .context("starting the collector")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, store = store.backend(), "collector started");
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, store = store.backend(), "collector started");
     let app = panorama_collector::api::app(collector.clone());
     axum::serve(
         listener,

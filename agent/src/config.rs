@@ -486,3 +486,16 @@ service = "login"
         );
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.sources.len(), 3);
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9464));
+    }
+}

@@ -663,6 +663,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(inner.cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -671,8 +672,26 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = flush_once(&inner, false).await {
             tracing::warn!(error = %e, "flush failed; will retry");
         }
+        // Retention once at start and then hourly: whole days go at once.
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            last_retention = Some(std::time::Instant::now());
+            match inner
+                .store
+                .apply_retention(now_ms(), inner.cfg.retention_days)
+                .await
+            {
+                Ok(r) if !r.dropped.is_empty() || r.deleted_docs > 0 => {
+                    tracing::info!(dropped = ?r.dropped, deleted = r.deleted_docs, "retention applied");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed; will retry next hour"),
+            }
+        }
     }
 }
+
+/// How often the store's retention is applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
     let grace = inner.cfg.grace.as_millis() as i64;

@@ -1,0 +1,309 @@
+//! The collector's configuration file: TOML parsed strictly, checked before
+//! anything is opened, every error with file:line:col.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7070"
+//! data_dir = "/var/lib/panorama"
+//! collector_id = "c1"          # unique among collectors sharing a store
+//! grace_secs = 15              # how long a minute waits for late events
+//! retention_days = 30          # older events are dropped; older indices deleted
+//!
+//! [store]                      # absent: the embedded SQLite store in data_dir
+//! elasticsearch = "http://127.0.0.1:9200"
+//! index_prefix = "panorama"
+//!
+//! [[token]]                    # absent: ingest is open (loopback only!)
+//! name = "web-agents"
+//! token = "…"
+//!
+//! [wal]
+//! max_total_mb = 4096
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use panorama_model::FilePosition;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::CollectorConfig;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<SocketAddr>,
+    data_dir: PathBuf,
+    collector_id: Option<Spanned<String>>,
+    grace_secs: Option<u64>,
+    retention_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default, rename = "token")]
+    tokens: Vec<Spanned<RawToken>>,
+    #[serde(default)]
+    wal: RawWal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    elasticsearch: Option<Spanned<String>>,
+    index_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWal {
+    max_total_mb: Option<u64>,
+    segment_mb: Option<u64>,
+}
+
+/// Where the collector keeps its rollups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded SQLite store under the data directory.
+    Sqlite,
+    /// An Elasticsearch cluster.
+    Elasticsearch {
+        /// Base URL.
+        url: String,
+        /// Index name prefix.
+        index_prefix: String,
+    },
+}
+
+/// A checked configuration file.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The store.
+    pub store: StoreChoice,
+    /// Everything else.
+    pub collector: CollectorConfig,
+}
+
+/// A configuration error with its place.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something in it is wrong.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where.
+        at: FilePosition,
+        /// What, and what was expected.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML syntax, unknown or missing keys, bad values.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FileConfig::parse(path, &text)
+    }
+
+    /// Checks configuration text read from `path`.
+    ///
+    /// # Errors
+    /// As for [`FileConfig::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        let invalid = |offset: usize, message: String| ConfigError::Invalid {
+            at: FilePosition::at(path, text, offset),
+            message,
+        };
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), e.message().to_owned()))?;
+        let id = match raw.collector_id {
+            Some(id) => {
+                let ok = !id.get_ref().is_empty()
+                    && id
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !ok {
+                    return Err(invalid(
+                        id.span().start,
+                        format!(
+                            "`collector_id` {:?}: expected letters, digits, '-', '_' or '.'",
+                            id.get_ref()
+                        ),
+                    ));
+                }
+                id.into_inner()
+            }
+            None => "c1".into(),
+        };
+        let mut c = CollectorConfig::new(id, &raw.data_dir);
+        if let Some(g) = raw.grace_secs {
+            c.grace = Duration::from_secs(g);
+        }
+        if let Some(r) = raw.retention_days {
+            if *r.get_ref() == 0 {
+                return Err(invalid(
+                    r.span().start,
+                    "`retention_days` must be at least 1".into(),
+                ));
+            }
+            c.retention_days = r.into_inner();
+        }
+        let mut tokens = HashMap::new();
+        for t in raw.tokens {
+            let span = t.span();
+            let t = t.into_inner();
+            if t.token.len() < 8 {
+                return Err(invalid(
+                    span.start,
+                    format!("token {:?}: at least 8 characters expected", t.name),
+                ));
+            }
+            if tokens.insert(t.token, t.name.clone()).is_some() {
+                return Err(invalid(
+                    span.start,
+                    format!("token of {:?} is already given to another producer", t.name),
+                ));
+            }
+        }
+        c.tokens = tokens;
+        if let Some(mb) = raw.wal.max_total_mb {
+            c.wal.max_total_bytes = mb.max(1) << 20;
+        }
+        if let Some(mb) = raw.wal.segment_mb {
+            c.wal.segment_max_bytes = mb.max(1) << 20;
+        }
+        let store = match raw.store.elasticsearch {
+            Some(url) => {
+                if !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
+                {
+                    return Err(invalid(
+                        url.span().start,
+                        format!(
+                            "`elasticsearch` {:?}: expected http://host:port",
+                            url.get_ref()
+                        ),
+                    ));
+                }
+                StoreChoice::Elasticsearch {
+                    url: url.into_inner(),
+                    index_prefix: raw.store.index_prefix.unwrap_or_else(|| "panorama".into()),
+                }
+            }
+            None => StoreChoice::Sqlite,
+        };
+        Ok(FileConfig {
+            listen: raw
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("a valid address")),
+            store,
+            collector: c,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"listen = "127.0.0.1:7071"
+data_dir = "/tmp/pc"
+collector_id = "c2"
+
+[store]
+elasticsearch = "http://127.0.0.1:9200"
+
+[[token]]
+name = "web-agents"
+token = "0123456789abcdef"
+"#;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(Path::new("collector.toml"), text)
+    }
+
+    #[test]
+    fn a_good_file_checks() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listen.port(), 7071);
+        assert_eq!(c.collector.id, "c2");
+        assert_eq!(
+            c.collector
+                .tokens
+                .get("0123456789abcdef")
+                .map(String::as_str),
+            Some("web-agents")
+        );
+        assert!(matches!(c.store, StoreChoice::Elasticsearch { .. }));
+    }
+
+    #[test]
+    fn errors_name_their_place() {
+        for (text, at, needle) in [
+            (
+                GOOD.replace("collector_id", "colector_id"),
+                "collector.toml:3:1",
+                "unknown field",
+            ),
+            (
+                GOOD.replace("\"c2\"", "\"c 2\""),
+                "collector.toml:3:16",
+                "collector_id",
+            ),
+            (
+                GOOD.replace("\"http://127.0.0.1:9200\"", "\"127.0.0.1:9200\""),
+                "collector.toml:6:17",
+                "expected http://",
+            ),
+            (
+                GOOD.replace("0123456789abcdef", "short"),
+                "collector.toml:8:1",
+                "at least 8",
+            ),
+            (
+                GOOD.replace("127.0.0.1:7071", "localhost"),
+                "collector.toml:1:10",
+                "socket address",
+            ),
+        ] {
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.starts_with(at), "{err:?} should start with {at}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/collector.toml");
+        let c = FileConfig::load(&path).unwrap();
+        assert_eq!(c.store, StoreChoice::Sqlite);
+        assert_eq!(c.collector.tokens.len(), 1);
+    }
+}
