@@ -172,14 +172,21 @@ pub async fn run(
         });
     }
     if let Some((interval, service)) = cfg.host_metrics.clone() {
-        let figs = figures.source("host-metrics");
         let sampler = HostSampler::new(
             crate::host::DEFAULT_PROC_ROOT.into(),
             cfg.host.clone(),
-            service,
+            service.clone(),
         );
-        let (agent_id, ship, stop) = (cfg.agent_id.clone(), cfg.ship.clone(), stop.clone());
-        tasks.spawn(async move { host_task(agent_id, sampler, interval, ship, figs, stop).await });
+        let task = HostTask {
+            agent_id: cfg.agent_id.clone(),
+            host: cfg.host.clone(),
+            service,
+            interval,
+            ship: cfg.ship.clone(),
+            all: figures.clone(),
+        };
+        let stop = stop.clone();
+        tasks.spawn(async move { task.run(sampler, stop).await });
     }
     if let Some(addr) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -327,44 +334,159 @@ async fn source_task(
     Ok(())
 }
 
-async fn host_task(
+/// The agent's own figures as infra events, so the collector's charts and
+/// rules see an agent falling behind or giving bytes up: counters as the
+/// increase since the previous sample, lags as they are now.
+fn figure_events(
+    all: &AgentFigures,
+    previous: &mut BTreeMap<String, [u64; 5]>,
+    at_ms: i64,
+    host: &str,
+    service: &str,
+) -> Vec<panorama_model::Event> {
+    let sources = all
+        .sources
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut out = Vec::new();
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    for (name, f) in sources {
+        if name == "host-metrics" {
+            continue;
+        }
+        let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let current = [
+            g(&f.lines_read),
+            g(&f.bytes_read),
+            g(&f.lines_failed),
+            g(&f.bytes_acked),
+            g(&f.bytes_given_up),
+        ];
+        let before = previous.insert(name.clone(), current).unwrap_or([0; 5]);
+        let newest = g(&f.newest_acked_ms);
+        let metrics = [
+            ("lines_read", current[0].saturating_sub(before[0]) as f64),
+            ("bytes_read", current[1].saturating_sub(before[1]) as f64),
+            ("lines_failed", current[2].saturating_sub(before[2]) as f64),
+            ("bytes_acked", current[3].saturating_sub(before[3]) as f64),
+            (
+                "bytes_given_up",
+                current[4].saturating_sub(before[4]) as f64,
+            ),
+            ("lag_bytes", current[1].saturating_sub(current[3]) as f64),
+            (
+                "lag_seconds",
+                if newest == 0 {
+                    0.0
+                } else {
+                    now.saturating_sub(newest) as f64 / 1000.0
+                },
+            ),
+        ];
+        for (metric, value) in metrics {
+            let mut e = panorama_model::Event::new(
+                at_ms,
+                Layer::Infra,
+                service,
+                host,
+                format!("agent.{name}.{metric}"),
+            );
+            e.value = Some(value);
+            out.push(e);
+        }
+    }
+    out
+}
+
+struct HostTask {
     agent_id: String,
-    sampler: HostSampler,
+    host: String,
+    service: String,
     interval: Duration,
     ship: ShipConfig,
-    figs: Arc<SourceFigures>,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut shipper = Shipper::new(ship)?;
-    let (tx, mut rx) = mpsc::channel(4);
-    let sampling = tokio::spawn(crate::host::run(sampler, interval, tx));
-    loop {
-        let events = tokio::select! {
-            e = rx.recv() => match e { Some(e) => e, None => break },
-            _ = stop.changed() => break,
-        };
-        // Samples have no file offsets; the sample time stands in, so a
-        // resend of the same sample is recognised and a new one is new.
-        let at = events.iter().map(|e| e.ts_ms).max().unwrap_or(0).max(0) as u64;
-        let n = events.len() as u64;
-        let batch = Batch {
-            meta: BatchMeta {
-                agent_id: agent_id.clone(),
-                source_id: "host-metrics".into(),
-                start_offset: at,
-                end_offset: at + 1,
-                lines_read: 0,
-                lines_failed: 0,
-            },
-            events,
-        };
-        tokio::select! {
-            _ = shipper.ship(&batch) => {}
-            _ = stop.changed() => break,
+    all: Arc<AgentFigures>,
+}
+
+impl HostTask {
+    async fn run(
+        self,
+        sampler: HostSampler,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let HostTask {
+            agent_id,
+            host,
+            service,
+            interval,
+            ship,
+            all,
+        } = self;
+        let figs = all.source("host-metrics");
+        let mut shipper = Shipper::new(ship)?;
+        let (tx, mut rx) = mpsc::channel(4);
+        let sampling = tokio::spawn(crate::host::run(sampler, interval, tx));
+        let mut previous = BTreeMap::new();
+        loop {
+            let mut events = tokio::select! {
+                e = rx.recv() => match e { Some(e) => e, None => break },
+                _ = stop.changed() => break,
+            };
+            let at_ms = events
+                .iter()
+                .map(|e| e.ts_ms)
+                .max()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            events.extend(figure_events(&all, &mut previous, at_ms, &host, &service));
+            // Samples have no file offsets; the sample time stands in, so a
+            // resend of the same sample is recognised and a new one is new.
+            let at = events.iter().map(|e| e.ts_ms).max().unwrap_or(0).max(0) as u64;
+            let n = events.len() as u64;
+            let batch = Batch {
+                meta: BatchMeta {
+                    agent_id: agent_id.clone(),
+                    source_id: "host-metrics".into(),
+                    start_offset: at,
+                    end_offset: at + 1,
+                    lines_read: 0,
+                    lines_failed: 0,
+                },
+                events,
+            };
+            tokio::select! {
+                _ = shipper.ship(&batch) => {}
+                _ = stop.changed() => break,
+            }
+            figs.events.fetch_add(n, Ordering::Relaxed);
+            figs.batches_acked.fetch_add(1, Ordering::Relaxed);
         }
-        figs.events.fetch_add(n, Ordering::Relaxed);
-        figs.batches_acked.fetch_add(1, Ordering::Relaxed);
+        sampling.abort();
+        Ok(())
     }
-    sampling.abort();
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_become_infra_events_with_increases_and_lags() {
+        let all = AgentFigures::default();
+        let f = all.source("nginx");
+        f.lines_read.store(100, Ordering::Relaxed);
+        f.bytes_read.store(10_000, Ordering::Relaxed);
+        f.bytes_acked.store(9_000, Ordering::Relaxed);
+        let mut prev = BTreeMap::new();
+        let first = figure_events(&all, &mut prev, 60_000, "web1", "host");
+        let value = |evs: &[panorama_model::Event], name: &str| {
+            evs.iter().find(|e| e.name == name).and_then(|e| e.value).unwrap()
+        };
+        assert_eq!(value(&first, "agent.nginx.lines_read"), 100.0);
+        assert_eq!(value(&first, "agent.nginx.lag_bytes"), 1_000.0);
+        assert!(first.iter().all(|e| e.layer == Layer::Infra && e.host == "web1"));
+        f.lines_read.store(130, Ordering::Relaxed);
+        let second = figure_events(&all, &mut prev, 70_000, "web1", "host");
+        assert_eq!(value(&second, "agent.nginx.lines_read"), 30.0, "the increase since the last sample");
+        assert!(figure_events(&AgentFigures::default(), &mut prev, 0, "h", "s").is_empty());
+    }
 }
