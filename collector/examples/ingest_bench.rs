@@ -36,6 +36,72 @@ fn events(start: usize, n: usize, now_ms: i64) -> Vec<Event> {
         .collect()
 }
 
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory per open series: one event for each of `n` distinct series (the
+/// realistic case: a URL route with a latency, on one of a few hosts), none
+/// flushed, RSS before and after.
+async fn series_memory(n: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store"))?);
+    let mut cfg = CollectorConfig::new("bench", dir.path().join("data"));
+    cfg.grace = std::time::Duration::from_secs(3600);
+    cfg.wal.fsync = false;
+    let collector = Collector::start(cfg, store).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let before = rss_bytes();
+    for start in (0..n).step_by(PER_BATCH) {
+        let events: Vec<Event> = (start..(start + PER_BATCH).min(n))
+            .map(|i| {
+                let mut e = Event::new(
+                    now - 120_000,
+                    Layer::Url,
+                    "shop",
+                    format!("web{}", i % 8),
+                    format!("GET /api/v1/route{i}/:num"),
+                );
+                e.latency_ms = Some((i % 977) as f64 * 0.37);
+                e
+            })
+            .collect();
+        let batch = Batch {
+            meta: BatchMeta {
+                agent_id: "a".into(),
+                source_id: String::new(),
+                start_offset: 0,
+                end_offset: 0,
+                lines_read: 0,
+                lines_failed: 0,
+            },
+            events,
+        };
+        let mut bytes = Vec::new();
+        binary::encode(&batch, &mut bytes);
+        collector.ingest(&batch, bytes).await?;
+    }
+    let after = rss_bytes();
+    println!(
+        "series: {n} open series (one minute each, with latency) add {:.1} MB RSS = {:.0} bytes per open series",
+        (after.saturating_sub(before)) as f64 / 1e6,
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +110,10 @@ async fn main() -> anyhow::Result<()> {
         .map(String::as_str)
         .unwrap_or("binary")
         .to_owned();
+    if format == "series" {
+        let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        return series_memory(n).await;
+    }
     let total: usize = args
         .get(1)
         .and_then(|s| s.parse().ok())

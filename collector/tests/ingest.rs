@@ -324,3 +324,22 @@ async fn a_restart_replays_the_wal_and_keeps_dedup() {
         .unwrap();
     assert_eq!(pts[0].count, 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_data_rewrites_a_written_minute() {
+    let r = start(|_| {}).await;
+    let ct = binary::CONTENT_TYPE;
+    let (s, _) = post(&r, ct, Some("zstd"), Some("s3cret"), batch(0, 100, 10)).await;
+    assert_eq!(s, 200);
+    assert_eq!(count(&r).await, 10, "the minute is written");
+    // The same minute again, from later bytes of the source: late data.
+    let (s, _) = post(&r, ct, Some("zstd"), Some("s3cret"), batch(100, 200, 5)).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        count(&r).await,
+        15,
+        "rewritten with the late events, nothing doubled"
+    );
+    // Flushing again changes nothing: rewrites are idempotent.
+    assert_eq!(count(&r).await, 15);
+}
