@@ -479,14 +479,25 @@ mod tests {
         let mut prev = BTreeMap::new();
         let first = figure_events(&all, &mut prev, 60_000, "web1", "host");
         let value = |evs: &[panorama_model::Event], name: &str| {
-            evs.iter().find(|e| e.name == name).and_then(|e| e.value).unwrap()
+            evs.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value)
+                .unwrap()
         };
         assert_eq!(value(&first, "agent.nginx.lines_read"), 100.0);
         assert_eq!(value(&first, "agent.nginx.lag_bytes"), 1_000.0);
-        assert!(first.iter().all(|e| e.layer == Layer::Infra && e.host == "web1"));
+        assert!(
+            first
+                .iter()
+                .all(|e| e.layer == Layer::Infra && e.host == "web1")
+        );
         f.lines_read.store(130, Ordering::Relaxed);
         let second = figure_events(&all, &mut prev, 70_000, "web1", "host");
-        assert_eq!(value(&second, "agent.nginx.lines_read"), 30.0, "the increase since the last sample");
+        assert_eq!(
+            value(&second, "agent.nginx.lines_read"),
+            30.0,
+            "the increase since the last sample"
+        );
         assert!(figure_events(&AgentFigures::default(), &mut prev, 0, "h", "s").is_empty());
     }
 }
