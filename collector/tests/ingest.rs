@@ -343,3 +343,31 @@ async fn late_data_rewrites_a_written_minute() {
     // Flushing again changes nothing: rewrites are idempotent.
     assert_eq!(count(&r).await, 15);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_side_by_side_merge_in_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store")).unwrap());
+    let open =
+        |id: &str| Collector::start(CollectorConfig::new(id, dir.path().join(id)), store.clone());
+    let (a, b) = (open("c1").await.unwrap(), open("c2").await.unwrap());
+    let raw = |start, end, n| zstd::bulk::decompress(&batch(start, end, n), 1 << 20).unwrap();
+    let (ba, bb) = (raw(0, 100, 30), raw(0, 100, 12));
+    a.ingest(&binary::decode(&ba).unwrap(), ba.clone())
+        .await
+        .unwrap();
+    // Behind a load balancer another agent's batch lands on the other collector.
+    let mut other = binary::decode(&bb).unwrap();
+    other.meta.agent_id = "agent-2".into();
+    let mut other_bytes = Vec::new();
+    binary::encode(&other, &mut other_bytes);
+    b.ingest(&other, other_bytes).await.unwrap();
+    a.flush_all().await.unwrap();
+    b.flush_all().await.unwrap();
+    let pts = store
+        .read_series(&SeriesQuery::layer(Layer::Url, t0(), t0() + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(pts[0].count, 42, "documents of both collectors merge");
+    assert_eq!(pts[0].errors, 8 + 3);
+}
