@@ -8,3 +8,5 @@
 //! agents.
 //!
 //! Modules arrive one by one; what is here is complete as far as it goes.
+
+pub mod lifecycle;
