@@ -10,3 +10,4 @@
 //! Modules arrive one by one; what is here is complete as far as it goes.
 
 pub mod lifecycle;
+pub mod silence;
