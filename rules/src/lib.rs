@@ -10,4 +10,5 @@
 //! Modules arrive one by one; what is here is complete as far as it goes.
 
 pub mod lifecycle;
+pub mod outbox;
 pub mod silence;
