@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             writes_and_reads_series,
             idempotent_rewrite,
             merges_across_collectors,
+            reads_raw_rollups,
             filters_by_dims,
             top_ranks_one_minute,
             samples_for_drill_down,
@@ -417,6 +418,60 @@ pub async fn merges_across_collectors(store: &dyn Store) {
 
     let points = read(store, &q.host("web3")).await;
     assert!(points.is_empty(), "unknown host reads nothing: {points:?}");
+}
+
+/// `read_rollups` hands back each document as written (one per collector
+/// and host), oldest minute first, so that readers can group their own way.
+pub async fn reads_raw_rollups(store: &dyn Store) {
+    let (m0, m1) = (minute(40), minute(41));
+    let a = key(Layer::Call, "pay", "web1", "mysql:orders");
+    let b = key(Layer::Call, "pay", "web2", "mysql:orders");
+    let other = key(Layer::Call, "login", "web1", "redis:sessions");
+    let docs = vec![
+        rollup(m1, &a, "c1", &latencies(10, 5), 1),
+        rollup(m0, &a, "c2", &latencies(20, 6), 0),
+        rollup(m0, &b, "c1", &latencies(30, 7), 3),
+        rollup(m0, &other, "c1", &latencies(40, 8), 0),
+    ];
+    write_rollups(store, &docs).await;
+    sync(store).await;
+    let q = SeriesQuery::layer(Layer::Call, m0, m1 + MINUTE_MS).service("pay");
+    let got = match store.read_rollups(&q).await {
+        Ok(r) => r,
+        Err(e) => panic!("read_rollups({q:?}) failed: {e}"),
+    };
+    assert_eq!(got.len(), 3, "three pay documents, unmerged: {got:?}");
+    assert!(
+        got.windows(2).all(|w| w[0].minute_ms <= w[1].minute_ms),
+        "oldest minute first: {:?}",
+        got.iter().map(|r| r.minute_ms).collect::<Vec<_>>()
+    );
+    let mut ids: Vec<String> = got.iter().map(Rollup::doc_id).collect();
+    ids.sort();
+    let mut want: Vec<String> = docs[..3].iter().map(Rollup::doc_id).collect();
+    want.sort();
+    assert_eq!(ids, want, "the very documents written");
+    let web2 = got
+        .iter()
+        .find(|r| r.key.host == "web2")
+        .expect("web2's document");
+    assert_eq!((web2.count, web2.errors), (30, 3));
+    assert_eq!(web2.histogram, docs[2].histogram, "histogram round-trips");
+    let only = match store.read_rollups(&q.clone().host("web1")).await {
+        Ok(r) => r,
+        Err(e) => panic!("read_rollups by host failed: {e}"),
+    };
+    assert_eq!(
+        only.len(),
+        2,
+        "host filter keeps web1's two documents: {only:?}"
+    );
+    assert!(only.iter().all(|r| r.key.host == "web1"));
+    assert_eq!(
+        (only[0].minute_ms, only[0].collector.as_str()),
+        (m0, "c2"),
+        "oldest first"
+    );
 }
 
 /// Series differing only in dims are told apart by a dims filter and merge

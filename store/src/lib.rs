@@ -55,7 +55,18 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
-    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError>;
+    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError> {
+        Ok(merge::points_by_minute(self.read_rollups(q).await?))
+    }
+
+    /// Every stored rollup document matching the query, unmerged, oldest
+    /// minute first. Readers that group series their own way (the rules
+    /// engine: per series, host or service, with glob and regex selectors)
+    /// merge them with [`Rollup::merge`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError>;
 
     /// The series of one minute ranked by a metric, merged across collectors
     /// and hosts, each identified by `(service, name)`.

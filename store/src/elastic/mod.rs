@@ -30,10 +30,10 @@ use elasticsearch::indices::{
     IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
-use panorama_model::{Point, Rollup, Sample, minute_of};
+use panorama_model::{Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
-use crate::merge::{points_by_minute, rank, retention_cutoff_ms};
+use crate::merge::{rank, retention_cutoff_ms};
 use crate::{
     Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
 };
@@ -532,7 +532,7 @@ impl Store for ElasticStore {
         self.bulk(docs).await
     }
 
-    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError> {
+    async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
         q.validate()?;
         let mut filter = vec![
             json!({"term": {"layer": q.layer}}),
@@ -552,7 +552,7 @@ impl Store for ElasticStore {
                 None,
             )
             .await?;
-        Ok(points_by_minute(decode_bodies::<Rollup>(hits)?))
+        decode_bodies::<Rollup>(hits)
     }
 
     async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use panorama_model::{Layer, Point, Rollup, Sample, SampleKind, minute_of};
+use panorama_model::{Layer, Rollup, Sample, SampleKind, minute_of};
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
-use crate::merge::{points_by_minute, rank, retention_cutoff_ms};
+use crate::merge::{rank, retention_cutoff_ms};
 use crate::{
     Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
 };
@@ -324,7 +324,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn read_series(&self, q: &SeriesQuery) -> Result<Vec<Point>, StoreError> {
+    async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
         q.validate()?;
         let mut f = Filter::new("SELECT doc_id, body FROM rollups");
         f.and("layer =", q.layer.as_str().to_owned());
@@ -343,7 +343,8 @@ impl Store for SqliteStore {
                     rollups.push(r);
                 }
             }
-            Ok(points_by_minute(rollups))
+            rollups.sort_by_key(|r| r.minute_ms);
+            Ok(rollups)
         })
         .await
     }
