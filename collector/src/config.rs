@@ -38,6 +38,7 @@ struct Raw {
     data_dir: PathBuf,
     collector_id: Option<Spanned<String>>,
     grace_secs: Option<u64>,
+    open_flush_secs: Option<u64>,
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
     store: RawStore,
@@ -45,6 +46,25 @@ struct Raw {
     tokens: Vec<Spanned<RawToken>>,
     #[serde(default)]
     wal: RawWal,
+    rules: Option<RawRules>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    dir: PathBuf,
+    dashboard_url: Option<Spanned<String>>,
+}
+
+/// The `[rules]` section: where alert rules live. The collector does not
+/// evaluate them; `panorama` hands this to the rules engine, and it is
+/// checked here only so that one file has one parser and one error style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesSection {
+    /// The rules directory (relative paths are relative to the config file).
+    pub dir: PathBuf,
+    /// Base URL of the dashboard, for links in notifications.
+    pub dashboard_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +111,8 @@ pub struct FileConfig {
     pub store: StoreChoice,
     /// Everything else.
     pub collector: CollectorConfig,
+    /// Alert rules, if configured.
+    pub rules: Option<RulesSection>,
 }
 
 /// A configuration error with its place.
@@ -162,6 +184,9 @@ impl FileConfig {
         if let Some(g) = raw.grace_secs {
             c.grace = Duration::from_secs(g);
         }
+        if let Some(secs) = raw.open_flush_secs {
+            c.open_flush_interval = (secs > 0).then(|| Duration::from_secs(secs));
+        }
         if let Some(r) = raw.retention_days {
             if *r.get_ref() == 0 {
                 return Err(invalid(
@@ -214,7 +239,33 @@ impl FileConfig {
             }
             None => StoreChoice::Sqlite,
         };
+        let rules = match raw.rules {
+            Some(r) => {
+                if let Some(u) = &r.dashboard_url
+                    && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
+                {
+                    return Err(invalid(
+                        u.span().start,
+                        format!(
+                            "`dashboard_url` {:?}: expected http(s)://host:port",
+                            u.get_ref()
+                        ),
+                    ));
+                }
+                let dir = if r.dir.is_relative() {
+                    path.parent().unwrap_or(Path::new(".")).join(&r.dir)
+                } else {
+                    r.dir
+                };
+                Some(RulesSection {
+                    dir,
+                    dashboard_url: r.dashboard_url.map(Spanned::into_inner),
+                })
+            }
+            None => None,
+        };
         Ok(FileConfig {
+            rules,
             listen: raw
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("a valid address")),

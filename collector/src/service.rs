@@ -29,6 +29,12 @@ pub struct CollectorConfig {
     pub grace: Duration,
     /// How often the flusher looks for minutes to write.
     pub flush_interval: Duration,
+    /// How often minutes still open (or in their grace period) are written
+    /// as they stand, so that alert rules and the dashboard see the current
+    /// minute within seconds instead of after it closes. Writes are
+    /// idempotent upserts of the same document, so this only costs store
+    /// writes. `None` writes a minute only once its grace has passed.
+    pub open_flush_interval: Option<Duration>,
     /// Bearer tokens and the producer each names. Empty: no authentication
     /// (loopback and demos only; a warning says so at start).
     pub tokens: HashMap<String, String>,
@@ -55,6 +61,7 @@ impl CollectorConfig {
             data_dir,
             grace: Duration::from_secs(crate::DEFAULT_GRACE_SECS),
             flush_interval: Duration::from_secs(1),
+            open_flush_interval: Some(Duration::from_secs(5)),
             tokens: HashMap::new(),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
@@ -664,12 +671,20 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(inner.cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<std::time::Instant> = None;
+    let mut last_open = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = flush_once(&inner, false).await {
+        let open = inner
+            .cfg
+            .open_flush_interval
+            .is_some_and(|every| last_open.elapsed() >= every);
+        if open {
+            last_open = std::time::Instant::now();
+        }
+        if let Err(e) = flush_once(&inner, open).await {
             tracing::warn!(error = %e, "flush failed; will retry");
         }
         // Retention once at start and then hourly: whole days go at once.

@@ -299,6 +299,7 @@ async fn a_restart_replays_the_wal_and_keeps_dedup() {
     let cfg = || {
         let mut c = CollectorConfig::new("c1", dir.path().join("data"));
         c.grace = Duration::from_secs(3600); // nothing flushes on its own
+        c.open_flush_interval = None;
         c
     };
     let raw = |start, end, n| zstd::bulk::decompress(&batch(start, end, n), 1 << 20).unwrap();
@@ -323,6 +324,55 @@ async fn a_restart_replays_the_wal_and_keeps_dedup() {
         .await
         .unwrap();
     assert_eq!(pts[0].count, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_minute_reaches_the_store_within_seconds() {
+    // A grace of an hour would keep the minute back; the open-minute flush
+    // must not wait for it, so rules and dashboards see the present.
+    let r = start(|c| {
+        c.grace = Duration::from_secs(3600);
+        c.open_flush_interval = Some(Duration::from_secs(1));
+    })
+    .await;
+    let (s, _) = post(
+        &r,
+        binary::CONTENT_TYPE,
+        Some("zstd"),
+        Some("s3cret"),
+        batch(0, 100, 12),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let store = r.collector.store();
+    let q = SeriesQuery::layer(Layer::Url, t0(), t0() + 60_000).service("login");
+    let mut seen = 0;
+    for _ in 0..50 {
+        store.sync().await.unwrap();
+        seen = store
+            .read_series(&q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.count)
+            .sum();
+        if seen == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 12, "the open minute was not written within 5 s");
+    // More events of the same minute replace the document, not add to it.
+    let (s, _) = post(
+        &r,
+        binary::CONTENT_TYPE,
+        Some("zstd"),
+        Some("s3cret"),
+        batch(100, 200, 3),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(count(&r).await, 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

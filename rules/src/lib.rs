@@ -10,5 +10,7 @@
 //! Modules arrive one by one; what is here is complete as far as it goes.
 
 pub mod lifecycle;
+pub mod notify;
 pub mod outbox;
+pub mod rule;
 pub mod silence;

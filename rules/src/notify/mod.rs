@@ -1,0 +1,154 @@
+//! What leaves the rules engine: one [`Notice`] per receiver and group of
+//! alerts, and the channels that deliver it.
+//!
+//! A notice is self-contained (it carries the rendered values, not
+//! references into the engine's state) because it is stored in the outbox
+//! before any channel sees it and may be delivered after a restart, when
+//! the rule that produced it may have changed.
+
+pub mod mail;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a notice goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// Alerts started firing (or lost their data while firing).
+    Firing,
+    /// Still firing after the receiver's repeat interval.
+    Repeat,
+    /// Every alert in the notice recovered.
+    Resolved,
+}
+
+impl NoticeKind {
+    /// Upper-case word for subjects: `FIRING`, `REPEAT`, `RESOLVED`.
+    pub fn word(self) -> &'static str {
+        match self {
+            NoticeKind::Firing => "FIRING",
+            NoticeKind::Repeat => "REPEAT",
+            NoticeKind::Resolved => "RESOLVED",
+        }
+    }
+}
+
+/// Where one alert of a notice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The condition holds.
+    Firing,
+    /// Was firing; the data stopped. Not a recovery.
+    NoData,
+    /// Recovered.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// Lower-case word for bodies.
+    pub fn word(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::NoData => "no data",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert inside a notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoticeAlert {
+    /// Where it is.
+    pub status: AlertStatus,
+    /// Layer (`business`, `url`, `call`, `component`, `infra`).
+    pub layer: String,
+    /// Service.
+    pub service: String,
+    /// Series name, or empty when the rule groups by host or service.
+    pub series: String,
+    /// Host, or empty when the rule does not group by host.
+    pub host: String,
+    /// The value that breached (or the latest), already formatted with its unit.
+    pub value: String,
+    /// The threshold, formatted, or empty.
+    pub threshold: String,
+    /// The rule's summary annotation, rendered for this alert.
+    pub summary: String,
+    /// Absolute dashboard URL of the series at the alert's minute.
+    pub link: String,
+    /// When the episode began, Unix ms.
+    pub since_ms: i64,
+    /// Who acknowledged it, if anyone.
+    pub acked_by: Option<String>,
+}
+
+/// One message to one receiver: a group of alerts of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Deterministic id (also the outbox id and the mail's Message-ID local part).
+    pub id: String,
+    /// Why it goes out.
+    pub kind: NoticeKind,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's severity (`critical`, `warning`, `info`).
+    pub severity: String,
+    /// The rule's condition as written, for the reader.
+    pub condition: String,
+    /// Rule labels plus the group's labels.
+    pub labels: Vec<(String, String)>,
+    /// The alerts, firing first.
+    pub alerts: Vec<NoticeAlert>,
+    /// When it was decided, Unix ms.
+    pub created_ms: i64,
+}
+
+impl Notice {
+    /// Alerts firing (or without data) in this notice.
+    pub fn firing(&self) -> usize {
+        self.alerts
+            .iter()
+            .filter(|a| a.status != AlertStatus::Resolved)
+            .count()
+    }
+
+    /// A one-line title: `[FIRING 3] critical url-error-ratio: login POST /pay 12.5% > 5%`.
+    /// With one alert it names the series, value and threshold; with many,
+    /// how many series.
+    pub fn title(&self) -> String {
+        let head = format!(
+            "[{} {}] {} {}",
+            self.kind.word(),
+            self.alerts.len(),
+            self.severity,
+            self.rule
+        );
+        match self.alerts.as_slice() {
+            [a] => {
+                let what = [
+                    a.layer.as_str(),
+                    a.service.as_str(),
+                    a.series.as_str(),
+                    a.host.as_str(),
+                ]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+                if a.threshold.is_empty() {
+                    format!("{head}: {what} {} ({})", a.value, a.status.word())
+                } else {
+                    format!(
+                        "{head}: {what} {} vs {} ({})",
+                        a.value,
+                        a.threshold,
+                        a.status.word()
+                    )
+                }
+            }
+            many => format!("{head}: {} series", many.len()),
+        }
+    }
+}

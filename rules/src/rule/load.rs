@@ -1,0 +1,574 @@
+//! Reading a rules directory into a [`RuleSet`], with every error placed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use panorama_model::{FilePosition, Layer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::expr::{self, Expr};
+use super::{
+    Channel, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, GroupBy,
+    Pattern, Receiver, Route, Rule, RuleSet,
+};
+use crate::lifecycle::Timing;
+use crate::notify::mail::MailConfig;
+
+/// One problem in a rules directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// Where.
+    pub at: FilePosition,
+    /// What, and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    receiver: Vec<Spanned<RawReceiver>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: S,
+    layer: S,
+    service: Option<S>,
+    series: Option<S>,
+    host: Option<S>,
+    #[serde(default)]
+    dims: BTreeMap<String, S>,
+    group_by: Option<S>,
+    window: Option<S>,
+    every: Option<S>,
+    #[serde(rename = "for")]
+    for_: Option<S>,
+    keep_firing_for: Option<S>,
+    when: S,
+    recover: Option<S>,
+    recover_for: Option<S>,
+    min_count: Option<u64>,
+    absent_lookback: Option<S>,
+    flap_window: Option<S>,
+    flap_max: Option<Spanned<u32>>,
+    flap_hold: Option<S>,
+    severity: Option<S>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    summary: Option<S>,
+    description: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: S,
+    mail: Option<Spanned<toml::Table>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default, rename = "match")]
+    matchers: BTreeMap<String, S>,
+    receivers: Vec<S>,
+    group_wait: Option<S>,
+    group_interval: Option<S>,
+    repeat_interval: Option<S>,
+    #[serde(default, rename = "continue")]
+    continue_matching: bool,
+}
+
+/// Placeholders a summary or description may use.
+pub(crate) const PLACEHOLDERS: [&str; 9] = [
+    "rule",
+    "layer",
+    "service",
+    "series",
+    "host",
+    "value",
+    "threshold",
+    "severity",
+    "link",
+];
+
+const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<LoadError>,
+}
+
+impl Ctx<'_> {
+    fn at(&self, offset: usize) -> FilePosition {
+        FilePosition::at(self.path, self.text, offset)
+    }
+
+    fn err(&mut self, offset: usize, message: impl Into<String>) {
+        let at = self.at(offset);
+        self.errors.push(LoadError {
+            at,
+            message: message.into(),
+        });
+    }
+
+    /// Byte offset of the first character inside a quoted string value.
+    fn inner(s: &S) -> usize {
+        s.span().start + 1
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<S>, default: i64, min: i64) -> i64 {
+        let Some(v) = v else { return default };
+        match expr::parse_duration(v.get_ref()) {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                self.err(
+                    Self::inner(v),
+                    format!("`{key}` must be at least {} ms", min),
+                );
+                default
+            }
+            Err(m) => {
+                self.err(Self::inner(v), format!("`{key}`: {m}"));
+                default
+            }
+        }
+    }
+
+    fn pattern(&mut self, key: &str, v: &Option<S>) -> Pattern {
+        let Some(v) = v else { return Pattern::Any };
+        match Pattern::parse(v.get_ref()) {
+            Ok(p) => p,
+            Err(m) => {
+                self.err(Self::inner(v), format!("`{key}`: {m}"));
+                Pattern::Any
+            }
+        }
+    }
+
+    fn condition(&mut self, key: &str, v: &S) -> Option<Expr> {
+        match expr::parse(v.get_ref()) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.err(Self::inner(v) + e.offset, format!("`{key}`: {}", e.message));
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, key: &str, v: &Option<S>, default: &str) -> String {
+        let Some(v) = v else {
+            return default.to_owned();
+        };
+        let text = v.get_ref();
+        let mut rest = text.as_str();
+        let mut base = 0;
+        while let Some(open) = rest.find("{{") {
+            let Some(close) = rest[open..].find("}}") else {
+                self.err(
+                    Self::inner(v) + base + open,
+                    format!("`{key}`: `{{{{` without `}}}}`"),
+                );
+                break;
+            };
+            let name = rest[open + 2..open + close].trim();
+            if !PLACEHOLDERS.contains(&name) {
+                self.err(
+                    Self::inner(v) + base + open,
+                    format!(
+                        "`{key}`: unknown placeholder `{{{{{name}}}}}`; expected one of {}",
+                        PLACEHOLDERS.join(", ")
+                    ),
+                );
+            }
+            base += open + close + 2;
+            rest = &text[base..];
+        }
+        text.clone()
+    }
+}
+
+/// Checks one file's text; `path` is only used in error positions.
+///
+/// # Errors
+/// Every problem found, each with its position.
+pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
+    let mut cx = Ctx {
+        path,
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            cx.err(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim().to_owned(),
+            );
+            return Err(cx.errors);
+        }
+    };
+    let mut set = RuleSet {
+        files: vec![path.to_owned()],
+        ..RuleSet::default()
+    };
+    for r in raw.rule {
+        let start = r.span().start;
+        if let Some(rule) = rule(&mut cx, start, r.into_inner()) {
+            set.rules.push(rule);
+        }
+    }
+    for r in raw.receiver {
+        let start = r.span().start;
+        let r = r.into_inner();
+        let name = r.name.get_ref().clone();
+        let channel = match r.mail {
+            Some(m) => {
+                let offset = m.span().start;
+                match toml::Value::Table(m.into_inner()).try_into::<MailConfig>() {
+                    Ok(cfg) => match cfg.validate() {
+                        Ok(()) => Some(Channel::Mail(Box::new(cfg))),
+                        Err(why) => {
+                            cx.err(offset, format!("receiver `{name}`: mail: {why}"));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        cx.err(
+                            offset,
+                            format!("receiver `{name}`: mail: {}", e.message().trim()),
+                        );
+                        None
+                    }
+                }
+            }
+            None => {
+                cx.err(
+                    start,
+                    format!("receiver `{name}` has no channel; expected a `mail` table"),
+                );
+                None
+            }
+        };
+        if name.is_empty() {
+            cx.err(Ctx::inner(&r.name), "a receiver needs a non-empty `name`");
+        }
+        if let Some(channel) = channel {
+            if set.receivers.contains_key(&name) {
+                cx.err(
+                    Ctx::inner(&r.name),
+                    format!("receiver `{name}` is defined twice"),
+                );
+            } else {
+                let at = cx.at(start);
+                set.receivers
+                    .insert(name.clone(), Receiver { name, at, channel });
+            }
+        }
+    }
+    for r in raw.route {
+        let start = r.span().start;
+        let r = r.into_inner();
+        let mut matchers = BTreeMap::new();
+        for (k, v) in &r.matchers {
+            let p = cx.pattern(&format!("match.{k}"), &Some(v.clone()));
+            matchers.insert(k.clone(), p);
+        }
+        if r.receivers.is_empty() {
+            cx.err(start, "a route needs at least one receiver in `receivers`");
+        }
+        let group_wait_ms = cx.duration("group_wait", &r.group_wait, DEFAULT_GROUP_WAIT_MS, 0);
+        let group_interval_ms = cx.duration(
+            "group_interval",
+            &r.group_interval,
+            DEFAULT_GROUP_INTERVAL_MS,
+            1_000,
+        );
+        let repeat_interval_ms = cx.duration(
+            "repeat_interval",
+            &r.repeat_interval,
+            DEFAULT_REPEAT_INTERVAL_MS,
+            60_000,
+        );
+        let at = cx.at(start);
+        set.routes.push(Route {
+            matchers,
+            receivers: r.receivers.iter().map(|s| s.get_ref().clone()).collect(),
+            group_wait_ms,
+            group_interval_ms,
+            repeat_interval_ms,
+            continue_matching: r.continue_matching,
+            receiver_at: r
+                .receivers
+                .iter()
+                .map(|s| FilePosition::at(path, text, Ctx::inner(s)))
+                .collect(),
+            at,
+        });
+    }
+    if cx.errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(cx.errors)
+    }
+}
+
+fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
+    let before = cx.errors.len();
+    let name = r.name.get_ref().clone();
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
+        cx.err(
+            Ctx::inner(&r.name),
+            "a rule needs a `name` without '/' or control characters",
+        );
+    }
+    let layer = match r.layer.get_ref().parse::<Layer>() {
+        Ok(l) => l,
+        Err(_) => {
+            cx.err(
+                Ctx::inner(&r.layer),
+                format!(
+                    "unknown layer `{}`; expected business, url, call, component or infra",
+                    r.layer.get_ref()
+                ),
+            );
+            Layer::Business
+        }
+    };
+    let service = cx.pattern("service", &r.service);
+    let series = cx.pattern("series", &r.series);
+    let host = cx.pattern("host", &r.host);
+    let mut dims = BTreeMap::new();
+    for (k, v) in &r.dims {
+        let p = cx.pattern(&format!("dims.{k}"), &Some(v.clone()));
+        dims.insert(k.clone(), p);
+    }
+    let group_by = match r.group_by.as_ref().map(|g| g.get_ref().as_str()) {
+        None | Some("series") => GroupBy::Series,
+        Some("host") => GroupBy::Host,
+        Some("service") => GroupBy::Service,
+        Some(other) => {
+            let g = r.group_by.as_ref().map_or(start, Ctx::inner);
+            cx.err(
+                g,
+                format!("unknown `group_by` `{other}`; expected series, host or service"),
+            );
+            GroupBy::Series
+        }
+    };
+    let window_ms = cx.duration("window", &r.window, 300_000, 60_000);
+    if window_ms % 60_000 != 0 {
+        let w = r.window.as_ref().map_or(start, Ctx::inner);
+        cx.err(w, "`window` must be whole minutes (rollups are per minute)");
+    }
+    let every_ms = cx.duration("every", &r.every, 10_000, 1_000);
+    let when = cx.condition("when", &r.when);
+    let recover = r.recover.as_ref().and_then(|v| cx.condition("recover", v));
+    let timing = Timing {
+        for_ms: cx.duration("for", &r.for_, 0, 0),
+        keep_firing_for_ms: cx.duration("keep_firing_for", &r.keep_firing_for, 0, 0),
+        recover_for_ms: cx.duration("recover_for", &r.recover_for, 0, 0),
+        flap_window_ms: cx.duration("flap_window", &r.flap_window, 3_600_000, 60_000),
+        flap_max: r.flap_max.as_ref().map_or(4, |m| *m.get_ref() as usize),
+        flap_hold_ms: cx.duration("flap_hold", &r.flap_hold, 900_000, 0),
+    };
+    if let Some(m) = &r.flap_max
+        && *m.get_ref() < 2
+    {
+        cx.err(m.span().start, "`flap_max` must be at least 2");
+    }
+    let absent_lookback_ms = cx.duration("absent_lookback", &r.absent_lookback, 3_600_000, 60_000);
+    let severity = match &r.severity {
+        None => "warning".to_owned(),
+        Some(s) if SEVERITIES.contains(&s.get_ref().as_str()) => s.get_ref().clone(),
+        Some(s) => {
+            cx.err(
+                Ctx::inner(s),
+                format!(
+                    "unknown severity `{}`; expected critical, warning or info",
+                    s.get_ref()
+                ),
+            );
+            String::new()
+        }
+    };
+    for k in r.labels.keys() {
+        if PLACEHOLDERS.contains(&k.as_str()) || k == "alertname" {
+            cx.err(
+                start,
+                format!("label `{k}` is set by the engine and cannot be given in `labels`"),
+            );
+        }
+    }
+    let summary = cx.template(
+        "summary",
+        &r.summary,
+        "{{layer}} {{service}} {{series}}{{host}}: {{value}} (threshold {{threshold}})",
+    );
+    let description = cx.template("description", &r.description, "");
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(Rule {
+        name,
+        at: cx.at(start),
+        layer,
+        service,
+        series,
+        host,
+        dims,
+        group_by,
+        window_ms,
+        every_ms,
+        when_text: r.when.get_ref().clone(),
+        when: when?,
+        recover_text: r.recover.as_ref().map(|s| s.get_ref().clone()),
+        recover,
+        min_count: r.min_count.unwrap_or(0),
+        absent_lookback_ms,
+        timing,
+        severity,
+        labels: r.labels,
+        summary,
+        description,
+    })
+}
+
+/// Reads every `*.toml` file of `dir` (not hidden, not recursive, in name
+/// order) into one rule set.
+///
+/// # Errors
+/// Every problem of every file, each placed; an unreadable directory is
+/// reported at the directory itself.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
+    let at_dir = |m: String| LoadError {
+        at: FilePosition {
+            path: dir.to_owned(),
+            line: 1,
+            column: 1,
+        },
+        message: m,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| vec![at_dir(format!("cannot read: {e}"))])?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    let mut errors = Vec::new();
+    let mut set = RuleSet::default();
+    let mut defined: BTreeMap<String, FilePosition> = BTreeMap::new();
+    for file in &files {
+        let text = match std::fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    let valid = e.utf8_error().valid_up_to();
+                    let text = String::from_utf8_lossy(&e.into_bytes()[..valid]).into_owned();
+                    errors.push(LoadError {
+                        at: FilePosition::at(file, &text, valid),
+                        message: "invalid UTF-8".into(),
+                    });
+                    continue;
+                }
+            },
+            Err(e) => {
+                errors.push(LoadError {
+                    at: FilePosition {
+                        path: file.clone(),
+                        line: 1,
+                        column: 1,
+                    },
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse_file(file, &text) {
+            Ok(one) => {
+                for r in one.rules {
+                    if let Some(first) = defined.get(&r.name) {
+                        errors.push(LoadError {
+                            at: r.at.clone(),
+                            message: format!("rule `{}` is already defined at {first}", r.name),
+                        });
+                    } else {
+                        defined.insert(r.name.clone(), r.at.clone());
+                        set.rules.push(r);
+                    }
+                }
+                for (name, r) in one.receivers {
+                    if let Some(first) = set.receivers.get(&name) {
+                        errors.push(LoadError {
+                            at: r.at.clone(),
+                            message: format!(
+                                "receiver `{name}` is already defined at {}",
+                                first.at
+                            ),
+                        });
+                    } else {
+                        set.receivers.insert(name, r);
+                    }
+                }
+                set.routes.extend(one.routes);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let refs: Vec<(String, FilePosition)> = set
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.receivers
+                .iter()
+                .cloned()
+                .zip(r.receiver_at.iter().cloned())
+        })
+        .collect();
+    for (name, at) in refs {
+        if !set.receivers.contains_key(&name) {
+            let known: Vec<&str> = set.receivers.keys().map(String::as_str).collect();
+            errors.push(LoadError {
+                at,
+                message: format!(
+                    "route names receiver `{name}`, which is not defined (defined: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        }
+    }
+    set.files = files;
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,195 @@
+//! Rule files: what to watch, when to page, and whom.
+//!
+//! A rules directory holds TOML files with three kinds of tables:
+//! `[[rule]]` (a condition over one layer's series), `[[receiver]]` (where
+//! notices go) and `[[route]]` (which alerts go to which receivers, and how
+//! they are batched). Everything is checked when loaded; every error names
+//! file:line:col and what was expected, and a directory with any error is
+//! refused as a whole so that a half-loaded rule set never runs.
+
+pub mod expr;
+mod load;
+pub mod pattern;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use panorama_model::{FilePosition, Layer};
+
+pub use expr::{Expr, Metric};
+pub use load::{LoadError, load_dir, parse_file};
+pub use pattern::Pattern;
+
+use crate::lifecycle::Timing;
+use crate::notify::mail::MailConfig;
+
+/// What one alert stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// One alert per (service, series name), merged over hosts and dims.
+    Series,
+    /// One alert per host.
+    Host,
+    /// One alert per service.
+    Service,
+}
+
+/// One rule, checked.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name across the directory.
+    pub name: String,
+    /// Where it was defined.
+    pub at: FilePosition,
+    /// Which layer it watches.
+    pub layer: Layer,
+    /// Service selector.
+    pub service: Pattern,
+    /// Series name selector.
+    pub series: Pattern,
+    /// Host selector.
+    pub host: Pattern,
+    /// Dimension selectors; a series lacking a selected dim does not match.
+    pub dims: BTreeMap<String, Pattern>,
+    /// What one alert stands for.
+    pub group_by: GroupBy,
+    /// The window the condition looks at, ending now (the open minute included).
+    pub window_ms: i64,
+    /// How often it is evaluated.
+    pub every_ms: i64,
+    /// The condition, as written.
+    pub when_text: String,
+    /// The condition.
+    pub when: Expr,
+    /// An explicit recovery condition, as written.
+    pub recover_text: Option<String>,
+    /// An explicit recovery condition.
+    pub recover: Option<Expr>,
+    /// Fewer events than this in the window is not a breach (1 error in 2
+    /// requests pages nobody).
+    pub min_count: u64,
+    /// How far back a silent group is still remembered by `absent`.
+    pub absent_lookback_ms: i64,
+    /// Lifecycle timings.
+    pub timing: Timing,
+    /// `critical`, `warning` or `info`.
+    pub severity: String,
+    /// Extra labels for routing and silences.
+    pub labels: BTreeMap<String, String>,
+    /// One-line summary template.
+    pub summary: String,
+    /// Longer description template.
+    pub description: String,
+}
+
+/// Where notices go.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// SMTP mail.
+    Mail(Box<MailConfig>),
+}
+
+/// A named channel.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// Its name, used by routes.
+    pub name: String,
+    /// Where it was defined.
+    pub at: FilePosition,
+    /// How it delivers.
+    pub channel: Channel,
+}
+
+/// Which alerts go to which receivers, batched how.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// All must match the alert's labels.
+    pub matchers: BTreeMap<String, Pattern>,
+    /// Receiver names.
+    pub receivers: Vec<String>,
+    /// How long to wait after the first alert of a group, for others to join.
+    pub group_wait_ms: i64,
+    /// How long between two notices of one group.
+    pub group_interval_ms: i64,
+    /// How often a still-firing, unacknowledged group is notified again.
+    pub repeat_interval_ms: i64,
+    /// Keep looking at later routes after this one matched.
+    pub continue_matching: bool,
+    /// Where each receiver name was written (for errors).
+    pub receiver_at: Vec<FilePosition>,
+    /// Where it was defined.
+    pub at: FilePosition,
+}
+
+impl Route {
+    /// True when every matcher matches `labels`.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matchers
+            .iter()
+            .all(|(k, p)| labels.get(k).is_some_and(|v| p.matches(v)))
+    }
+}
+
+/// A whole rules directory, checked.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// The files read, sorted.
+    pub files: Vec<PathBuf>,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// Receivers by name.
+    pub receivers: BTreeMap<String, Receiver>,
+    /// Routes in file order; when none is given every alert goes to every receiver.
+    pub routes: Vec<Route>,
+}
+
+/// Default batching of a route: wait 30 s for a storm to gather, then at
+/// most one notice per group every 5 minutes, and a reminder every 4 hours.
+pub const DEFAULT_GROUP_WAIT_MS: i64 = 30_000;
+/// See [`DEFAULT_GROUP_WAIT_MS`].
+pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 300_000;
+/// See [`DEFAULT_GROUP_WAIT_MS`].
+pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
+
+impl RuleSet {
+    /// The routes an alert with these labels takes: the first matching
+    /// route (and later ones while `continue` is set); every receiver with
+    /// default batching when no route is configured.
+    pub fn routes_for(&self, labels: &BTreeMap<String, String>) -> Vec<Route> {
+        if self.routes.is_empty() {
+            if self.receivers.is_empty() {
+                return Vec::new();
+            }
+            return vec![Route {
+                matchers: BTreeMap::new(),
+                receivers: self.receivers.keys().cloned().collect(),
+                group_wait_ms: DEFAULT_GROUP_WAIT_MS,
+                group_interval_ms: DEFAULT_GROUP_INTERVAL_MS,
+                repeat_interval_ms: DEFAULT_REPEAT_INTERVAL_MS,
+                continue_matching: false,
+                receiver_at: Vec::new(),
+                at: FilePosition {
+                    path: PathBuf::from("(default route)"),
+                    line: 0,
+                    column: 0,
+                },
+            }];
+        }
+        let mut out = Vec::new();
+        for r in &self.routes {
+            if r.matches(labels) {
+                out.push(r.clone());
+                if !r.continue_matching {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// A rule by name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
