@@ -38,5 +38,9 @@ if [[ -z "${PANORAMA_ES_URL:-}" ]]; then
 fi
 echo "using $PANORAMA_ES_URL"
 
+step "smtp"
+# Mail tests start their own servers on free ports; this only installs one.
+scripts/smtp.sh install
+
 step "tests"
 cargo test --workspace ${PANORAMA_TEST_JOBS:+-j "$PANORAMA_TEST_JOBS"} -- --include-ignored
