@@ -9,6 +9,10 @@
 //!
 //! Modules arrive one by one; what is here is complete as far as it goes.
 
+pub mod dispatch;
+pub mod engine;
+pub mod eval;
+pub mod history;
 pub mod lifecycle;
 pub mod notify;
 pub mod outbox;

@@ -510,7 +510,8 @@ impl Parser<'_> {
                         }
                     },
                     _ => {
-                        return self.err("expected a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`)");
+                        return self
+                            .err("expected a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`)");
                     }
                 };
                 self.pos += 1;

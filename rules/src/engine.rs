@@ -1,0 +1,1091 @@
+//! The running rules engine: evaluates every rule on its own schedule,
+//! drives the lifecycle, batches notices, delivers them from the outbox,
+//! reloads the rules directory when it changes, and persists everything it
+//! would be wrong to forget across a restart.
+//!
+//! Time is an argument ([`Engine::tick`], [`Engine::deliver`]) so that tests
+//! drive the engine minute by minute over synthetic rollups; [`Engine::run`]
+//! is the same two calls on the wall clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::dispatch::{Dispatcher, RuleFacts};
+use crate::eval::{self, Group, Source};
+use crate::history::{History, Record};
+use crate::lifecycle::{Ack, AlertKey, Lifecycle, State, Transition};
+use crate::notify::mail::Mailer;
+use crate::notify::{AlertStatus, Notice, NoticeAlert};
+use crate::outbox::{Outbox, Status};
+use crate::rule::{Channel, LoadError, Rule, RuleSet, load_dir};
+use crate::silence::{Matcher, Silence, SilenceError, Silences};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The rules directory.
+    pub rules_dir: PathBuf,
+    /// Where alert state, silences, the outbox and the history live.
+    pub state_dir: PathBuf,
+    /// Base URL of the dashboard, for links in notices.
+    pub dashboard_url: String,
+    /// How often the engine wakes up to evaluate due rules and deliver.
+    pub tick: Duration,
+    /// Delivery attempts before a notice is given up on and reported.
+    pub max_attempts: u32,
+    /// How long resolved alerts stay listed.
+    pub resolved_keep_ms: i64,
+}
+
+impl EngineConfig {
+    /// Defaults for a rules directory and a state directory.
+    pub fn new(rules_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            rules_dir: rules_dir.into(),
+            state_dir: state_dir.into(),
+            dashboard_url: "http://127.0.0.1:7070".into(),
+            tick: Duration::from_secs(1),
+            max_attempts: 12,
+            resolved_keep_ms: 3_600_000,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The state directory or a state file could not be read or written.
+    #[error("alert state in {path}: {source}")]
+    State {
+        /// Which.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    dispatcher: Dispatcher,
+    /// Alert key (`rule\x1fgroup`) → the group it stands for.
+    groups: BTreeMap<String, Group>,
+    /// Rule → groups an `absent` rule remembers, with when each was last seen.
+    remembered: BTreeMap<String, BTreeMap<String, (Group, i64)>>,
+}
+
+struct StateFiles {
+    lifecycle: Lifecycle,
+    silences: Silences,
+    persisted: Persisted,
+    outbox: Outbox<Notice>,
+    history: History,
+    last_eval: BTreeMap<String, i64>,
+}
+
+struct Loaded {
+    set: Arc<RuleSet>,
+    mailers: BTreeMap<String, Arc<Mailer>>,
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    source: Arc<dyn Source>,
+    loaded: RwLock<Arc<Loaded>>,
+    load_errors: Mutex<Vec<LoadError>>,
+    loaded_ms: AtomicI64,
+    fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    store_error: Mutex<Option<String>>,
+    state: tokio::sync::Mutex<StateFiles>,
+}
+
+/// The rules engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn alert_id(k: &AlertKey) -> String {
+    format!("{}\u{1f}{}", k.rule, k.group)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// One alert as the API and the dashboard show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    /// Rule.
+    pub rule: String,
+    /// Group key.
+    pub group: String,
+    /// pending, firing, no_data or resolved.
+    pub state: State,
+    /// Severity.
+    pub severity: String,
+    /// Layer.
+    pub layer: String,
+    /// Service.
+    pub service: String,
+    /// Series.
+    pub series: String,
+    /// Host.
+    pub host: String,
+    /// Latest value, formatted.
+    pub value: String,
+    /// Threshold, formatted.
+    pub threshold: String,
+    /// The rule's summary for this alert.
+    pub summary: String,
+    /// Drill-down link.
+    pub link: String,
+    /// Episode start.
+    pub since_ms: i64,
+    /// Fired at.
+    pub fired_ms: Option<i64>,
+    /// Resolved at.
+    pub resolved_ms: Option<i64>,
+    /// Acknowledgement.
+    pub ack: Option<Ack>,
+    /// The silence in force, if any.
+    pub silenced_by: Option<String>,
+}
+
+/// A rule as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleView {
+    /// Name.
+    pub name: String,
+    /// Layer.
+    pub layer: String,
+    /// Severity.
+    pub severity: String,
+    /// Condition.
+    pub when: String,
+    /// Where it is defined.
+    pub at: String,
+}
+
+/// A rule-load error as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    /// file:line:col.
+    pub at: String,
+    /// What.
+    pub message: String,
+}
+
+/// A notification as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationView {
+    /// Notice id.
+    pub id: String,
+    /// Receiver.
+    pub receiver: String,
+    /// Title.
+    pub title: String,
+    /// Decided at.
+    pub created_ms: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// pending, delivered or gave_up.
+    pub status: Status,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// Everything `/api/v1/alerts` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsView {
+    /// When this view was taken.
+    pub now_ms: i64,
+    /// Firing alerts.
+    pub firing: Vec<AlertView>,
+    /// Firing alerts whose data stopped.
+    pub no_data: Vec<AlertView>,
+    /// Breaching, not yet for long enough.
+    pub pending: Vec<AlertView>,
+    /// Recently resolved.
+    pub resolved: Vec<AlertView>,
+    /// Silences, newest first.
+    pub silences: Vec<Silence>,
+    /// Loaded rules.
+    pub rules: Vec<RuleView>,
+    /// Why the rules directory's current contents were refused (the rules
+    /// listed are the last good ones).
+    pub rule_errors: Vec<ErrorView>,
+    /// When rules were last loaded successfully.
+    pub rules_loaded_ms: i64,
+    /// The last store read error, if the latest evaluation failed.
+    pub store_error: Option<String>,
+    /// Notifications not yet delivered or given up on, newest first.
+    pub notifications: Vec<NotificationView>,
+}
+
+/// A silence as requested through the API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SilenceRequest {
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// Start, Unix ms; now when absent.
+    pub starts_ms: Option<i64>,
+    /// End, Unix ms; or give `duration`.
+    pub ends_ms: Option<i64>,
+    /// Length, such as `2h`, when `ends_ms` is absent.
+    pub duration: Option<String>,
+    /// Who.
+    pub author: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Engine {
+    /// Opens the state directory and loads the rules (an invalid directory
+    /// leaves the engine running with no rules and the errors listed).
+    ///
+    /// # Errors
+    /// The state directory cannot be created or its files read.
+    pub fn open(cfg: EngineConfig, source: Arc<dyn Source>) -> Result<Engine, EngineError> {
+        let sd = cfg.state_dir.clone();
+        let err = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| EngineError::State { path, source }
+        };
+        std::fs::create_dir_all(&sd).map_err(err(&sd))?;
+        let lp = sd.join("alerts.json");
+        let lifecycle = Lifecycle::load(&lp).map_err(err(&lp))?;
+        let sp = sd.join("silences.json");
+        let silences: Silences = read_json(&sp).map_err(err(&sp))?;
+        let pp = sd.join("engine.json");
+        let persisted: Persisted = read_json(&pp).map_err(err(&pp))?;
+        let op = sd.join("outbox.json");
+        let outbox = Outbox::open(&op).map_err(err(&op))?;
+        let hp = sd.join("history.jsonl");
+        let history = History::open(&hp).map_err(err(&hp))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                source,
+                loaded: RwLock::new(Arc::new(Loaded {
+                    set: Arc::new(RuleSet::default()),
+                    mailers: BTreeMap::new(),
+                })),
+                load_errors: Mutex::new(Vec::new()),
+                loaded_ms: AtomicI64::new(0),
+                fingerprint: Mutex::new(Vec::new()),
+                store_error: Mutex::new(None),
+                state: tokio::sync::Mutex::new(StateFiles {
+                    lifecycle,
+                    silences,
+                    persisted,
+                    outbox,
+                    history,
+                    last_eval: BTreeMap::new(),
+                }),
+            }),
+        };
+        if let Err(errors) = engine.load_now() {
+            for e in &errors {
+                tracing::error!("rules not loaded: {e}");
+            }
+        }
+        Ok(engine)
+    }
+
+    fn rules(&self) -> Arc<Loaded> {
+        self.inner
+            .loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The rules in force.
+    pub fn rule_set(&self) -> Arc<RuleSet> {
+        self.rules().set.clone()
+    }
+
+    fn load_now(&self) -> Result<usize, Vec<LoadError>> {
+        *lock(&self.inner.fingerprint) = fingerprint(&self.inner.cfg.rules_dir);
+        let result = load_dir(&self.inner.cfg.rules_dir).and_then(|set| {
+            let mut mailers = BTreeMap::new();
+            let mut errors = Vec::new();
+            for (name, r) in &set.receivers {
+                match &r.channel {
+                    Channel::Mail(cfg) => match Mailer::new((**cfg).clone()) {
+                        Ok(m) => {
+                            mailers.insert(name.clone(), Arc::new(m));
+                        }
+                        Err(e) => errors.push(LoadError {
+                            at: r.at.clone(),
+                            message: format!("receiver `{name}`: {e}"),
+                        }),
+                    },
+                }
+            }
+            if errors.is_empty() {
+                Ok(Loaded {
+                    set: Arc::new(set),
+                    mailers,
+                })
+            } else {
+                Err(errors)
+            }
+        });
+        match result {
+            Ok(loaded) => {
+                let n = loaded.set.rules.len();
+                *self
+                    .inner
+                    .loaded
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+                lock(&self.inner.load_errors).clear();
+                self.inner.loaded_ms.store(now_ms(), Ordering::Relaxed);
+                tracing::info!(rules = n, dir = %self.inner.cfg.rules_dir.display(), "rules loaded");
+                Ok(n)
+            }
+            Err(errors) => {
+                *lock(&self.inner.load_errors) = errors.clone();
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads the rules directory now. On error the previous rules keep
+    /// running and the errors are listed by [`Engine::view`].
+    ///
+    /// # Errors
+    /// Every problem found, placed.
+    pub async fn reload(&self) -> Result<usize, Vec<LoadError>> {
+        let r = self.load_now();
+        let mut st = self.inner.state.lock().await;
+        let (event, detail) = match &r {
+            Ok(n) => ("rules_loaded", format!("{n} rules")),
+            Err(e) => (
+                "rules_rejected",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
+        st.history.append(Record {
+            at_ms: now_ms(),
+            event: event.into(),
+            rule: String::new(),
+            group: String::new(),
+            detail,
+        });
+        r
+    }
+
+    /// Reloads when the directory's files changed since the last load.
+    async fn reload_if_changed(&self) {
+        let now = fingerprint(&self.inner.cfg.rules_dir);
+        if now != *lock(&self.inner.fingerprint) {
+            match self.reload().await {
+                Ok(n) => tracing::info!(rules = n, "rules reloaded"),
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("rules reload refused, previous rules keep running: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates every rule whose time has come at `now_ms` and turns the
+    /// verdicts into alert transitions and queued notices.
+    pub async fn tick(&self, now_ms: i64) {
+        let loaded = self.rules();
+        let mut any_error = None;
+        for rule in &loaded.set.rules {
+            let (due, known, needs_lookback) = {
+                let st = self.inner.state.lock().await;
+                let due = st
+                    .last_eval
+                    .get(&rule.name)
+                    .is_none_or(|t| now_ms - t >= rule.every_ms);
+                let mut known: Vec<Group> = st
+                    .lifecycle
+                    .alerts()
+                    .filter(|a| a.key.rule == rule.name && a.state != State::Resolved)
+                    .filter_map(|a| st.persisted.groups.get(&alert_id(&a.key)).cloned())
+                    .collect();
+                let remembered = st.persisted.remembered.get(&rule.name);
+                if let Some(m) = remembered {
+                    known.extend(m.values().map(|(g, _)| g.clone()));
+                }
+                (due, known, rule.when.uses_absent() && remembered.is_none())
+            };
+            if !due {
+                continue;
+            }
+            let mut known = known;
+            if needs_lookback {
+                match eval::lookback_groups(rule, &*self.inner.source, now_ms).await {
+                    Ok(groups) => {
+                        let mut st = self.inner.state.lock().await;
+                        let m = st
+                            .persisted
+                            .remembered
+                            .entry(rule.name.clone())
+                            .or_default();
+                        for g in groups {
+                            m.insert(g.key.clone(), (g.clone(), now_ms));
+                            known.push(g);
+                        }
+                    }
+                    Err(e) => {
+                        any_error = Some(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            let verdicts = match eval::evaluate(rule, &*self.inner.source, now_ms, &known).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, error = %e, "evaluation failed; alerts keep their state");
+                    any_error = Some(e.to_string());
+                    continue;
+                }
+            };
+            let mut st = self.inner.state.lock().await;
+            st.last_eval.insert(rule.name.clone(), now_ms);
+            if rule.when.uses_absent() {
+                let m = st
+                    .persisted
+                    .remembered
+                    .entry(rule.name.clone())
+                    .or_default();
+                for g in eval::seen(&verdicts) {
+                    m.insert(g.key.clone(), (g.clone(), now_ms));
+                }
+                m.retain(|_, (_, seen)| now_ms - *seen <= rule.absent_lookback_ms);
+            }
+            for v in verdicts {
+                let key = AlertKey {
+                    rule: rule.name.clone(),
+                    group: v.group.key.clone(),
+                };
+                let t = st
+                    .lifecycle
+                    .observe(&key, &rule.timing, v.observation, now_ms);
+                if st.lifecycle.get(&key).is_some() {
+                    st.persisted.groups.insert(alert_id(&key), v.group.clone());
+                }
+                if let Some(t) = t {
+                    self.transition(&mut st, &loaded.set, rule, &v.group, &key, t, now_ms);
+                }
+            }
+        }
+        *lock(&self.inner.store_error) = any_error;
+        let mut st = self.inner.state.lock().await;
+        let st = &mut *st;
+        for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
+            match st
+                .outbox
+                .enqueue(&notice.id, &receiver, notice.clone(), now_ms)
+            {
+                Ok(true) => st.history.append(Record {
+                    at_ms: now_ms,
+                    event: "notified".into(),
+                    rule: notice.rule.clone(),
+                    group: notice
+                        .alerts
+                        .iter()
+                        .map(|a| a.series.clone() + &a.host)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    detail: format!("{} to {receiver}: {}", notice.id, notice.title()),
+                }),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox write failed; the notice is decided again next tick")
+                }
+            }
+        }
+        let set = loaded.set.clone();
+        st.lifecycle.prune(
+            now_ms,
+            self.inner.cfg.resolved_keep_ms.max(86_400_000),
+            |r| set.rule(r).is_some(),
+        );
+        let alive: BTreeSet<String> = st.lifecycle.alerts().map(|a| alert_id(&a.key)).collect();
+        st.persisted.groups.retain(|k, _| alive.contains(k));
+        st.persisted.dispatcher.prune(|r| set.rule(r).is_some());
+        st.silences.prune(now_ms, 7 * 86_400_000);
+        self.save(st);
+    }
+
+    fn save(&self, st: &StateFiles) {
+        let sd = &self.inner.cfg.state_dir;
+        if let Err(e) = st.lifecycle.save(&sd.join("alerts.json")) {
+            tracing::error!(error = %e, "saving alert state failed");
+        }
+        let write = |name: &str, bytes: serde_json::Result<Vec<u8>>| {
+            if let Err(e) = bytes
+                .map_err(io::Error::other)
+                .and_then(|b| write_atomic(&sd.join(name), &b))
+            {
+                tracing::error!(error = %e, file = name, "saving engine state failed");
+            }
+        };
+        write("engine.json", serde_json::to_vec(&st.persisted));
+        write("silences.json", serde_json::to_vec(&st.silences));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transition(
+        &self,
+        st: &mut StateFiles,
+        set: &RuleSet,
+        rule: &Rule,
+        group: &Group,
+        key: &AlertKey,
+        t: Transition,
+        now_ms: i64,
+    ) {
+        let Some(alert) = st.lifecycle.get(key).cloned() else {
+            return;
+        };
+        let status = match t {
+            Transition::Fired => AlertStatus::Firing,
+            Transition::NoData => AlertStatus::NoData,
+            Transition::Resolved => AlertStatus::Resolved,
+        };
+        let na = self.notice_alert(rule, group, &alert, status);
+        st.history.append(Record {
+            at_ms: now_ms,
+            event: match t {
+                Transition::Fired => "fired",
+                Transition::NoData => "no_data",
+                Transition::Resolved => "resolved",
+            }
+            .into(),
+            rule: rule.name.clone(),
+            group: group.key.clone(),
+            detail: format!("value {} threshold {}", na.value, na.threshold),
+        });
+        let labels = group.labels(rule);
+        if t != Transition::Resolved
+            && let Some(s) = st.silences.silencing(&labels, now_ms)
+        {
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "silenced".into(),
+                rule: rule.name.clone(),
+                group: group.key.clone(),
+                detail: format!("by silence {} of {}: {}", s.id, s.author, s.reason),
+            });
+            return;
+        }
+        let facts = RuleFacts {
+            rule: rule.name.clone(),
+            severity: rule.severity.clone(),
+            condition: rule.when_text.clone(),
+            labels: rule
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        for route in set.routes_for(&labels) {
+            for receiver in &route.receivers {
+                st.persisted.dispatcher.record(
+                    &route,
+                    receiver,
+                    &facts,
+                    &group.key,
+                    na.clone(),
+                    now_ms,
+                );
+            }
+        }
+    }
+
+    fn notice_alert(
+        &self,
+        rule: &Rule,
+        group: &Group,
+        alert: &crate::lifecycle::Alert,
+        status: AlertStatus,
+    ) -> NoticeAlert {
+        let metric = rule.when.display_metric();
+        let fmt = |v: Option<f64>| match (v, metric) {
+            (Some(v), Some(m)) => m.format(v),
+            (Some(v), None) => format!("{v}"),
+            (None, _) => String::new(),
+        };
+        let (value, threshold) = if rule.when.uses_absent() && metric.is_none() {
+            (
+                "no data".to_owned(),
+                format!("silent for {} min", rule.window_ms / 60_000),
+            )
+        } else {
+            (fmt(alert.value), fmt(alert.threshold))
+        };
+        let link = self.link(group, alert.fired_ms.unwrap_or(alert.started_ms));
+        let vars = [
+            ("rule", rule.name.as_str()),
+            ("layer", group.layer.as_str()),
+            ("service", group.service.as_str()),
+            ("series", group.series.as_str()),
+            ("host", group.host.as_str()),
+            ("value", value.as_str()),
+            ("threshold", threshold.as_str()),
+            ("severity", rule.severity.as_str()),
+            ("link", link.as_str()),
+        ];
+        NoticeAlert {
+            status,
+            layer: group.layer.as_str().into(),
+            service: group.service.clone(),
+            series: group.series.clone(),
+            host: group.host.clone(),
+            summary: render(&rule.summary, &vars),
+            value,
+            threshold,
+            link,
+            since_ms: alert.started_ms,
+            acked_by: alert.ack.as_ref().map(|a| a.by.clone()),
+        }
+    }
+
+    fn link(&self, g: &Group, at_ms: i64) -> String {
+        let mut q = format!("layer={}", g.layer.as_str());
+        for (k, v) in [
+            ("service", &g.service),
+            ("name", &g.series),
+            ("host", &g.host),
+        ] {
+            if !v.is_empty() {
+                q.push_str(&format!("&{k}={}", encode(v)));
+            }
+        }
+        format!(
+            "{}/series?{q}&at={}",
+            self.inner.cfg.dashboard_url.trim_end_matches('/'),
+            panorama_model::minute_of(at_ms)
+        )
+    }
+
+    /// Sends every notice whose attempt is due; failures are retried with
+    /// exponential backoff (5 s doubling to 5 min), permanent refusals and
+    /// the last attempt are given up on and recorded.
+    pub async fn deliver(&self, now_ms: i64) {
+        let due = self.inner.state.lock().await.outbox.due(now_ms);
+        if due.is_empty() {
+            return;
+        }
+        let loaded = self.rules();
+        for e in due {
+            let result = match loaded.mailers.get(&e.channel) {
+                Some(m) => m
+                    .send(&e.payload)
+                    .await
+                    .map_err(|err| (err.is_permanent(), err.to_string())),
+                None => Err((
+                    false,
+                    format!("receiver `{}` is not configured (any more)", e.channel),
+                )),
+            };
+            let mut st = self.inner.state.lock().await;
+            let st = &mut *st;
+            let attempts = e.attempts + 1;
+            let (event, detail, r) = match result {
+                Ok(()) => (
+                    "delivered",
+                    format!("{} to {} after {attempts} attempt(s)", e.id, e.channel),
+                    st.outbox.delivered(&e.id, &e.channel, now_ms),
+                ),
+                Err((permanent, why)) => {
+                    let give_up = permanent || attempts >= self.inner.cfg.max_attempts;
+                    let retry = (!give_up).then(|| {
+                        let backoff = (5_000_i64 << (attempts - 1).min(6)).min(300_000);
+                        now_ms + backoff
+                    });
+                    tracing::warn!(notice = %e.id, receiver = %e.channel, attempts, give_up, error = %why, "delivery failed");
+                    (
+                        if give_up { "gave_up" } else { "retrying" },
+                        format!("{} to {}: attempt {attempts}: {why}", e.id, e.channel),
+                        st.outbox.failed(&e.id, &e.channel, &why, retry, now_ms),
+                    )
+                }
+            };
+            if let Err(err) = r {
+                tracing::error!(error = %err, "outbox write failed");
+            }
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: event.into(),
+                rule: e.payload.rule.clone(),
+                group: String::new(),
+                detail,
+            });
+        }
+    }
+
+    /// Runs on the wall clock until `stop` turns true: evaluation and
+    /// delivery every tick, rules reloaded when the directory changes
+    /// (`notify` events, with a stat check every few seconds as a fallback
+    /// for filesystems that do not report changes).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+        let watcher = {
+            use notify::Watcher as _;
+            let tx = tx.clone();
+            notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+                let _ = tx.try_send(());
+            })
+            .and_then(|mut w| {
+                w.watch(
+                    &self.inner.cfg.rules_dir,
+                    notify::RecursiveMode::NonRecursive,
+                )
+                .map(|()| w)
+            })
+        };
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching the rules directory failed; polling it instead");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(self.inner.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_poll = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(()) = rx.recv() => {
+                    // Let an editor finish writing before reading.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while rx.try_recv().is_ok() {}
+                    self.reload_if_changed().await;
+                    continue;
+                }
+                _ = stop.changed() => return,
+            }
+            if last_poll.elapsed() >= Duration::from_secs(5) {
+                last_poll = std::time::Instant::now();
+                self.reload_if_changed().await;
+            }
+            let now = now_ms();
+            self.tick(now).await;
+            self.deliver(now).await;
+        }
+    }
+
+    /// Adds a silence.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub async fn add_silence(
+        &self,
+        req: SilenceRequest,
+        now_ms: i64,
+    ) -> Result<String, SilenceError> {
+        let starts = req.starts_ms.unwrap_or(now_ms);
+        let ends = match (req.ends_ms, &req.duration) {
+            (Some(e), _) => e,
+            (None, Some(d)) => {
+                starts + crate::rule::expr::parse_duration(d).map_err(SilenceError::BadTime)?
+            }
+            (None, None) => {
+                return Err(SilenceError::BadTime("give `ends_ms` or `duration`".into()));
+            }
+        };
+        let mut st = self.inner.state.lock().await;
+        let id = st
+            .silences
+            .add(req.matchers, starts, ends, &req.author, &req.reason)?;
+        st.history.append(Record {
+            at_ms: now_ms,
+            event: "silence_added".into(),
+            rule: String::new(),
+            group: String::new(),
+            detail: format!("{id} by {}: {}", req.author, req.reason),
+        });
+        self.save(&st);
+        Ok(id)
+    }
+
+    /// Ends a silence early; false when unknown or over.
+    pub async fn expire_silence(&self, id: &str, by: &str, now_ms: i64) -> bool {
+        let mut st = self.inner.state.lock().await;
+        let ok = st.silences.expire(id, by, now_ms);
+        if ok {
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "silence_expired".into(),
+                rule: String::new(),
+                group: String::new(),
+                detail: format!("{id} by {by}"),
+            });
+            self.save(&st);
+        }
+        ok
+    }
+
+    /// Acknowledges an active alert: it stays listed, is no longer repeated,
+    /// and the acknowledgement is in the history. False when no such alert.
+    pub async fn acknowledge(
+        &self,
+        rule: &str,
+        group: &str,
+        by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> bool {
+        let key = AlertKey {
+            rule: rule.to_owned(),
+            group: group.to_owned(),
+        };
+        let mut st = self.inner.state.lock().await;
+        let ok = st.lifecycle.acknowledge(
+            &key,
+            Ack {
+                by: by.to_owned(),
+                at_ms: now_ms,
+                comment: comment.to_owned(),
+            },
+        );
+        if ok {
+            st.persisted.dispatcher.acknowledge(rule, group, by);
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "acknowledged".into(),
+                rule: rule.to_owned(),
+                group: group.to_owned(),
+                detail: format!("by {by}: {comment}"),
+            });
+            self.save(&st);
+        }
+        ok
+    }
+
+    /// The alert history, newest first.
+    ///
+    /// # Errors
+    /// The history file cannot be read.
+    pub async fn history(
+        &self,
+        rule: Option<&str>,
+        text: &str,
+        limit: usize,
+    ) -> io::Result<Vec<Record>> {
+        self.inner
+            .state
+            .lock()
+            .await
+            .history
+            .search(rule, text, limit)
+    }
+
+    /// Every notification in the outbox, newest first.
+    pub async fn notifications(&self) -> Vec<NotificationView> {
+        let st = self.inner.state.lock().await;
+        st.outbox
+            .entries()
+            .iter()
+            .rev()
+            .map(|e| NotificationView {
+                id: e.id.clone(),
+                receiver: e.channel.clone(),
+                title: e.payload.title(),
+                created_ms: e.created_ms,
+                attempts: e.attempts,
+                status: e.status.clone(),
+                last_error: e.last_error.clone(),
+            })
+            .collect()
+    }
+
+    /// What `/api/v1/alerts` shows.
+    pub async fn view(&self, now_ms: i64) -> AlertsView {
+        let loaded = self.rules();
+        let st = self.inner.state.lock().await;
+        let mut v = AlertsView {
+            now_ms,
+            firing: Vec::new(),
+            no_data: Vec::new(),
+            pending: Vec::new(),
+            resolved: Vec::new(),
+            silences: st.silences.list().cloned().collect(),
+            rules: loaded
+                .set
+                .rules
+                .iter()
+                .map(|r| RuleView {
+                    name: r.name.clone(),
+                    layer: r.layer.as_str().into(),
+                    severity: r.severity.clone(),
+                    when: r.when_text.clone(),
+                    at: r.at.to_string(),
+                })
+                .collect(),
+            rule_errors: lock(&self.inner.load_errors)
+                .iter()
+                .map(|e| ErrorView {
+                    at: e.at.to_string(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+            rules_loaded_ms: self.inner.loaded_ms.load(Ordering::Relaxed),
+            store_error: lock(&self.inner.store_error).clone(),
+            notifications: Vec::new(),
+        };
+        for a in st.lifecycle.alerts() {
+            let Some(group) = st.persisted.groups.get(&alert_id(&a.key)) else {
+                continue;
+            };
+            if a.state == State::Resolved
+                && a.resolved_ms
+                    .is_some_and(|t| now_ms - t > self.inner.cfg.resolved_keep_ms)
+            {
+                continue;
+            }
+            let rule = loaded.set.rule(&a.key.rule);
+            let (severity, na) = match rule {
+                Some(r) => (
+                    r.severity.clone(),
+                    Some(self.notice_alert(r, group, a, AlertStatus::Firing)),
+                ),
+                None => (String::new(), None),
+            };
+            let labels = rule.map(|r| group.labels(r)).unwrap_or_default();
+            let view = AlertView {
+                rule: a.key.rule.clone(),
+                group: a.key.group.clone(),
+                state: a.state,
+                severity,
+                layer: group.layer.as_str().into(),
+                service: group.service.clone(),
+                series: group.series.clone(),
+                host: group.host.clone(),
+                value: na.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+                threshold: na.as_ref().map(|n| n.threshold.clone()).unwrap_or_default(),
+                summary: na.as_ref().map(|n| n.summary.clone()).unwrap_or_default(),
+                link: na.map(|n| n.link).unwrap_or_default(),
+                since_ms: a.started_ms,
+                fired_ms: a.fired_ms,
+                resolved_ms: a.resolved_ms,
+                ack: a.ack.clone(),
+                silenced_by: st.silences.silencing(&labels, now_ms).map(|s| s.id.clone()),
+            };
+            match a.state {
+                State::Firing => v.firing.push(view),
+                State::NoData => v.no_data.push(view),
+                State::Pending => v.pending.push(view),
+                State::Resolved => v.resolved.push(view),
+            }
+        }
+        v.resolved.sort_by_key(|a| std::cmp::Reverse(a.resolved_ms));
+        v.notifications = st
+            .outbox
+            .entries()
+            .iter()
+            .rev()
+            .filter(|e| !matches!(e.status, Status::Delivered { .. }))
+            .take(50)
+            .map(|e| NotificationView {
+                id: e.id.clone(),
+                receiver: e.channel.clone(),
+                title: e.payload.title(),
+                created_ms: e.created_ms,
+                attempts: e.attempts,
+                status: e.status.clone(),
+                last_error: e.last_error.clone(),
+            })
+            .collect();
+        v
+    }
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.modified().ok(), m.len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find("}}") else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = rest[open + 2..open + close].trim();
+        match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[open..open + close + 2]),
+        }
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
