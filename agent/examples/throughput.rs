@@ -44,7 +44,6 @@ fn main() -> anyhow::Result<()> {
     while acked < size {
         let chunks = tailer.poll();
         for chunk in chunks {
-            events.clear();
             for line in chunk.lines() {
                 let _ = pipeline.feed(line, &mut events);
             }
@@ -69,6 +68,7 @@ fn main() -> anyhow::Result<()> {
                 buf.len() as u64
             };
             events = batch.events;
+            pipeline.recycle(&mut events);
             tailer.ack(&chunk.source_id, chunk.end_offset);
             acked = chunk.end_offset;
         }

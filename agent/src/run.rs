@@ -298,7 +298,7 @@ async fn source_task(
             // The pipeline's own samples are superseded by the events above.
             let _ = pipeline.take_failed_samples();
             let newest = events.iter().map(|e| e.ts_ms).max();
-            let batch = Batch {
+            let mut batch = Batch {
                 meta: BatchMeta {
                     agent_id: agent_id.clone(),
                     source_id: chunk.source_id.clone(),
@@ -320,6 +320,7 @@ async fn source_task(
                 figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
                 tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
             }
+            pipeline.recycle(&mut batch.events);
             tailer.ack(&chunk.source_id, chunk.end_offset);
             figs.batches_acked.fetch_add(1, Ordering::Relaxed);
             figs.bytes_acked

@@ -66,10 +66,7 @@ fn fail(at: usize, expected: &'static str) -> ParseFailure {
 /// The end of the token starting at `p`: the next space, or the end.
 #[inline]
 fn token_end(b: &[u8], p: usize) -> usize {
-    b[p..]
-        .iter()
-        .position(|&c| c == b' ')
-        .map_or(b.len(), |i| p + i)
+    memchr::memchr(b' ', &b[p..]).map_or(b.len(), |i| p + i)
 }
 
 /// The index of the `"` closing a quoted string whose opening quote is at
@@ -77,11 +74,11 @@ fn token_end(b: &[u8], p: usize) -> usize {
 #[inline]
 fn closing_quote(b: &[u8], mut p: usize) -> Option<usize> {
     while p < b.len() {
-        match b[p] {
-            b'"' => return Some(p),
-            b'\\' => p += 2,
-            _ => p += 1,
+        let i = p + memchr::memchr2(b'"', b'\\', &b[p..])?;
+        if b[i] == b'"' {
+            return Some(i);
         }
+        p = i + 2;
     }
     None
 }
@@ -107,9 +104,7 @@ impl Combined {
         if b.get(p) != Some(&b'[') {
             return Err(fail(p, "`[` opening the time"));
         }
-        let close = b[p..]
-            .iter()
-            .position(|&c| c == b']')
+        let close = memchr::memchr(b']', &b[p..])
             .map(|i| p + i)
             .ok_or_else(|| fail(p, "`]` closing the time"))?;
         let ts = self
@@ -196,10 +191,10 @@ impl Combined {
 
 /// `METHOD target [protocol]`, or the invalid placeholders.
 fn split_request(request: &str) -> (&str, &str, &str) {
-    let mut it = request.splitn(3, ' ');
-    let method = it.next().unwrap_or("");
-    let target = it.next().unwrap_or("");
-    let protocol = it.next().unwrap_or("");
+    // By bytes rather than `splitn(3, ' ')`, whose char searcher costs a
+    // `memcmp` call per match on this hot path.
+    let (method, rest) = split_space(request);
+    let (target, protocol) = split_space(rest);
     let method_ok = !method.is_empty()
         && method.len() <= 24
         && method
@@ -209,6 +204,15 @@ fn split_request(request: &str) -> (&str, &str, &str) {
         (method, target, protocol)
     } else {
         (INVALID_METHOD, INVALID_TARGET, "")
+    }
+}
+
+/// `s` up to its first space, and what follows that space (empty if none).
+#[inline]
+fn split_space(s: &str) -> (&str, &str) {
+    match s.bytes().position(|c| c == b' ') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
     }
 }
 

@@ -227,6 +227,26 @@ pub(crate) struct Mapper {
     /// Events whose series went to `(other)`.
     pub(crate) overflowed: u64,
     key_buf: String,
+    name_buf: String,
+    /// Shipped events handed back by [`Mapper::recycle`]: their strings are
+    /// overwritten in place, so that a line costs no allocation for the
+    /// service, host and name every event carries.
+    spare: Vec<Event>,
+}
+
+/// Most events [`Mapper::recycle`] keeps: a few chunks' worth, a few MB.
+const MAX_SPARE: usize = 8192;
+
+/// Spare events whose name grew beyond this are dropped, not kept.
+const MAX_SPARE_NAME: usize = 256;
+
+/// `s` now holds `v`, reusing its buffer.
+#[inline]
+fn set(s: &mut String, v: &str) {
+    if s != v {
+        s.clear();
+        s.push_str(v);
+    }
 }
 
 impl Mapper {
@@ -247,6 +267,22 @@ impl Mapper {
             tz,
             overflowed: 0,
             key_buf: String::new(),
+            name_buf: String::with_capacity(64),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back shipped events (emptying `events`) for reuse.
+    pub(crate) fn recycle(&mut self, events: &mut Vec<Event>) {
+        let room = MAX_SPARE.saturating_sub(self.spare.len());
+        for mut e in events.drain(..).take(room) {
+            if e.name.capacity() > MAX_SPARE_NAME {
+                continue;
+            }
+            // Raw lines can be long and are rare: not worth keeping.
+            e.raw = None;
+            e.dims.clear();
+            self.spare.push(e);
         }
     }
 
@@ -282,14 +318,15 @@ impl Mapper {
             })?,
         };
 
-        let mut name = String::with_capacity(48);
+        let name = &mut self.name_buf;
+        name.clear();
         let ctx = Context {
             routes: &self.routes,
             service: &self.service,
             host: &self.host,
         };
-        m.series.render(rec, &ctx, &mut name)?;
-        truncate(&mut name, MAX_NAME_BYTES);
+        m.series.render(rec, &ctx, name)?;
+        truncate(name, MAX_NAME_BYTES);
         if name.is_empty() {
             return Err(ParseFailure::new(0, "a non-empty series name"));
         }
@@ -312,12 +349,12 @@ impl Mapper {
         }
 
         let admitted = if dims.is_empty() {
-            self.cap.admit(layer, &self.service, &name)
+            self.cap.admit(layer, &self.service, name)
         } else {
             // Dims are part of the series: every distinct combination counts
             // against the cap.
             self.key_buf.clear();
-            self.key_buf.push_str(&name);
+            self.key_buf.push_str(name);
             for (k, v) in &dims {
                 let _ = write!(self.key_buf, "\u{1f}{k}={v}");
             }
@@ -335,18 +372,34 @@ impl Mapper {
             truncate(&mut r, MAX_RAW_BYTES);
             r
         });
-        out.push(Event {
-            ts_ms,
-            layer,
-            service: self.service.clone(),
-            host: self.host.clone(),
-            name,
-            outcome,
-            latency_ms,
-            value,
-            dims,
-            raw,
-        });
+        let event = match self.spare.pop() {
+            Some(mut e) => {
+                e.ts_ms = ts_ms;
+                e.layer = layer;
+                set(&mut e.service, &self.service);
+                set(&mut e.host, &self.host);
+                set(&mut e.name, name);
+                e.outcome = outcome;
+                e.latency_ms = latency_ms;
+                e.value = value;
+                e.dims = dims;
+                e.raw = raw;
+                e
+            }
+            None => Event {
+                ts_ms,
+                layer,
+                service: self.service.clone(),
+                host: self.host.clone(),
+                name: name.clone(),
+                outcome,
+                latency_ms,
+                value,
+                dims,
+                raw,
+            },
+        };
+        out.push(event);
         Ok(())
     }
 

@@ -533,6 +533,14 @@ impl Pipeline {
         }
     }
 
+    /// Hands back events once they are shipped (leaving `events` empty):
+    /// the next lines overwrite them instead of allocating their strings
+    /// anew, which on the access-log hot path was a fifth of the time.
+    /// Optional; a bounded number is kept, the rest dropped.
+    pub fn recycle(&mut self, events: &mut Vec<Event>) {
+        self.mapper.recycle(events);
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> ParseStats {
         ParseStats {

@@ -104,14 +104,30 @@ fn path_of(target: &str) -> &str {
 }
 
 /// The built-in segment rules, appended to `out`.
+///
+/// Splits on the byte `/` by hand: `str::split` with a char pattern pays a
+/// `memchr` and a `memcmp` call per segment, which showed up in profiles of
+/// the access-log hot path.
 fn builtin_into(path: &str, out: &mut String) {
     out.reserve(path.len());
-    for (i, seg) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
+    let mut start = 0;
+    let mut i = 0;
+    for (j, &c) in path.as_bytes().iter().enumerate() {
+        if c == b'/' {
+            push_segment(&path[start..j], i > 0, out);
+            start = j + 1;
+            i += 1;
         }
-        out.push_str(placeholder(seg).unwrap_or(seg));
     }
+    push_segment(&path[start..], i > 0, out);
+}
+
+#[inline]
+fn push_segment(seg: &str, slash: bool, out: &mut String) {
+    if slash {
+        out.push('/');
+    }
+    out.push_str(placeholder(seg).unwrap_or(seg));
 }
 
 /// The placeholder for an id-like segment, `None` to keep it.
