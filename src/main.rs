@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use panorama_collector::config::{FileConfig, StoreChoice};
+use panorama_collector::config::{FileConfig, RulesSection, StoreChoice};
 use panorama_collector::{Collector, CollectorConfig};
+use panorama_rules::engine::{Engine, EngineConfig};
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
 use panorama_store::sqlite::SqliteStore;
@@ -26,8 +27,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the collector: ingest, write-ahead log, per-minute rollups, query API.
+    /// Run the collector: ingest, write-ahead log, per-minute rollups, query
+    /// API, and the rules engine when rules are configured.
     Collector(CollectorArgs),
+    /// Work with alert rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Check a rules directory; prints every error as file:line:col and
+    /// exits non-zero if there is any.
+    Check {
+        /// The directory of *.toml rule files.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,6 +75,12 @@ struct CollectorArgs {
     /// Seconds a minute stays open for late events before it is first written.
     #[arg(long, default_value_t = panorama_collector::DEFAULT_GRACE_SECS)]
     grace_secs: u64,
+    /// Evaluate the alert rules in this directory (hot-reloaded).
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
+    /// Base URL of the dashboard, for links in notifications.
+    #[arg(long, value_name = "URL")]
+    dashboard_url: Option<String>,
 }
 
 #[tokio::main]
@@ -69,14 +92,40 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Collector(args) => collector(args).await,
+        Command::Rules {
+            command: RulesCommand::Check { dir },
+        } => rules_check(&dir),
+    }
+}
+
+fn rules_check(dir: &std::path::Path) -> anyhow::Result<()> {
+    match panorama_rules::rule::load_dir(dir) {
+        Ok(set) => {
+            println!(
+                "{}: {} rule(s), {} receiver(s), {} route(s) in {} file(s): OK",
+                dir.display(),
+                set.rules.len(),
+                set.receivers.len(),
+                set.routes.len(),
+                set.files.len()
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", dir.display(), errors.len());
+            std::process::exit(1);
+        }
     }
 }
 
 async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
-    let (listen, choice, cfg) = match &args.config {
+    let (listen, choice, cfg, rules) = match &args.config {
         Some(path) => {
             let f = FileConfig::load(path)?;
-            (f.listen, f.store, f.collector)
+            (f.listen, f.store, f.collector, f.rules)
         }
         None => {
             let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
@@ -94,7 +143,11 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 },
                 None => StoreChoice::Sqlite,
             };
-            (args.listen, choice, cfg)
+            let rules = args.rules.clone().map(|dir| RulesSection {
+                dir,
+                dashboard_url: args.dashboard_url.clone(),
+            });
+            (args.listen, choice, cfg, rules)
         }
     };
     let store: Arc<dyn Store> = match &choice {
@@ -107,20 +160,39 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             format!("opening the embedded store in {}", cfg.data_dir.display())
         })?),
     };
+    let state_dir = cfg.data_dir.join("alerts");
     let collector = Collector::start(cfg, store.clone())
         .await
         .context("starting the collector")?;
+    let mut app = panorama_collector::api::app(collector.clone());
+    let (stop_rules, stopped) = tokio::sync::watch::channel(false);
+    let mut engine_task = None;
+    if let Some(r) = rules {
+        let mut ecfg = EngineConfig::new(&r.dir, &state_dir);
+        ecfg.dashboard_url = r
+            .dashboard_url
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let source: Arc<dyn panorama_rules::eval::Source> =
+            Arc::new(panorama_rules::eval::StoreSource(store.clone()));
+        let engine = Engine::open(ecfg, source).context("starting the rules engine")?;
+        app = app.merge(panorama_rules::api::router(engine.clone()));
+        engine_task = Some(tokio::spawn(engine.run(stopped)));
+        tracing::info!(dir = %r.dir.display(), "rules engine started");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, store = store.backend(), "collector started");
-    let app = panorama_collector::api::app(collector.clone());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    let _ = stop_rules.send(true);
+    if let Some(t) = engine_task {
+        let _ = t.await;
+    }
     // Stopped accepting; now write what the aggregator holds.
     collector.shutdown(Duration::from_secs(30)).await;
     tracing::info!("collector stopped");

@@ -135,6 +135,27 @@ impl<S: Store + ?Sized> Source for S {
     }
 }
 
+/// A shared store as a [`Source`] (a `dyn Store` cannot be used as a
+/// `dyn Source` directly).
+pub struct StoreSource(pub std::sync::Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Source for StoreSource {
+    async fn rollups(
+        &self,
+        layer: Layer,
+        service: Option<&str>,
+        name: Option<&str>,
+        host: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        self.0
+            .rollups(layer, service, name, host, from_ms, to_ms)
+            .await
+    }
+}
+
 /// The window `[start, end)` a rule looks at when evaluated at `now_ms`:
 /// whole minutes back from (and including) the open one.
 pub fn window(rule: &Rule, now_ms: i64) -> (i64, i64) {

@@ -9,6 +9,7 @@
 //!
 //! Modules arrive one by one; what is here is complete as far as it goes.
 
+pub mod api;
 pub mod dispatch;
 pub mod engine;
 pub mod eval;
