@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the collector: ingest, write-ahead log, per-minute rollups, query
     /// API, and the rules engine when rules are configured.
-    Collector(CollectorArgs),
+    Collector(Box<CollectorArgs>),
     /// Work with alert rule files.
     Rules {
         #[command(subcommand)]
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Collector(args) => collector(args).await,
+        Command::Collector(args) => collector(*args).await,
         Command::Rules {
             command: RulesCommand::Check { dir },
         } => rules_check(&dir),
