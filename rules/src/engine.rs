@@ -792,6 +792,23 @@ impl Engine {
                 None
             }
         };
+        // Delivery runs on its own so that a slow or dead mail server (each
+        // attempt may take up to its timeout) never delays evaluation.
+        let delivery = {
+            let engine = self.clone();
+            let mut stop = stop.clone();
+            let every = self.inner.cfg.tick;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => engine.deliver(now_ms()).await,
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
+        };
         let mut tick = tokio::time::interval(self.inner.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = std::time::Instant::now();
@@ -805,15 +822,16 @@ impl Engine {
                     self.reload_if_changed().await;
                     continue;
                 }
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    let _ = delivery.await;
+                    return;
+                }
             }
             if last_poll.elapsed() >= Duration::from_secs(5) {
                 last_poll = std::time::Instant::now();
                 self.reload_if_changed().await;
             }
-            let now = now_ms();
-            self.tick(now).await;
-            self.deliver(now).await;
+            self.tick(now_ms()).await;
         }
     }
 
