@@ -78,6 +78,10 @@ struct Persisted {
     groups: BTreeMap<String, Group>,
     /// Rule → groups an `absent` rule remembers, with when each was last seen.
     remembered: BTreeMap<String, BTreeMap<String, (Group, i64)>>,
+    /// Alerts whose firing a silence held back: notified when the silence
+    /// ends while they still fire.
+    #[serde(default)]
+    held: BTreeSet<String>,
 }
 
 struct StateFiles {
@@ -521,6 +525,7 @@ impl Engine {
         *lock(&self.inner.store_error) = any_error;
         let mut st = self.inner.state.lock().await;
         let st = &mut *st;
+        self.release_held(st, &loaded.set, now_ms);
         for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
             match st
                 .outbox
@@ -545,14 +550,20 @@ impl Engine {
             }
         }
         let set = loaded.set.clone();
+        // While the rules directory is refused (say, at a start with a typo
+        // in it), the rules in force may be none at all: forgetting their
+        // alerts would page again for incidents already paged.
+        let refused = !lock(&self.inner.load_errors).is_empty();
+        let exists = |r: &str| refused || set.rule(r).is_some();
         st.lifecycle.prune(
             now_ms,
             self.inner.cfg.resolved_keep_ms.max(86_400_000),
-            |r| set.rule(r).is_some(),
+            exists,
         );
         let alive: BTreeSet<String> = st.lifecycle.alerts().map(|a| alert_id(&a.key)).collect();
         st.persisted.groups.retain(|k, _| alive.contains(k));
-        st.persisted.dispatcher.prune(|r| set.rule(r).is_some());
+        st.persisted.dispatcher.prune(exists);
+        st.persisted.held.retain(|k| alive.contains(k));
         st.silences.prune(now_ms, 7 * 86_400_000);
         self.save(st);
     }
@@ -572,6 +583,46 @@ impl Engine {
         };
         write("engine.json", serde_json::to_vec(&st.persisted));
         write("silences.json", serde_json::to_vec(&st.silences));
+    }
+
+    /// Alerts a silence held back that still fire once it ended are
+    /// notified now, as if they had just fired.
+    fn release_held(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
+        let held: Vec<String> = st.persisted.held.iter().cloned().collect();
+        for id in held {
+            let Some((rule_name, group_key)) = id.split_once('\u{1f}') else {
+                st.persisted.held.remove(&id);
+                continue;
+            };
+            let key = AlertKey {
+                rule: rule_name.to_owned(),
+                group: group_key.to_owned(),
+            };
+            let active = st
+                .lifecycle
+                .get(&key)
+                .map(|a| a.state)
+                .filter(|s| matches!(s, State::Firing | State::NoData));
+            let (Some(state), Some(rule), Some(group)) = (
+                active,
+                set.rule(rule_name),
+                st.persisted.groups.get(&id).cloned(),
+            ) else {
+                if active.is_none() {
+                    st.persisted.held.remove(&id);
+                }
+                continue;
+            };
+            if st.silences.silencing(&group.labels(rule), now_ms).is_some() {
+                continue;
+            }
+            let t = if state == State::Firing {
+                Transition::Fired
+            } else {
+                Transition::NoData
+            };
+            self.transition(st, set, rule, &group, &key, t, now_ms);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -617,8 +668,10 @@ impl Engine {
                 group: group.key.clone(),
                 detail: format!("by silence {} of {}: {}", s.id, s.author, s.reason),
             });
+            st.persisted.held.insert(alert_id(key));
             return;
         }
+        st.persisted.held.remove(&alert_id(key));
         let facts = RuleFacts {
             rule: rule.name.clone(),
             severity: rule.severity.clone(),
