@@ -56,11 +56,42 @@ impl Value<'_> {
     fn as_f64(self) -> Option<f64> {
         match self {
             Value::Num(n) => Some(n),
-            Value::Str(s) => s.trim().parse().ok(),
+            Value::Str(s) => plain_decimal(s).or_else(|| s.trim().parse().ok()),
             Value::Bool(_) => None,
         }
         .filter(|n: &f64| n.is_finite())
     }
+}
+
+/// `ddd` or `ddd.ddd` with at most 15 digits, the way access logs write
+/// times, read without the general float parser (a few percent of the
+/// access-log hot path). Exact: both the digits as an integer and the
+/// power of ten are exact doubles, and IEEE division rounds correctly, so
+/// this is the value `str::parse` gives. `None` for anything else.
+fn plain_decimal(s: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut point = None;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => mantissa = mantissa * 10 + u64::from(c - b'0'),
+            b'.' if point.is_none() && i > 0 && i + 1 < b.len() => point = Some(i),
+            _ => return None,
+        }
+    }
+    let decimals = point.map_or(0, |p| b.len() - p - 1);
+    let digits = b.len() - usize::from(point.is_some());
+    if digits > 15 {
+        return None;
+    }
+    // Both exact: below 2^53, and a power of ten below 1e16.
+    Some(mantissa as f64 / POW10[decimals])
 }
 
 /// A parsed line: named fields borrowed from it.
@@ -243,7 +274,9 @@ const MAX_SPARE_NAME: usize = 256;
 /// `s` now holds `v`, reusing its buffer.
 #[inline]
 fn set(s: &mut String, v: &str) {
-    if s != v {
+    // Usually equal already (the service and host of a recycled event):
+    // compared inline, which for these few bytes beats a `memcmp` call.
+    if s.len() != v.len() || !s.bytes().zip(v.bytes()).all(|(a, b)| a == b) {
         s.clear();
         s.push_str(v);
     }
@@ -274,16 +307,16 @@ impl Mapper {
 
     /// Takes back shipped events (emptying `events`) for reuse.
     pub(crate) fn recycle(&mut self, events: &mut Vec<Event>) {
-        let room = MAX_SPARE.saturating_sub(self.spare.len());
-        for mut e in events.drain(..).take(room) {
-            if e.name.capacity() > MAX_SPARE_NAME {
-                continue;
-            }
+        events.retain_mut(|e| {
             // Raw lines can be long and are rare: not worth keeping.
             e.raw = None;
             e.dims.clear();
-            self.spare.push(e);
-        }
+            e.name.capacity() <= MAX_SPARE_NAME
+        });
+        events.truncate(MAX_SPARE.saturating_sub(self.spare.len()));
+        // In one block: events are a few hundred bytes, moving them one by
+        // one showed in profiles.
+        self.spare.append(events);
     }
 
     /// Maps one record to an event appended to `out`; `ts_ms` is the time
@@ -372,21 +405,24 @@ impl Mapper {
             truncate(&mut r, MAX_RAW_BYTES);
             r
         });
-        let event = match self.spare.pop() {
-            Some(mut e) => {
+        match self.spare.pop() {
+            Some(e) => {
+                // Filled where it lands rather than moved again once filled.
+                out.push(e);
+                let e = out.last_mut().expect("just pushed");
                 e.ts_ms = ts_ms;
                 e.layer = layer;
                 set(&mut e.service, &self.service);
                 set(&mut e.host, &self.host);
-                set(&mut e.name, name);
+                e.name.clear();
+                e.name.push_str(name);
                 e.outcome = outcome;
                 e.latency_ms = latency_ms;
                 e.value = value;
                 e.dims = dims;
                 e.raw = raw;
-                e
             }
-            None => Event {
+            None => out.push(Event {
                 ts_ms,
                 layer,
                 service: self.service.clone(),
@@ -397,9 +433,8 @@ impl Mapper {
                 value,
                 dims,
                 raw,
-            },
-        };
-        out.push(event);
+            }),
+        }
         Ok(())
     }
 
@@ -541,6 +576,38 @@ mod tests {
         assert_eq!(s, "10011.5false");
         assert_eq!(Value::Str(" - ").as_f64(), None);
         assert_eq!(Value::Str("0.25").as_f64(), Some(0.25));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_decimals_parse_like_std(s in "[0-9]{0,9}(\\.[0-9]{0,9})?|[0-9.-]{0,6}") {
+            if let Some(v) = plain_decimal(&s) {
+                proptest::prop_assert_eq!(Some(v.to_bits()), s.parse::<f64>().ok().map(f64::to_bits), "{}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_decimal_edges() {
+        assert_eq!(plain_decimal("0.070"), Some(0.07));
+        assert_eq!(plain_decimal("1234"), Some(1234.0));
+        assert_eq!(
+            plain_decimal("999999999999999"),
+            Some(999_999_999_999_999.0)
+        );
+        for s in [
+            "",
+            ".",
+            "1.",
+            ".5",
+            "1.2.3",
+            "-1",
+            " 1",
+            "1e3",
+            "9999999999999999",
+        ] {
+            assert_eq!(plain_decimal(s), None, "{s}");
+        }
     }
 
     #[test]
