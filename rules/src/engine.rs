@@ -21,10 +21,10 @@ use crate::dispatch::{Dispatcher, RuleFacts};
 use crate::eval::{self, Group, Source};
 use crate::history::{History, Record};
 use crate::lifecycle::{Ack, AlertKey, Lifecycle, State, Transition};
-use crate::notify::mail::Mailer;
+use crate::notify::Notifier;
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
 use crate::outbox::{Outbox, Status};
-use crate::rule::{Channel, LoadError, Rule, RuleSet, load_dir};
+use crate::rule::{LoadError, Rule, RuleSet, load_dir};
 use crate::silence::{Matcher, Silence, SilenceError, Silences};
 
 /// How the engine runs.
@@ -95,7 +95,7 @@ struct StateFiles {
 
 struct Loaded {
     set: Arc<RuleSet>,
-    mailers: BTreeMap<String, Arc<Mailer>>,
+    channels: BTreeMap<String, Arc<dyn Notifier>>,
 }
 
 struct Inner {
@@ -310,7 +310,7 @@ impl Engine {
                 source,
                 loaded: RwLock::new(Arc::new(Loaded {
                     set: Arc::new(RuleSet::default()),
-                    mailers: BTreeMap::new(),
+                    channels: BTreeMap::new(),
                 })),
                 load_errors: Mutex::new(Vec::new()),
                 loaded_ms: AtomicI64::new(0),
@@ -350,25 +350,23 @@ impl Engine {
     fn load_now(&self) -> Result<usize, Vec<LoadError>> {
         *lock(&self.inner.fingerprint) = fingerprint(&self.inner.cfg.rules_dir);
         let result = load_dir(&self.inner.cfg.rules_dir).and_then(|set| {
-            let mut mailers = BTreeMap::new();
+            let mut channels: BTreeMap<String, Arc<dyn Notifier>> = BTreeMap::new();
             let mut errors = Vec::new();
             for (name, r) in &set.receivers {
-                match &r.channel {
-                    Channel::Mail(cfg) => match Mailer::new((**cfg).clone()) {
-                        Ok(m) => {
-                            mailers.insert(name.clone(), Arc::new(m));
-                        }
-                        Err(e) => errors.push(LoadError {
-                            at: r.at.clone(),
-                            message: format!("receiver `{name}`: {e}"),
-                        }),
-                    },
+                match r.channel.build() {
+                    Ok(c) => {
+                        channels.insert(name.clone(), c);
+                    }
+                    Err(e) => errors.push(LoadError {
+                        at: r.at.clone(),
+                        message: format!("receiver `{name}`: {e}"),
+                    }),
                 }
             }
             if errors.is_empty() {
                 Ok(Loaded {
                     set: Arc::new(set),
-                    mailers,
+                    channels,
                 })
             } else {
                 Err(errors)
@@ -772,9 +770,9 @@ impl Engine {
         }
         let loaded = self.rules();
         for e in due {
-            let result = match loaded.mailers.get(&e.channel) {
-                Some(m) => m
-                    .send(&e.payload)
+            let result = match loaded.channels.get(&e.channel) {
+                Some(c) => c
+                    .send(&e.payload, None)
                     .await
                     .map_err(|err| (err.is_permanent(), err.to_string())),
                 None => Err((

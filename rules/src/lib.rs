@@ -17,5 +17,6 @@ pub mod history;
 pub mod lifecycle;
 pub mod notify;
 pub mod outbox;
+pub mod rota;
 pub mod rule;
 pub mod silence;

@@ -328,7 +328,13 @@ impl Mailer {
     /// one refused recipient fails the whole send, so a retry never mails
     /// the others twice.
     pub async fn send(&self, notice: &Notice) -> Result<(), MailError> {
-        let message = self.message(notice)?;
+        self.send_to(notice, &self.to).await
+    }
+
+    /// As [`send`](Self::send), to these recipients instead of the
+    /// configured ones (a rota resolves who is on duty).
+    pub async fn send_to(&self, notice: &Notice, to: &[Mailbox]) -> Result<(), MailError> {
+        let message = self.message_to(notice, to)?;
         let transport = self.transport.get_or_init(|| self.builder.clone().build());
         let limit = self.cfg.timeout() * WHOLE_SEND_STEPS;
         match tokio::time::timeout(limit, transport.send(message)).await {
@@ -348,6 +354,16 @@ impl Mailer {
 
     /// The message [`send`](Self::send) would deliver, as lettre builds it.
     pub fn message(&self, notice: &Notice) -> Result<Message, MailError> {
+        self.message_to(notice, &self.to)
+    }
+
+    fn message_to(&self, notice: &Notice, to: &[Mailbox]) -> Result<Message, MailError> {
+        if to.is_empty() {
+            return Err(MailError::Permanent {
+                code: None,
+                reason: "no recipient".into(),
+            });
+        }
         let (text, html) = render(notice)?;
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -358,8 +374,8 @@ impl Mailer {
                 HeaderName::new_from_ascii_str("X-Panorama-Notice"),
                 one_line(&notice.id),
             ));
-        for to in &self.to {
-            builder = builder.to(to.clone());
+        for t in to {
+            builder = builder.to(t.clone());
         }
         builder
             .multipart(MultiPart::alternative_plain_html(text, html))
@@ -504,6 +520,44 @@ fn render(notice: &Notice) -> Result<(String, String), MailError> {
         reason: format!("cannot render the mail: {e}"),
     };
     Ok((text.render().map_err(fail)?, html.render().map_err(fail)?))
+}
+
+#[async_trait::async_trait]
+impl super::Notifier for Mailer {
+    async fn send(
+        &self,
+        notice: &Notice,
+        to: Option<&[String]>,
+    ) -> Result<(), super::DeliveryError> {
+        let result = match to {
+            None => Mailer::send(self, notice).await,
+            Some(list) => {
+                let mut boxes = Vec::with_capacity(list.len());
+                for t in list {
+                    match t.parse::<Mailbox>() {
+                        Ok(b) => boxes.push(b),
+                        Err(e) => {
+                            return Err(super::DeliveryError::Permanent(format!(
+                                "mail: recipient {t:?}: {e}"
+                            )));
+                        }
+                    }
+                }
+                self.send_to(notice, &boxes).await
+            }
+        };
+        result.map_err(|e| {
+            if e.is_permanent() {
+                super::DeliveryError::Permanent(e.to_string())
+            } else {
+                super::DeliveryError::Transient(e.to_string())
+            }
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "mail"
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,100 @@
 
 pub mod mail;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A receiver's channel, checked: what `[receiver.<kind>]` held.
+#[derive(Debug, Clone)]
+pub enum ChannelConfig {
+    /// `[receiver.mail]`: SMTP.
+    Mail(Box<mail::MailConfig>),
+}
+
+impl ChannelConfig {
+    /// The table names a receiver may carry, one of them.
+    pub const KINDS: &'static [&'static str] = &["mail"];
+
+    /// Reads and checks the `[receiver.<kind>]` table.
+    ///
+    /// # Errors
+    /// Unknown kind, unknown or missing keys, bad values; the message says
+    /// what was expected.
+    pub fn parse(kind: &str, table: toml::Table) -> Result<ChannelConfig, String> {
+        fn de<T: serde::de::DeserializeOwned>(t: toml::Table) -> Result<T, String> {
+            toml::Value::Table(t)
+                .try_into::<T>()
+                .map_err(|e| e.message().trim().to_owned())
+        }
+        match kind {
+            "mail" => {
+                let c: mail::MailConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::Mail(Box::new(c)))
+            }
+            other => Err(format!(
+                "unknown channel `{other}`; expected one of {}",
+                Self::KINDS.join(", ")
+            )),
+        }
+    }
+
+    /// The channel's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelConfig::Mail(_) => "mail",
+        }
+    }
+
+    /// A client for it. Done at load time, so that a missing password
+    /// variable or CA file is a load error, not a failed page at 3 a.m.
+    ///
+    /// # Errors
+    /// What is missing.
+    pub fn build(&self) -> Result<Arc<dyn Notifier>, String> {
+        match self {
+            ChannelConfig::Mail(c) => mail::Mailer::new((**c).clone())
+                .map(|m| Arc::new(m) as Arc<dyn Notifier>)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Why a delivery failed, sorted for the outbox: transient failures are
+/// retried with backoff, permanent ones are given up on at once and
+/// reported (a retry cannot help a refused signature or a 4xx from a robot
+/// that says the token is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: connection refused, timeout, 5xx, rate limited.
+    #[error("{0}")]
+    Transient(String),
+    /// Not worth retrying.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DeliveryError {
+    /// True when retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::Permanent(_))
+    }
+}
+
+/// One way of delivering notices: mail, SMS, a chat robot, a webhook.
+/// Every channel has the same shape so that the outbox, retries and the
+/// history treat them alike.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// Delivers one notice. `to` replaces the configured recipients when
+    /// given (mail addresses, phone numbers or robot @-mentions, as the
+    /// channel understands them): a rota resolves who is on duty.
+    async fn send(&self, notice: &Notice, to: Option<&[String]>) -> Result<(), DeliveryError>;
+
+    /// `mail`, `sms`, `dingtalk`, `wecom`, `webhook`.
+    fn kind(&self) -> &'static str;
+}
 
 /// Why a notice goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,11 +10,11 @@ use toml::Spanned;
 
 use super::expr::{self, Expr};
 use super::{
-    Channel, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, GroupBy,
-    Pattern, Receiver, Route, Rule, RuleSet,
+    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, GroupBy, Pattern,
+    Receiver, Route, Rule, RuleSet,
 };
 use crate::lifecycle::Timing;
-use crate::notify::mail::MailConfig;
+use crate::notify::ChannelConfig;
 
 /// One problem in a rules directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,28 @@ struct RawRule {
 struct RawReceiver {
     name: S,
     mail: Option<Spanned<toml::Table>>,
+    sms: Option<Spanned<toml::Table>>,
+    dingtalk: Option<Spanned<toml::Table>>,
+    wecom: Option<Spanned<toml::Table>>,
+    webhook: Option<Spanned<toml::Table>>,
+    rota: Option<Spanned<toml::Table>>,
+}
+
+impl RawReceiver {
+    /// The channel tables given, by kind.
+    fn channels(self) -> Vec<(&'static str, Spanned<toml::Table>)> {
+        [
+            ("mail", self.mail),
+            ("sms", self.sms),
+            ("dingtalk", self.dingtalk),
+            ("wecom", self.wecom),
+            ("webhook", self.webhook),
+            ("rota", self.rota),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -239,43 +261,38 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
         let start = r.span().start;
         let r = r.into_inner();
         let name = r.name.get_ref().clone();
-        let channel = match r.mail {
-            Some(m) => {
-                let offset = m.span().start;
-                match toml::Value::Table(m.into_inner()).try_into::<MailConfig>() {
-                    Ok(cfg) => match cfg.validate() {
-                        Ok(()) => Some(Channel::Mail(Box::new(cfg))),
-                        Err(why) => {
-                            cx.err(offset, format!("receiver `{name}`: mail: {why}"));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        cx.err(
-                            offset,
-                            format!("receiver `{name}`: mail: {}", e.message().trim()),
-                        );
-                        None
-                    }
-                }
-            }
-            None => {
+        let name_span = Ctx::inner(&r.name);
+        let channels = r.channels();
+        let mut channel = None;
+        if channels.is_empty() {
+            cx.err(
+                start,
+                format!(
+                    "receiver `{name}` has no channel; expected one table of {}",
+                    ChannelConfig::KINDS.join(", ")
+                ),
+            );
+        }
+        for (kind, table) in channels {
+            let offset = table.span().start;
+            if channel.is_some() {
                 cx.err(
-                    start,
-                    format!("receiver `{name}` has no channel; expected a `mail` table"),
+                    offset,
+                    format!("receiver `{name}` has more than one channel"),
                 );
-                None
+                continue;
             }
-        };
+            match ChannelConfig::parse(kind, table.into_inner()) {
+                Ok(c) => channel = Some(c),
+                Err(why) => cx.err(offset, format!("receiver `{name}`: {kind}: {why}")),
+            }
+        }
         if name.is_empty() {
-            cx.err(Ctx::inner(&r.name), "a receiver needs a non-empty `name`");
+            cx.err(name_span, "a receiver needs a non-empty `name`");
         }
         if let Some(channel) = channel {
             if set.receivers.contains_key(&name) {
-                cx.err(
-                    Ctx::inner(&r.name),
-                    format!("receiver `{name}` is defined twice"),
-                );
+                cx.err(name_span, format!("receiver `{name}` is defined twice"));
             } else {
                 let at = cx.at(start);
                 set.receivers

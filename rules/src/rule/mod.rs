@@ -21,7 +21,7 @@ pub use load::{LoadError, load_dir, parse_file};
 pub use pattern::Pattern;
 
 use crate::lifecycle::Timing;
-use crate::notify::mail::MailConfig;
+use crate::notify::ChannelConfig;
 
 /// What one alert stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -83,13 +83,6 @@ pub struct Rule {
     pub description: String,
 }
 
-/// Where notices go.
-#[derive(Debug, Clone)]
-pub enum Channel {
-    /// SMTP mail.
-    Mail(Box<MailConfig>),
-}
-
 /// A named channel.
 #[derive(Debug, Clone)]
 pub struct Receiver {
@@ -98,7 +91,7 @@ pub struct Receiver {
     /// Where it was defined.
     pub at: FilePosition,
     /// How it delivers.
-    pub channel: Channel,
+    pub channel: ChannelConfig,
 }
 
 /// Which alerts go to which receivers, batched how.
