@@ -22,7 +22,10 @@ use panorama_model::{
     Event, Layer, MINUTE_MS, Outcome, Point, Rollup, Sample, SampleKind, SeriesKey,
 };
 
-use crate::{Metric, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery};
+use crate::{
+    Metric, SampleQuery, SeriesQuery, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery,
+    TotalsQuery,
+};
 
 /// A store opened for one case, and how to clean up after it.
 #[async_trait]
@@ -50,6 +53,7 @@ macro_rules! conformance_tests {
             retention_drops_old_days,
             rejects_inverted_range,
             empty_reads,
+            totals_sum_layers_and_series,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -997,5 +1001,190 @@ pub async fn empty_reads(store: &dyn Store) {
         got.is_empty(),
         "samples never written: {:?}",
         sample_ids(&got)
+    );
+}
+
+/// Per-layer and per-series sums, computed by the backend, equal the sums
+/// of the documents: across collectors, hosts and minutes, in time buckets,
+/// ranked, narrowed by a name prefix, with hosts apart or merged.
+pub async fn totals_sum_layers_and_series(store: &dyn Store) {
+    let login = key(Layer::Url, "gw", "web1", "GET /login");
+    let login2 = key(Layer::Url, "gw", "web2", "GET /login");
+    let pay = key(Layer::Url, "gw", "web1", "POST /pay");
+    let db = key(Layer::Component, "mysql", "db1", "slow query");
+    let beat = key(Layer::Infra, "host", "web1", "agent.heartbeat");
+    let lag = key(Layer::Infra, "host", "web1", "agent.nginx.lag_seconds");
+    let lag2 = key(Layer::Infra, "host", "web2", "agent.nginx.lag_seconds");
+    let (l1, l2, l3) = (latencies(40, 1), latencies(20, 2), latencies(30, 3));
+    let docs = vec![
+        rollup(minute(0), &login, "c1", &l1, 4),
+        rollup(minute(0), &login2, "c2", &l2, 0),
+        rollup(minute(1), &login, "c1", &l3, 3),
+        rollup(minute(6), &pay, "c1", &latencies(10, 4), 10),
+        rollup(minute(2), &db, "c1", &latencies(5, 5), 1),
+        gauge(minute(3), &beat, "c1", &[1.0, 1.0]),
+        gauge(minute(3), &lag, "c1", &[2.0, 4.0]),
+        gauge(minute(4), &lag2, "c1", &[9.0]),
+        // Outside the range: must not count.
+        rollup(minute(10), &login, "c1", &latencies(500, 6), 500),
+    ];
+    write_rollups(store, &docs).await;
+    sync(store).await;
+    let range = TotalsQuery::range(minute(0), minute(10));
+
+    let layers = store
+        .layer_totals(&range)
+        .await
+        .unwrap_or_else(|e| panic!("layer_totals: {e}"));
+    let names: Vec<Layer> = layers.iter().map(|t| t.layer).collect();
+    assert_eq!(
+        names,
+        vec![Layer::Url, Layer::Component, Layer::Infra],
+        "{layers:?}"
+    );
+    let url = &layers[0].totals;
+    assert_eq!((url.count, url.errors), (100, 17), "url sums");
+    assert_eq!(url.latency_count, 100);
+    let sum: f64 = [&l1, &l2, &l3, &latencies(10, 4)]
+        .iter()
+        .flat_map(|v| v.iter())
+        .sum();
+    assert_close("url latency sum", url.latency_sum_ms, sum, 1e-9);
+    assert_eq!(url.bucket_ms, minute(0), "one bucket starts at `from`");
+    assert_eq!(url.last_minute_ms, minute(6), "newest minute");
+    let max = l1
+        .iter()
+        .chain(&l2)
+        .chain(&l3)
+        .chain(&latencies(10, 4))
+        .copied()
+        .fold(0.0, f64::max);
+    assert_some_close("url max latency", url.latency_max_ms, max, 1e-9);
+    let p99s: Vec<f64> = docs[..4].iter().filter_map(|r| r.point(1).p99_ms).collect();
+    assert_some_close(
+        "url worst p99",
+        url.p99_max_ms,
+        p99s.iter().copied().fold(0.0, f64::max),
+        1e-9,
+    );
+    let infra = &layers[2].totals;
+    assert_eq!((infra.value_n, infra.value_max), (5, Some(9.0)), "gauges");
+    assert_close("gauge sum", infra.value_sum, 17.0, 1e-9);
+
+    // Five-minute buckets of the url layer, aligned to the epoch.
+    let q = range.clone().layer(Layer::Url).buckets(5 * MINUTE_MS);
+    let buckets = store.layer_totals(&q).await.expect("bucketed totals");
+    let got: Vec<(i64, u64, u64)> = buckets
+        .iter()
+        .map(|b| (b.totals.bucket_ms, b.totals.count, b.totals.errors))
+        .collect();
+    let b0 = minute(0) - minute(0).rem_euclid(5 * MINUTE_MS);
+    let b = |m: i64| m - m.rem_euclid(5 * MINUTE_MS);
+    let mut want: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for (m, c, e) in [(minute(0), 60, 4), (minute(1), 30, 3), (minute(6), 10, 10)] {
+        let w = want.entry(b(m)).or_default();
+        w.0 += c;
+        w.1 += e;
+    }
+    let want: Vec<(i64, u64, u64)> = want.into_iter().map(|(k, (c, e))| (k, c, e)).collect();
+    assert_eq!(got, want, "buckets from {b0}");
+    assert!(buckets.iter().all(|b| b.layer == Layer::Url));
+    assert!(
+        store
+            .layer_totals(&range.clone().buckets(90_000))
+            .await
+            .is_err(),
+        "a bucket of 1.5 minutes is refused"
+    );
+
+    // Series of the url layer, ranked.
+    let sq = |order: Metric, limit: usize| SeriesTotalsQuery {
+        range: range.clone().layer(Layer::Url),
+        by_host: false,
+        order,
+        limit,
+    };
+    let by_count = store
+        .series_totals(&sq(Metric::Count, 10))
+        .await
+        .expect("series totals");
+    let rows: Vec<(&str, u64, u64)> = by_count
+        .iter()
+        .map(|r| (r.name.as_str(), r.totals.count, r.totals.errors))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("GET /login", 90, 7), ("POST /pay", 10, 10)],
+        "hosts merged"
+    );
+    assert!(
+        by_count
+            .iter()
+            .all(|r| r.host.is_empty() && r.service == "gw")
+    );
+    let worst = store
+        .series_totals(&sq(Metric::ErrorRatio, 1))
+        .await
+        .expect("worst");
+    assert_eq!(worst.len(), 1);
+    assert_eq!(worst[0].name, "POST /pay", "highest error ratio");
+
+    // Every layer at once, one per layer; and the agent figures per host.
+    let mut all = sq(Metric::Errors, 1);
+    all.range.layer = None;
+    let top1: Vec<(Layer, String)> = store
+        .series_totals(&all)
+        .await
+        .expect("per-layer worst")
+        .into_iter()
+        .map(|r| (r.layer, r.name))
+        .collect();
+    assert_eq!(
+        top1,
+        vec![
+            (Layer::Url, "POST /pay".to_owned()),
+            (Layer::Component, "slow query".to_owned()),
+            (Layer::Infra, "agent.heartbeat".to_owned()),
+        ]
+    );
+    let mut agents = TotalsQuery::range(minute(0), minute(10)).layer(Layer::Infra);
+    agents.name_prefix = Some("agent.nginx.".into());
+    let per_host = store
+        .series_totals(&SeriesTotalsQuery {
+            range: agents,
+            by_host: true,
+            order: Metric::Count,
+            limit: 100,
+        })
+        .await
+        .expect("per host");
+    let mut rows: Vec<(String, String, Option<f64>, i64)> = per_host
+        .into_iter()
+        .map(|r| {
+            (
+                r.host,
+                r.name,
+                r.totals.value_avg(),
+                r.totals.last_minute_ms,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "web1".into(),
+                "agent.nginx.lag_seconds".into(),
+                Some(3.0),
+                minute(3)
+            ),
+            (
+                "web2".into(),
+                "agent.nginx.lag_seconds".into(),
+                Some(9.0),
+                minute(4)
+            ),
+        ]
     );
 }

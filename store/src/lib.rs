@@ -20,9 +20,11 @@ mod error;
 mod merge;
 mod query;
 pub mod sqlite;
+mod totals;
 
 pub use error::{Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
+pub use totals::{LayerTotals, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;
 use panorama_model::{Point, Rollup, Sample};
@@ -81,6 +83,24 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
     async fn samples(&self, q: &SampleQuery) -> Result<Vec<Sample>, StoreError>;
+
+    /// Sums per layer (and per time bucket) of the matching rollups, ordered
+    /// by layer, then bucket; buckets without documents are absent. The
+    /// backend aggregates, so the cost does not grow with the documents'
+    /// size: this is what a dashboard overview over days reads.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidQuery`] for an empty range or a bucket that is
+    /// not whole minutes; [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn layer_totals(&self, q: &TotalsQuery) -> Result<Vec<LayerTotals>, StoreError>;
+
+    /// Sums per series — `(layer, service, name)`, and host when asked — over
+    /// the query's range, the `limit` highest per layer by `order`, ordered
+    /// by layer, then highest first.
+    ///
+    /// # Errors
+    /// As for [`Store::layer_totals`].
+    async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError>;
 
     /// Deletes everything older than `keep_days` whole UTC days before `now_ms`.
     ///

@@ -27,15 +27,17 @@ use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
     IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesPutIndexTemplateParts,
-    IndicesRefreshParts,
+    IndicesPutMappingParts, IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use panorama_model::{Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
+use crate::totals::{rank_series, sort_layers};
 use crate::{
-    Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
+    LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeriesQuery, SeriesTotals,
+    SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 use retry::ItemOutcome;
 
@@ -144,7 +146,83 @@ impl ElasticStore {
             })
             .await?;
         }
+        // Daily indices made before the totals fields existed get them
+        // added (a mapping may grow, never change), so today's index keeps
+        // accepting documents after an upgrade.
+        let pattern = self.rollup_pattern();
+        self.with_retry("extend rollup mappings", || async {
+            self.client
+                .indices()
+                .put_mapping(IndicesPutMappingParts::Index(&[&pattern]))
+                .allow_no_indices(true)
+                .ignore_unavailable(true)
+                .body(template::rollup_totals_fields())
+                .send()
+                .await
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Runs a search of aggregations only and returns its `aggregations`.
+    async fn aggregate(&self, index: &str, query: Value, aggs: Value) -> Result<Value, StoreError> {
+        let body = json!({"size": 0, "track_total_hits": false, "query": query, "aggs": aggs});
+        let resp = self
+            .client
+            .search(SearchParts::Index(&[index]))
+            .ignore_unavailable(true)
+            .allow_no_indices(true)
+            .request_cache(true)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("aggregate {index}: {e}")))?;
+        let status = resp.status_code().as_u16();
+        let mut body: Value = resp
+            .json()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading aggregation response: {e}")))?;
+        if !(200..300).contains(&status) {
+            let msg = format!(
+                "aggregate {index}: status {status}: {}",
+                truncate(&body.to_string())
+            );
+            return Err(if retry::status_is_retryable(status) {
+                StoreError::Unavailable(msg)
+            } else {
+                StoreError::Backend(msg)
+            });
+        }
+        Ok(body["aggregations"].take())
+    }
+
+    /// The filter of a totals query.
+    fn totals_filter(q: &TotalsQuery) -> Value {
+        let mut filter = vec![json!({"range": {"minute": {"gte": q.from_ms, "lt": q.to_ms}}})];
+        if let Some(l) = q.layer {
+            filter.push(json!({"term": {"layer": l}}));
+        }
+        push_term(&mut filter, "service", q.service.as_deref());
+        push_term(&mut filter, "name", q.name.as_deref());
+        push_term(&mut filter, "host", q.host.as_deref());
+        if let Some(p) = &q.name_prefix {
+            filter.push(json!({"prefix": {"name": p}}));
+        }
+        json!({"bool": {"filter": filter}})
+    }
+
+    /// The daily indices a range touches, or the pattern when it spans many
+    /// days: fewer shards searched for the common short ranges.
+    fn rollup_indices(&self, from_ms: i64, to_ms: i64) -> String {
+        const DAY: i64 = 86_400_000;
+        let (first, last) = (from_ms.div_euclid(DAY), (to_ms - 1).div_euclid(DAY));
+        if last - first > 2 {
+            return self.rollup_pattern();
+        }
+        (first..=last)
+            .map(|d| self.rollup_index(d * DAY))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Runs a non-bulk request, retrying transport errors and retryable
@@ -481,6 +559,7 @@ impl Store for ElasticStore {
         let docs = rollups
             .iter()
             .map(|r| {
+                let t = Totals::of(r);
                 let source = json!({
                     "doc_id": r.doc_id(),
                     "minute": r.minute_ms,
@@ -493,6 +572,14 @@ impl Store for ElasticStore {
                     "collector": r.collector,
                     "count": r.count,
                     "errors": r.errors,
+                    "service_name": format!("{}\u{1f}{}", r.key.service, r.key.name),
+                    "latency_count": t.latency_count,
+                    "latency_sum_ms": t.latency_sum_ms,
+                    "latency_max_ms": t.latency_max_ms,
+                    "p99_ms": t.p99_max_ms,
+                    "value_sum": t.value_sum,
+                    "value_n": t.value_n,
+                    "value_max": t.value_max,
                     "body": r,
                 });
                 Doc {
@@ -595,6 +682,107 @@ impl Store for ElasticStore {
         decode_bodies(hits)
     }
 
+    async fn layer_totals(&self, q: &TotalsQuery) -> Result<Vec<LayerTotals>, StoreError> {
+        q.validate()?;
+        let sums = totals_aggs();
+        let inner = match q.bucket_ms {
+            Some(b) => json!({"t": {
+                "date_histogram": {"field": "minute", "fixed_interval": format!("{b}ms"), "min_doc_count": 1},
+                "aggs": sums,
+            }}),
+            None => sums,
+        };
+        let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": inner}});
+        let res = self
+            .aggregate(
+                &self.rollup_indices(q.from_ms, q.to_ms),
+                Self::totals_filter(q),
+                aggs,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for lb in buckets(&res["layers"]) {
+            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            match q.bucket_ms {
+                Some(_) => {
+                    for tb in buckets(&lb["t"]) {
+                        let at = tb["key"].as_f64().unwrap_or_default() as i64;
+                        out.push(LayerTotals {
+                            layer,
+                            totals: totals_of(tb, at),
+                        });
+                    }
+                }
+                None => out.push(LayerTotals {
+                    layer,
+                    totals: totals_of(lb, q.from_ms),
+                }),
+            }
+        }
+        sort_layers(&mut out);
+        Ok(out)
+    }
+
+    async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError> {
+        q.range.validate()?;
+        let order_by = match q.order {
+            Metric::Count => "count",
+            Metric::Errors | Metric::ErrorRatio => "errors",
+            Metric::P99Ms => "p99_ms",
+        };
+        let series = json!({"s": {
+            "terms": {
+                "field": "service_name",
+                "size": q.limit.clamp(1, 10_000),
+                "order": [{order_by: "desc"}, {"_key": "asc"}],
+            },
+            "aggs": totals_aggs(),
+        }});
+        let per_layer = if q.by_host {
+            json!({"h": {"terms": {"field": "host", "size": 10_000}, "aggs": series}})
+        } else {
+            series
+        };
+        let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": per_layer}});
+        let res = self
+            .aggregate(
+                &self.rollup_indices(q.range.from_ms, q.range.to_ms),
+                Self::totals_filter(&q.range),
+                aggs,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for lb in buckets(&res["layers"]) {
+            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            let hosts: Vec<(String, &Value)> = if q.by_host {
+                buckets(&lb["h"])
+                    .iter()
+                    .map(|hb| (hb["key"].as_str().unwrap_or_default().to_owned(), hb))
+                    .collect()
+            } else {
+                vec![(String::new(), lb)]
+            };
+            for (host, hb) in hosts {
+                for sb in buckets(&hb["s"]) {
+                    let key = sb["key"].as_str().unwrap_or_default();
+                    let (service, name) = key.split_once('\u{1f}').unwrap_or(("", key));
+                    out.push(SeriesTotals {
+                        layer,
+                        service: service.to_owned(),
+                        name: name.to_owned(),
+                        host: host.clone(),
+                        totals: totals_of(sb, q.range.from_ms),
+                    });
+                }
+            }
+        }
+        Ok(rank_series(out, q.order, q.limit))
+    }
+
     async fn apply_retention(
         &self,
         now_ms: i64,
@@ -640,6 +828,45 @@ impl Store for ElasticStore {
     fn backend(&self) -> &'static str {
         "elasticsearch"
     }
+}
+
+/// The sub-aggregations every totals bucket carries; [`totals_of`] reads them.
+fn totals_aggs() -> Value {
+    json!({
+        "count": {"sum": {"field": "count"}},
+        "errors": {"sum": {"field": "errors"}},
+        "latency_count": {"sum": {"field": "latency_count"}},
+        "latency_sum_ms": {"sum": {"field": "latency_sum_ms"}},
+        "latency_max_ms": {"max": {"field": "latency_max_ms"}},
+        "p99_ms": {"max": {"field": "p99_ms"}},
+        "value_sum": {"sum": {"field": "value_sum"}},
+        "value_n": {"sum": {"field": "value_n"}},
+        "value_max": {"max": {"field": "value_max"}},
+        "last_minute": {"max": {"field": "minute"}},
+    })
+}
+
+/// Reads [`totals_aggs`] from one bucket. Sums come back as doubles; they
+/// are exact for counts below 2^53.
+fn totals_of(b: &Value, bucket_ms: i64) -> Totals {
+    let num = |k: &str| b[k]["value"].as_f64();
+    Totals {
+        bucket_ms,
+        count: num("count").unwrap_or_default().round() as u64,
+        errors: num("errors").unwrap_or_default().round() as u64,
+        latency_count: num("latency_count").unwrap_or_default().round() as u64,
+        latency_sum_ms: num("latency_sum_ms").unwrap_or_default(),
+        latency_max_ms: num("latency_max_ms"),
+        p99_max_ms: num("p99_ms"),
+        value_sum: num("value_sum").unwrap_or_default(),
+        value_n: num("value_n").unwrap_or_default().round() as u64,
+        value_max: num("value_max"),
+        last_minute_ms: num("last_minute").unwrap_or_default() as i64,
+    }
+}
+
+fn buckets(agg: &Value) -> &[Value] {
+    agg["buckets"].as_array().map_or(&[], Vec::as_slice)
 }
 
 fn push_term(filter: &mut Vec<Value>, field: &str, value: Option<&str>) {

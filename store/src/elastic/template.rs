@@ -12,7 +12,7 @@ use super::ElasticConfig;
 
 /// The index template for rollups.
 pub(super) fn rollups(cfg: &ElasticConfig) -> Value {
-    json!({
+    let mut t = json!({
         "index_patterns": [format!("{}-rollups-*", cfg.index_prefix)],
         "priority": 200,
         "template": {
@@ -35,7 +35,31 @@ pub(super) fn rollups(cfg: &ElasticConfig) -> Value {
                 }
             }
         },
-        "_meta": {"owner": "panorama", "schema": 1}
+        "_meta": {"owner": "panorama", "schema": 2}
+    });
+    if let Some(p) = t["template"]["mappings"]["properties"].as_object_mut()
+        && let Some(extra) = rollup_totals_fields()["properties"].as_object()
+    {
+        p.extend(extra.clone());
+    }
+    t
+}
+
+/// The fields the dashboard's aggregations sum and rank by (schema 2): put
+/// into the template and, as a mapping update, into daily indices created
+/// before them, whose strict mapping would otherwise refuse new documents.
+pub(super) fn rollup_totals_fields() -> Value {
+    json!({
+        "properties": {
+            "service_name": {"type": "keyword"},
+            "latency_count": {"type": "long"},
+            "latency_sum_ms": {"type": "double"},
+            "latency_max_ms": {"type": "double"},
+            "p99_ms": {"type": "double"},
+            "value_sum": {"type": "double"},
+            "value_n": {"type": "long"},
+            "value_max": {"type": "double"}
+        }
     })
 }
 

@@ -19,8 +19,10 @@ use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
 use crate::merge::{rank, retention_cutoff_ms};
+use crate::totals::{rank_series, sort_layers};
 use crate::{
-    Rejection, RetentionReport, SampleQuery, SeriesQuery, Store, StoreError, TopEntry, TopQuery,
+    LayerTotals, Rejection, RetentionReport, SampleQuery, SeriesQuery, SeriesTotals,
+    SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 
 /// The embedded SQLite store.
@@ -170,6 +172,53 @@ impl Filter {
     }
 }
 
+/// The `WHERE` of a totals query. `name_prefix` is a range on `name`
+/// (`>= p AND < p + U+10FFFF`) rather than `LIKE`, so the index can serve it
+/// and `%` or `_` in a series name mean nothing special.
+fn totals_filter(select: &str, q: &TotalsQuery) -> Filter {
+    let mut f = Filter::new(select);
+    if let Some(l) = q.layer {
+        f.and("layer =", l.as_str().to_owned());
+    }
+    f.and("minute_ms >=", q.from_ms);
+    f.and("minute_ms <", q.to_ms);
+    f.and_opt("service =", q.service.as_ref());
+    f.and_opt("name =", q.name.as_ref());
+    f.and_opt("host =", q.host.as_ref());
+    if let Some(p) = &q.name_prefix {
+        f.and("name >=", p.clone());
+        f.and("name <", format!("{p}\u{10FFFF}"));
+    }
+    f
+}
+
+/// The aggregate columns every totals query selects, in [`totals_row`]'s order.
+const TOTALS_COLUMNS: &str = "SUM(count), SUM(errors), SUM(latency_count), SUM(latency_sum_ms), \
+     MAX(latency_max_ms), MAX(p99_ms), SUM(value_sum), SUM(value_n), MAX(value_max), MAX(minute_ms)";
+
+/// Reads [`TOTALS_COLUMNS`] starting at column `at`.
+fn totals_row(row: &rusqlite::Row<'_>, at: usize, bucket_ms: i64) -> rusqlite::Result<Totals> {
+    Ok(Totals {
+        bucket_ms,
+        count: row.get::<_, i64>(at)?.max(0) as u64,
+        errors: row.get::<_, i64>(at + 1)?.max(0) as u64,
+        latency_count: row.get::<_, i64>(at + 2)?.max(0) as u64,
+        latency_sum_ms: row.get(at + 3)?,
+        latency_max_ms: row.get(at + 4)?,
+        p99_max_ms: row.get(at + 5)?,
+        value_sum: row.get(at + 6)?,
+        value_n: row.get::<_, i64>(at + 7)?.max(0) as u64,
+        value_max: row.get(at + 8)?,
+        last_minute_ms: row.get(at + 9)?,
+    })
+}
+
+fn parse_layer(s: &str) -> rusqlite::Result<Layer> {
+    s.parse().map_err(|e: panorama_model::ParseLayerError| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// Ranks sample kinds in SQL as [`SampleKind`] orders them.
 fn kind_order_sql() -> String {
     let mut s = String::from("CASE kind");
@@ -202,6 +251,7 @@ struct RollupRow {
     name: String,
     dims: String,
     collector: String,
+    totals: Totals,
     body: String,
 }
 
@@ -236,6 +286,7 @@ impl Store for SqliteStore {
                     name: r.key.name.clone(),
                     dims: to_json(&doc_id, &r.key.dims)?,
                     collector: r.collector.clone(),
+                    totals: Totals::of(r),
                     body: to_json(&doc_id, r)?,
                     doc_id,
                 })
@@ -248,8 +299,11 @@ impl Store for SqliteStore {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT OR REPLACE INTO rollups \
-                         (doc_id, minute_ms, layer, service, host, name, dims, collector, body) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         (doc_id, minute_ms, layer, service, host, name, dims, collector, body, \
+                          count, errors, latency_count, latency_sum_ms, latency_max_ms, p99_ms, \
+                          value_sum, value_n, value_max) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                          ?15, ?16, ?17, ?18)",
                     )
                     .map_err(db_err(WHAT))?;
                 for r in &rows {
@@ -262,7 +316,16 @@ impl Store for SqliteStore {
                         r.name,
                         r.dims,
                         r.collector,
-                        r.body
+                        r.body,
+                        r.totals.count as i64,
+                        r.totals.errors as i64,
+                        r.totals.latency_count as i64,
+                        r.totals.latency_sum_ms,
+                        r.totals.latency_max_ms,
+                        r.totals.p99_max_ms,
+                        r.totals.value_sum,
+                        r.totals.value_n as i64,
+                        r.totals.value_max
                     ])
                     .map_err(db_err(WHAT))?;
                 }
@@ -390,6 +453,67 @@ impl Store for SqliteStore {
             rows.iter()
                 .map(|(doc_id, body)| decode("samples", doc_id, body))
                 .collect()
+        })
+        .await
+    }
+
+    async fn layer_totals(&self, q: &TotalsQuery) -> Result<Vec<LayerTotals>, StoreError> {
+        q.validate()?;
+        // Bucket arithmetic in SQL keeps one row per layer and bucket; with
+        // one bucket it is the constant `from`.
+        let bucket = match q.bucket_ms {
+            Some(b) => format!("(minute_ms - ((minute_ms % {b}) + {b}) % {b})"),
+            None => q.from_ms.to_string(),
+        };
+        let mut f = totals_filter(
+            &format!("SELECT layer, {bucket} AS bucket, {TOTALS_COLUMNS} FROM rollups"),
+            q,
+        );
+        f.sql.push_str(" GROUP BY layer, bucket");
+        self.with_conn(move |conn| {
+            const WHAT: &str = "sum layers";
+            let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
+            let rows = stmt
+                .query_map(params_from_iter(f.args), |row| {
+                    let layer = parse_layer(&row.get::<_, String>(0)?)?;
+                    Ok(LayerTotals {
+                        layer,
+                        totals: totals_row(row, 2, row.get(1)?)?,
+                    })
+                })
+                .map_err(db_err(WHAT))?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))?;
+            sort_layers(&mut out);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError> {
+        q.range.validate()?;
+        let host = if q.by_host { "host" } else { "''" };
+        let mut f = totals_filter(
+            &format!("SELECT layer, service, name, {host} AS h, {TOTALS_COLUMNS} FROM rollups"),
+            &q.range,
+        );
+        f.sql.push_str(" GROUP BY layer, service, name, h");
+        let (from, order, limit) = (q.range.from_ms, q.order, q.limit);
+        self.with_conn(move |conn| {
+            const WHAT: &str = "sum series";
+            let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
+            let rows = stmt
+                .query_map(params_from_iter(f.args), |row| {
+                    Ok(SeriesTotals {
+                        layer: parse_layer(&row.get::<_, String>(0)?)?,
+                        service: row.get(1)?,
+                        name: row.get(2)?,
+                        host: row.get(3)?,
+                        totals: totals_row(row, 4, from)?,
+                    })
+                })
+                .map_err(db_err(WHAT))?;
+            let all = rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))?;
+            Ok(rank_series(all, order, limit))
         })
         .await
     }
