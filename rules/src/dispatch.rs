@@ -45,6 +45,36 @@ struct Batch {
     seq: u64,
 }
 
+impl Batch {
+    /// One alert's change: a resolution this batch never announced as
+    /// firing is dropped, and a firing resolved before anyone was told
+    /// says nothing.
+    fn change(&mut self, group_key: &str, alert: NoticeAlert, now_ms: i64) {
+        if alert.status == AlertStatus::Resolved
+            && !self.firing.contains_key(group_key)
+            && !self.changed.contains_key(group_key)
+        {
+            return;
+        }
+        if alert.status == AlertStatus::Resolved
+            && self
+                .changed
+                .get(group_key)
+                .is_some_and(|a| a.status != AlertStatus::Resolved)
+            && !self.firing.contains_key(group_key)
+        {
+            // Fired and resolved before anyone was told: say nothing.
+            self.changed.remove(group_key);
+            if self.changed.is_empty() {
+                self.first_change_ms = None;
+            }
+            return;
+        }
+        self.first_change_ms.get_or_insert(now_ms);
+        self.changed.insert(group_key.to_owned(), alert);
+    }
+}
+
 /// Every batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dispatcher {
@@ -81,27 +111,22 @@ impl Dispatcher {
         b.group_wait_ms = route.group_wait_ms;
         b.group_interval_ms = route.group_interval_ms;
         b.repeat_interval_ms = route.repeat_interval_ms;
-        if alert.status == AlertStatus::Resolved
-            && !b.firing.contains_key(group_key)
-            && !b.changed.contains_key(group_key)
-        {
-            return;
+        b.change(group_key, alert, now_ms);
+    }
+
+    /// Records a resolution in every batch of `rule` that was told (or was
+    /// about to be told) the alert fires: its routes' receivers and any
+    /// escalation step, even if the routes changed since.
+    pub fn resolve_everywhere(
+        &mut self,
+        rule: &str,
+        group_key: &str,
+        alert: NoticeAlert,
+        now_ms: i64,
+    ) {
+        for b in self.batches.values_mut().filter(|b| b.facts.rule == rule) {
+            b.change(group_key, alert.clone(), now_ms);
         }
-        if alert.status == AlertStatus::Resolved
-            && b.changed
-                .get(group_key)
-                .is_some_and(|a| a.status != AlertStatus::Resolved)
-            && !b.firing.contains_key(group_key)
-        {
-            // Fired and resolved before anyone was told: say nothing.
-            b.changed.remove(group_key);
-            if b.changed.is_empty() {
-                b.first_change_ms = None;
-            }
-            return;
-        }
-        b.first_change_ms.get_or_insert(now_ms);
-        b.changed.insert(group_key.to_owned(), alert);
     }
 
     /// Marks an alert acknowledged in every batch: it is named as such and
@@ -207,6 +232,8 @@ mod tests {
             repeat_interval_ms: 3_600_000,
             continue_matching: false,
             receiver_at: Vec::new(),
+            escalate: Vec::new(),
+            escalate_refs: Vec::new(),
             at: panorama_model::FilePosition {
                 path: "r.toml".into(),
                 line: 1,

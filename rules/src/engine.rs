@@ -24,7 +24,7 @@ use crate::lifecycle::{Ack, AlertKey, Lifecycle, State, Transition};
 use crate::notify::Notifier;
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
 use crate::outbox::{Outbox, Status};
-use crate::rule::{LoadError, Rule, RuleSet, load_dir};
+use crate::rule::{LoadError, ReceiverKind, Rule, RuleSet, load_dir};
 use crate::silence::{Matcher, Silence, SilenceError, Silences};
 
 /// How the engine runs.
@@ -71,6 +71,33 @@ pub enum EngineError {
     },
 }
 
+/// What the outbox holds: a notice, the receiver that delivers it and,
+/// for a rota, to whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The notice.
+    pub notice: Notice,
+    /// The receiver the route named (a channel, or a rota).
+    pub receiver: String,
+    /// The channel receiver that sends it.
+    pub via: String,
+    /// Recipients replacing the channel's own (the person on duty).
+    pub to: Option<Vec<String>>,
+    /// The person on duty, for a rota.
+    pub person: Option<String>,
+}
+
+/// Notices held back by a spent budget, folded into one digest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Folded {
+    receiver: String,
+    via: String,
+    to: Option<Vec<String>>,
+    person: Option<String>,
+    titles: Vec<String>,
+    seq: u64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Persisted {
     dispatcher: Dispatcher,
@@ -82,13 +109,25 @@ struct Persisted {
     /// ends while they still fire.
     #[serde(default)]
     held: BTreeSet<String>,
+    /// Alert id → escalation steps already taken.
+    #[serde(default)]
+    escalated: BTreeMap<String, usize>,
+    /// Budget key (`receiver:NAME`, `person:NAME`) → sends in the last hour.
+    #[serde(default)]
+    sent: BTreeMap<String, Vec<i64>>,
+    /// Outbox channel key → notices folded while its budget was spent.
+    #[serde(default)]
+    folded: BTreeMap<String, Folded>,
+    /// Alert id → the alert that suppresses it.
+    #[serde(default)]
+    suppressed: BTreeMap<String, String>,
 }
 
 struct StateFiles {
     lifecycle: Lifecycle,
     silences: Silences,
     persisted: Persisted,
-    outbox: Outbox<Notice>,
+    outbox: Outbox<Delivery>,
     history: History,
     last_eval: BTreeMap<String, i64>,
 }
@@ -262,6 +301,34 @@ pub struct AlertsView {
     pub store_error: Option<String>,
     /// Notifications not yet delivered or given up on, newest first.
     pub notifications: Vec<NotificationView>,
+    /// Who is on duty now, per rota.
+    pub on_duty: Vec<OnDutyView>,
+    /// Hourly budgets and their use.
+    pub budgets: Vec<BudgetView>,
+}
+
+/// Who a rota reaches now.
+#[derive(Debug, Clone, Serialize)]
+pub struct OnDutyView {
+    /// The rota receiver.
+    pub receiver: String,
+    /// Who is on duty.
+    pub person: String,
+    /// Until when, Unix ms.
+    pub until_ms: i64,
+}
+
+/// One hourly budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetView {
+    /// `receiver:NAME` or `person:NAME`.
+    pub key: String,
+    /// Sent in the last hour.
+    pub used: usize,
+    /// Allowed per hour.
+    pub limit: u32,
+    /// Notices waiting in a digest for this key's channels.
+    pub folded: usize,
 }
 
 /// A silence as requested through the API.
@@ -353,7 +420,10 @@ impl Engine {
             let mut channels: BTreeMap<String, Arc<dyn Notifier>> = BTreeMap::new();
             let mut errors = Vec::new();
             for (name, r) in &set.receivers {
-                match r.channel.build() {
+                let ReceiverKind::Channel(channel) = &r.kind else {
+                    continue;
+                };
+                match channel.build() {
                     Ok(c) => {
                         channels.insert(name.clone(), c);
                     }
@@ -524,29 +594,12 @@ impl Engine {
         let mut st = self.inner.state.lock().await;
         let st = &mut *st;
         self.release_held(st, &loaded.set, now_ms);
+        self.release_suppressed(st, &loaded.set, now_ms);
+        self.escalate(st, &loaded.set, now_ms);
         for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
-            match st
-                .outbox
-                .enqueue(&notice.id, &receiver, notice.clone(), now_ms)
-            {
-                Ok(true) => st.history.append(Record {
-                    at_ms: now_ms,
-                    event: "notified".into(),
-                    rule: notice.rule.clone(),
-                    group: notice
-                        .alerts
-                        .iter()
-                        .map(|a| a.series.clone() + &a.host)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    detail: format!("{} to {receiver}: {}", notice.id, notice.title()),
-                }),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox write failed; the notice is decided again next tick")
-                }
-            }
+            self.enqueue_notice(st, &loaded.set, &receiver, notice, now_ms);
         }
+        self.release_digests(st, &loaded.set, now_ms);
         let set = loaded.set.clone();
         // While the rules directory is refused (say, at a start with a typo
         // in it), the rules in force may be none at all: forgetting their
@@ -581,6 +634,333 @@ impl Engine {
         };
         write("engine.json", serde_json::to_vec(&st.persisted));
         write("silences.json", serde_json::to_vec(&st.silences));
+    }
+
+    /// Escalates firing, unacknowledged, unsilenced alerts whose route has
+    /// steps due: each step's receivers are told once, and the steps taken
+    /// are persisted, so a restart neither repeats a step nor misses one
+    /// that fell due while the process was down.
+    fn escalate(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
+        let firing: Vec<crate::lifecycle::Alert> = st
+            .lifecycle
+            .alerts()
+            .filter(|a| a.state == State::Firing && a.ack.is_none())
+            .cloned()
+            .collect();
+        let live: BTreeSet<String> = firing.iter().map(|a| alert_id(&a.key)).collect();
+        for a in firing {
+            let id = alert_id(&a.key);
+            if st.persisted.held.contains(&id) || st.persisted.suppressed.contains_key(&id) {
+                continue;
+            }
+            let (Some(rule), Some(group), Some(fired)) = (
+                set.rule(&a.key.rule),
+                st.persisted.groups.get(&id).cloned(),
+                a.fired_ms,
+            ) else {
+                continue;
+            };
+            let labels = group.labels(rule);
+            if st.silences.silencing(&labels, now_ms).is_some() {
+                continue;
+            }
+            let Some(route) = set
+                .routes_for(&labels)
+                .into_iter()
+                .find(|r| !r.escalate.is_empty())
+            else {
+                continue;
+            };
+            let done = st.persisted.escalated.get(&id).copied().unwrap_or(0);
+            let mut taken = done;
+            for (i, step) in route.escalate.iter().enumerate().skip(done) {
+                if now_ms - fired < step.after_ms {
+                    break;
+                }
+                let na = self.notice_alert(rule, &group, &a, AlertStatus::Firing);
+                let step_route = crate::rule::Route {
+                    group_wait_ms: 0,
+                    ..route.clone()
+                };
+                for receiver in &step.receivers {
+                    st.persisted.dispatcher.record(
+                        &step_route,
+                        receiver,
+                        &facts(rule),
+                        &group.key,
+                        na.clone(),
+                        now_ms,
+                    );
+                }
+                st.history.append(Record {
+                    at_ms: now_ms,
+                    event: "escalated".into(),
+                    rule: rule.name.clone(),
+                    group: group.key.clone(),
+                    detail: format!(
+                        "step {} after {} min unacknowledged: {}",
+                        i + 1,
+                        step.after_ms / 60_000,
+                        step.receivers.join(", ")
+                    ),
+                });
+                taken = i + 1;
+            }
+            if taken != done {
+                st.persisted.escalated.insert(id, taken);
+            }
+        }
+        // Acknowledged or resolved alerts stop escalating; a new episode starts over.
+        st.persisted.escalated.retain(|k, _| live.contains(k));
+    }
+
+    /// The active infra or component alert that explains this one: a
+    /// silent host or a failing Redis or MySQL on the same host or service
+    /// causes the url, call and business alerts that follow.
+    fn suppressor(&self, st: &StateFiles, group: &Group) -> Option<AlertKey> {
+        use panorama_model::Layer;
+        if !matches!(group.layer, Layer::Url | Layer::Call | Layer::Business) {
+            return None;
+        }
+        st.lifecycle
+            .alerts()
+            .filter(|a| matches!(a.state, State::Firing | State::NoData))
+            .find(|a| {
+                st.persisted.groups.get(&alert_id(&a.key)).is_some_and(|g| {
+                    matches!(g.layer, Layer::Infra | Layer::Component)
+                        && ((!g.host.is_empty() && g.host == group.host)
+                            || (!g.service.is_empty() && g.service == group.service))
+                })
+            })
+            .map(|a| a.key.clone())
+    }
+
+    /// Alerts suppressed by one that has since resolved are notified now
+    /// if they still fire: the cause is gone, the symptom is news.
+    fn release_suppressed(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
+        let entries: Vec<(String, String)> = st
+            .persisted
+            .suppressed
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, by) in entries {
+            let by_active = by.split_once('\u{1f}').is_some_and(|(r, g)| {
+                st.lifecycle
+                    .get(&AlertKey {
+                        rule: r.into(),
+                        group: g.into(),
+                    })
+                    .is_some_and(|a| matches!(a.state, State::Firing | State::NoData))
+            });
+            if by_active {
+                continue;
+            }
+            st.persisted.suppressed.remove(&id);
+            let Some((rule_name, group_key)) = id.split_once('\u{1f}') else {
+                continue;
+            };
+            let key = AlertKey {
+                rule: rule_name.into(),
+                group: group_key.into(),
+            };
+            let state = st.lifecycle.get(&key).map(|a| a.state);
+            let (Some(rule), Some(group)) =
+                (set.rule(rule_name), st.persisted.groups.get(&id).cloned())
+            else {
+                continue;
+            };
+            match state {
+                Some(State::Firing) => {
+                    self.transition(st, set, rule, &group, &key, Transition::Fired, now_ms)
+                }
+                Some(State::NoData) => {
+                    self.transition(st, set, rule, &group, &key, Transition::NoData, now_ms)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Turns a decided notice into outbox entries: one for a channel, one
+    /// per delivering receiver for a rota (addressed to whoever is on duty
+    /// when the notice was decided). Entries over a budget are folded.
+    fn enqueue_notice(
+        &self,
+        st: &mut StateFiles,
+        set: &RuleSet,
+        receiver: &str,
+        notice: Notice,
+        now_ms: i64,
+    ) {
+        let Some(r) = set.receivers.get(receiver) else {
+            tracing::error!(receiver, notice = %notice.id, "notice for a receiver that is no longer configured");
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "gave_up".into(),
+                rule: notice.rule.clone(),
+                group: String::new(),
+                detail: format!("{}: receiver `{receiver}` is not configured", notice.id),
+            });
+            return;
+        };
+        let deliveries: Vec<(String, Delivery)> = match &r.kind {
+            ReceiverKind::Channel(_) => vec![(
+                receiver.to_owned(),
+                Delivery {
+                    notice: notice.clone(),
+                    receiver: receiver.to_owned(),
+                    via: receiver.to_owned(),
+                    to: None,
+                    person: None,
+                },
+            )],
+            ReceiverKind::Rota(rota) => {
+                let (person, _) = rota.on_duty(notice.created_ms);
+                rota.via
+                    .iter()
+                    .map(|via| {
+                        let to = contact(set, &person, via);
+                        (
+                            format!("{receiver}/{via}"),
+                            Delivery {
+                                notice: notice.clone(),
+                                receiver: receiver.to_owned(),
+                                via: via.clone(),
+                                to,
+                                person: Some(person.clone()),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        };
+        for (key, d) in deliveries {
+            let limits = limits(set, &d);
+            if !within(&mut st.persisted.sent, &limits, now_ms) {
+                let f = st
+                    .persisted
+                    .folded
+                    .entry(key.clone())
+                    .or_insert_with(|| Folded {
+                        receiver: d.receiver.clone(),
+                        via: d.via.clone(),
+                        to: d.to.clone(),
+                        person: d.person.clone(),
+                        ..Folded::default()
+                    });
+                f.titles.push(notice.title());
+                st.history.append(Record {
+                    at_ms: now_ms,
+                    event: "folded".into(),
+                    rule: notice.rule.clone(),
+                    group: String::new(),
+                    detail: format!(
+                        "{} to {key}: hourly budget spent; folded into the next digest",
+                        notice.id
+                    ),
+                });
+                continue;
+            }
+            spend(&mut st.persisted.sent, &limits, now_ms);
+            let title = notice.title();
+            let who = d
+                .person
+                .clone()
+                .map(|p| format!(" ({p} on duty)"))
+                .unwrap_or_default();
+            match st.outbox.enqueue(&notice.id, &key, d, now_ms) {
+                Ok(true) => st.history.append(Record {
+                    at_ms: now_ms,
+                    event: "notified".into(),
+                    rule: notice.rule.clone(),
+                    group: notice
+                        .alerts
+                        .iter()
+                        .map(|a| a.series.clone() + &a.host)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    detail: format!("{} to {key}{who}: {title}", notice.id),
+                }),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox write failed; the notice is decided again next tick")
+                }
+            }
+        }
+    }
+
+    /// Sends one digest per channel key whose budget has room again.
+    fn release_digests(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
+        let keys: Vec<String> = st.persisted.folded.keys().cloned().collect();
+        for key in keys {
+            let Some(f) = st.persisted.folded.get(&key).cloned() else {
+                continue;
+            };
+            if f.titles.is_empty() {
+                continue;
+            }
+            let n = f.titles.len();
+            let digest = Notice {
+                id: format!("digest:{key}:{}", f.seq + 1),
+                kind: crate::notify::NoticeKind::Firing,
+                rule: format!("digest of {n} held-back notices"),
+                severity: "warning".into(),
+                condition: "hourly budget".into(),
+                labels: Vec::new(),
+                alerts: f
+                    .titles
+                    .iter()
+                    .map(|t| NoticeAlert {
+                        status: AlertStatus::Firing,
+                        layer: String::new(),
+                        service: String::new(),
+                        series: t.clone(),
+                        host: String::new(),
+                        value: String::new(),
+                        threshold: String::new(),
+                        summary: t.clone(),
+                        link: format!(
+                            "{}/alerts",
+                            self.inner.cfg.dashboard_url.trim_end_matches('/')
+                        ),
+                        since_ms: now_ms,
+                        acked_by: None,
+                    })
+                    .collect(),
+                created_ms: now_ms,
+            };
+            let d = Delivery {
+                notice: digest.clone(),
+                receiver: f.receiver.clone(),
+                via: f.via.clone(),
+                to: f.to.clone(),
+                person: f.person.clone(),
+            };
+            let limits = limits(set, &d);
+            if !within(&mut st.persisted.sent, &limits, now_ms) {
+                continue;
+            }
+            spend(&mut st.persisted.sent, &limits, now_ms);
+            match st.outbox.enqueue(&digest.id, &key, d, now_ms) {
+                Ok(_) => {
+                    st.history.append(Record {
+                        at_ms: now_ms,
+                        event: "notified".into(),
+                        rule: digest.rule.clone(),
+                        group: String::new(),
+                        detail: format!("{} to {key}: digest of {n}", digest.id),
+                    });
+                    if let Some(f) = st.persisted.folded.get_mut(&key) {
+                        f.titles.clear();
+                        f.seq += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox write failed; the digest is tried again next tick")
+                }
+            }
+        }
     }
 
     /// Alerts a silence held back that still fire once it ended are
@@ -656,9 +1036,68 @@ impl Engine {
             detail: format!("value {} threshold {}", na.value, na.threshold),
         });
         let labels = group.labels(rule);
-        if t != Transition::Resolved
-            && let Some(s) = st.silences.silencing(&labels, now_ms)
-        {
+        if t == Transition::Resolved {
+            st.persisted.held.remove(&alert_id(key));
+            st.persisted.suppressed.remove(&alert_id(key));
+            // Everyone who was told it fires (its routes, escalation steps)
+            // is told it resolved.
+            st.persisted
+                .dispatcher
+                .resolve_everywhere(&rule.name, &group.key, na, now_ms);
+            return;
+        }
+        if let Some(by) = self.suppressor(st, group) {
+            let by_id = alert_id(&by);
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "suppressed".into(),
+                rule: rule.name.clone(),
+                group: group.key.clone(),
+                detail: format!("caused by {} {}", by.rule, by.group),
+            });
+            st.persisted.suppressed.insert(alert_id(key), by_id.clone());
+            // The suppressing alert's next notice names what it suppresses.
+            if let (Some(by_rule), Some(by_group), Some(by_alert)) = (
+                set.rule(&by.rule),
+                st.persisted.groups.get(&by_id).cloned(),
+                st.lifecycle.get(&by).cloned(),
+            ) {
+                let status = if by_alert.state == State::NoData {
+                    AlertStatus::NoData
+                } else {
+                    AlertStatus::Firing
+                };
+                let mut by_na = self.notice_alert(by_rule, &by_group, &by_alert, status);
+                let names: Vec<String> = st
+                    .persisted
+                    .suppressed
+                    .iter()
+                    .filter(|(_, v)| **v == by_id)
+                    .map(|(k, _)| k.replace('\u{1f}', " "))
+                    .collect();
+                by_na.summary = format!(
+                    "{} (suppressing {}: {})",
+                    by_na.summary,
+                    names.len(),
+                    names.join("; ")
+                );
+                let by_labels = by_group.labels(by_rule);
+                for route in set.routes_for(&by_labels) {
+                    for receiver in &route.receivers {
+                        st.persisted.dispatcher.record(
+                            &route,
+                            receiver,
+                            &facts(by_rule),
+                            &by_group.key,
+                            by_na.clone(),
+                            now_ms,
+                        );
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(s) = st.silences.silencing(&labels, now_ms) {
             st.history.append(Record {
                 at_ms: now_ms,
                 event: "silenced".into(),
@@ -770,14 +1209,15 @@ impl Engine {
         }
         let loaded = self.rules();
         for e in due {
-            let result = match loaded.channels.get(&e.channel) {
+            let d = &e.payload;
+            let result = match loaded.channels.get(&d.via) {
                 Some(c) => c
-                    .send(&e.payload, None)
+                    .send(&d.notice, d.to.as_deref())
                     .await
                     .map_err(|err| (err.is_permanent(), err.to_string())),
                 None => Err((
                     false,
-                    format!("receiver `{}` is not configured (any more)", e.channel),
+                    format!("receiver `{}` is not configured (any more)", d.via),
                 )),
             };
             let mut st = self.inner.state.lock().await;
@@ -809,7 +1249,7 @@ impl Engine {
             st.history.append(Record {
                 at_ms: now_ms,
                 event: event.into(),
-                rule: e.payload.rule.clone(),
+                rule: e.payload.notice.rule.clone(),
                 group: String::new(),
                 detail,
             });
@@ -1002,7 +1442,7 @@ impl Engine {
             .map(|e| NotificationView {
                 id: e.id.clone(),
                 receiver: e.channel.clone(),
-                title: e.payload.title(),
+                title: e.payload.notice.title(),
                 created_ms: e.created_ms,
                 attempts: e.attempts,
                 status: e.status.clone(),
@@ -1044,7 +1484,61 @@ impl Engine {
             rules_loaded_ms: self.inner.loaded_ms.load(Ordering::Relaxed),
             store_error: lock(&self.inner.store_error).clone(),
             notifications: Vec::new(),
+            on_duty: loaded
+                .set
+                .receivers
+                .values()
+                .filter_map(|r| match &r.kind {
+                    ReceiverKind::Rota(rota) => {
+                        let (person, until_ms) = rota.on_duty(now_ms);
+                        Some(OnDutyView {
+                            receiver: r.name.clone(),
+                            person,
+                            until_ms,
+                        })
+                    }
+                    ReceiverKind::Channel(_) => None,
+                })
+                .collect(),
+            budgets: Vec::new(),
         };
+        let mut budgets: BTreeMap<String, u32> = BTreeMap::new();
+        for r in loaded.set.receivers.values() {
+            if let Some(n) = r.budget_per_hour {
+                budgets.insert(format!("receiver:{}", r.name), n);
+            }
+        }
+        for p in loaded.set.people.values() {
+            if let Some(n) = p.sms_per_hour {
+                budgets.insert(format!("person:{}", p.name), n);
+            }
+        }
+        v.budgets = budgets
+            .into_iter()
+            .map(|(key, limit)| {
+                let used = st
+                    .persisted
+                    .sent
+                    .get(&key)
+                    .map_or(0, |t| t.iter().filter(|t| now_ms - **t < HOUR_MS).count());
+                let name = key.split_once(':').map_or("", |(_, n)| n);
+                let folded = st
+                    .persisted
+                    .folded
+                    .values()
+                    .filter(|f| {
+                        f.receiver == name || f.via == name || f.person.as_deref() == Some(name)
+                    })
+                    .map(|f| f.titles.len())
+                    .sum();
+                BudgetView {
+                    key,
+                    used,
+                    limit,
+                    folded,
+                }
+            })
+            .collect();
         for a in st.lifecycle.alerts() {
             let Some(group) = st.persisted.groups.get(&alert_id(&a.key)) else {
                 continue;
@@ -1101,7 +1595,7 @@ impl Engine {
             .map(|e| NotificationView {
                 id: e.id.clone(),
                 receiver: e.channel.clone(),
-                title: e.payload.title(),
+                title: e.payload.notice.title(),
                 created_ms: e.created_ms,
                 attempts: e.attempts,
                 status: e.status.clone(),
@@ -1109,6 +1603,75 @@ impl Engine {
             })
             .collect();
         v
+    }
+}
+
+fn facts(rule: &Rule) -> RuleFacts {
+    RuleFacts {
+        rule: rule.name.clone(),
+        severity: rule.severity.clone(),
+        condition: rule.when_text.clone(),
+        labels: rule
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// How the person on duty is reached through a channel receiver: mail
+/// gets the email, SMS and chat robots the phone, a webhook no one.
+fn contact(set: &RuleSet, person: &str, via: &str) -> Option<Vec<String>> {
+    let p = set.people.get(person)?;
+    let kind = match set.receivers.get(via).map(|r| &r.kind) {
+        Some(ReceiverKind::Channel(c)) => c.kind(),
+        _ => return None,
+    };
+    match kind {
+        "mail" => p.email.clone().map(|e| vec![e]),
+        "webhook" => None,
+        _ => p.phone.clone().map(|n| vec![n]),
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The hourly budgets a delivery spends: its receiver's, the delivering
+/// receiver's, and for SMS the person's.
+fn limits(set: &RuleSet, d: &Delivery) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for name in [&d.receiver, &d.via] {
+        if let Some(n) = set.receivers.get(name).and_then(|r| r.budget_per_hour) {
+            let k = format!("receiver:{name}");
+            if !out.iter().any(|(x, _)| *x == k) {
+                out.push((k, n));
+            }
+        }
+    }
+    let is_sms = matches!(
+        set.receivers.get(&d.via).map(|r| &r.kind),
+        Some(ReceiverKind::Channel(c)) if c.kind() == "sms"
+    );
+    if is_sms
+        && let Some(p) = d.person.as_ref().and_then(|p| set.people.get(p))
+        && let Some(n) = p.sms_per_hour
+    {
+        out.push((format!("person:{}", p.name), n));
+    }
+    out
+}
+
+fn within(sent: &mut BTreeMap<String, Vec<i64>>, limits: &[(String, u32)], now_ms: i64) -> bool {
+    limits.iter().all(|(k, n)| {
+        let v = sent.entry(k.clone()).or_default();
+        v.retain(|t| now_ms - t < HOUR_MS);
+        v.len() < *n as usize
+    })
+}
+
+fn spend(sent: &mut BTreeMap<String, Vec<i64>>, limits: &[(String, u32)], now_ms: i64) {
+    for (k, _) in limits {
+        sent.entry(k.clone()).or_default().push(now_ms);
     }
 }
 

@@ -6,7 +6,12 @@
 //! before any channel sees it and may be delivered after a restart, when
 //! the rule that produced it may have changed.
 
+pub mod dingtalk;
+mod http;
 pub mod mail;
+pub mod sms;
+pub mod webhook;
+pub mod wecom;
 
 use std::sync::Arc;
 
@@ -17,11 +22,19 @@ use serde::{Deserialize, Serialize};
 pub enum ChannelConfig {
     /// `[receiver.mail]`: SMTP.
     Mail(Box<mail::MailConfig>),
+    /// `[receiver.sms]`: Aliyun SMS or an HTTP gateway.
+    Sms(Box<sms::SmsConfig>),
+    /// `[receiver.dingtalk]`: a DingTalk group robot.
+    DingTalk(Box<dingtalk::DingTalkConfig>),
+    /// `[receiver.wecom]`: a WeCom group robot.
+    WeCom(Box<wecom::WeComConfig>),
+    /// `[receiver.webhook]`: JSON to any URL.
+    Webhook(Box<webhook::WebhookConfig>),
 }
 
 impl ChannelConfig {
     /// The table names a receiver may carry, one of them.
-    pub const KINDS: &'static [&'static str] = &["mail"];
+    pub const KINDS: &'static [&'static str] = &["mail", "sms", "dingtalk", "wecom", "webhook"];
 
     /// Reads and checks the `[receiver.<kind>]` table.
     ///
@@ -40,6 +53,26 @@ impl ChannelConfig {
                 c.validate()?;
                 Ok(ChannelConfig::Mail(Box::new(c)))
             }
+            "sms" => {
+                let c: sms::SmsConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::Sms(Box::new(c)))
+            }
+            "dingtalk" => {
+                let c: dingtalk::DingTalkConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::DingTalk(Box::new(c)))
+            }
+            "wecom" => {
+                let c: wecom::WeComConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::WeCom(Box::new(c)))
+            }
+            "webhook" => {
+                let c: webhook::WebhookConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::Webhook(Box::new(c)))
+            }
             other => Err(format!(
                 "unknown channel `{other}`; expected one of {}",
                 Self::KINDS.join(", ")
@@ -51,6 +84,10 @@ impl ChannelConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ChannelConfig::Mail(_) => "mail",
+            ChannelConfig::Sms(_) => "sms",
+            ChannelConfig::DingTalk(_) => "dingtalk",
+            ChannelConfig::WeCom(_) => "wecom",
+            ChannelConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -64,6 +101,18 @@ impl ChannelConfig {
             ChannelConfig::Mail(c) => mail::Mailer::new((**c).clone())
                 .map(|m| Arc::new(m) as Arc<dyn Notifier>)
                 .map_err(|e| e.to_string()),
+            ChannelConfig::Sms(c) => {
+                sms::Sms::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
+            ChannelConfig::DingTalk(c) => {
+                dingtalk::DingTalk::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
+            ChannelConfig::WeCom(c) => {
+                wecom::WeCom::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
+            ChannelConfig::Webhook(c) => {
+                webhook::Webhook::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
         }
     }
 }

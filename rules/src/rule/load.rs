@@ -10,11 +10,12 @@ use toml::Spanned;
 
 use super::expr::{self, Expr};
 use super::{
-    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, GroupBy, Pattern,
-    Receiver, Route, Rule, RuleSet,
+    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, Escalation,
+    GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet,
 };
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
+use crate::rota::{Person, RotaConfig};
 
 /// One problem in a rules directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,8 @@ struct RawFile {
     receiver: Vec<Spanned<RawReceiver>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    person: Vec<Spanned<Person>>,
 }
 
 type S = Spanned<String>;
@@ -85,18 +88,19 @@ struct RawReceiver {
     wecom: Option<Spanned<toml::Table>>,
     webhook: Option<Spanned<toml::Table>>,
     rota: Option<Spanned<toml::Table>>,
+    budget_per_hour: Option<Spanned<u32>>,
 }
 
 impl RawReceiver {
     /// The channel tables given, by kind.
-    fn channels(self) -> Vec<(&'static str, Spanned<toml::Table>)> {
+    fn channels(&mut self) -> Vec<(&'static str, Spanned<toml::Table>)> {
         [
-            ("mail", self.mail),
-            ("sms", self.sms),
-            ("dingtalk", self.dingtalk),
-            ("wecom", self.wecom),
-            ("webhook", self.webhook),
-            ("rota", self.rota),
+            ("mail", self.mail.take()),
+            ("sms", self.sms.take()),
+            ("dingtalk", self.dingtalk.take()),
+            ("wecom", self.wecom.take()),
+            ("webhook", self.webhook.take()),
+            ("rota", self.rota.take()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -115,6 +119,15 @@ struct RawRoute {
     repeat_interval: Option<S>,
     #[serde(default, rename = "continue")]
     continue_matching: bool,
+    #[serde(default)]
+    escalate: Vec<Spanned<RawEscalation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    after: S,
+    receivers: Vec<S>,
 }
 
 /// Placeholders a summary or description may use.
@@ -259,10 +272,15 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
     }
     for r in raw.receiver {
         let start = r.span().start;
-        let r = r.into_inner();
+        let mut r = r.into_inner();
         let name = r.name.get_ref().clone();
         let name_span = Ctx::inner(&r.name);
         let channels = r.channels();
+        if let Some(b) = &r.budget_per_hour
+            && *b.get_ref() == 0
+        {
+            cx.err(b.span().start, "`budget_per_hour` must be at least 1");
+        }
         let mut channel = None;
         if channels.is_empty() {
             cx.err(
@@ -282,7 +300,16 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
                 );
                 continue;
             }
-            match ChannelConfig::parse(kind, table.into_inner()) {
+            let parsed = if kind == "rota" {
+                toml::Value::Table(table.into_inner())
+                    .try_into::<RotaConfig>()
+                    .map_err(|e| e.message().trim().to_owned())
+                    .and_then(|c| c.check())
+                    .map(ReceiverKind::Rota)
+            } else {
+                ChannelConfig::parse(kind, table.into_inner()).map(ReceiverKind::Channel)
+            };
+            match parsed {
                 Ok(c) => channel = Some(c),
                 Err(why) => cx.err(offset, format!("receiver `{name}`: {kind}: {why}")),
             }
@@ -295,8 +322,15 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
                 cx.err(name_span, format!("receiver `{name}` is defined twice"));
             } else {
                 let at = cx.at(start);
-                set.receivers
-                    .insert(name.clone(), Receiver { name, at, channel });
+                set.receivers.insert(
+                    name.clone(),
+                    Receiver {
+                        name,
+                        at,
+                        kind: channel,
+                        budget_per_hour: r.budget_per_hour.as_ref().map(|b| *b.get_ref()),
+                    },
+                );
             }
         }
     }
@@ -324,6 +358,34 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
             DEFAULT_REPEAT_INTERVAL_MS,
             60_000,
         );
+        let mut escalate = Vec::new();
+        let mut escalate_at = Vec::new();
+        let mut last_after = 0;
+        for e in &r.escalate {
+            let e_start = e.span().start;
+            let e = e.get_ref();
+            let after_ms = cx.duration("escalate.after", &Some(e.after.clone()), 0, 60_000);
+            if after_ms <= last_after {
+                cx.err(
+                    Ctx::inner(&e.after),
+                    "escalation steps must come later one after the other",
+                );
+            }
+            last_after = after_ms;
+            if e.receivers.is_empty() {
+                cx.err(e_start, "an escalation step needs at least one receiver");
+            }
+            for s in &e.receivers {
+                escalate_at.push((
+                    s.get_ref().clone(),
+                    FilePosition::at(path, text, Ctx::inner(s)),
+                ));
+            }
+            escalate.push(Escalation {
+                after_ms,
+                receivers: e.receivers.iter().map(|s| s.get_ref().clone()).collect(),
+            });
+        }
         let at = cx.at(start);
         set.routes.push(Route {
             matchers,
@@ -337,8 +399,32 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
                 .iter()
                 .map(|s| FilePosition::at(path, text, Ctx::inner(s)))
                 .collect(),
+            escalate,
+            escalate_refs: Vec::new(),
             at,
         });
+        // Escalation receivers are checked with the route's own.
+        let last = set.routes.last_mut().expect("just pushed");
+        for (name, at) in escalate_at {
+            last.escalate_refs.push((name, at));
+        }
+    }
+    for p in raw.person {
+        let start = p.span().start;
+        let p = p.into_inner();
+        if p.name.is_empty() {
+            cx.err(start, "a person needs a `name`");
+        } else if p.email.is_none() && p.phone.is_none() {
+            cx.err(
+                start,
+                format!("person `{}` has neither `email` nor `phone`", p.name),
+            );
+        } else if set.people.contains_key(&p.name) {
+            cx.err(start, format!("person `{}` is defined twice", p.name));
+        } else {
+            set.people_at.insert(p.name.clone(), cx.at(start));
+            set.people.insert(p.name.clone(), p);
+        }
     }
     if cx.errors.is_empty() {
         Ok(set)
@@ -552,6 +638,20 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
                     }
                 }
                 set.routes.extend(one.routes);
+                for (name, p) in one.people {
+                    let at = one.people_at.get(&name).cloned();
+                    if let Some(first) = set.people_at.get(&name) {
+                        errors.push(LoadError {
+                            at: at.unwrap_or_else(|| first.clone()),
+                            message: format!("person `{name}` is already defined at {first}"),
+                        });
+                    } else {
+                        if let Some(at) = at {
+                            set.people_at.insert(name.clone(), at);
+                        }
+                        set.people.insert(name, p);
+                    }
+                }
             }
             Err(mut e) => errors.append(&mut e),
         }
@@ -564,8 +664,10 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
                 .iter()
                 .cloned()
                 .zip(r.receiver_at.iter().cloned())
+                .chain(r.escalate_refs.iter().cloned())
         })
         .collect();
+    errors.extend(check_rotas(&set));
     for (name, at) in refs {
         if !set.receivers.contains_key(&name) {
             let known: Vec<&str> = set.receivers.keys().map(String::as_str).collect();
@@ -588,4 +690,65 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
     } else {
         Err(errors)
     }
+}
+
+/// Rotas name people and delivering receivers defined anywhere in the
+/// directory; each person needs the contact the receivers use.
+fn check_rotas(set: &RuleSet) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    for r in set.receivers.values() {
+        let ReceiverKind::Rota(rota) = &r.kind else {
+            continue;
+        };
+        let mut err = |m: String| {
+            errors.push(LoadError {
+                at: r.at.clone(),
+                message: format!("receiver `{}`: rota: {m}", r.name),
+            })
+        };
+        for via in &rota.via {
+            match set.receivers.get(via).map(|v| &v.kind) {
+                None => err(format!(
+                    "`via` names receiver `{via}`, which is not defined"
+                )),
+                Some(ReceiverKind::Rota(_)) => {
+                    err(format!("`via` names `{via}`, which is a rota itself"))
+                }
+                Some(ReceiverKind::Channel(c)) => {
+                    for who in &rota.people {
+                        let Some(p) = set.people.get(who) else {
+                            continue;
+                        };
+                        let has = if c.kind() == "mail" {
+                            p.email.is_some()
+                        } else if c.kind() == "webhook" {
+                            true
+                        } else {
+                            p.phone.is_some()
+                        };
+                        if !has {
+                            err(format!(
+                                "person `{who}` has no {} for receiver `{via}` ({})",
+                                if c.kind() == "mail" { "email" } else { "phone" },
+                                c.kind()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for who in &rota.people {
+            if !set.people.contains_key(who) {
+                err(format!(
+                    "names person `{who}`, who is not defined in a [[person]] table"
+                ));
+            }
+        }
+        for (_, _, who) in &rota.overrides {
+            if !set.people.contains_key(who) {
+                err(format!("override names person `{who}`, who is not defined"));
+            }
+        }
+    }
+    errors
 }

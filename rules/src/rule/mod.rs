@@ -22,6 +22,7 @@ pub use pattern::Pattern;
 
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
+use crate::rota::{Person, Rota};
 
 /// What one alert stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -91,7 +92,28 @@ pub struct Receiver {
     /// Where it was defined.
     pub at: FilePosition,
     /// How it delivers.
-    pub channel: ChannelConfig,
+    pub kind: ReceiverKind,
+    /// Most notices per hour through this receiver; beyond, they are
+    /// folded into one digest sent when the hour allows.
+    pub budget_per_hour: Option<u32>,
+}
+
+/// What a receiver is.
+#[derive(Debug, Clone)]
+pub enum ReceiverKind {
+    /// A channel that delivers.
+    Channel(ChannelConfig),
+    /// Whoever is on duty, reached through other receivers.
+    Rota(Rota),
+}
+
+/// One escalation step of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    /// Unacknowledged this long after firing...
+    pub after_ms: i64,
+    /// ...these receivers are told too.
+    pub receivers: Vec<String>,
 }
 
 /// Which alerts go to which receivers, batched how.
@@ -111,6 +133,10 @@ pub struct Route {
     pub continue_matching: bool,
     /// Where each receiver name was written (for errors).
     pub receiver_at: Vec<FilePosition>,
+    /// Escalation steps, in order.
+    pub escalate: Vec<Escalation>,
+    /// Where each escalation receiver name was written (for errors).
+    pub escalate_refs: Vec<(String, FilePosition)>,
     /// Where it was defined.
     pub at: FilePosition,
 }
@@ -135,6 +161,10 @@ pub struct RuleSet {
     pub receivers: BTreeMap<String, Receiver>,
     /// Routes in file order; when none is given every alert goes to every receiver.
     pub routes: Vec<Route>,
+    /// People rotas name, by name.
+    pub people: BTreeMap<String, Person>,
+    /// Where each person was defined.
+    pub people_at: BTreeMap<String, FilePosition>,
 }
 
 /// Default batching of a route: wait 30 s for a storm to gather, then at
@@ -162,6 +192,8 @@ impl RuleSet {
                 repeat_interval_ms: DEFAULT_REPEAT_INTERVAL_MS,
                 continue_matching: false,
                 receiver_at: Vec::new(),
+                escalate: Vec::new(),
+                escalate_refs: Vec::new(),
                 at: FilePosition {
                     path: PathBuf::from("(default route)"),
                     line: 0,
