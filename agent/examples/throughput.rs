@@ -44,8 +44,17 @@ fn main() -> anyhow::Result<()> {
     while acked < size {
         let chunks = tailer.poll();
         for chunk in chunks {
-            for line in chunk.lines() {
-                let _ = pipeline.feed(line, &mut events);
+            match chunk.text_lines() {
+                Some(lines) => {
+                    for line in lines {
+                        let _ = pipeline.feed_str(line, &mut events);
+                    }
+                }
+                None => {
+                    for line in chunk.lines() {
+                        let _ = pipeline.feed(line, &mut events);
+                    }
+                }
             }
             lines += chunk.line_count() as u64;
             events_total += events.len() as u64;

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{AgentConfig, SourceConfig};
 use crate::host::HostSampler;
-use crate::parse::{Format, Pipeline};
+use crate::parse::{Format, ParseFailure, Pipeline};
 use crate::ship::{Delivery, ShipConfig, Shipper};
 use crate::tail::Tailer;
 
@@ -256,27 +256,40 @@ async fn source_task(
             let before = pipeline.stats();
             let mut events = Vec::with_capacity(chunk.line_count());
             let mut kept_raw = 0;
-            for line in chunk.lines() {
-                if let Err(failure) = pipeline.feed(line, &mut events) {
-                    // A line that does not parse is still a line the
-                    // service wrote: it becomes an error event of the
-                    // source's "(parse error)" series, so it is counted,
-                    // charted and alertable, and the first few carry the
-                    // raw line as a sample.
-                    let mut e = panorama_model::Event::new(
-                        chrono::Utc::now().timestamp_millis(),
-                        parse_error_layer,
-                        src.parse.service.clone(),
-                        host.clone(),
-                        PARSE_ERROR_SERIES,
-                    );
-                    e.outcome = panorama_model::Outcome::Error(Some("parse".into()));
-                    if kept_raw < MAX_RAW_PER_CHUNK {
-                        kept_raw += 1;
-                        let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
-                        e.raw = Some(format!("{text}  [{failure}]"));
+            // A line that does not parse is still a line the service
+            // wrote: it becomes an error event of the source's "(parse
+            // error)" series, so it is counted, charted and alertable, and
+            // the first few carry the raw line as a sample.
+            let mut parse_error = |line: &[u8], failure: ParseFailure| {
+                let mut e = panorama_model::Event::new(
+                    chrono::Utc::now().timestamp_millis(),
+                    parse_error_layer,
+                    src.parse.service.clone(),
+                    host.clone(),
+                    PARSE_ERROR_SERIES,
+                );
+                e.outcome = panorama_model::Outcome::Error(Some("parse".into()));
+                if kept_raw < MAX_RAW_PER_CHUNK {
+                    kept_raw += 1;
+                    let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
+                    e.raw = Some(format!("{text}  [{failure}]"));
+                }
+                e
+            };
+            match chunk.text_lines() {
+                Some(lines) => {
+                    for line in lines {
+                        if let Err(failure) = pipeline.feed_str(line, &mut events) {
+                            events.push(parse_error(line.as_bytes(), failure));
+                        }
                     }
-                    events.push(e);
+                }
+                None => {
+                    for line in chunk.lines() {
+                        if let Err(failure) = pipeline.feed(line, &mut events) {
+                            events.push(parse_error(line, failure));
+                        }
+                    }
                 }
             }
             if multi_line {

@@ -455,6 +455,39 @@ fn invalid_utf8_passes_through() {
 }
 
 #[test]
+fn text_lines_only_for_whole_text() {
+    let env = Env::new();
+    let path = env.log("app.log");
+    append(&path, "ok\nünï\r\nend\n".as_bytes());
+    let mut t = Tailer::new(env.cfg("app.log")).unwrap();
+    let c = drain(&mut t);
+    let lines: Vec<&str> = c.iter().flat_map(|c| c.text_lines().unwrap()).collect();
+    assert_eq!(lines, ["ok", "ünï", "end"]);
+
+    let env = Env::new();
+    let path = env.log("app.log");
+    append(&path, b"ok\n\xff\xfe\n");
+    let mut t = Tailer::new(env.cfg("app.log")).unwrap();
+    assert!(drain(&mut t).iter().any(|c| c.text_lines().is_none()));
+
+    // A line cut inside a character and a line of stray continuation
+    // bytes make valid text back to back, but not as lines.
+    let env = Env::new();
+    let path = env.log("app.log");
+    let mut cfg = env.cfg("app.log");
+    cfg.max_line_bytes = 3;
+    append(&path, b"aa\xc3\xa9\n\xa9b\n");
+    let mut t = Tailer::new(cfg).unwrap();
+    let c = drain(&mut t);
+    assert_eq!(c.len(), 1);
+    assert!(
+        c[0].text_lines().is_none(),
+        "{:?}",
+        c[0].lines().collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn deleted_file_still_open_is_read_to_its_end() {
     let env = Env::new();
     let path = env.log("app.log");

@@ -197,6 +197,25 @@ impl Chunk {
         })
     }
 
+    /// The lines as text, when the chunk is valid UTF-8 as a whole (nearly
+    /// always; `None` otherwise, then use [`Chunk::lines`]). One validation
+    /// of the chunk costs less than one per line, and
+    /// [`Pipeline::feed_str`](crate::parse::Pipeline::feed_str) takes the
+    /// lines as they are.
+    pub fn text_lines(&self) -> Option<impl ExactSizeIterator<Item = &str> + '_> {
+        let text = std::str::from_utf8(&self.data).ok()?;
+        // A line cut at `max_line_bytes` may end inside a character.
+        if !self.ends.iter().all(|&end| text.is_char_boundary(end)) {
+            return None;
+        }
+        let mut start = 0;
+        Some(self.ends.iter().map(move |&end| {
+            let line = &text[start..end];
+            start = end;
+            line
+        }))
+    }
+
     /// How many lines.
     pub fn line_count(&self) -> usize {
         self.ends.len()
