@@ -647,11 +647,24 @@ pub fn short_text(notice: &Notice, max_chars: Option<usize>) -> String {
     } else {
         gsm_len(link).unwrap_or_else(|| link.chars().count()) + 1
     };
-    // What the head may keep, at least its first words: a link that alone
-    // fills the message still goes out, as a second part.
     let ellipsis = if gsm.is_some() { ".." } else { "…" };
-    let budget = limit.saturating_sub(link_len).max(12);
-    join(&cut_middle(&head, budget, ellipsis))
+    let budget = limit.saturating_sub(link_len);
+    // Kind, severity and rule stay whole when they leave room for a few
+    // characters of the series; the series and value are cut instead.
+    let prefix = format!("{kind} {severity} {}:", notice.rule);
+    let prefix_len = gsm_len(&prefix).unwrap_or_else(|| prefix.chars().count());
+    let shortened = if prefix_len + 10 <= budget && head.starts_with(&prefix) {
+        let detail = &head[prefix.len()..];
+        format!(
+            "{prefix}{}",
+            cut_middle(detail, budget - prefix_len, ellipsis)
+        )
+    } else {
+        // A link that alone fills the message still goes out, as a second
+        // part, after at least the first words.
+        cut_middle(&head, budget.max(12), ellipsis)
+    };
+    join(&shortened)
 }
 
 /// `s` in at most `budget` units (GSM septets when it is GSM text,

@@ -142,7 +142,11 @@ impl WeCom {
             WeComFormat::Auto => !mobiles.is_empty(),
         };
         if text {
-            let content = format!("{}\n{}", notice.title(), plain(notice));
+            let title = notice.title();
+            let content = format!(
+                "{title}\n{}",
+                plain(notice, TEXT_MAX_BYTES.saturating_sub(title.len() + 1))
+            );
             serde_json::json!({
                 "msgtype": "text",
                 "text": {
@@ -159,36 +163,37 @@ impl WeCom {
     }
 }
 
-/// One line per alert, for the text format (no markdown there).
-fn plain(notice: &Notice) -> String {
+/// One entry per alert, for the text format (no markdown there), as many
+/// as fit in `max` bytes with the count of the rest: a storm's message
+/// then still ends with how many were left out instead of being cut off.
+fn plain(notice: &Notice, max: usize) -> String {
     let mut s = String::new();
-    for a in notice.alerts.iter().take(http::MARKDOWN_ALERTS) {
+    let limit = http::MARKDOWN_ALERTS.min(notice.alerts.len());
+    let mut shown = 0;
+    for a in &notice.alerts[..limit] {
         let what = [&a.service, &a.series, &a.host]
             .iter()
             .filter(|x| !x.is_empty())
             .map(|x| x.as_str())
             .collect::<Vec<_>>()
             .join(" ");
-        s.push_str(&format!(
-            "- {} {} {}: {}",
-            a.status.word(),
-            a.layer,
-            what,
-            a.value
-        ));
+        let mut entry = format!("- {} {} {}: {}", a.status.word(), a.layer, what, a.value);
         if !a.threshold.is_empty() {
-            s.push_str(&format!(" (threshold {})", a.threshold));
+            entry.push_str(&format!(" (threshold {})", a.threshold));
         }
         if !a.link.is_empty() {
-            s.push_str(&format!("\n  {}", a.link));
+            entry.push_str(&format!("\n  {}", a.link));
         }
-        s.push('\n');
+        entry.push('\n');
+        // Room for the "and N more" line.
+        if s.len() + entry.len() + 40 > max {
+            break;
+        }
+        s.push_str(&entry);
+        shown += 1;
     }
-    if notice.alerts.len() > http::MARKDOWN_ALERTS {
-        s.push_str(&format!(
-            "- … and {} more\n",
-            notice.alerts.len() - http::MARKDOWN_ALERTS
-        ));
+    if notice.alerts.len() > shown {
+        s.push_str(&format!("- … and {} more\n", notice.alerts.len() - shown));
     }
     s
 }
