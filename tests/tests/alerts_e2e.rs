@@ -220,5 +220,47 @@ repeat_interval = "1h"
         1,
         "{events:?}"
     );
+
+    // Hot reload: a broken file is refused with its position while the
+    // rules in force keep running; removing it clears the error.
+    std::fs::write(
+        rules.join("broken.toml"),
+        "[[rule]]\nname = \"b\"\nlayer = \"url\"\nwhen = \"p99 >> 3\"\n",
+    )
+    .unwrap();
+    let alerts = poll_alerts(&url, |a| !a["rule_errors"].as_array().unwrap().is_empty()).await;
+    let err = &alerts["rule_errors"][0];
+    assert!(
+        err["at"].as_str().unwrap().ends_with("broken.toml:4:14"),
+        "{err}"
+    );
+    assert_eq!(
+        alerts["rules"].as_array().map(Vec::len),
+        Some(1),
+        "the good rule keeps running"
+    );
+    std::fs::remove_file(rules.join("broken.toml")).unwrap();
+    poll_alerts(&url, |a| a["rule_errors"].as_array().unwrap().is_empty()).await;
     assert!(p.terminate(Duration::from_secs(30)));
+}
+
+/// `/api/v1/alerts` once `ok` holds of it (reloads are picked up within seconds).
+async fn poll_alerts(url: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let a: serde_json::Value = reqwest::get(format!("{url}/api/v1/alerts"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ok(&a) {
+            return a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "reload not seen: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
