@@ -598,6 +598,9 @@ name = "sms-gateway"
 to = ["+8613800000000"]
 [receiver.sms.gateway]
 url = "https://sms.example.com/v1/send"
+method = "POST"
+headers = { "X-Team" = "pay" }
+content_type = "application/json"
 headers_env = { Authorization = "PANORAMA_SMS_AUTH" }
 body = '{"to": {{phones_json}}, "text": {{text|json}}}'
 success_pointer = "/code"
@@ -610,12 +613,14 @@ name = "dingtalk"
 access_token_env = "PANORAMA_DINGTALK_TOKEN"
 secret_env = "PANORAMA_DINGTALK_SECRET"
 at_mobiles = ["13800000000"]
+at_all = false
 
 [[receiver]]
 name = "wecom"
 [receiver.wecom]
 key_env = "PANORAMA_WECOM_KEY"
-mentioned_mobiles = ["13800000000"]
+mentioned_mobiles = ["13800000000", "@all"]
+format = "auto"
 
 [[receiver]]
 name = "remediate"
@@ -623,6 +628,11 @@ name = "remediate"
 url = "https://ops.example.com/hooks/panorama"
 headers_env = { Authorization = "PANORAMA_HOOK_AUTH" }
 secret_env = "PANORAMA_HOOK_SECRET"
+
+# Remediation: a silent web host is taken out of the load balancer.
+[[route]]
+match = { rule = "host-silent", host = "re:^web" }
+receivers = ["remediate", "dingtalk"]
 "#;
 
 #[test]
