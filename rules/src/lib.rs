@@ -3,11 +3,10 @@
 //! It owns rule files (TOML, hot-reloaded, validated with file:line:col),
 //! evaluation over [`panorama_store::Store`] reads including the open
 //! minute, the alert lifecycle (pending → firing → resolved, no-data),
-//! routing, silences, acknowledgement, the persistent notification outbox
-//! and the notifiers (SMTP mail, SMS gateway, webhook). It never talks to
-//! agents.
-//!
-//! Modules arrive one by one; what is here is complete as far as it goes.
+//! routing, silences, acknowledgement, on-call (rotas, escalation, budgets,
+//! layer-aware suppression), the persistent notification outbox and history,
+//! and the channels (SMTP mail, SMS, DingTalk, WeCom, webhook). It never
+//! talks to agents.
 
 pub mod api;
 pub mod dispatch;
