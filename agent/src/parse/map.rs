@@ -306,11 +306,22 @@ impl Mapper {
     }
 
     /// Takes back shipped events (emptying `events`) for reuse.
+    ///
+    /// Spare events already carry this source's service and host, set
+    /// here while they are still in cache from being encoded, so that
+    /// [`Mapper::map`] only writes what differs per line.
     pub(crate) fn recycle(&mut self, events: &mut Vec<Event>) {
         events.retain_mut(|e| {
             // Raw lines can be long and are rare: not worth keeping.
-            e.raw = None;
-            e.dims.clear();
+            if e.raw.is_some() {
+                e.raw = None;
+            }
+            // Empty maps own nothing; replacing one still costs a drop.
+            if !e.dims.is_empty() {
+                e.dims.clear();
+            }
+            set(&mut e.service, &self.service);
+            set(&mut e.host, &self.host);
             e.name.capacity() <= MAX_SPARE_NAME
         });
         events.truncate(MAX_SPARE.saturating_sub(self.spare.len()));
@@ -417,15 +428,17 @@ impl Mapper {
                 let e = out.last_mut().expect("just pushed");
                 e.ts_ms = ts_ms;
                 e.layer = layer;
-                set(&mut e.service, &self.service);
-                set(&mut e.host, &self.host);
                 e.name.clear();
                 e.name.push_str(name);
                 e.outcome = outcome;
                 e.latency_ms = latency_ms;
                 e.value = value;
-                e.dims = dims;
-                e.raw = raw;
+                if !dims.is_empty() {
+                    e.dims = dims;
+                }
+                if raw.is_some() {
+                    e.raw = raw;
+                }
             }
             None => out.push(Event {
                 ts_ms,
