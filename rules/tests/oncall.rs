@@ -480,3 +480,97 @@ group_interval = "1s"
         "{subjects:?}"
     );
 }
+
+/// A local SMS gateway: answers 200 and records each JSON body.
+async fn sms_gateway() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let rec = got.clone();
+    let app = axum::Router::new().route(
+        "/send",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let rec = rec.clone();
+            async move {
+                rec.lock().unwrap().push(body.0);
+                axum::Json(serde_json::json!({"code": "OK"}))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/send", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rota_texts_the_person_on_duty_within_their_hourly_sms_budget() {
+    let (url, texts) = sms_gateway().await;
+    let rules = format!(
+        r#"{URL_RULE}
+[[person]]
+name = "ana"
+phone = "+8613800000001"
+sms_per_hour = 1
+
+[[receiver]]
+name = "oncall"
+[receiver.rota]
+people = ["ana"]
+first_handover = "2026-11-02T10:00:00+08:00"
+via = ["sms"]
+
+[[receiver]]
+name = "sms"
+[receiver.sms]
+[receiver.sms.gateway]
+url = "{url}"
+method = "POST"
+content_type = "application/json"
+body = '{{"to": {{{{phones_json}}}}, "text": {{{{text|json}}}}}}'
+success_pointer = "/code"
+success_value = "OK"
+
+[[route]]
+receivers = ["oncall"]
+group_wait = "0s"
+group_interval = "1s"
+"#
+    );
+    let env = Env::new(&rules);
+    let e = env.open().await;
+    for m in 0..62 {
+        let mut r = vec![bad(T0 + m * MIN, "POST /login")];
+        if m >= 2 {
+            r.push(bad(T0 + m * MIN, "POST /pay"));
+        }
+        env.write(&r).await;
+    }
+    step(&e, T0 + 10_000).await;
+    step(&e, T0 + 2 * MIN + 10_000).await;
+    step(&e, T0 + 3 * MIN).await;
+    let sent = texts.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "ana's budget is one SMS an hour: {sent:?}");
+    assert_eq!(
+        sent[0]["to"],
+        serde_json::json!(["+8613800000001"]),
+        "the person on duty's phone"
+    );
+    assert!(
+        sent[0]["text"].as_str().unwrap().contains("login-errors"),
+        "{sent:?}"
+    );
+    let v = e.view(T0 + 3 * MIN).await;
+    let b = v
+        .budgets
+        .iter()
+        .find(|b| b.key == "person:ana")
+        .expect("ana's budget listed");
+    assert_eq!((b.used, b.limit, b.folded), (1, 1, 1), "{:?}", v.budgets);
+    // An hour later the folded alert goes out as one digest.
+    step(&e, T0 + 61 * MIN).await;
+    let sent = texts.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1]["text"].as_str().unwrap().contains("digest"),
+        "{sent:?}"
+    );
+}
