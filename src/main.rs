@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use panorama_collector::config::{FileConfig, RulesSection, StoreChoice};
+use panorama_collector::config::{
+    DashboardSection, DashboardUser, FileConfig, RulesSection, StoreChoice,
+};
 use panorama_collector::{Collector, CollectorConfig};
 use panorama_rules::engine::{Engine, EngineConfig};
 use panorama_store::Store;
@@ -30,6 +32,9 @@ enum Command {
     /// Run the collector: ingest, write-ahead log, per-minute rollups, query
     /// API, and the rules engine when rules are configured.
     Collector(Box<CollectorArgs>),
+    /// Hash a dashboard password (read from standard input) for
+    /// `[[dashboard.user]] password_hash` or `--dashboard-user`.
+    HashPassword,
     /// Work with alert rule files.
     Rules {
         #[command(subcommand)]
@@ -51,7 +56,7 @@ enum RulesCommand {
 struct CollectorArgs {
     /// Collector configuration file (TOML); the flags below are the
     /// one-line alternative and cannot be mixed with it.
-    #[arg(long, conflicts_with_all = ["elasticsearch", "tokens"])]
+    #[arg(long, conflicts_with_all = ["elasticsearch", "tokens", "dashboard_users", "time_zone", "language", "secure_cookies"])]
     config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -81,6 +86,21 @@ struct CollectorArgs {
     /// Base URL of the dashboard, for links in notifications.
     #[arg(long, value_name = "URL")]
     dashboard_url: Option<String>,
+    /// A dashboard account, `NAME:ROLE:HASH` with ROLE viewer or operator
+    /// and HASH from `panorama hash-password` (repeatable). Without any,
+    /// the dashboard is not served.
+    #[arg(long = "dashboard-user", value_name = "NAME:ROLE:HASH")]
+    dashboard_users: Vec<String>,
+    /// IANA time zone the dashboard shows times in.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    time_zone: String,
+    /// Dashboard language for users who have not chosen one: en or zh.
+    #[arg(long, default_value = "en")]
+    language: String,
+    /// Mark dashboard cookies Secure (behind a TLS proxy that sends no
+    /// X-Forwarded-Proto).
+    #[arg(long)]
+    secure_cookies: bool,
 }
 
 #[tokio::main]
@@ -92,10 +112,94 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Collector(args) => collector(*args).await,
+        Command::HashPassword => hash_password(),
         Command::Rules {
             command: RulesCommand::Check { dir },
         } => rules_check(&dir),
     }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (echoed): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "an empty password cannot be hashed");
+    let hash = panorama_dashboard::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// The `--dashboard-user` and related flags, checked like the file's section.
+fn dashboard_from_flags(args: &CollectorArgs) -> anyhow::Result<Option<DashboardSection>> {
+    if args.dashboard_users.is_empty() {
+        return Ok(None);
+    }
+    let mut users = Vec::new();
+    for u in &args.dashboard_users {
+        let mut parts = u.splitn(3, ':');
+        let (Some(name), Some(role), Some(hash)) = (parts.next(), parts.next(), parts.next())
+        else {
+            anyhow::bail!("--dashboard-user {u:?}: expected NAME:ROLE:HASH");
+        };
+        anyhow::ensure!(
+            ["viewer", "operator"].contains(&role),
+            "--dashboard-user {name}: role {role:?}: expected viewer or operator"
+        );
+        anyhow::ensure!(
+            panorama_dashboard::config::is_valid_hash(hash),
+            "--dashboard-user {name}: expected an argon2 hash from `panorama hash-password`"
+        );
+        users.push(DashboardUser {
+            name: name.to_owned(),
+            password_hash: hash.to_owned(),
+            role: role.to_owned(),
+        });
+    }
+    let time_zone = args.time_zone.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--time-zone {:?}: expected an IANA zone such as Asia/Shanghai",
+            args.time_zone
+        )
+    })?;
+    anyhow::ensure!(
+        ["en", "zh"].contains(&args.language.as_str()),
+        "--language {:?}: expected en or zh",
+        args.language
+    );
+    Ok(Some(DashboardSection {
+        users,
+        time_zone,
+        language: args.language.clone(),
+        secure_cookies: args.secure_cookies,
+        session_idle: Duration::from_secs(12 * 3600),
+        silent_after: Duration::from_secs(180),
+    }))
+}
+
+/// The dashboard's checked configuration from the section.
+fn dashboard_config(s: DashboardSection) -> panorama_dashboard::DashboardConfig {
+    use panorama_dashboard::config::{Lang, Role, User};
+    let users = s
+        .users
+        .into_iter()
+        .map(|u| User {
+            role: Role::parse(&u.role).unwrap_or(Role::Viewer),
+            name: u.name,
+            password_hash: u.password_hash,
+        })
+        .collect();
+    let mut cfg = panorama_dashboard::DashboardConfig::new(users);
+    cfg.time_zone = s.time_zone;
+    cfg.default_lang = Lang::parse(&s.language).unwrap_or(Lang::En);
+    cfg.secure_cookies = s.secure_cookies;
+    cfg.session_idle = s.session_idle;
+    cfg.silent_after = s.silent_after;
+    cfg
 }
 
 fn rules_check(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -122,10 +226,10 @@ fn rules_check(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
-    let (listen, choice, cfg, rules) = match &args.config {
+    let (listen, choice, cfg, rules, dashboard) = match &args.config {
         Some(path) => {
             let f = FileConfig::load(path)?;
-            (f.listen, f.store, f.collector, f.rules)
+            (f.listen, f.store, f.collector, f.rules, f.dashboard)
         }
         None => {
             let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
@@ -147,7 +251,13 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 dir,
                 dashboard_url: args.dashboard_url.clone(),
             });
-            (args.listen, choice, cfg, rules)
+            (
+                args.listen,
+                choice,
+                cfg,
+                rules,
+                dashboard_from_flags(&args)?,
+            )
         }
     };
     let store: Arc<dyn Store> = match &choice {
@@ -167,6 +277,7 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let mut app = panorama_collector::api::app(collector.clone());
     let (stop_rules, stopped) = tokio::sync::watch::channel(false);
     let mut engine_task = None;
+    let mut dashboard_engine = None;
     if let Some(r) = rules {
         let mut ecfg = EngineConfig::new(&r.dir, &state_dir);
         ecfg.dashboard_url = r
@@ -176,8 +287,25 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             Arc::new(panorama_rules::eval::StoreSource(store.clone()));
         let engine = Engine::open(ecfg, source).context("starting the rules engine")?;
         app = app.merge(panorama_rules::api::router(engine.clone()));
+        dashboard_engine = Some(engine.clone());
         engine_task = Some(tokio::spawn(engine.run(stopped)));
         tracing::info!(dir = %r.dir.display(), "rules engine started");
+    }
+    match dashboard {
+        Some(d) if !d.users.is_empty() => {
+            let users = d.users.len();
+            let dash = panorama_dashboard::Dashboard::new(
+                store.clone(),
+                dashboard_engine,
+                dashboard_config(d),
+            );
+            app = app.merge(panorama_dashboard::router(dash));
+            tracing::info!(users, "dashboard served at /");
+        }
+        _ => tracing::warn!(
+            "dashboard not served: no users (add [[dashboard.user]] or --dashboard-user; \
+             hash a password with `panorama hash-password`)"
+        ),
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -18,6 +18,18 @@
 //!
 //! [wal]
 //! max_total_mb = 4096
+//!
+//! [dashboard]                  # absent: no users, so no dashboard
+//! time_zone = "Asia/Shanghai"  # IANA name; default UTC
+//! language = "zh"              # en | zh, for users who have not chosen
+//! secure_cookies = true        # behind TLS that sends no X-Forwarded-Proto
+//! session_idle_hours = 12
+//! silent_after_secs = 180      # a host without heartbeat this long is silent
+//!
+//! [[dashboard.user]]           # hash with `panorama hash-password`
+//! name = "ana"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$…"
+//! role = "operator"            # viewer | operator
 //! ```
 
 use std::collections::HashMap;
@@ -47,6 +59,57 @@ struct Raw {
     #[serde(default)]
     wal: RawWal,
     rules: Option<RawRules>,
+    dashboard: Option<RawDashboard>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    time_zone: Option<Spanned<String>>,
+    language: Option<Spanned<String>>,
+    secure_cookies: Option<bool>,
+    session_idle_hours: Option<Spanned<u64>>,
+    silent_after_secs: Option<Spanned<u64>>,
+    #[serde(default, rename = "user")]
+    users: Vec<Spanned<RawUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    password_hash: Spanned<String>,
+    role: Spanned<String>,
+}
+
+/// The `[dashboard]` section: who may log in and how pages show times and
+/// words. Checked here, with positions, like the rest of the file;
+/// `panorama` hands it to the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSection {
+    /// Accounts.
+    pub users: Vec<DashboardUser>,
+    /// IANA time zone every time is shown in.
+    pub time_zone: chrono_tz::Tz,
+    /// `en` or `zh`.
+    pub language: String,
+    /// Mark cookies `Secure` regardless of `X-Forwarded-Proto`.
+    pub secure_cookies: bool,
+    /// Idle time after which a login ends.
+    pub session_idle: Duration,
+    /// Heartbeat age after which a host is listed as silent.
+    pub silent_after: Duration,
+}
+
+/// One `[[dashboard.user]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardUser {
+    /// Login name.
+    pub name: String,
+    /// argon2 hash in PHC form.
+    pub password_hash: String,
+    /// `viewer` or `operator`.
+    pub role: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +176,8 @@ pub struct FileConfig {
     pub collector: CollectorConfig,
     /// Alert rules, if configured.
     pub rules: Option<RulesSection>,
+    /// The dashboard, if configured.
+    pub dashboard: Option<DashboardSection>,
 }
 
 /// A configuration error with its place.
@@ -264,8 +329,13 @@ impl FileConfig {
             }
             None => None,
         };
+        let dashboard = match raw.dashboard {
+            Some(d) => Some(check_dashboard(d, &invalid)?),
+            None => None,
+        };
         Ok(FileConfig {
             rules,
+            dashboard,
             listen: raw
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("a valid address")),
@@ -273,6 +343,92 @@ impl FileConfig {
             collector: c,
         })
     }
+}
+
+fn check_dashboard(
+    d: RawDashboard,
+    invalid: &impl Fn(usize, String) -> ConfigError,
+) -> Result<DashboardSection, ConfigError> {
+    let time_zone = match d.time_zone {
+        Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                tz.span().start,
+                format!(
+                    "`time_zone` {:?}: expected an IANA zone such as \"Asia/Shanghai\" or \"UTC\"",
+                    tz.get_ref()
+                ),
+            )
+        })?,
+        None => chrono_tz::Tz::UTC,
+    };
+    let language = match d.language {
+        Some(l) if ["en", "zh"].contains(&l.get_ref().as_str()) => l.into_inner(),
+        Some(l) => {
+            return Err(invalid(
+                l.span().start,
+                format!("`language` {:?}: expected \"en\" or \"zh\"", l.get_ref()),
+            ));
+        }
+        None => "en".into(),
+    };
+    let positive = |v: Option<Spanned<u64>>, what: &str, default: u64| match v {
+        Some(v) if *v.get_ref() == 0 => Err(invalid(
+            v.span().start,
+            format!("`{what}` must be at least 1"),
+        )),
+        Some(v) => Ok(v.into_inner()),
+        None => Ok(default),
+    };
+    let idle_hours = positive(d.session_idle_hours, "session_idle_hours", 12)?;
+    let silent_secs = positive(d.silent_after_secs, "silent_after_secs", 180)?;
+    let mut users: Vec<DashboardUser> = Vec::new();
+    for u in d.users {
+        let u = u.into_inner();
+        let name = u.name.get_ref();
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid(
+                u.name.span().start,
+                format!("user name {name:?}: expected a non-empty name without spaces"),
+            ));
+        }
+        if users.iter().any(|x| &x.name == name) {
+            return Err(invalid(
+                u.name.span().start,
+                format!("user {name:?} is defined twice"),
+            ));
+        }
+        if !u.password_hash.get_ref().starts_with("$argon2") {
+            return Err(invalid(
+                u.password_hash.span().start,
+                format!(
+                    "`password_hash` of {name:?}: expected an argon2 hash ($argon2id$...); \
+                     make one with `panorama hash-password`"
+                ),
+            ));
+        }
+        if !["viewer", "operator"].contains(&u.role.get_ref().as_str()) {
+            return Err(invalid(
+                u.role.span().start,
+                format!(
+                    "`role` {:?}: expected \"viewer\" or \"operator\"",
+                    u.role.get_ref()
+                ),
+            ));
+        }
+        users.push(DashboardUser {
+            name: u.name.into_inner(),
+            password_hash: u.password_hash.into_inner(),
+            role: u.role.into_inner(),
+        });
+    }
+    Ok(DashboardSection {
+        users,
+        time_zone,
+        language,
+        secure_cookies: d.secure_cookies.unwrap_or(false),
+        session_idle: Duration::from_secs(idle_hours * 3600),
+        silent_after: Duration::from_secs(silent_secs),
+    })
 }
 
 #[cfg(test)]
@@ -308,6 +464,55 @@ token = "0123456789abcdef"
             Some("web-agents")
         );
         assert!(matches!(c.store, StoreChoice::Elasticsearch { .. }));
+    }
+
+    const DASH: &str = r#"
+[dashboard]
+time_zone = "Asia/Shanghai"
+language = "zh"
+
+[[dashboard.user]]
+name = "ana"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+role = "operator"
+"#;
+
+    #[test]
+    fn the_dashboard_section_checks() {
+        let c = parse(&format!("{GOOD}{DASH}")).unwrap();
+        let d = c.dashboard.expect("a dashboard section");
+        assert_eq!(d.time_zone, chrono_tz::Tz::Asia__Shanghai);
+        assert_eq!(d.language, "zh");
+        assert_eq!(d.users.len(), 1);
+        assert_eq!(d.users[0].role, "operator");
+        assert_eq!(d.silent_after, Duration::from_secs(180));
+        for (from, to, at, needle) in [
+            (
+                "Asia/Shanghai",
+                "Mars/Olympus",
+                "collector.toml:13:13",
+                "IANA zone",
+            ),
+            (
+                "\"zh\"",
+                "\"fr\"",
+                "collector.toml:14:12",
+                "\"en\" or \"zh\"",
+            ),
+            ("\"operator\"", "\"admin\"", "collector.toml:19:8", "viewer"),
+            (
+                "\"$argon2id$v=19",
+                "\"plain$v=19",
+                "collector.toml:18:17",
+                "hash-password",
+            ),
+            ("language", "lang", "collector.toml:14:1", "unknown field"),
+        ] {
+            let text = format!("{GOOD}{}", DASH.replace(from, to));
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.starts_with(at), "{err:?} should start with {at}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
     }
 
     #[test]

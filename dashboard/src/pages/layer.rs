@@ -1,0 +1,310 @@
+//! One layer over a chosen range, beside the same range yesterday, and the
+//! table of its series.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::Response;
+use chrono_tz::Tz;
+use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_store::{LayerTotals, Metric, SeriesTotalsQuery, TotalsQuery};
+use serde::Deserialize;
+
+use super::overview::series_href;
+use super::{Chrome, PageError, html, now_ms, parse_layer};
+use crate::auth::Session;
+use crate::chart::{Line, Unit, line_chart};
+use crate::{Dashboard, format};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// How many series the table lists (the busiest; sorting reorders them).
+const TABLE_ROWS: usize = 500;
+
+/// The ranges offered, with their length.
+pub(crate) const RANGES: [(&str, i64); 4] = [
+    ("1h", 3_600_000),
+    ("6h", 6 * 3_600_000),
+    ("24h", DAY_MS),
+    ("7d", 7 * DAY_MS),
+];
+
+#[derive(Deserialize, Default)]
+pub(crate) struct RangeQuery {
+    pub(crate) range: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) sort: Option<String>,
+}
+
+/// A checked time range: `[from, to)` on minute bounds, and its name.
+pub(crate) struct Range {
+    pub(crate) name: String,
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+}
+
+impl Range {
+    /// From the query: a named range ending now, or `custom` from/to.
+    pub(crate) fn parse(
+        q: &RangeQuery,
+        tz: Tz,
+        now: i64,
+        default: &str,
+    ) -> Result<Range, PageError> {
+        let end = minute_of(now) + MINUTE_MS;
+        let name = q.range.clone().unwrap_or_else(|| default.to_owned());
+        if name == "custom" {
+            let t = |v: &Option<String>, what| {
+                v.as_deref()
+                    .and_then(|s| format::parse_time(tz, s))
+                    .ok_or_else(|| {
+                        PageError::BadRequest(format!(
+                            "`{what}`: expected a time such as 2026-11-22T13:00 or Unix ms"
+                        ))
+                    })
+            };
+            let (from, to) = (minute_of(t(&q.from, "from")?), minute_of(t(&q.to, "to")?));
+            if to <= from {
+                return Err(PageError::BadRequest("`to` must be after `from`".into()));
+            }
+            if to - from > 31 * DAY_MS {
+                return Err(PageError::BadRequest(
+                    "a custom range is at most 31 days".into(),
+                ));
+            }
+            return Ok(Range { name, from, to });
+        }
+        let len = RANGES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| *l)
+            .ok_or_else(|| {
+                PageError::BadRequest(format!(
+                    "`range` {name:?}: expected 1h, 6h, 24h, 7d or custom"
+                ))
+            })?;
+        Ok(Range {
+            name,
+            from: end - len,
+            to: end,
+        })
+    }
+
+    /// Bucket width giving at most about 360 points.
+    pub(crate) fn bucket(&self) -> i64 {
+        let minutes = ((self.to - self.from) / MINUTE_MS).max(1);
+        let per = (minutes + 359) / 360;
+        [1, 2, 5, 10, 15, 30, 60, 120, 360, 720, 1440]
+            .into_iter()
+            .find(|&m| m >= per)
+            .unwrap_or(1440)
+            * MINUTE_MS
+    }
+}
+
+pub(crate) struct Row {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) href: String,
+    pub(crate) count: String,
+    pub(crate) rate: String,
+    pub(crate) errors: String,
+    pub(crate) ratio: String,
+    pub(crate) avg: String,
+    pub(crate) p99: String,
+    pub(crate) max: String,
+    pub(crate) bad: bool,
+}
+
+#[derive(Template)]
+#[template(path = "layer.html")]
+struct LayerPage {
+    c: Chrome,
+    title: &'static str,
+    range: String,
+    ranges: Vec<&'static str>,
+    from_input: String,
+    to_input: String,
+    charts: Vec<String>,
+    sort: String,
+    rows: Vec<Row>,
+}
+
+/// The bucket starts of a range.
+pub(crate) fn bucket_times(from: i64, to: i64, bucket: i64) -> Vec<i64> {
+    let first = from - from.rem_euclid(bucket);
+    (0..)
+        .map(|i| first + i * bucket)
+        .take_while(|t| *t < to)
+        .collect()
+}
+
+fn values(
+    rows: &[LayerTotals],
+    times: &[i64],
+    shift: i64,
+    f: impl Fn(&panorama_store::Totals) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    times
+        .iter()
+        .map(|t| {
+            rows.iter()
+                .find(|r| r.totals.bucket_ms == t - shift)
+                .and_then(|r| f(&r.totals))
+        })
+        .collect()
+}
+
+pub(crate) async fn page(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    Path(layer): Path<String>,
+    Query(q): Query<RangeQuery>,
+    req: Request,
+) -> Result<Response, PageError> {
+    let layer: Layer = parse_layer(&layer)?;
+    let tz = d.cfg().time_zone;
+    let range = Range::parse(&q, tz, now_ms(), "1h")?;
+    let bucket = range.bucket();
+    let store = d.store();
+    let now_q = TotalsQuery::range(range.from, range.to)
+        .layer(layer)
+        .buckets(bucket);
+    let then_q = TotalsQuery::range(range.from - DAY_MS, range.to - DAY_MS)
+        .layer(layer)
+        .buckets(bucket);
+    let table_q = SeriesTotalsQuery {
+        range: TotalsQuery::range(range.from, range.to).layer(layer),
+        by_host: false,
+        order: Metric::Count,
+        limit: TABLE_ROWS,
+    };
+    let (now_rows, then_rows, series) = tokio::join!(
+        store.layer_totals(&now_q),
+        store.layer_totals(&then_q),
+        store.series_totals(&table_q),
+    );
+    let (now_rows, then_rows, mut series) = (now_rows?, then_rows?, series?);
+    let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
+    let times = bucket_times(range.from, range.to, bucket);
+    let labels: Vec<String> = times.iter().map(|&m| format::short(tz, m)).collect();
+    let secs = bucket as f64 / 1000.0;
+    let yesterday = format!("{} ({})", t.rate, t.yesterday);
+    let charts = vec![
+        line_chart(
+            t.rate,
+            &times,
+            &labels,
+            &[
+                Line {
+                    label: t.rate.into(),
+                    values: values(&now_rows, &times, 0, |x| Some(x.count as f64 / secs)),
+                    dashed: false,
+                },
+                Line {
+                    label: yesterday,
+                    values: values(&then_rows, &times, DAY_MS, |x| Some(x.count as f64 / secs)),
+                    dashed: true,
+                },
+            ],
+            Unit::Plain,
+            None,
+        ),
+        line_chart(
+            t.error_ratio,
+            &times,
+            &labels,
+            &[
+                Line {
+                    label: t.error_ratio.into(),
+                    values: values(&now_rows, &times, 0, |x| Some(x.error_ratio())),
+                    dashed: false,
+                },
+                Line {
+                    label: format!("{} ({})", t.error_ratio, t.yesterday),
+                    values: values(&then_rows, &times, DAY_MS, |x| Some(x.error_ratio())),
+                    dashed: true,
+                },
+            ],
+            Unit::Percent,
+            None,
+        ),
+        line_chart(
+            t.latency_note,
+            &times,
+            &labels,
+            &[
+                Line {
+                    label: t.avg_ms.into(),
+                    values: values(&now_rows, &times, 0, |x| x.avg_ms()),
+                    dashed: false,
+                },
+                Line {
+                    label: t.worst_p99.into(),
+                    values: values(&now_rows, &times, 0, |x| x.p99_max_ms),
+                    dashed: false,
+                },
+                Line {
+                    label: format!("{} ({})", t.avg_ms, t.yesterday),
+                    values: values(&then_rows, &times, DAY_MS, |x| x.avg_ms()),
+                    dashed: true,
+                },
+            ],
+            Unit::Plain,
+            None,
+        ),
+    ];
+    let sort = q.sort.clone().unwrap_or_else(|| "count".into());
+    let key = |x: &panorama_store::Totals| -> f64 {
+        match sort.as_str() {
+            "errors" => x.errors as f64,
+            "error_ratio" => x.error_ratio(),
+            "avg" => x.avg_ms().unwrap_or(-1.0),
+            "p99" => x.p99_max_ms.unwrap_or(-1.0),
+            "max" => x.latency_max_ms.unwrap_or(-1.0),
+            "name" => 0.0,
+            _ => x.count as f64,
+        }
+    };
+    if sort == "name" {
+        series.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    } else {
+        series.sort_by(|a, b| key(&b.totals).total_cmp(&key(&a.totals)));
+    }
+    let span_secs = (range.to - range.from) as f64 / 1000.0;
+    let rows = series
+        .iter()
+        .map(|r| Row {
+            service: r.service.clone(),
+            name: r.name.clone(),
+            href: series_href(layer, &r.service, &r.name, "", None)
+                + &format!("&range={}", range.name)
+                + &if range.name == "custom" {
+                    format!("&from={}&to={}", range.from, range.to)
+                } else {
+                    String::new()
+                },
+            count: format::count(r.totals.count),
+            rate: format::num(r.totals.count as f64 / span_secs),
+            errors: format::count(r.totals.errors),
+            ratio: format::pct(r.totals.error_ratio()),
+            avg: format::opt(r.totals.avg_ms()),
+            p99: format::opt(r.totals.p99_max_ms),
+            max: format::opt(r.totals.latency_max_ms),
+            bad: r.totals.error_ratio() >= 0.05,
+        })
+        .collect();
+    let path = super::here(req.uri());
+    Ok(html(&LayerPage {
+        c: Chrome::new(&d, req.headers(), &s, &path, layer.as_str()),
+        title: t.layer(layer),
+        range: range.name.clone(),
+        ranges: RANGES.iter().map(|(n, _)| *n).collect(),
+        from_input: format::input(tz, range.from),
+        to_input: format::input(tz, range.to),
+        charts,
+        sort,
+        rows,
+    }))
+}

@@ -1,0 +1,222 @@
+//! The overview: is anything wrong, and where to look first.
+//!
+//! Four store queries, run at once, each an aggregation so the page costs
+//! the same over a week of ten thousand series as over one: today's sums per
+//! layer, the last hour per minute per layer (sparkline, last minute), the
+//! worst series of each layer over the last hour, and the hosts' heartbeats.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
+
+use super::{Chrome, PageError, html, now_ms};
+use crate::auth::Session;
+use crate::chart::sparkline;
+use crate::format;
+use crate::{Dashboard, overview_order};
+
+/// One layer's band.
+pub(crate) struct Band {
+    pub(crate) layer: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) volume: String,
+    pub(crate) success: String,
+    pub(crate) last_avg: String,
+    pub(crate) last_errors: String,
+    /// Elevated error rate in the last minute: the band is marked.
+    pub(crate) bad: bool,
+    pub(crate) spark: String,
+    pub(crate) worst: Option<Worst>,
+}
+
+/// The worst series of a layer.
+pub(crate) struct Worst {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) errors: String,
+    pub(crate) ratio: String,
+    pub(crate) href: String,
+}
+
+/// A firing alert as listed on top.
+pub(crate) struct FiringRow {
+    pub(crate) severity: String,
+    pub(crate) summary: String,
+    pub(crate) since: String,
+    pub(crate) href: String,
+    pub(crate) acked: bool,
+}
+
+/// A host whose heartbeat stopped.
+pub(crate) struct SilentHost {
+    pub(crate) host: String,
+    pub(crate) last: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    c: Chrome,
+    rules: bool,
+    firing: Vec<FiringRow>,
+    bands: Vec<Band>,
+    silent: Vec<SilentHost>,
+}
+
+/// The drill-down link of a series (host left open).
+pub(crate) fn series_href(
+    layer: Layer,
+    service: &str,
+    name: &str,
+    host: &str,
+    at: Option<i64>,
+) -> String {
+    let at = at.map(|a| a.to_string()).unwrap_or_default();
+    format!(
+        "/series?{}",
+        format::query(&[
+            ("layer", layer.as_str()),
+            ("service", service),
+            ("name", name),
+            ("host", host),
+            ("at", &at),
+        ])
+    )
+}
+
+/// Turns an alert's absolute link (built with the configured dashboard
+/// URL) into a path on this server, so it works behind any host name.
+pub(crate) fn local_link(link: &str) -> String {
+    match link.find("/series?") {
+        Some(i) => link[i..].to_owned(),
+        None => "/alerts".to_owned(),
+    }
+}
+
+pub(crate) async fn page(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    req: Request,
+) -> Result<Response, PageError> {
+    let now = now_ms();
+    let tz = d.cfg().time_zone;
+    let this_minute = minute_of(now);
+    let day_start = format::start_of_day(tz, now);
+    let hour_from = this_minute - 60 * MINUTE_MS;
+    let end = this_minute + MINUTE_MS;
+    let store = d.store();
+    let today_q = TotalsQuery::range(day_start, end);
+    let hour_q = TotalsQuery::range(hour_from, end).buckets(MINUTE_MS);
+    let worst_q = SeriesTotalsQuery {
+        range: TotalsQuery::range(hour_from, end),
+        by_host: false,
+        order: Metric::ErrorRatio,
+        limit: 1,
+    };
+    let silent_after = d.cfg().silent_after.as_millis() as i64;
+    let mut beats = TotalsQuery::range(now - 86_400_000, end).layer(Layer::Infra);
+    beats.name = Some("agent.heartbeat".into());
+    let beat_q = SeriesTotalsQuery {
+        range: beats,
+        by_host: true,
+        order: Metric::Count,
+        limit: 10_000,
+    };
+    let (today, hour, worst, beats) = tokio::join!(
+        store.layer_totals(&today_q),
+        store.layer_totals(&hour_q),
+        store.series_totals(&worst_q),
+        store.series_totals(&beat_q),
+    );
+    let (today, hour, worst, beats) = (today?, hour?, worst?, beats?);
+    let alerts = match d.engine() {
+        Some(e) => Some(e.view(now).await),
+        None => None,
+    };
+    let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
+    let bands = overview_order()
+        .into_iter()
+        .map(|layer| {
+            let day = today.iter().find(|x| x.layer == layer).map(|x| &x.totals);
+            let minutes: Vec<_> = hour.iter().filter(|x| x.layer == layer).collect();
+            let spark_vals: Vec<Option<f64>> = (0..=60)
+                .map(|i| {
+                    let m = hour_from + i * MINUTE_MS;
+                    minutes
+                        .iter()
+                        .find(|x| x.totals.bucket_ms == m)
+                        .map(|x| x.totals.count as f64)
+                        .or(Some(0.0))
+                })
+                .collect();
+            // The last whole minute; the open one is still filling.
+            let last = minutes
+                .iter()
+                .find(|x| x.totals.bucket_ms == this_minute - MINUTE_MS)
+                .map(|x| &x.totals);
+            let last_ratio = last.map(|l| l.error_ratio());
+            let worst = worst
+                .iter()
+                .find(|w| w.layer == layer && w.totals.errors > 0)
+                .map(|w| Worst {
+                    service: w.service.clone(),
+                    name: w.name.clone(),
+                    errors: format::count(w.totals.errors),
+                    ratio: format::pct(w.totals.error_ratio()),
+                    href: series_href(layer, &w.service, &w.name, "", None),
+                });
+            Band {
+                layer: layer.as_str(),
+                title: t.layer(layer),
+                volume: day.map_or_else(|| "0".into(), |x| format::count(x.count)),
+                success: day
+                    .filter(|x| x.count > 0)
+                    .map_or_else(|| "–".into(), |x| format::pct(1.0 - x.error_ratio())),
+                last_avg: format::opt(last.and_then(|l| l.avg_ms())),
+                last_errors: last_ratio.map_or_else(|| "–".into(), format::pct),
+                bad: last_ratio.is_some_and(|r| r >= 0.05),
+                spark: sparkline(&spark_vals, t.last_hour),
+                worst,
+            }
+        })
+        .collect();
+    let silent = beats
+        .iter()
+        .filter(|b| b.totals.last_minute_ms < now - silent_after)
+        .map(|b| SilentHost {
+            host: b.host.clone(),
+            last: format::minute(tz, b.totals.last_minute_ms),
+        })
+        .collect();
+    let firing = alerts
+        .as_ref()
+        .map(|v| {
+            v.firing
+                .iter()
+                .chain(&v.no_data)
+                .map(|a| FiringRow {
+                    severity: a.severity.clone(),
+                    summary: if a.summary.is_empty() {
+                        format!("{} {}", a.rule, a.group)
+                    } else {
+                        a.summary.clone()
+                    },
+                    since: format::minute(tz, a.fired_ms.unwrap_or(a.since_ms)),
+                    href: local_link(&a.link),
+                    acked: a.ack.is_some(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let path = super::here(req.uri());
+    Ok(html(&OverviewPage {
+        c: Chrome::new(&d, req.headers(), &s, &path, "overview"),
+        rules: alerts.is_some(),
+        firing,
+        bands,
+        silent,
+    }))
+}
