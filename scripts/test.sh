@@ -43,4 +43,5 @@ step "smtp"
 scripts/smtp.sh install
 
 step "tests"
-cargo test --workspace ${PANORAMA_TEST_JOBS:+-j "$PANORAMA_TEST_JOBS"} -- --include-ignored
+# --no-fail-fast: one failing crate must not hide the others' results.
+cargo test --workspace --no-fail-fast ${PANORAMA_TEST_JOBS:+-j "$PANORAMA_TEST_JOBS"} -- --include-ignored
