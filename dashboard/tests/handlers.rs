@@ -1,0 +1,828 @@
+//! The dashboard through its router, on seeded data in both stores: the
+//! embedded SQLite store always, and a live Elasticsearch at
+//! `PANORAMA_ES_URL` (default `http://127.0.0.1:9200`; `scripts/elasticsearch.sh`
+//! starts one). Without a cluster the Elasticsearch cases fail and say so.
+//!
+//! The data sits around the present minute, because the pages show "today"
+//! and "the last hour": a login series with a few errors on two hosts, a
+//! route whose name is hostile markup failing half the time (an alert
+//! fires on it), a call, two hosts' heartbeats (one silent), an agent's
+//! lag and parse errors, and the failing route's error sample.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use panorama_dashboard::config::{DashboardConfig, Lang, Role, User};
+use panorama_dashboard::{Dashboard, hash_password};
+use panorama_model::{
+    Event, Layer, MINUTE_MS, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of,
+};
+use panorama_rules::engine::{Engine, EngineConfig};
+use panorama_rules::eval::StoreSource;
+use panorama_store::Store;
+use panorama_store::elastic::{ElasticConfig, ElasticStore, RetryPolicy};
+use panorama_store::sqlite::SqliteStore;
+use tower::ServiceExt;
+
+const HOSTILE: &str = "/<script>alert(1)</script>";
+const RULES: &str = r#"
+[[rule]]
+name = "login-errors"
+layer = "url"
+service = "login"
+window = "5m"
+when = "error_ratio > 20%"
+min_count = 10
+for = "0s"
+severity = "critical"
+summary = "{{series}} failing {{value}}"
+"#;
+
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| {
+        (
+            hash_password("op-secret").expect("hash"),
+            hash_password("view-secret").expect("hash"),
+        )
+    })
+}
+
+struct Fixture {
+    app: Router,
+    engine: Engine,
+    now: i64,
+    /// The whole minute most data is in.
+    m0: i64,
+    es: Option<ElasticStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn teardown(self) {
+        if let Some(es) = self.es {
+            es.delete_everything()
+                .await
+                .expect("deleting the test indices");
+        }
+    }
+}
+
+fn es_url() -> String {
+    std::env::var("PANORAMA_ES_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
+}
+
+/// A fresh index prefix per case and run.
+fn prefix(case: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "pdash-{}-{}-{}",
+        case.replace('_', "-"),
+        std::process::id(),
+        nanos % 1_000_000_000
+    )
+}
+
+async fn elastic(prefix: &str) -> ElasticStore {
+    let mut cfg = ElasticConfig::new(es_url()).with_prefix(prefix);
+    cfg.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        max_elapsed: Some(Duration::from_secs(10)),
+    };
+    match ElasticStore::connect(cfg).await {
+        Ok(s) => s,
+        Err(e) => panic!(
+            "no usable Elasticsearch at {}: {e}\nstart one with `scripts/elasticsearch.sh` \
+             (the README's test command does), or point PANORAMA_ES_URL at a cluster",
+            es_url()
+        ),
+    }
+}
+
+fn key(layer: Layer, service: &str, host: &str, name: &str) -> SeriesKey {
+    SeriesKey {
+        layer,
+        service: service.into(),
+        host: host.into(),
+        name: name.into(),
+        dims: BTreeMap::new(),
+    }
+}
+
+fn requests(minute: i64, k: &SeriesKey, n: u64, errors: u64, ms: f64) -> Rollup {
+    let mut r = Rollup::empty(minute, k.clone(), "c1");
+    for i in 0..n {
+        let mut e = Event::new(
+            minute + (i as i64 * 397) % MINUTE_MS,
+            k.layer,
+            &k.service,
+            &k.host,
+            &k.name,
+        );
+        if i < errors {
+            e.outcome = Outcome::Error(Some("500".into()));
+        }
+        e.latency_ms = Some(ms + i as f64);
+        r.add(&e);
+    }
+    r
+}
+
+fn gauge(minute: i64, k: &SeriesKey, v: f64) -> Rollup {
+    let mut r = Rollup::empty(minute, k.clone(), "c1");
+    let mut e = Event::new(minute + 1_000, k.layer, &k.service, &k.host, &k.name);
+    e.value = Some(v);
+    r.add(&e);
+    r
+}
+
+async fn fixture(case: &str, use_es: bool) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, es): (Arc<dyn Store>, Option<ElasticStore>) = if use_es {
+        // Two clients on one prefix: one moves into the dashboard, the
+        // other stays with the fixture to delete the indices afterwards.
+        let p = prefix(case);
+        (Arc::new(elastic(&p).await), Some(elastic(&p).await))
+    } else {
+        (
+            Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite")),
+            None,
+        )
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let m0 = minute_of(now) - 2 * MINUTE_MS;
+    let login1 = key(Layer::Url, "login", "web1", "POST /api/login");
+    let login2 = key(Layer::Url, "login", "web2", "POST /api/login");
+    let hostile = key(Layer::Url, "login", "web1", HOSTILE);
+    let call = key(Layer::Call, "login", "web1", "account-svc getUser");
+    let mut docs = Vec::new();
+    for i in 0..5 {
+        let m = m0 - i * MINUTE_MS;
+        docs.push(requests(m, &login1, 100, 2, 20.0));
+        docs.push(requests(m, &login2, 60, 1, 30.0));
+        docs.push(requests(m, &call, 40, 0, 5.0));
+    }
+    docs.push(requests(m0, &hostile, 50, 25, 200.0));
+    // The open minute too: alerts are evaluated over it, and their links
+    // point at it.
+    docs.push(requests(minute_of(now), &hostile, 50, 25, 200.0));
+    docs.push(gauge(
+        minute_of(now),
+        &key(Layer::Infra, "host", "web1", "agent.heartbeat"),
+        1.0,
+    ));
+    docs.push(gauge(
+        m0 - 30 * MINUTE_MS,
+        &key(Layer::Infra, "host", "db9", "agent.heartbeat"),
+        1.0,
+    ));
+    docs.push(gauge(
+        m0,
+        &key(Layer::Infra, "host", "web1", "agent.nginx.lag_seconds"),
+        4.5,
+    ));
+    docs.push(gauge(
+        m0,
+        &key(Layer::Infra, "host", "web1", "agent.nginx.lines_failed"),
+        3.0,
+    ));
+    docs.push(gauge(
+        m0,
+        &key(Layer::Infra, "host", "web1", "cpu.busy"),
+        37.0,
+    ));
+    store.write_rollups(&docs).await.expect("write rollups");
+    let sample = Sample {
+        minute_ms: minute_of(now),
+        key: hostile.clone(),
+        collector: "c1".into(),
+        part: 0,
+        kind: SampleKind::Error,
+        seq: 0,
+        ts_ms: minute_of(now) + 1_234,
+        latency_ms: Some(210.0),
+        code: Some("500".into()),
+        raw: format!("10.0.0.1 - - \"GET {HOSTILE} HTTP/1.1\" 500 12"),
+        fields: [("ua".to_owned(), "<img src=x onerror=alert(2)>".to_owned())].into(),
+    };
+    store.write_samples(&[sample]).await.expect("write samples");
+    store.sync().await.expect("sync");
+
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/url.toml"), RULES).unwrap();
+    let mut ecfg = EngineConfig::new(dir.path().join("rules"), dir.path().join("state"));
+    ecfg.dashboard_url = "https://panorama.example.com".into();
+    let engine = Engine::open(ecfg, Arc::new(StoreSource(store.clone()))).expect("engine");
+    engine.tick(now).await;
+
+    let (op, view) = hashes().clone();
+    let mut cfg = DashboardConfig::new(vec![
+        User {
+            name: "ana".into(),
+            password_hash: op,
+            role: Role::Operator,
+        },
+        User {
+            name: "vic".into(),
+            password_hash: view,
+            role: Role::Viewer,
+        },
+    ]);
+    cfg.time_zone = "Asia/Shanghai".parse().unwrap();
+    cfg.default_lang = Lang::En;
+    let app = panorama_dashboard::router(Dashboard::new(store, Some(engine.clone()), cfg));
+    Fixture {
+        app,
+        engine,
+        now,
+        m0,
+        es,
+        _dir: dir,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let r = app.clone().oneshot(req).await.expect("router answers");
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.expect("body").to_bytes();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(app: &Router, path: &str, cookie: &str) -> Resp {
+    let req = Request::get(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap();
+    send(app, req).await
+}
+
+async fn post(app: &Router, path: &str, cookie: &str, form: &[(&str, &str)]) -> Resp {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let req = Request::post(path)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    send(app, req).await
+}
+
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn set_cookies(r: &Resp) -> Vec<String> {
+    r.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn value_of(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let i = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"))
+        + needle.len();
+    html[i..html[i..].find('"').unwrap() + i].to_owned()
+}
+
+/// Logs in; returns the session cookie pair and the page's CSRF token.
+async fn login(app: &Router, user: &str, password: &str) -> (String, String) {
+    let page = get(app, "/login", "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let pre = set_cookies(&page)[0].split(';').next().unwrap().to_owned();
+    let csrf = value_of(&page.body, "csrf");
+    let r = post(
+        app,
+        "/login",
+        &pre,
+        &[
+            ("user", user),
+            ("password", password),
+            ("csrf", &csrf),
+            ("next", "/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "login of {user}: {}",
+        r.body
+    );
+    let session = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("panorama_session="))
+        .expect("a session cookie");
+    let cookie = session.split(';').next().unwrap().to_owned();
+    let home = get(app, "/", &cookie).await;
+    assert_eq!(home.status, StatusCode::OK);
+    (cookie, value_of(&home.body, "csrf"))
+}
+
+/// No log-derived markup is ever emitted as markup (askama escapes `<` as
+/// `&#60;`).
+fn assert_escaped(html: &str) {
+    assert!(
+        !html.contains("<script>alert"),
+        "raw script in page:\n{html}"
+    );
+    assert!(!html.contains("<img src=x"), "raw img in page");
+}
+
+async fn login_and_sessions(f: &Fixture) {
+    let r = get(&f.app, "/layer/url?range=1h", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "pages need a login");
+    assert_eq!(
+        r.headers[header::LOCATION],
+        "/login?next=%2Flayer%2Furl%3Frange%3D1h"
+    );
+    let r = post(&f.app, "/alerts/ack", "", &[("csrf", "x")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "forms need a login");
+
+    // The login form's own token must match its cookie.
+    let page = get(&f.app, "/login", "").await;
+    let pre = set_cookies(&page)[0].split(';').next().unwrap().to_owned();
+    let r = post(
+        &f.app,
+        "/login",
+        &pre,
+        &[
+            ("user", "ana"),
+            ("password", "op-secret"),
+            ("csrf", "forged"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let csrf = value_of(&page.body, "csrf");
+    let r = post(
+        &f.app,
+        "/login",
+        &pre,
+        &[("user", "ana"), ("password", "wrong"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("Wrong user name or password"));
+    let r = post(
+        &f.app,
+        "/login",
+        &pre,
+        &[
+            ("user", "ana"),
+            ("password", "op-secret"),
+            ("csrf", &csrf),
+            ("next", "//evil.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers[header::LOCATION],
+        "/",
+        "an off-site next is refused"
+    );
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("panorama_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
+
+    // Behind a TLS proxy the cookie is Secure.
+    let page = get(&f.app, "/login", "").await;
+    let pre = set_cookies(&page)[0].split(';').next().unwrap().to_owned();
+    let csrf = value_of(&page.body, "csrf");
+    let req = Request::post("/login")
+        .header(header::COOKIE, &pre)
+        .header("x-forwarded-proto", "https")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "user=ana&password=op-secret&csrf={csrf}"
+        )))
+        .unwrap();
+    let r = send(&f.app, req).await;
+    assert!(
+        set_cookies(&r)
+            .iter()
+            .any(|c| c.starts_with("panorama_session=") && c.contains("; Secure"))
+    );
+
+    // Logout needs the token, then ends the session.
+    let (cookie, csrf) = login(&f.app, "vic", "view-secret").await;
+    assert_eq!(
+        post(&f.app, "/logout", &cookie, &[("csrf", "nope")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(&f.app, "/logout", &cookie, &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        get(&f.app, "/", &cookie).await.status,
+        StatusCode::SEE_OTHER,
+        "logged out"
+    );
+}
+
+async fn overview(f: &Fixture) {
+    let (cookie, _) = login(&f.app, "vic", "view-secret").await;
+    let r = get(&f.app, "/", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_escaped(&r.body);
+    let band = r
+        .body
+        .split("id=\"band-url\"")
+        .nth(1)
+        .expect("url band")
+        .split("</article>")
+        .next()
+        .unwrap();
+    // Today: 5 minutes × (100 + 60) + 2 × 50 events, 5 × 3 + 2 × 25 errors — unless
+    // the zone's day began within the last few minutes.
+    if f.m0 - 5 * MINUTE_MS >= start_of_day_shanghai(f.now) {
+        assert!(band.contains("<dd>900</dd>"), "today's volume in {band}");
+        assert!(
+            band.contains("92.8%"),
+            "success rate (1 - 65/900) in {band}"
+        );
+    }
+    assert!(
+        band.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "worst series, escaped: {band}"
+    );
+    assert!(r.body.contains("id=\"band-infra\""));
+    let firing = r
+        .body
+        .split("class=\"firing\"")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert!(
+        firing.contains("failing"),
+        "the firing alert is on top: {firing}"
+    );
+    assert!(
+        firing.contains("href=\"/series?layer=url&#38;service=login&#38;name="),
+        "{firing}"
+    );
+    let silent = r.body.split("class=\"silent\"").nth(1).unwrap();
+    assert!(silent.contains(">db9</a>"), "db9 went silent: {silent}");
+    assert!(
+        !silent
+            .split("</section>")
+            .next()
+            .unwrap()
+            .contains(">web1<"),
+        "web1 beats"
+    );
+}
+
+fn start_of_day_shanghai(now: i64) -> i64 {
+    let h8 = 8 * 3_600_000;
+    (now + h8) - (now + h8).rem_euclid(86_400_000) - h8
+}
+
+async fn layer_page(f: &Fixture) {
+    let (cookie, _) = login(&f.app, "vic", "view-secret").await;
+    let r = get(&f.app, "/layer/url?range=1h&sort=error_ratio", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_escaped(&r.body);
+    assert_eq!(
+        r.body.matches("<figure class=\"chart\">").count(),
+        3,
+        "rate, errors, latency"
+    );
+    let table = r.body.split("id=\"series-table\"").nth(1).unwrap();
+    let hostile = table.find("&#60;script&#62;").expect("hostile row");
+    let login = table.find("POST /api/login").expect("login row");
+    assert!(hostile < login, "sorted by error ratio: 50% before 1.9%");
+    assert!(table.contains("<td class=\"n\">50.0%</td>"));
+    assert!(
+        table.contains("<td class=\"n\">800</td>"),
+        "login count merged over hosts: {table}"
+    );
+    let r = get(&f.app, "/layer/url?range=1h&sort=count", &cookie).await;
+    let table = r.body.split("id=\"series-table\"").nth(1).unwrap();
+    assert!(table.find("POST /api/login").unwrap() < table.find("&#60;script&#62;").unwrap());
+    assert_eq!(
+        get(&f.app, "/layer/nope", &cookie).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(&f.app, "/layer/url?range=2y", &cookie).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    for range in ["6h", "24h", "7d"] {
+        let r = get(&f.app, &format!("/layer/call?range={range}"), &cookie).await;
+        assert_eq!(r.status, StatusCode::OK, "{range}");
+        assert!(r.body.contains("account-svc getUser"), "{range}");
+    }
+}
+
+async fn top_page(f: &Fixture) {
+    let (cookie, _) = login(&f.app, "vic", "view-secret").await;
+    let r = get(
+        &f.app,
+        &format!("/top?layer=url&minute={}&by=errors&limit=5", f.m0),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_escaped(&r.body);
+    let bars = r.body.split("id=\"top-bars\"").nth(1).unwrap();
+    assert!(
+        bars.find("&#60;script&#62;").unwrap() < bars.find("POST /api/login").unwrap(),
+        "25 errors before 3"
+    );
+    assert!(
+        bars.contains(&format!("&#38;at={}", f.m0)),
+        "each bar links to its series at the minute"
+    );
+    assert!(bars.contains("<span class=\"value\">25</span>"));
+    let r = get(
+        &f.app,
+        &format!("/top?layer=url&minute={}&by=count", f.m0 - 60 * MINUTE_MS),
+        &cookie,
+    )
+    .await;
+    assert!(r.body.contains("No data."), "an empty minute says so");
+}
+
+async fn series_from_alert(f: &Fixture) {
+    let (cookie, _) = login(&f.app, "vic", "view-secret").await;
+    let v = f.engine.view(f.now).await;
+    let alert = v
+        .firing
+        .iter()
+        .find(|a| a.series == HOSTILE)
+        .unwrap_or_else(|| panic!("no firing alert on the hostile route: {v:?}"));
+    // Exactly the mail's link, on this server.
+    let path = alert
+        .link
+        .strip_prefix("https://panorama.example.com")
+        .expect("link on the dashboard URL");
+    assert!(
+        path.starts_with("/series?layer=url&service=login&name=%2F%3Cscript%3E"),
+        "{path}"
+    );
+    let r = get(&f.app, path, &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_escaped(&r.body);
+    assert!(
+        r.body
+            .contains("<h1 id=\"series-name\">/&#60;script&#62;alert(1)&#60;/script&#62;</h1>")
+    );
+    let samples = r.body.split("id=\"samples\"").nth(1).unwrap();
+    assert!(
+        samples.contains("GET /&#60;script&#62;alert(1)&#60;/script&#62; HTTP/1.1"),
+        "raw line: {samples}"
+    );
+    assert!(
+        samples.contains("&#60;img src=x onerror=alert(2)&#62;"),
+        "parsed field"
+    );
+    assert!(samples.contains("<b class=\"code\">500</b>"));
+    assert!(
+        samples.contains("50 · Errors 25"),
+        "the minute's figures: {samples}"
+    );
+    let related = r
+        .body
+        .split("id=\"related-alerts\"")
+        .nth(1)
+        .expect("related alerts");
+    assert!(related.contains("login-errors"));
+    assert!(r.body.matches("<figure class=\"chart\">").count() >= 3);
+}
+
+async fn alerts_actions(f: &Fixture) {
+    let (vic, vic_csrf) = login(&f.app, "vic", "view-secret").await;
+    let page = get(&f.app, "/alerts", &vic).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_escaped(&page.body);
+    assert!(
+        !page.body.contains("action=\"/alerts/ack\""),
+        "viewers get no ack form"
+    );
+    let group = format!("login/{HOSTILE}");
+    let ack = |csrf: String| {
+        vec![
+            ("csrf", csrf),
+            ("rule", "login-errors".to_owned()),
+            ("group", group.clone()),
+            ("comment", "on it".to_owned()),
+        ]
+    };
+    let as_pairs = |v: &Vec<(&'static str, String)>| {
+        v.iter().map(|(k, x)| (*k, x.clone())).collect::<Vec<_>>()
+    };
+    let pairs = as_pairs(&ack(vic_csrf));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        post(&f.app, "/alerts/ack", &vic, &refs).await.status,
+        StatusCode::FORBIDDEN,
+        "viewer"
+    );
+
+    let (ana, csrf) = login(&f.app, "ana", "op-secret").await;
+    let page = get(&f.app, "/alerts", &ana).await;
+    assert!(page.body.contains("action=\"/alerts/ack\""));
+    let pairs = as_pairs(&ack("stale".into()));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        post(&f.app, "/alerts/ack", &ana, &refs).await.status,
+        StatusCode::FORBIDDEN,
+        "csrf"
+    );
+    let pairs = as_pairs(&ack(csrf.clone()));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post(&f.app, "/alerts/ack", &ana, &refs).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let v = f.engine.view(f.now).await;
+    let a = v.firing.iter().find(|a| a.series == HOSTILE).unwrap();
+    assert_eq!(
+        a.ack.as_ref().map(|k| (k.by.as_str(), k.comment.as_str())),
+        Some(("ana", "on it"))
+    );
+    let page = get(&f.app, "/alerts", &ana).await;
+    assert!(
+        page.body.contains("Acknowledged by ana"),
+        "shown acknowledged"
+    );
+
+    let r = post(
+        &f.app,
+        "/alerts/silence",
+        &ana,
+        &[
+            ("csrf", &csrf),
+            ("label", "service"),
+            ("op", "eq"),
+            ("value", "login"),
+            ("duration", "2h"),
+            ("reason", "deploying <b>"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let v = f.engine.view(f.now).await;
+    let s = v
+        .silences
+        .iter()
+        .find(|s| s.author == "ana")
+        .expect("silence by ana");
+    assert_eq!(s.reason, "deploying <b>");
+    let page = get(&f.app, "/alerts", &ana).await;
+    assert!(page.body.contains("deploying &#60;b&#62;"));
+    assert!(page.body.contains("service=login"));
+    let r = post(
+        &f.app,
+        "/alerts/expire",
+        &ana,
+        &[("csrf", &csrf), ("id", &s.id)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let v = f
+        .engine
+        .view(chrono::Utc::now().timestamp_millis() + 1)
+        .await;
+    assert!(
+        v.silences
+            .iter()
+            .all(|x| !x.active(chrono::Utc::now().timestamp_millis() + 1)),
+        "expired"
+    );
+    let page = get(&f.app, "/alerts?rule=login-errors", &ana).await;
+    assert!(page.body.contains("acknowledged"), "history lists the ack");
+}
+
+async fn hosts_and_language(f: &Fixture) {
+    let (cookie, _) = login(&f.app, "vic", "view-secret").await;
+    let r = get(&f.app, "/hosts", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let table = r
+        .body
+        .split("id=\"hosts-table\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    let db9 = table.find(">db9</a>").expect("db9 listed");
+    assert!(db9 < table.find(">web1</a>").unwrap(), "silent hosts first");
+    assert!(table.contains("<b class=\"tag\">silent</b>"));
+    assert!(
+        table.contains("<div>nginx</div>")
+            && table.contains("<div>4.50</div>")
+            && table.contains("<div>3</div>"),
+        "{table}"
+    );
+    assert!(table.contains("not reported"), "agent version is not sent");
+    let r = get(&f.app, "/hosts?host=web1", &cookie).await;
+    assert!(r.body.contains("cpu.busy"), "infra chart of web1");
+
+    let r = get(&f.app, "/lang/zh?next=/hosts", &cookie).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/hosts");
+    let lang = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
+    let r = get(&f.app, "/", &format!("{cookie}; {lang}")).await;
+    assert!(
+        r.body.contains("<html lang=\"zh-CN\">")
+            && r.body.contains("总览")
+            && r.body.contains("今日总量")
+    );
+    let r = get(&f.app, "/%3Cscript%3Ealert(1)%3C/script%3E", &cookie).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        r.body
+            .contains("<code class=\"path\">/&#60;script&#62;alert(1)&#60;/script&#62;</code>")
+    );
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let f = super::fixture(stringify!($case), false).await;
+                    super::$case(&f).await;
+                    f.teardown().await;
+                }
+            )*
+        }
+        mod elasticsearch {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let f = super::fixture(stringify!($case), true).await;
+                    super::$case(&f).await;
+                    f.teardown().await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    login_and_sessions,
+    overview,
+    layer_page,
+    top_page,
+    series_from_alert,
+    alerts_actions,
+    hosts_and_language
+);
