@@ -274,9 +274,7 @@ const MAX_SPARE_NAME: usize = 256;
 /// `s` now holds `v`, reusing its buffer.
 #[inline]
 fn set(s: &mut String, v: &str) {
-    // Usually equal already (the service and host of a recycled event):
-    // compared inline, which for these few bytes beats a `memcmp` call.
-    if s.len() != v.len() || !s.bytes().zip(v.bytes()).all(|(a, b)| a == b) {
+    if s != v {
         s.clear();
         s.push_str(v);
     }
@@ -325,10 +323,10 @@ impl Mapper {
             e.name.capacity() <= MAX_SPARE_NAME
         });
         events.truncate(MAX_SPARE.saturating_sub(self.spare.len()));
-        if self.spare.is_empty() {
-            // The steady state (each chunk used up the spares): trade
-            // vectors rather than move events of a few hundred bytes each;
-            // the caller gets back an empty one with room.
+        // Events are a few hundred bytes each: move the smaller set, and
+        // trade vectors so that the caller gets back an empty one with room.
+        if self.spare.len() <= events.len() {
+            events.append(&mut self.spare);
             std::mem::swap(&mut self.spare, events);
         } else {
             self.spare.append(events);
