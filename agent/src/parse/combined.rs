@@ -330,19 +330,24 @@ fn timings(rest: &str) -> (Option<&str>, Option<&str>) {
 /// without the tokenizer; `None` for any other. These have no `key=value`
 /// tokens, which spares looking for them.
 fn usual_timings(rest: &str) -> Option<(Option<&str>, Option<&str>)> {
-    if rest.is_empty() {
+    let b = rest.as_bytes();
+    if b.is_empty() {
         return Some((None, None));
     }
-    let (first, second) = split_space(rest);
-    if is_time(first) && !second.bytes().any(|c| matches!(c, b' ' | b'"' | b'=')) {
-        if second.is_empty() {
-            return Some((Some(first), None));
-        }
-        if is_time_list(second) {
-            return Some((Some(first), Some(second)));
-        }
+    let sp = b.iter().position(|&c| c == b' ').unwrap_or(b.len());
+    let first = &rest[..sp];
+    if !is_time(first) {
+        return None;
     }
-    None
+    let second = rest.get(sp + 1..).unwrap_or("");
+    if second.is_empty() {
+        return Some((Some(first), None));
+    }
+    // One upstream time or list without spaces, quotes or keys.
+    second
+        .bytes()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b',' | b':' | b'-'))
+        .then_some((Some(first), Some(second)))
 }
 
 /// [`timings`] for any layout.

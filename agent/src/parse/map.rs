@@ -520,7 +520,14 @@ fn outcome<R: Record + ?Sized>(m: &Mapping, rec: &R) -> Result<Outcome, ParseFai
     {
         let status = match v {
             Value::Num(n) if (0.0..1000.0).contains(&n) => Some(n as u16),
-            Value::Str(s) => s.trim().parse::<u16>().ok(),
+            // Three digits, as access logs write it, without the general
+            // integer parser.
+            Value::Str(s) => match s.as_bytes() {
+                &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_digit) => {
+                    Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+                }
+                _ => s.trim().parse::<u16>().ok(),
+            },
             _ => None,
         };
         let Some(status) = status else {
