@@ -9,7 +9,7 @@
 //! here is a layer.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use panorama_model::Layer;
@@ -20,58 +20,43 @@ pub const OTHER_SERIES: &str = "(other)";
 /// How often the overflow warning repeats while a family keeps overflowing.
 const WARN_EVERY: Duration = Duration::from_secs(600);
 
-/// Hashes series keys with XXH3 under a per-pipeline random seed.
-///
-/// Every line is looked up here, and SipHash (the std default) was a few
-/// percent of the access-log hot path on these short keys. The keys come
-/// from log content, so the seed is random rather than fixed; and a family
-/// never holds more than `max_series` keys, which bounds what colliding
-/// keys could cost anyway.
-#[derive(Debug, Clone, Copy)]
-struct SeededXxh3(u64);
-
-impl Default for SeededXxh3 {
-    fn default() -> SeededXxh3 {
-        SeededXxh3(rand::random())
-    }
+/// The set of series seen holds 128-bit hashes of their keys, not the
+/// keys: every line is looked up here, and comparing the stored string on
+/// each hit (a pointer chase and a `memcmp`) was a few percent of the
+/// access-log hot path. XXH3-128 under a per-cap random seed (keys come
+/// from log content, so collisions cannot be aimed at); two series that
+/// collided anyway would share one slot of the cap, nothing worse.
+#[derive(Debug, Default)]
+struct Family {
+    seen: HashSet<u128, BuildHasherDefault<Folded>>,
+    overflowed: u64,
+    last_warn: Option<Instant>,
 }
 
-impl BuildHasher for SeededXxh3 {
-    type Hasher = Xxh3Hasher;
+/// Hashes a `u128` that is already a good hash by folding its halves.
+#[derive(Default)]
+struct Folded(u64);
 
-    fn build_hasher(&self) -> Xxh3Hasher {
-        Xxh3Hasher(self.0)
-    }
-}
-
-struct Xxh3Hasher(u64);
-
-impl Hasher for Xxh3Hasher {
+impl Hasher for Folded {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; this keeps other input correct anyway.
         self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
 
-    fn write_u8(&mut self, b: u8) {
-        // `str` hashing appends a 0xff terminator; fold it in cheaply.
-        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn write_u128(&mut self, h: u128) {
+        self.0 = (h as u64) ^ ((h >> 64) as u64);
     }
-}
-
-#[derive(Debug, Default)]
-struct Family {
-    seen: HashSet<Box<str>, SeededXxh3>,
-    overflowed: u64,
-    last_warn: Option<Instant>,
 }
 
 /// Admits series keys up to the cap, per layer.
 #[derive(Debug)]
 pub(crate) struct Cap {
     max: usize,
+    seed: u64,
     families: [Family; 5],
 }
 
@@ -79,20 +64,21 @@ impl Cap {
     pub(crate) fn new(max: usize) -> Cap {
         Cap {
             max,
+            seed: rand::random(),
             families: Default::default(),
         }
     }
 
     /// Whether the series `key` (name and dims, see the caller) may keep its
-    /// name; `false` means it goes to [`OTHER_SERIES`]. Allocates only the
-    /// first time a key is seen.
+    /// name; `false` means it goes to [`OTHER_SERIES`].
     pub(crate) fn admit(&mut self, layer: Layer, service: &str, key: &str) -> bool {
         let fam = &mut self.families[usize::from(layer.code())];
-        if fam.seen.contains(key) {
+        let hash = xxhash_rust::xxh3::xxh3_128_with_seed(key.as_bytes(), self.seed);
+        if fam.seen.contains(&hash) {
             return true;
         }
         if fam.seen.len() < self.max {
-            fam.seen.insert(key.into());
+            fam.seen.insert(hash);
             return true;
         }
         fam.overflowed += 1;
