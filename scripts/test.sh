@@ -42,6 +42,9 @@ step "smtp"
 # Mail tests start their own servers on free ports; this only installs one.
 scripts/smtp.sh install
 
+step "chromium"
+scripts/chromium.sh
+
 step "tests"
 # --no-fail-fast: one failing crate must not hide the others' results.
 cargo test --workspace --no-fail-fast ${PANORAMA_TEST_JOBS:+-j "$PANORAMA_TEST_JOBS"} -- --include-ignored

@@ -238,7 +238,12 @@ fn login_form(
     error: Option<&'static str>,
     status: StatusCode,
 ) -> Response {
-    let csrf = token();
+    // Reuse the token a browser already holds: a second login page (another
+    // tab, or the favicon request bounced here) must not invalidate the
+    // form of the first.
+    let csrf = cookie(headers, LOGIN_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(token, str::to_owned);
     let lang = lang(d, headers);
     let page = LoginPage {
         c: Chrome::anonymous(d, lang, "/login"),

@@ -125,6 +125,10 @@ pub fn router(d: Dashboard) -> Router {
         .route("/lang/{code}", get(auth::switch_lang))
         .route("/static/app.js", get(script))
         .route("/static/app.css", get(style))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .merge(pages)
         .layer(middleware::from_fn(security_headers))
         .with_state(d)
