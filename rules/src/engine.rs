@@ -1628,7 +1628,7 @@ fn contact(set: &RuleSet, person: &str, via: &str) -> Option<Vec<String>> {
         _ => return None,
     };
     match kind {
-        "mail" => p.email.clone().map(|e| vec![e]),
+        "mail" | "mailbox" => p.email.clone().map(|e| vec![e]),
         "webhook" => None,
         _ => p.phone.clone().map(|n| vec![n]),
     }

@@ -358,6 +358,18 @@ impl Mailer {
     }
 
     fn message_to(&self, notice: &Notice, to: &[Mailbox]) -> Result<Message, MailError> {
+        build_message(&self.from, to, notice)
+    }
+}
+
+/// The message for `notice` from `from` to `to`: shared with the mailbox
+/// channel, so that an .eml written to disk is the very mail SMTP would get.
+pub(crate) fn build_message(
+    from: &Mailbox,
+    to: &[Mailbox],
+    notice: &Notice,
+) -> Result<Message, MailError> {
+    {
         if to.is_empty() {
             return Err(MailError::Permanent {
                 code: None,
@@ -366,7 +378,7 @@ impl Mailer {
         }
         let (text, html) = render(notice)?;
         let mut builder = Message::builder()
-            .from(self.from.clone())
+            .from(from.clone())
             .subject(one_line(&notice.title()))
             .message_id(Some(message_id(&notice.id)))
             .date(system_time(notice.created_ms))

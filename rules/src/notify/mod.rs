@@ -9,6 +9,7 @@
 pub mod dingtalk;
 mod http;
 pub mod mail;
+pub mod mailbox;
 pub mod sms;
 pub mod webhook;
 pub mod wecom;
@@ -30,11 +31,14 @@ pub enum ChannelConfig {
     WeCom(Box<wecom::WeComConfig>),
     /// `[receiver.webhook]`: JSON to any URL.
     Webhook(Box<webhook::WebhookConfig>),
+    /// `[receiver.mailbox]`: `.eml` files in a directory.
+    Mailbox(Box<mailbox::MailboxConfig>),
 }
 
 impl ChannelConfig {
     /// The table names a receiver may carry, one of them.
-    pub const KINDS: &'static [&'static str] = &["mail", "sms", "dingtalk", "wecom", "webhook"];
+    pub const KINDS: &'static [&'static str] =
+        &["mail", "sms", "dingtalk", "wecom", "webhook", "mailbox"];
 
     /// Reads and checks the `[receiver.<kind>]` table.
     ///
@@ -73,6 +77,11 @@ impl ChannelConfig {
                 c.validate()?;
                 Ok(ChannelConfig::Webhook(Box::new(c)))
             }
+            "mailbox" => {
+                let c: mailbox::MailboxConfig = de(table)?;
+                c.validate()?;
+                Ok(ChannelConfig::Mailbox(Box::new(c)))
+            }
             other => Err(format!(
                 "unknown channel `{other}`; expected one of {}",
                 Self::KINDS.join(", ")
@@ -88,6 +97,7 @@ impl ChannelConfig {
             ChannelConfig::DingTalk(_) => "dingtalk",
             ChannelConfig::WeCom(_) => "wecom",
             ChannelConfig::Webhook(_) => "webhook",
+            ChannelConfig::Mailbox(_) => "mailbox",
         }
     }
 
@@ -112,6 +122,9 @@ impl ChannelConfig {
             }
             ChannelConfig::Webhook(c) => {
                 webhook::Webhook::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
+            ChannelConfig::Mailbox(c) => {
+                mailbox::MailboxWriter::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
             }
         }
     }

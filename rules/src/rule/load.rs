@@ -87,6 +87,7 @@ struct RawReceiver {
     dingtalk: Option<Spanned<toml::Table>>,
     wecom: Option<Spanned<toml::Table>>,
     webhook: Option<Spanned<toml::Table>>,
+    mailbox: Option<Spanned<toml::Table>>,
     rota: Option<Spanned<toml::Table>>,
     budget_per_hour: Option<Spanned<u32>>,
 }
@@ -100,6 +101,7 @@ impl RawReceiver {
             ("dingtalk", self.dingtalk.take()),
             ("wecom", self.wecom.take()),
             ("webhook", self.webhook.take()),
+            ("mailbox", self.mailbox.take()),
             ("rota", self.rota.take()),
         ]
         .into_iter()
@@ -719,7 +721,7 @@ fn check_rotas(set: &RuleSet) -> Vec<LoadError> {
                         let Some(p) = set.people.get(who) else {
                             continue;
                         };
-                        let has = if c.kind() == "mail" {
+                        let has = if matches!(c.kind(), "mail" | "mailbox") {
                             p.email.is_some()
                         } else if c.kind() == "webhook" {
                             true
@@ -729,7 +731,11 @@ fn check_rotas(set: &RuleSet) -> Vec<LoadError> {
                         if !has {
                             err(format!(
                                 "person `{who}` has no {} for receiver `{via}` ({})",
-                                if c.kind() == "mail" { "email" } else { "phone" },
+                                if matches!(c.kind(), "mail" | "mailbox") {
+                                    "email"
+                                } else {
+                                    "phone"
+                                },
                                 c.kind()
                             ));
                         }
