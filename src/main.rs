@@ -3,6 +3,8 @@
 //! This file parses arguments, sets up logging and wires libraries together;
 //! everything it starts lives in a crate that tests drive directly.
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,9 @@ enum Command {
     /// Hash a dashboard password (read from standard input) for
     /// `[[dashboard.user]] password_hash` or `--dashboard-user`.
     HashPassword,
+    /// Run everything on this machine with a simulated game service, and
+    /// inject an incident after a few minutes.
+    Demo(Box<demo::DemoArgs>),
     /// Work with alert rule files.
     Rules {
         #[command(subcommand)]
@@ -112,6 +117,15 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Collector(args) => collector(*args).await,
+        Command::Demo(args) => {
+            let (argv, running) = demo::start(&args).await?;
+            let Command::Collector(c) = Cli::parse_from(argv).command else {
+                unreachable!("the demo builds collector arguments");
+            };
+            let result = collector(*c).await;
+            running.stop().await;
+            result
+        }
         Command::HashPassword => hash_password(),
         Command::Rules {
             command: RulesCommand::Check { dir },

@@ -1,0 +1,287 @@
+//! `panorama demo`: the whole system on one machine with nothing else
+//! installed. A simulated game service writes five kinds of log, the agent
+//! (in this process) tails them and the host's own metrics, the collector
+//! stores them in the embedded store, demo rules watch every layer, and an
+//! incident injected after a few minutes makes them fire; the mail lands as
+//! `.eml` files in a mailbox directory (and on an SMTP server if given).
+
+mod simulator;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// `panorama demo` options.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// Where the demo keeps its logs, data, rules and mailbox.
+    #[arg(long, default_value = "./panorama-demo")]
+    dir: PathBuf,
+    /// Address of the dashboard and the collector.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Seconds of healthy traffic before the incident.
+    #[arg(long, default_value_t = 180)]
+    incident_after_secs: u64,
+    /// Seconds the incident lasts.
+    #[arg(long, default_value_t = 180)]
+    incident_secs: u64,
+    /// Also mail alerts through this SMTP server (plain, no auth).
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp: Option<String>,
+    /// Recipient of the SMTP mail.
+    #[arg(long, value_name = "ADDRESS", default_value = "on-duty@localhost")]
+    mail_to: String,
+}
+
+/// What the demo started besides the collector.
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Stops the simulator and the agent (which checkpoints).
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            match t.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "demo task ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "demo task panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+fn rules(mailbox: &Path, smtp: Option<(&str, u16, &str)>) -> String {
+    let mut out = format!(
+        r#"# The demo's rules: one per layer the incident touches, and a silent host.
+
+[[rule]]
+name = "payment-gateway-slow"
+layer = "call"
+series = "payment-gateway"
+window = "1m"
+when = "p90 > 1s"
+min_count = 10
+severity = "critical"
+summary = "{{{{service}}}} → {{{{series}}}}: p90 {{{{value}}}} (threshold {{{{threshold}}}})"
+
+[[rule]]
+name = "payment-gateway-errors"
+layer = "call"
+series = "payment-gateway"
+window = "1m"
+when = "error_ratio > 10%"
+min_count = 20
+severity = "critical"
+summary = "{{{{service}}}} → {{{{series}}}}: {{{{value}}}} of calls fail"
+
+[[rule]]
+name = "pay-route-errors"
+layer = "url"
+series = "POST /api/pay"
+window = "1m"
+when = "error_ratio > 5%"
+min_count = 20
+severity = "critical"
+summary = "{{{{series}}}}: {{{{value}}}} of requests fail"
+
+[[rule]]
+name = "payments-failing"
+layer = "business"
+series = "payment"
+window = "1m"
+when = "error_ratio > 10%"
+min_count = 10
+severity = "warning"
+summary = "payments: {{{{value}}}} fail"
+
+[[rule]]
+name = "host-silent"
+layer = "infra"
+series = "agent.heartbeat"
+group_by = "host"
+window = "2m"
+when = "absent"
+severity = "critical"
+summary = "{{{{host}}}} has sent nothing for 2 minutes"
+
+[[receiver]]
+name = "mailbox"
+[receiver.mailbox]
+dir = "{}"
+to = ["on-duty@localhost"]
+
+[[route]]
+receivers = ["mailbox"{}]
+group_wait = "10s"
+group_interval = "1m"
+repeat_interval = "1h"
+"#,
+        mailbox.display(),
+        if smtp.is_some() { ", \"smtp\"" } else { "" }
+    );
+    if let Some((host, port, to)) = smtp {
+        out.push_str(&format!(
+            r#"
+[[receiver]]
+name = "smtp"
+[receiver.mail]
+host = "{host}"
+port = {port}
+security = "plain"
+from = "Panorama demo <panorama@localhost>"
+to = ["{to}"]
+"#
+        ));
+    }
+    out
+}
+
+fn agent_config(dir: &Path, logs: &simulator::Logs, listen: SocketAddr) -> String {
+    format!(
+        r#"data_dir = "{data}"
+
+[collector]
+urls = ["http://{listen}"]
+
+[host_metrics]
+interval_secs = 10
+
+[[source]]
+name = "nginx"
+paths = ["{access}"]
+[source.parse]
+format = "combined"
+service = "game"
+
+[[source]]
+name = "events"
+paths = ["{events}"]
+[source.parse]
+format = "json"
+service = "game"
+dims = ["model"]
+
+[[source]]
+name = "calls"
+paths = ["{calls}"]
+[source.parse]
+format = "json"
+service = "game"
+
+[[source]]
+name = "mysql-slow"
+paths = ["{mysql}"]
+[source.parse]
+format = "mysql_slow"
+service = "game"
+timezone = "UTC"
+
+[[source]]
+name = "redis"
+paths = ["{redis}"]
+[source.parse]
+format = "redis"
+service = "game"
+timezone = "UTC"
+"#,
+        data = dir.join("agent").display(),
+        access = logs.access.display(),
+        events = logs.events.display(),
+        calls = logs.calls.display(),
+        mysql = logs.mysql.display(),
+        redis = logs.redis.display(),
+    )
+}
+
+/// Prepares the demo directory, starts the simulator and the agent, and
+/// returns the `panorama collector` arguments that serve the rest.
+pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Running)> {
+    let dir = std::path::absolute(&args.dir)
+        .with_context(|| format!("demo directory {}", args.dir.display()))?;
+    for sub in ["logs", "rules", "data", "agent", "mailbox"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
+    let smtp = match &args.smtp {
+        Some(s) => {
+            let (host, port) = s
+                .rsplit_once(':')
+                .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+                .with_context(|| format!("--smtp {s:?}: expected HOST:PORT"))?;
+            Some((host, port, args.mail_to.as_str()))
+        }
+        None => None,
+    };
+    let rules_dir = dir.join("rules");
+    std::fs::write(
+        rules_dir.join("demo.toml"),
+        rules(&dir.join("mailbox"), smtp),
+    )?;
+    let logs = simulator::Logs::under(&dir.join("logs"));
+    let agent_toml = dir.join("agent.toml");
+    std::fs::write(&agent_toml, agent_config(&dir, &logs, args.listen))?;
+    let agent_cfg = panorama_agent::config::AgentConfig::load(&agent_toml)
+        .with_context(|| format!("the demo's agent config {}", agent_toml.display()))?;
+
+    let (stop, stopped) = watch::channel(false);
+    let schedule = simulator::Schedule {
+        incident_after: Duration::from_secs(args.incident_after_secs),
+        incident_for: Duration::from_secs(args.incident_secs),
+    };
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(simulator::run(
+        logs,
+        schedule,
+        stopped.clone(),
+    )));
+    let figures = Arc::new(panorama_agent::run::AgentFigures::default());
+    tasks.push(tokio::spawn(panorama_agent::run::run(
+        agent_cfg, figures, stopped,
+    )));
+
+    let hash = panorama_dashboard::hash_password("demo").map_err(anyhow::Error::msg)?;
+    let url = format!("http://{}", args.listen);
+    eprintln!(
+        "\nPanorama demo\n\
+         \x20 dashboard  {url}/   (user demo, password demo)\n\
+         \x20 logs       {logs}/   (a simulated game service; the built-in agent tails them)\n\
+         \x20 mailbox    {mail}/   (alert mails as .eml files{smtp})\n\
+         \x20 incident   in {after} s: the payment gateway slows down and fails, for {dur} s\n\n\
+         What to look at: the overview's call layer turns red first (payment-gateway p90\n\
+         and errors), then url (POST /api/pay) and business (payment); the Alerts page\n\
+         lists them and the mails appear in the mailbox within a minute. Ctrl-C stops.\n",
+        logs = dir.join("logs").display(),
+        mail = dir.join("mailbox").display(),
+        smtp = args
+            .smtp
+            .as_ref()
+            .map(|s| format!(", and via SMTP at {s}"))
+            .unwrap_or_default(),
+        after = args.incident_after_secs,
+        dur = args.incident_secs,
+    );
+    let argv = vec![
+        "panorama".to_owned(),
+        "collector".to_owned(),
+        "--listen".to_owned(),
+        args.listen.to_string(),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+        "--rules".to_owned(),
+        rules_dir.display().to_string(),
+        "--dashboard-url".to_owned(),
+        url,
+        "--dashboard-user".to_owned(),
+        format!("demo:operator:{hash}"),
+    ];
+    Ok((argv, Running { stop, tasks }))
+}
