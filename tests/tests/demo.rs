@@ -1,0 +1,103 @@
+//! `panorama demo`, the README's first command, run for real: the simulated
+//! service's logs flow through the in-process agent, the injected incident
+//! fires the demo's rules, and the alert mail lands in the mailbox directory;
+//! the dashboard answers, and Ctrl-C (SIGTERM) stops everything cleanly.
+
+use std::time::{Duration, Instant};
+
+use panorama_tests::{Proc, binary, free_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fires_on_its_incident_and_delivers_the_mail_to_the_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("demo.log");
+    let args: Vec<String> = [
+        "demo",
+        "--dir",
+        &dir.path().join("demo").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--incident-after-secs",
+        "10",
+        "--incident-secs",
+        "600",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut p = Proc::start(&binary("panorama"), &args, &log);
+    let mailbox = dir.path().join("demo/mailbox");
+    let start = Instant::now();
+    let mut found = None;
+    while start.elapsed() < Duration::from_secs(150) {
+        let mails: Vec<String> = std::fs::read_dir(&mailbox)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .filter_map(|p| std::fs::read_to_string(p).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(m) = mails
+            .into_iter()
+            .find(|m| m.contains("payment-gateway-slow"))
+        {
+            found = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(mail) = found else {
+        panic!(
+            "no payment-gateway mail within 150 s; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    // Undo quoted-printable's soft breaks and `=` escapes.
+    let mail = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    assert!(mail.contains("Subject: [FIRING"), "{mail}");
+    assert!(mail.contains("payment-gateway"), "{mail}");
+    assert!(
+        mail.contains(&format!("http://127.0.0.1:{port}/series?layer=call")),
+        "the mail links to the series on the dashboard:\n{mail}"
+    );
+    // Every layer the simulator writes reached the store.
+    let client = reqwest::Client::new();
+    for layer in ["url", "business", "call", "component", "infra"] {
+        let now = chrono::Utc::now().timestamp_millis();
+        let r: serde_json::Value = client
+            .get(format!(
+                "http://127.0.0.1:{port}/api/v1/series?layer={layer}&from={}&to={}",
+                now - 600_000,
+                now + 60_000
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let count: u64 = r["points"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|x| x["count"].as_u64()).sum())
+            .unwrap_or(0);
+        assert!(count > 0, "layer {layer} has data: {r}");
+    }
+    let login = client
+        .get(format!("http://127.0.0.1:{port}/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "the dashboard is served");
+    assert!(
+        p.terminate(Duration::from_secs(30)),
+        "Ctrl-C stops the demo cleanly"
+    );
+    let banner = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(banner.contains("user demo, password demo"), "{banner}");
+}
