@@ -1109,16 +1109,7 @@ impl Engine {
             return;
         }
         st.persisted.held.remove(&alert_id(key));
-        let facts = RuleFacts {
-            rule: rule.name.clone(),
-            severity: rule.severity.clone(),
-            condition: rule.when_text.clone(),
-            labels: rule
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
+        let facts = facts(rule);
         for route in set.routes_for(&labels) {
             for receiver in &route.receivers {
                 st.persisted.dispatcher.record(
@@ -1439,15 +1430,7 @@ impl Engine {
             .entries()
             .iter()
             .rev()
-            .map(|e| NotificationView {
-                id: e.id.clone(),
-                receiver: e.channel.clone(),
-                title: e.payload.notice.title(),
-                created_ms: e.created_ms,
-                attempts: e.attempts,
-                status: e.status.clone(),
-                last_error: e.last_error.clone(),
-            })
+            .map(NotificationView::of)
             .collect()
     }
 
@@ -1592,17 +1575,23 @@ impl Engine {
             .rev()
             .filter(|e| !matches!(e.status, Status::Delivered { .. }))
             .take(50)
-            .map(|e| NotificationView {
-                id: e.id.clone(),
-                receiver: e.channel.clone(),
-                title: e.payload.notice.title(),
-                created_ms: e.created_ms,
-                attempts: e.attempts,
-                status: e.status.clone(),
-                last_error: e.last_error.clone(),
-            })
+            .map(NotificationView::of)
             .collect();
         v
+    }
+}
+
+impl NotificationView {
+    fn of(e: &crate::outbox::Entry<Delivery>) -> NotificationView {
+        NotificationView {
+            id: e.id.clone(),
+            receiver: e.channel.clone(),
+            title: e.payload.notice.title(),
+            created_ms: e.created_ms,
+            attempts: e.attempts,
+            status: e.status.clone(),
+            last_error: e.last_error.clone(),
+        }
     }
 }
 
