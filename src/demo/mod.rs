@@ -146,60 +146,30 @@ to = ["{to}"]
 }
 
 fn agent_config(dir: &Path, logs: &simulator::Logs, listen: SocketAddr) -> String {
-    format!(
-        r#"data_dir = "{data}"
-
-[collector]
-urls = ["http://{listen}"]
-
-[host_metrics]
-interval_secs = 10
-
-[[source]]
-name = "nginx"
-paths = ["{access}"]
-[source.parse]
-format = "combined"
-service = "game"
-
-[[source]]
-name = "events"
-paths = ["{events}"]
-[source.parse]
-format = "json"
-service = "game"
-dims = ["model"]
-
-[[source]]
-name = "calls"
-paths = ["{calls}"]
-[source.parse]
-format = "json"
-service = "game"
-
-[[source]]
-name = "mysql-slow"
-paths = ["{mysql}"]
-[source.parse]
-format = "mysql_slow"
-service = "game"
-timezone = "UTC"
-
-[[source]]
-name = "redis"
-paths = ["{redis}"]
-[source.parse]
-format = "redis"
-service = "game"
-timezone = "UTC"
-"#,
-        data = dir.join("agent").display(),
-        access = logs.access.display(),
-        events = logs.events.display(),
-        calls = logs.calls.display(),
-        mysql = logs.mysql.display(),
-        redis = logs.redis.display(),
-    )
+    let mut out = format!(
+        "data_dir = \"{}\"\n\n[collector]\nurls = [\"http://{listen}\"]\n\n[host_metrics]\ninterval_secs = 10\n",
+        dir.join("agent").display()
+    );
+    // (source, file, format, extra parse keys)
+    let sources: [(&str, &Path, &str, &str); 5] = [
+        ("nginx", &logs.access, "combined", ""),
+        ("events", &logs.events, "json", "dims = [\"model\"]\n"),
+        ("calls", &logs.calls, "json", ""),
+        (
+            "mysql-slow",
+            &logs.mysql,
+            "mysql_slow",
+            "timezone = \"UTC\"\n",
+        ),
+        ("redis", &logs.redis, "redis", "timezone = \"UTC\"\n"),
+    ];
+    for (name, path, format, extra) in sources {
+        out.push_str(&format!(
+            "\n[[source]]\nname = \"{name}\"\npaths = [\"{}\"]\n[source.parse]\nformat = \"{format}\"\nservice = \"game\"\n{extra}",
+            path.display()
+        ));
+    }
+    out
 }
 
 /// Prepares the demo directory, starts the simulator and the agent, and
