@@ -495,7 +495,11 @@ mod fixture_tests {
     fn the_example_file_checks() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.toml");
         let c = AgentConfig::load(&path).unwrap();
-        assert_eq!(c.sources.len(), 5, "url, business, call and two component sources");
+        assert_eq!(
+            c.sources.len(),
+            5,
+            "url, business, call and two component sources"
+        );
         assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9464));
     }
 }
