@@ -415,3 +415,11 @@ fn form_encode(s: &str) -> String {
 pub fn query_encode(s: &str) -> String {
     form_encode(s)
 }
+
+impl Proc {
+    /// True once the process has exited (for a supervisor loop that
+    /// restarts it, as systemd's `Restart=on-failure` would).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}

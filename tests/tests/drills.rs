@@ -1,0 +1,511 @@
+//! Fault drills under continuous load, bounded in time (about 5 minutes).
+//!
+//! A writer appends combined access-log lines at a steady rate (about 54
+//! lines/s over three routes) and rotates the log every second by rename and
+//! create; `panorama-agent` tails it and ships to `panorama` on an
+//! Elasticsearch node of the drill's own (port 9257). Meanwhile:
+//!
+//! 1. Elasticsearch is stopped for a minute while the agent is killed with
+//!    -9 every few seconds;
+//! 2. two incidents follow, each a burst of errors on one route: the first
+//!    fires with the SMTP server up; then the SMTP server is stopped for a
+//!    minute (at least), during which the first resolves and the second
+//!    fires and resolves; both the agent and the collector keep being
+//!    killed with -9 at random moments (at least ten times each in all).
+//!    A supervisor restarts a dead collector within a second, as systemd's
+//!    `Restart=on-failure` would.
+//!
+//! Afterwards the per-minute counts of every route equal the lines written,
+//! and the SMTP server holds exactly four mails: one FIRING and one RESOLVED
+//! per incident, no duplicate, none missing.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use panorama_tests::{
+    Proc, binary, es_node, free_port, mails, query_encode, smtp_server, wait_healthy,
+};
+use rand::Rng;
+
+const ES_PORT: u16 = 9257;
+const ROUTES: [(&str, &str); 3] = [
+    ("GET /api/item/{}", "GET /api/item/:num"),
+    ("POST /api/pay", "POST /api/pay"),
+    ("POST /api/login", "POST /api/login"),
+];
+
+/// (series, minute) → lines written.
+type Counts = BTreeMap<(&'static str, i64), u64>;
+
+/// Stops the drill's Elasticsearch node however the test ends.
+struct EsGuard;
+impl Drop for EsGuard {
+    fn drop(&mut self) {
+        es_node(ES_PORT, "stop");
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    want: Mutex<Counts>,
+    /// Route index in an incident (errors burst), or u32::MAX.
+    incident: AtomicU32,
+    stop: AtomicBool,
+}
+
+impl Writer {
+    fn run(&self) {
+        let access = self.dir.join("access.log");
+        let mut n = 0u64;
+        let mut rotated = 0u32;
+        let mut last_rotation = Instant::now();
+        let mut tick = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = chrono::Utc::now();
+            let minute = now.timestamp_millis() / 60_000 * 60_000;
+            let incident = self.incident.load(Ordering::SeqCst);
+            let mut lines: Vec<(usize, u16)> = (0..5).map(|_| (0, 200)).collect();
+            if tick.is_multiple_of(5) {
+                lines.push((1, 200));
+                lines.push((2, 200));
+            }
+            if incident != u32::MAX {
+                lines.push((incident as usize, 503));
+                lines.push((incident as usize, 503));
+            }
+            let mut text = String::new();
+            {
+                let mut want = self.want.lock().unwrap();
+                for (route, status) in lines {
+                    let (path, series) = ROUTES[route];
+                    *want.entry((series, minute)).or_default() += 1;
+                    text.push_str(&format!(
+                        "10.1.{}.{} - - [{}] \"{} HTTP/1.1\" {status} {} \"-\" \"drill/1.0\" 0.{:03}\n",
+                        n / 250 % 250,
+                        n % 250,
+                        now.format("%d/%b/%Y:%H:%M:%S %z"),
+                        path.replace("{}", &n.to_string()),
+                        100 + n % 900,
+                        n % 1000
+                    ));
+                    n += 1;
+                }
+                // Written under the lock: a line counted is a line on disk.
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&access)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .expect("appending to the access log");
+            }
+            if last_rotation.elapsed() >= Duration::from_secs(1) {
+                rotated += 1;
+                fs::rename(&access, self.dir.join(format!("access.log.{rotated:05}")))
+                    .expect("rotating");
+                fs::File::create(&access).expect("creating the new log");
+                last_rotation = Instant::now();
+            }
+            tick += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn rule(name: &str, series: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "{name}"
+layer = "url"
+service = "shop"
+series = "{series}"
+window = "1m"
+every = "1s"
+when = "error_ratio > 50%"
+min_count = 20
+severity = "critical"
+"#
+    )
+}
+
+/// Runs `panorama` and restarts it when it dies; kills it on request.
+struct Supervised {
+    args: Vec<String>,
+    log: PathBuf,
+    proc: Mutex<Option<Proc>>,
+    kills: AtomicU32,
+    restarts: AtomicU32,
+}
+
+impl Supervised {
+    fn start(&self) {
+        *self.proc.lock().unwrap() = Some(Proc::start(&binary("panorama"), &self.args, &self.log));
+    }
+    fn kill9(&self) {
+        if let Some(p) = self.proc.lock().unwrap().as_mut() {
+            p.kill9();
+            self.kills.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    /// Restarts it if it is not running; true if it did.
+    fn supervise(&self) -> bool {
+        let mut p = self.proc.lock().unwrap();
+        if p.as_mut().is_none_or(Proc::exited) {
+            *p = Some(Proc::start(&binary("panorama"), &self.args, &self.log));
+            self.restarts.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+}
+
+async fn get_json(url: &str) -> Option<serde_json::Value> {
+    let r = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Waits until `rule` has an event `event` in its history (retrying across
+/// collector restarts), or panics after `deadline`.
+async fn wait_history(base: &str, rule: &str, event: &str, n: usize, deadline: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(h) = get_json(&format!("{base}/api/v1/alerts/history?rule={rule}")).await {
+            let count = h["records"]
+                .as_array()
+                .map(|r| r.iter().filter(|r| r["event"] == event).count())
+                .unwrap_or(0);
+            if count >= n {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{rule}: no `{event}` in the history after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sleeps until `secs` seconds into the next UTC minute.
+async fn next_minute_plus(secs: i64) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let target = (now / 60_000 + 1) * 60_000 + secs * 1000;
+    tokio::time::sleep(Duration::from_millis((target - now) as u64)).await;
+}
+
+async fn stored(base: &str, want: &Counts) -> Option<Counts> {
+    let from = want.keys().map(|k| k.1).min()?;
+    let to = want.keys().map(|k| k.1).max()? + 60_000;
+    let mut got = Counts::new();
+    for (_, series) in ROUTES {
+        let v = get_json(&format!(
+            "{base}/api/v1/series?layer=url&service=shop&name={}&from={from}&to={to}",
+            query_encode(series)
+        ))
+        .await?;
+        for p in v["points"].as_array()? {
+            let c = p["count"].as_u64()?;
+            if c > 0 {
+                got.insert((series, p["minute"].as_i64()?), c);
+            }
+        }
+    }
+    Some(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
+    let started = Instant::now();
+    tokio::task::spawn_blocking(|| es_node(ES_PORT, "start"))
+        .await
+        .unwrap();
+    let _es_guard = EsGuard;
+    println!(
+        "[{:>5.1?}] own Elasticsearch up on {ES_PORT}",
+        started.elapsed()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let maildir = dir.path().join("mail");
+    let smtp_port = free_port();
+    let smtp_log = dir.path().join("smtp.log");
+    let mut smtp = Some(smtp_server(smtp_port, &maildir, &smtp_log));
+
+    let rules = dir.path().join("rules");
+    fs::create_dir_all(&rules).unwrap();
+    fs::write(
+        rules.join("drill.toml"),
+        format!(
+            "{}{}
+[[receiver]]
+name = \"oncall\"
+[receiver.mail]
+host = \"127.0.0.1\"
+port = {smtp_port}
+security = \"plain\"
+from = \"panorama@example.com\"
+to = [\"oncall@example.com\"]
+
+[[route]]
+match = {{ severity = \"critical\" }}
+receivers = [\"oncall\"]
+group_wait = \"1s\"
+group_interval = \"1s\"
+repeat_interval = \"1h\"
+",
+            rule("pay-errors", "POST /api/pay"),
+            rule("login-errors", "POST /api/login")
+        ),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("panorama.log");
+    let collector = Arc::new(Supervised {
+        args: vec![
+            "collector".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--elasticsearch".into(),
+            format!("http://127.0.0.1:{ES_PORT}"),
+            "--index-prefix".into(),
+            format!("drills-{}", std::process::id()),
+            "--grace-secs".into(),
+            "1".into(),
+            "--rules".into(),
+            rules.display().to_string(),
+        ],
+        log: log.clone(),
+        proc: Mutex::new(None),
+        kills: AtomicU32::new(0),
+        restarts: AtomicU32::new(0),
+    });
+    collector.start();
+    wait_healthy(&format!("{base}/health"), Duration::from_secs(30), &log).await;
+
+    let config = dir.path().join("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "agent_id = \"drill-agent\"\nhost = \"drill-host\"\ndata_dir = \"{}\"\n[collector]\nurls = [\"{base}\"]\n[host_metrics]\nenabled = false\n[[source]]\nname = \"access\"\npaths = [\"{}/access.log*\"]\n[source.parse]\nformat = \"combined\"\nservice = \"shop\"\n",
+            dir.path().join("adata").display(),
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let agent_args = vec!["--config".to_owned(), config.display().to_string()];
+    let agent_log = dir.path().join("agent.log");
+    let agent = Arc::new(Mutex::new(Proc::start(
+        &binary("panorama-agent"),
+        &agent_args,
+        &agent_log,
+    )));
+
+    let writer = Arc::new(Writer {
+        dir: logs.clone(),
+        want: Mutex::new(Counts::new()),
+        incident: AtomicU32::new(u32::MAX),
+        stop: AtomicBool::new(false),
+    });
+    let writer_thread = {
+        let w = writer.clone();
+        std::thread::spawn(move || w.run())
+    };
+
+    // The killer: agent always; the collector only when `kill_collector`.
+    let kill_collector = Arc::new(AtomicBool::new(false));
+    let stop_killing = Arc::new(AtomicBool::new(false));
+    let agent_kills = Arc::new(AtomicU32::new(0));
+    let killer = {
+        let (collector, agent, kill_collector, stop_killing, agent_kills) = (
+            collector.clone(),
+            agent.clone(),
+            kill_collector.clone(),
+            stop_killing.clone(),
+            agent_kills.clone(),
+        );
+        let agent_bin = binary("panorama-agent");
+        let agent_log = agent_log.clone();
+        tokio::spawn(async move {
+            let mut next_kill = Instant::now() + Duration::from_secs(2);
+            let mut turn = 0u32;
+            while !stop_killing.load(Ordering::SeqCst) {
+                collector.supervise();
+                if Instant::now() >= next_kill {
+                    let pause = rand::rng().random_range(1500..4500u64);
+                    turn += 1;
+                    if turn % 2 == 1 && kill_collector.load(Ordering::SeqCst) {
+                        collector.kill9();
+                    } else {
+                        let mut a = agent.lock().unwrap();
+                        a.kill9();
+                        agent_kills.fetch_add(1, Ordering::SeqCst);
+                        *a = Proc::start(&agent_bin, &agent_args, &agent_log);
+                    }
+                    next_kill = Instant::now() + Duration::from_millis(pause);
+                }
+                // The supervisor's restart delay, like RestartSec=1.
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+            collector.supervise();
+        })
+    };
+
+    // 1. Elasticsearch down for a minute, the agent killed meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(|| es_node(ES_PORT, "stop"))
+        .await
+        .unwrap();
+    println!("[{:>5.1?}] Elasticsearch stopped", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let health = get_json(&format!("{base}/health")).await;
+    println!("health while Elasticsearch is down: {health:?}");
+    tokio::task::spawn_blocking(|| es_node(ES_PORT, "start"))
+        .await
+        .unwrap();
+    println!(
+        "[{:>5.1?}] Elasticsearch back; agent kills so far {}",
+        started.elapsed(),
+        agent_kills.load(Ordering::SeqCst)
+    );
+    // From now on the collector is killed too.
+    kill_collector.store(true, Ordering::SeqCst);
+
+    // 2. Incident A with the SMTP server up.
+    next_minute_plus(2).await;
+    println!("[{:>5.1?}] incident A (POST /api/pay)", started.elapsed());
+    writer.incident.store(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    writer.incident.store(u32::MAX, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while mails(&maildir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no FIRING mail for incident A; panorama log tail:\n{}",
+            tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SMTP down for at least a minute: A resolves, B fires and resolves.
+    if let Some(mut s) = smtp.take() {
+        s.kill9();
+    }
+    let smtp_down = Instant::now();
+    println!("[{:>5.1?}] SMTP stopped", started.elapsed());
+    next_minute_plus(2).await;
+    println!("[{:>5.1?}] incident B (POST /api/login)", started.elapsed());
+    writer.incident.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    writer.incident.store(u32::MAX, Ordering::SeqCst);
+    wait_history(&base, "pay-errors", "resolved", 1, Duration::from_secs(60)).await;
+    wait_history(&base, "login-errors", "fired", 1, Duration::from_secs(60)).await;
+    wait_history(
+        &base,
+        "login-errors",
+        "resolved",
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+    let left = Duration::from_secs(60).saturating_sub(smtp_down.elapsed());
+    tokio::time::sleep(left).await;
+    assert_eq!(
+        mails(&maildir).len(),
+        1,
+        "nothing delivered while SMTP was down"
+    );
+    smtp = Some(smtp_server(smtp_port, &maildir, &smtp_log));
+    println!(
+        "[{:>5.1?}] SMTP back after {:?}",
+        started.elapsed(),
+        smtp_down.elapsed()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mails(&maildir).len() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop_killing.store(true, Ordering::SeqCst);
+    killer.await.unwrap();
+    writer.stop.store(true, Ordering::SeqCst);
+    writer_thread.join().unwrap();
+    println!(
+        "[{:>5.1?}] load stopped; kills: agent {}, collector {} (restarts {})",
+        started.elapsed(),
+        agent_kills.load(Ordering::SeqCst),
+        collector.kills.load(Ordering::SeqCst),
+        collector.restarts.load(Ordering::SeqCst)
+    );
+
+    // Counts exact, per series and minute.
+    let want = writer.want.lock().unwrap().clone();
+    let total: u64 = want.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = stored(&base, &want).await;
+    while got.as_ref() != Some(&want) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got = stored(&base, &want).await;
+    }
+    assert_eq!(
+        got.as_ref(),
+        Some(&want),
+        "every one of {total} lines counted once; agent log tail:\n{}",
+        tail(&agent_log)
+    );
+
+    assert!(
+        agent_kills.load(Ordering::SeqCst) >= 10,
+        "the agent was killed at least ten times"
+    );
+    assert!(
+        collector.kills.load(Ordering::SeqCst) >= 10,
+        "the collector was killed at least ten times"
+    );
+    println!(
+        "[{:>5.1?}] {total} lines exact over {} series-minutes",
+        started.elapsed(),
+        want.len()
+    );
+
+    // Exactly one FIRING and one RESOLVED mail per incident.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got_mails = mails(&maildir);
+    let subjects: Vec<String> = got_mails.iter().map(|m| m.subject().to_owned()).collect();
+    println!("mails: {subjects:#?}");
+    for rule in ["pay-errors", "login-errors"] {
+        for kind in ["FIRING", "RESOLVED"] {
+            let n = subjects
+                .iter()
+                .filter(|s| s.contains(kind) && s.contains(rule))
+                .count();
+            assert_eq!(n, 1, "one {kind} mail for {rule}: {subjects:#?}");
+        }
+    }
+    assert_eq!(got_mails.len(), 4, "no other mail: {subjects:#?}");
+
+    println!("drill wall time {:?}", started.elapsed());
+    drop(smtp);
+}
+
+fn tail(path: &Path) -> String {
+    let s = fs::read_to_string(path).unwrap_or_default();
+    s[s.len().saturating_sub(4000)..].to_owned()
+}
