@@ -1071,6 +1071,23 @@ pub async fn totals_sum_layers_and_series(store: &dyn Store) {
     assert_eq!((infra.value_n, infra.value_max), (5, Some(9.0)), "gauges");
     assert_close("gauge sum", infra.value_sum, 17.0, 1e-9);
 
+    // Rewrites replace, never add: the same document again, then a
+    // rewrite of a minute with late events (10 more, 1 more error).
+    write_rollups(store, &docs[..1]).await;
+    let mut late = l1.clone();
+    late.extend(latencies(10, 9));
+    write_rollups(store, &[rollup(minute(0), &login, "c1", &late, 5)]).await;
+    sync(store).await;
+    let again = store
+        .layer_totals(&range.clone().layer(Layer::Url))
+        .await
+        .expect("totals");
+    assert_eq!(
+        (again[0].totals.count, again[0].totals.errors),
+        (110, 18),
+        "a rewritten document counts once, as rewritten"
+    );
+
     // Five-minute buckets of the url layer, aligned to the epoch.
     let q = range.clone().layer(Layer::Url).buckets(5 * MINUTE_MS);
     let buckets = store.layer_totals(&q).await.expect("bucketed totals");
@@ -1081,7 +1098,7 @@ pub async fn totals_sum_layers_and_series(store: &dyn Store) {
     let b0 = minute(0) - minute(0).rem_euclid(5 * MINUTE_MS);
     let b = |m: i64| m - m.rem_euclid(5 * MINUTE_MS);
     let mut want: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    for (m, c, e) in [(minute(0), 60, 4), (minute(1), 30, 3), (minute(6), 10, 10)] {
+    for (m, c, e) in [(minute(0), 70, 5), (minute(1), 30, 3), (minute(6), 10, 10)] {
         let w = want.entry(b(m)).or_default();
         w.0 += c;
         w.1 += e;
@@ -1114,7 +1131,7 @@ pub async fn totals_sum_layers_and_series(store: &dyn Store) {
         .collect();
     assert_eq!(
         rows,
-        vec![("GET /login", 90, 7), ("POST /pay", 10, 10)],
+        vec![("GET /login", 100, 8), ("POST /pay", 10, 10)],
         "hosts merged"
     );
     assert!(

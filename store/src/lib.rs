@@ -24,7 +24,7 @@ mod totals;
 
 pub use error::{Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
-pub use totals::{LayerTotals, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
+pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;
 use panorama_model::{Point, Rollup, Sample};
@@ -101,6 +101,15 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// As for [`Store::layer_totals`].
     async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError>;
+
+    /// Every series matching the query's layer, service, name, name prefix
+    /// and host with a document since `from_ms`, and its newest minute,
+    /// ordered by layer, name, host, service: which hosts still beat, and
+    /// since when the others are silent. `to_ms` and buckets are ignored.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError>;
 
     /// Deletes everything older than `keep_days` whole UTC days before `now_ms`.
     ///

@@ -280,3 +280,25 @@ pub(crate) fn sort_layers(rows: &mut [LayerTotals]) {
             .then(a.totals.bucket_ms.cmp(&b.totals.bucket_ms))
     });
 }
+
+/// A series and the newest minute it has a document for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenSeries {
+    /// Layer.
+    pub layer: Layer,
+    /// Service.
+    pub service: String,
+    /// Series name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Newest minute with a document, Unix ms.
+    pub last_minute_ms: i64,
+}
+
+/// Orders seen series by layer, name, host, service.
+pub(crate) fn sort_seen(rows: &mut [SeenSeries]) {
+    rows.sort_by(|a, b| {
+        (a.layer, &a.name, &a.host, &a.service).cmp(&(b.layer, &b.name, &b.host, &b.service))
+    });
+}

@@ -72,11 +72,8 @@ pub(crate) async fn page(
         order: Metric::Count,
         limit: 10_000,
     };
-    let (beats_q, figures_q) = (q(beats), q(figures));
-    let (beats, figures) = tokio::join!(
-        store.series_totals(&beats_q),
-        store.series_totals(&figures_q)
-    );
+    let figures_q = q(figures);
+    let (beats, figures) = tokio::join!(store.last_seen(&beats), store.series_totals(&figures_q));
     let (beats, figures) = (beats?, figures?);
     let silent_after = d.cfg().silent_after.as_millis() as i64;
     // Per host, per source: (lag seconds, failed lines).
@@ -105,8 +102,8 @@ pub(crate) async fn page(
         .map(|b| HostRow {
             host: b.host.clone(),
             href: format!("/hosts?host={}", format::encode(&b.host)),
-            last: format::minute(tz, b.totals.last_minute_ms),
-            silent: b.totals.last_minute_ms < now - silent_after,
+            last: format::minute(tz, b.last_minute_ms),
+            silent: b.last_minute_ms < now - silent_after,
             sources: sources
                 .get(b.host.as_str())
                 .map(|m| {

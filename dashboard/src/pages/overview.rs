@@ -3,7 +3,8 @@
 //! Four store queries, run at once, each an aggregation so the page costs
 //! the same over a week of ten thousand series as over one: today's sums per
 //! layer, the last hour per minute per layer (sparkline, last minute), the
-//! worst series of each layer over the last hour, and the hosts' heartbeats.
+//! worst series of each layer over the last five minutes, and the hosts'
+//! newest heartbeats.
 
 use askama::Template;
 use axum::Extension;
@@ -17,6 +18,9 @@ use crate::auth::Session;
 use crate::chart::sparkline;
 use crate::format;
 use crate::{Dashboard, overview_order};
+
+/// The window the worst series of a layer is chosen over.
+const WORST_MINUTES: i64 = 5;
 
 /// One layer's band.
 pub(crate) struct Band {
@@ -110,26 +114,22 @@ pub(crate) async fn page(
     let store = d.store();
     let today_q = TotalsQuery::range(day_start, end);
     let hour_q = TotalsQuery::range(hour_from, end).buckets(MINUTE_MS);
+    // The worst series now, not over the hour: what the on-duty engineer
+    // should open first, and a range the store ranks quickly.
     let worst_q = SeriesTotalsQuery {
-        range: TotalsQuery::range(hour_from, end),
+        range: TotalsQuery::range(this_minute - WORST_MINUTES * MINUTE_MS, end),
         by_host: false,
         order: Metric::ErrorRatio,
         limit: 1,
     };
     let silent_after = d.cfg().silent_after.as_millis() as i64;
-    let mut beats = TotalsQuery::range(now - 86_400_000, end).layer(Layer::Infra);
+    let mut beats = TotalsQuery::range(now - 7 * 86_400_000, end).layer(Layer::Infra);
     beats.name = Some("agent.heartbeat".into());
-    let beat_q = SeriesTotalsQuery {
-        range: beats,
-        by_host: true,
-        order: Metric::Count,
-        limit: 10_000,
-    };
     let (today, hour, worst, beats) = tokio::join!(
         store.layer_totals(&today_q),
         store.layer_totals(&hour_q),
         store.series_totals(&worst_q),
-        store.series_totals(&beat_q),
+        store.last_seen(&beats),
     );
     let (today, hour, worst, beats) = (today?, hour?, worst?, beats?);
     let alerts = match d.engine() {
@@ -185,10 +185,10 @@ pub(crate) async fn page(
         .collect();
     let silent = beats
         .iter()
-        .filter(|b| b.totals.last_minute_ms < now - silent_after)
+        .filter(|b| b.last_minute_ms < now - silent_after)
         .map(|b| SilentHost {
             host: b.host.clone(),
-            last: format::minute(tz, b.totals.last_minute_ms),
+            last: format::minute(tz, b.last_minute_ms),
         })
         .collect();
     let firing = alerts

@@ -34,10 +34,10 @@ use panorama_model::{Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
-use crate::totals::{rank_series, sort_layers};
+use crate::totals::{rank_series, sort_layers, sort_seen};
 use crate::{
-    LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeriesQuery, SeriesTotals,
-    SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
+    LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery,
+    SeriesTotals, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 use retry::ItemOutcome;
 
@@ -781,6 +781,46 @@ impl Store for ElasticStore {
             }
         }
         Ok(rank_series(out, q.order, q.limit))
+    }
+
+    async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let range = TotalsQuery {
+            to_ms: now.max(q.from_ms) + 366 * 86_400_000,
+            ..q.clone()
+        };
+        let aggs = json!({"l": {"terms": {"field": "layer", "size": 16}, "aggs": {
+            "h": {"terms": {"field": "host", "size": 10_000}, "aggs": {
+                "s": {"terms": {"field": "service_name", "size": 10_000}, "aggs": {
+                    "last": {"max": {"field": "minute"}}
+                }}
+            }}
+        }}});
+        let res = self
+            .aggregate(&self.rollup_pattern(), Self::totals_filter(&range), aggs)
+            .await?;
+        let mut out = Vec::new();
+        for lb in buckets(&res["l"]) {
+            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            for hb in buckets(&lb["h"]) {
+                let host = hb["key"].as_str().unwrap_or_default();
+                for sb in buckets(&hb["s"]) {
+                    let key = sb["key"].as_str().unwrap_or_default();
+                    let (service, name) = key.split_once('\u{1f}').unwrap_or(("", key));
+                    out.push(SeenSeries {
+                        layer,
+                        service: service.to_owned(),
+                        name: name.to_owned(),
+                        host: host.to_owned(),
+                        last_minute_ms: sb["last"]["value"].as_f64().unwrap_or_default() as i64,
+                    });
+                }
+            }
+        }
+        sort_seen(&mut out);
+        Ok(out)
     }
 
     async fn apply_retention(

@@ -19,9 +19,9 @@ use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
 use crate::merge::{rank, retention_cutoff_ms};
-use crate::totals::{rank_series, sort_layers};
+use crate::totals::{rank_series, sort_layers, sort_seen};
 use crate::{
-    LayerTotals, Rejection, RetentionReport, SampleQuery, SeriesQuery, SeriesTotals,
+    LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery, SeriesTotals,
     SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 
@@ -172,6 +172,84 @@ impl Filter {
     }
 }
 
+/// The sums a stored rollup row holds, if the row exists: what a rewrite
+/// must take back out of the per-layer sums before adding the new ones.
+fn old_totals(tx: &rusqlite::Transaction<'_>, doc_id: &str) -> rusqlite::Result<Option<Totals>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT count, errors, latency_count, latency_sum_ms, value_sum, value_n \
+         FROM rollups WHERE doc_id = ?1",
+    )?;
+    let mut rows = stmt.query([doc_id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(Totals {
+        count: row.get::<_, i64>(0)?.max(0) as u64,
+        errors: row.get::<_, i64>(1)?.max(0) as u64,
+        latency_count: row.get::<_, i64>(2)?.max(0) as u64,
+        latency_sum_ms: row.get(3)?,
+        value_sum: row.get(4)?,
+        value_n: row.get::<_, i64>(5)?.max(0) as u64,
+        ..Totals::default()
+    }))
+}
+
+/// Adds a rollup to `layer_minutes` and `series_seen`, less what the row it
+/// replaces (`old`) had added. Maxima only grow: a rewritten rollup holds
+/// every event of the one it replaces and more (late events), so its
+/// maxima are never lower.
+pub(super) fn add_to_summaries(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Rollup,
+    t: &Totals,
+    old: Option<&Totals>,
+) -> rusqlite::Result<()> {
+    let o = old.cloned().unwrap_or_default();
+    let d = |new: u64, old: u64| new as i64 - old as i64;
+    tx.prepare_cached(
+        "INSERT INTO layer_minutes (layer, minute_ms, count, errors, latency_count, \
+         latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, last_minute_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?2) \
+         ON CONFLICT (layer, minute_ms) DO UPDATE SET \
+         count = count + excluded.count, errors = errors + excluded.errors, \
+         latency_count = latency_count + excluded.latency_count, \
+         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
+         latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms), \
+                              coalesce(excluded.latency_max_ms, latency_max_ms)), \
+         p99_ms = max(coalesce(p99_ms, excluded.p99_ms), coalesce(excluded.p99_ms, p99_ms)), \
+         value_sum = value_sum + excluded.value_sum, value_n = value_n + excluded.value_n, \
+         value_max = max(coalesce(value_max, excluded.value_max), \
+                         coalesce(excluded.value_max, value_max))",
+    )?
+    .execute(params![
+        r.key.layer.as_str(),
+        r.minute_ms,
+        d(t.count, o.count),
+        d(t.errors, o.errors),
+        d(t.latency_count, o.latency_count),
+        t.latency_sum_ms - o.latency_sum_ms,
+        t.latency_max_ms,
+        t.p99_max_ms,
+        t.value_sum - o.value_sum,
+        d(t.value_n, o.value_n),
+        t.value_max
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO series_seen (layer, name, host, service, last_minute_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (layer, name, host, service) DO UPDATE SET \
+         last_minute_ms = max(last_minute_ms, excluded.last_minute_ms)",
+    )?
+    .execute(params![
+        r.key.layer.as_str(),
+        r.key.name,
+        r.key.host,
+        r.key.service,
+        r.minute_ms
+    ])?;
+    Ok(())
+}
+
 /// The `WHERE` of a totals query. `name_prefix` is a range on `name`
 /// (`>= p AND < p + U+10FFFF`) rather than `LIKE`, so the index can serve it
 /// and `%` or `_` in a series name mean nothing special.
@@ -191,6 +269,11 @@ fn totals_filter(select: &str, q: &TotalsQuery) -> Filter {
     }
     f
 }
+
+/// Totals read the covering index alone; named, because without table
+/// statistics the planner may take the narrower (layer, minute) index and
+/// then read every wide row.
+const TOTALS_INDEX: &str = "INDEXED BY rollups_layer_minute_totals";
 
 /// The aggregate columns every totals query selects, in [`totals_row`]'s order.
 const TOTALS_COLUMNS: &str = "SUM(count), SUM(errors), SUM(latency_count), SUM(latency_sum_ms), \
@@ -252,6 +335,7 @@ struct RollupRow {
     dims: String,
     collector: String,
     totals: Totals,
+    rollup: Rollup,
     body: String,
 }
 
@@ -287,6 +371,7 @@ impl Store for SqliteStore {
                     dims: to_json(&doc_id, &r.key.dims)?,
                     collector: r.collector.clone(),
                     totals: Totals::of(r),
+                    rollup: r.clone(),
                     body: to_json(&doc_id, r)?,
                     doc_id,
                 })
@@ -307,6 +392,11 @@ impl Store for SqliteStore {
                     )
                     .map_err(db_err(WHAT))?;
                 for r in &rows {
+                    // Row by row, so a document twice in one batch is
+                    // taken back out of the sums before it is added again.
+                    let old = old_totals(&tx, &r.doc_id).map_err(db_err(WHAT))?;
+                    add_to_summaries(&tx, &r.rollup, &r.totals, old.as_ref())
+                        .map_err(db_err(WHAT))?;
                     stmt.execute(params![
                         r.doc_id,
                         r.minute_ms,
@@ -459,14 +549,30 @@ impl Store for SqliteStore {
 
     async fn layer_totals(&self, q: &TotalsQuery) -> Result<Vec<LayerTotals>, StoreError> {
         q.validate()?;
+        if q.layer.is_none() {
+            // One query per layer, so each reads its range of the covering
+            // index (which starts with the layer) instead of the table.
+            let mut out = Vec::new();
+            for layer in Layer::ALL {
+                out.extend(self.layer_totals(&q.clone().layer(layer)).await?);
+            }
+            return Ok(out);
+        }
         // Bucket arithmetic in SQL keeps one row per layer and bucket; with
         // one bucket it is the constant `from`.
         let bucket = match q.bucket_ms {
             Some(b) => format!("(minute_ms - ((minute_ms % {b}) + {b}) % {b})"),
             None => q.from_ms.to_string(),
         };
+        let unfiltered =
+            q.service.is_none() && q.name.is_none() && q.host.is_none() && q.name_prefix.is_none();
+        let table = if unfiltered {
+            "layer_minutes".to_owned()
+        } else {
+            format!("rollups {TOTALS_INDEX}")
+        };
         let mut f = totals_filter(
-            &format!("SELECT layer, {bucket} AS bucket, {TOTALS_COLUMNS} FROM rollups"),
+            &format!("SELECT layer, {bucket} AS bucket, {TOTALS_COLUMNS} FROM {table}"),
             q,
         );
         f.sql.push_str(" GROUP BY layer, bucket");
@@ -491,9 +597,20 @@ impl Store for SqliteStore {
 
     async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError> {
         q.range.validate()?;
+        if q.range.layer.is_none() {
+            let mut out = Vec::new();
+            for layer in Layer::ALL {
+                let mut one = q.clone();
+                one.range.layer = Some(layer);
+                out.extend(self.series_totals(&one).await?);
+            }
+            return Ok(out);
+        }
         let host = if q.by_host { "host" } else { "''" };
         let mut f = totals_filter(
-            &format!("SELECT layer, service, name, {host} AS h, {TOTALS_COLUMNS} FROM rollups"),
+            &format!(
+                "SELECT layer, service, name, {host} AS h, {TOTALS_COLUMNS} FROM rollups {TOTALS_INDEX}"
+            ),
             &q.range,
         );
         f.sql.push_str(" GROUP BY layer, service, name, h");
@@ -518,6 +635,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError> {
+        // `series_seen` is keyed (layer, name, host, service): a name or a
+        // name prefix reads a range of it.
+        let mut f =
+            Filter::new("SELECT layer, service, name, host, last_minute_ms FROM series_seen");
+        if let Some(l) = q.layer {
+            f.and("layer =", l.as_str().to_owned());
+        }
+        f.and("last_minute_ms >=", q.from_ms);
+        f.and_opt("service =", q.service.as_ref());
+        f.and_opt("name =", q.name.as_ref());
+        f.and_opt("host =", q.host.as_ref());
+        if let Some(p) = &q.name_prefix {
+            f.and("name >=", p.clone());
+            f.and("name <", format!("{p}\u{10FFFF}"));
+        }
+        self.with_conn(move |conn| {
+            const WHAT: &str = "list seen series";
+            let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
+            let rows = stmt
+                .query_map(params_from_iter(f.args), |row| {
+                    Ok(SeenSeries {
+                        layer: parse_layer(&row.get::<_, String>(0)?)?,
+                        service: row.get(1)?,
+                        name: row.get(2)?,
+                        host: row.get(3)?,
+                        last_minute_ms: row.get(4)?,
+                    })
+                })
+                .map_err(db_err(WHAT))?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))?;
+            sort_seen(&mut out);
+            Ok(out)
+        })
+        .await
+    }
+
     async fn apply_retention(
         &self,
         now_ms: i64,
@@ -528,7 +682,7 @@ impl Store for SqliteStore {
             const WHAT: &str = "apply retention";
             let tx = conn.transaction().map_err(db_err(WHAT))?;
             let mut deleted = 0u64;
-            for table in ["rollups", "samples"] {
+            for table in ["rollups", "samples", "layer_minutes"] {
                 // One delete per layer, so each uses the index that starts
                 // with (layer, minute_ms) instead of scanning the table.
                 let sql = format!("DELETE FROM {table} WHERE layer = ?1 AND minute_ms < ?2");
@@ -540,6 +694,11 @@ impl Store for SqliteStore {
                     deleted += n as u64;
                 }
             }
+            tx.execute(
+                "DELETE FROM series_seen WHERE last_minute_ms < ?1",
+                params![cutoff],
+            )
+            .map_err(db_err(WHAT))?;
             tx.commit().map_err(db_err(WHAT))?;
             Ok(RetentionReport {
                 dropped: Vec::new(),
