@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// How long resolved alerts stay listed.
     pub resolved_keep_ms: i64,
+    /// For this long after a minute begins, windows still end with the
+    /// previous minute: the new one is not in the store yet.
+    pub open_minute_lag_ms: i64,
 }
 
 impl EngineConfig {
@@ -54,6 +57,7 @@ impl EngineConfig {
             tick: Duration::from_secs(1),
             max_attempts: 12,
             resolved_keep_ms: 3_600_000,
+            open_minute_lag_ms: eval::OPEN_MINUTE_LAG_MS,
         }
     }
 }
@@ -534,7 +538,14 @@ impl Engine {
             }
             let mut known = known;
             if needs_lookback {
-                match eval::lookback_groups(rule, &*self.inner.source, now_ms).await {
+                match eval::lookback_groups(
+                    rule,
+                    &*self.inner.source,
+                    now_ms,
+                    self.inner.cfg.open_minute_lag_ms,
+                )
+                .await
+                {
                     Ok(groups) => {
                         let mut st = self.inner.state.lock().await;
                         let m = st
@@ -553,7 +564,15 @@ impl Engine {
                     }
                 }
             }
-            let verdicts = match eval::evaluate(rule, &*self.inner.source, now_ms, &known).await {
+            let verdicts = match eval::evaluate(
+                rule,
+                &*self.inner.source,
+                now_ms,
+                self.inner.cfg.open_minute_lag_ms,
+                &known,
+            )
+            .await
+            {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(rule = %rule.name, error = %e, "evaluation failed; alerts keep their state");

@@ -158,10 +158,18 @@ impl Source for StoreSource {
 
 /// The window `[start, end)` a rule looks at when evaluated at `now_ms`:
 /// whole minutes back from (and including) the open one.
-pub fn window(rule: &Rule, now_ms: i64) -> (i64, i64) {
-    let end = minute_of(now_ms) + 60_000;
+///
+/// For its first [`OPEN_MINUTE_LAG_MS`] a minute is not yet in the store
+/// (agents ship every second, the collector upserts open minutes every 5 s),
+/// so until then the window still ends with the previous minute: otherwise
+/// every minute would begin with a moment of "no data".
+pub fn window(rule: &Rule, now_ms: i64, lag_ms: i64) -> (i64, i64) {
+    let end = minute_of(now_ms - lag_ms) + 60_000;
     (end - rule.window_ms, end)
 }
+
+/// How long a new minute takes to reach the store, by default.
+pub const OPEN_MINUTE_LAG_MS: i64 = 15_000;
 
 fn selected(rule: &Rule, r: &Rollup) -> bool {
     let k = &r.key;
@@ -263,9 +271,10 @@ pub async fn evaluate(
     rule: &Rule,
     src: &dyn Source,
     now_ms: i64,
+    lag_ms: i64,
     known: &[Group],
 ) -> Result<Vec<Verdict>, StoreError> {
-    let (start, end) = window(rule, now_ms);
+    let (start, end) = window(rule, now_ms, lag_ms);
     let current = grouped(rule, src, start, end).await?;
     let mut offsets: Vec<i64> = rule.when.offsets();
     if let Some(r) = &rule.recover {
@@ -349,8 +358,9 @@ pub async fn lookback_groups(
     rule: &Rule,
     src: &dyn Source,
     now_ms: i64,
+    lag_ms: i64,
 ) -> Result<Vec<Group>, StoreError> {
-    let (start, _) = window(rule, now_ms);
+    let (start, _) = window(rule, now_ms, lag_ms);
     let from = start - rule.absent_lookback_ms;
     Ok(grouped(rule, src, from, start)
         .await?
@@ -362,4 +372,31 @@ pub async fn lookback_groups(
 /// Groups seen in the current window, for an `absent` rule to remember.
 pub fn seen(verdicts: &[Verdict]) -> impl Iterator<Item = &Group> {
     verdicts.iter().filter(|v| v.count > 0).map(|v| &v.group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_young_minute_is_left_out_of_the_window_until_it_can_be_in_the_store() {
+        let set = crate::rule::parse_file(
+            std::path::Path::new("r.toml"),
+            "[[rule]]\nname = \"r\"\nlayer = \"url\"\nwindow = \"2m\"\nwhen = \"count > 1\"\n",
+        )
+        .unwrap();
+        let rule = &set.rules[0];
+        let t0 = 1_795_352_400_000; // a minute boundary
+        assert_eq!(
+            window(rule, t0 + 10_000, OPEN_MINUTE_LAG_MS),
+            (t0 - 120_000, t0),
+            "10 s into the minute: the two minutes before it"
+        );
+        assert_eq!(
+            window(rule, t0 + 20_000, OPEN_MINUTE_LAG_MS),
+            (t0 - 60_000, t0 + 60_000),
+            "20 s in: the open minute counts"
+        );
+        assert_eq!(window(rule, t0 + 10_000, 0), (t0 - 60_000, t0 + 60_000));
+    }
 }

@@ -80,6 +80,10 @@ pub struct Timing {
     pub flap_max: usize,
     /// How long a flapping alert must stay recovered before it resolves.
     pub flap_hold_ms: i64,
+    /// How long a firing alert's data must stay away before it is "no
+    /// data": a collector restarting or a store catching up leaves a gap of
+    /// seconds that is not news.
+    pub no_data_for_ms: i64,
 }
 
 impl Default for Timing {
@@ -91,6 +95,7 @@ impl Default for Timing {
             flap_window_ms: 3_600_000,
             flap_max: 4,
             flap_hold_ms: 900_000,
+            no_data_for_ms: 60_000,
         }
     }
 }
@@ -130,6 +135,10 @@ pub struct Alert {
     pub resolved_ms: Option<i64>,
     /// When the recovery began (first non-breaching observation while firing).
     pub recovering_since_ms: Option<i64>,
+    /// When the data went away while firing (not yet for long enough to
+    /// be "no data").
+    #[serde(default)]
+    pub missing_since_ms: Option<i64>,
     /// The latest value seen.
     pub value: Option<f64>,
     /// The threshold of the latest breach.
@@ -214,6 +223,7 @@ impl Lifecycle {
                 fired_ms: None,
                 resolved_ms: None,
                 recovering_since_ms: None,
+                missing_since_ms: None,
                 value,
                 threshold,
                 firings,
@@ -225,6 +235,9 @@ impl Lifecycle {
         };
         if value.is_some() {
             a.value = value;
+        }
+        if !matches!(obs, Observation::NoData) {
+            a.missing_since_ms = None;
         }
         if threshold.is_some() {
             a.threshold = threshold;
@@ -250,8 +263,13 @@ impl Lifecycle {
             }
             (State::Firing, Observation::NoData) => {
                 a.recovering_since_ms = None;
-                a.state = State::NoData;
-                Some(Transition::NoData)
+                let since = *a.missing_since_ms.get_or_insert(now_ms);
+                if now_ms - since >= timing.no_data_for_ms {
+                    a.state = State::NoData;
+                    Some(Transition::NoData)
+                } else {
+                    None
+                }
             }
             (State::NoData, Observation::NoData) => None,
             (State::Firing | State::NoData, Observation::Ok { .. }) => {
@@ -466,8 +484,18 @@ mod tests {
         let t = Timing::default();
         let mut l = Lifecycle::new();
         assert_eq!(l.observe(&key(), &t, breach(), 0), Some(Transition::Fired));
+        // A gap shorter than no_data_for is not news, and data coming back
+        // starts the count over.
+        assert_eq!(l.observe(&key(), &t, Observation::NoData, MIN / 2), None);
+        assert_eq!(l.get(&key()).unwrap().state, State::Firing);
+        assert_eq!(l.observe(&key(), &t, breach(), MIN - 1), None);
+        assert_eq!(l.observe(&key(), &t, Observation::NoData, MIN), None);
         assert_eq!(
-            l.observe(&key(), &t, Observation::NoData, MIN),
+            l.observe(&key(), &t, Observation::NoData, 2 * MIN - 1),
+            None
+        );
+        assert_eq!(
+            l.observe(&key(), &t, Observation::NoData, 2 * MIN),
             Some(Transition::NoData)
         );
         assert_eq!(l.observe(&key(), &t, Observation::NoData, 10 * MIN), None);

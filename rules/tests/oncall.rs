@@ -42,7 +42,10 @@ impl Env {
     }
 
     async fn open(&self) -> Engine {
-        let cfg = EngineConfig::new(self.rules_dir(), self.dir.path().join("state"));
+        let mut cfg = EngineConfig::new(self.rules_dir(), self.dir.path().join("state"));
+        // Synthetic times step just past minute starts, with the data
+        // already written: no ingest lag to wait out.
+        cfg.open_minute_lag_ms = 0;
         let e = Engine::open(cfg, Arc::new(StoreSource(self.store.clone()))).expect("engine");
         let v = e.view(T0).await;
         assert!(

@@ -71,6 +71,7 @@ struct RawRule {
     flap_window: Option<S>,
     flap_max: Option<Spanned<u32>>,
     flap_hold: Option<S>,
+    no_data_for: Option<S>,
     severity: Option<S>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -493,6 +494,7 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
         flap_window_ms: cx.duration("flap_window", &r.flap_window, 3_600_000, 60_000),
         flap_max: r.flap_max.as_ref().map_or(4, |m| *m.get_ref() as usize),
         flap_hold_ms: cx.duration("flap_hold", &r.flap_hold, 900_000, 0),
+        no_data_for_ms: cx.duration("no_data_for", &r.no_data_for, 60_000, 0),
     };
     if let Some(m) = &r.flap_max
         && *m.get_ref() < 2
