@@ -62,6 +62,7 @@ struct Inner {
     engine: Option<Engine>,
     cfg: DashboardConfig,
     sessions: auth::Sessions,
+    past_hours: pages::overview::PastHours,
 }
 
 /// What the dashboard reads and who may read it. Cheap to clone.
@@ -80,6 +81,7 @@ impl Dashboard {
                 engine,
                 cfg,
                 sessions: auth::new_sessions(),
+                past_hours: pages::overview::PastHours::default(),
             }),
         }
     }
@@ -98,6 +100,10 @@ impl Dashboard {
 
     pub(crate) fn sessions(&self) -> &auth::Sessions {
         &self.inner.sessions
+    }
+
+    pub(crate) fn past_hours(&self) -> &pages::overview::PastHours {
+        &self.inner.past_hours
     }
 }
 

@@ -35,6 +35,11 @@ pub struct TotalsQuery {
     /// Width of the time buckets, a whole number of minutes, aligned to the
     /// Unix epoch; `None` sums the whole range into one bucket.
     pub bucket_ms: Option<i64>,
+    /// Only counts, errors and latency sums are needed: backends may leave
+    /// maxima and gauge figures empty, which halves the work of an
+    /// Elasticsearch aggregation over many buckets (sparklines).
+    #[serde(default)]
+    pub sums_only: bool,
 }
 
 impl TotalsQuery {
@@ -49,6 +54,7 @@ impl TotalsQuery {
             from_ms,
             to_ms,
             bucket_ms: None,
+            sums_only: false,
         }
     }
 

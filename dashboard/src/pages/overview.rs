@@ -11,13 +11,62 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use panorama_model::{Layer, MINUTE_MS, minute_of};
-use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
+use panorama_store::{
+    LayerTotals, Metric, SeriesTotalsQuery, Store, StoreError, Totals, TotalsQuery,
+};
 
 use super::{Chrome, PageError, html, now_ms};
 use crate::auth::Session;
 use crate::chart::sparkline;
 use crate::format;
 use crate::{Dashboard, overview_order};
+
+/// Today's sums before the current hour, per layer, kept for a minute.
+///
+/// Those hours no longer change but for late events (within the
+/// collector's grace period, or replayed after an outage), so a minute of
+/// staleness costs nothing, while summing them again on every 10 s refresh
+/// would be most of the overview's work in Elasticsearch, which has no
+/// per-layer sums of its own. The current hour comes from the last hour's
+/// per-minute buckets, read anyway for the sparklines.
+#[derive(Default)]
+pub(crate) struct PastHours {
+    cached: std::sync::Mutex<Option<(i64, i64, std::time::Instant, Vec<LayerTotals>)>>,
+}
+
+impl PastHours {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+    async fn get(
+        &self,
+        store: &dyn Store,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LayerTotals>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        {
+            let c = self
+                .cached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((f, t, at, rows)) = c.as_ref()
+                && (*f, *t) == (from, to)
+                && at.elapsed() < Self::FRESH
+            {
+                return Ok(rows.clone());
+            }
+        }
+        let rows = store.layer_totals(&TotalsQuery::range(from, to)).await?;
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((from, to, std::time::Instant::now(), rows.clone()));
+        Ok(rows)
+    }
+}
 
 /// The window the worst series of a layer is chosen over.
 const WORST_MINUTES: i64 = 5;
@@ -112,8 +161,11 @@ pub(crate) async fn page(
     let hour_from = this_minute - 60 * MINUTE_MS;
     let end = this_minute + MINUTE_MS;
     let store = d.store();
-    let today_q = TotalsQuery::range(day_start, end);
-    let hour_q = TotalsQuery::range(hour_from, end).buckets(MINUTE_MS);
+    // Today = the whole hours before this one (cached) + this hour, summed
+    // from the per-minute buckets of the last hour.
+    let hour_start = (now - now.rem_euclid(3_600_000)).max(day_start);
+    let mut hour_q = TotalsQuery::range(hour_from.min(hour_start), end).buckets(MINUTE_MS);
+    hour_q.sums_only = true;
     // The worst series now, not over the hour: what the on-duty engineer
     // should open first, and a range the store ranks quickly.
     let worst_q = SeriesTotalsQuery {
@@ -125,13 +177,25 @@ pub(crate) async fn page(
     let silent_after = d.cfg().silent_after.as_millis() as i64;
     let mut beats = TotalsQuery::range(now - 7 * 86_400_000, end).layer(Layer::Infra);
     beats.name = Some("agent.heartbeat".into());
-    let (today, hour, worst, beats) = tokio::join!(
-        store.layer_totals(&today_q),
+    let (past, hour, worst, beats) = tokio::join!(
+        d.past_hours().get(store, day_start, hour_start),
         store.layer_totals(&hour_q),
         store.series_totals(&worst_q),
         store.last_seen(&beats),
     );
-    let (today, hour, worst, beats) = (today?, hour?, worst?, beats?);
+    let (past, hour, worst, beats) = (past?, hour?, worst?, beats?);
+    let today = |layer: Layer| -> Totals {
+        let mut t = Totals::default();
+        for x in past
+            .iter()
+            .chain(hour.iter().filter(|h| h.totals.bucket_ms >= hour_start))
+        {
+            if x.layer == layer {
+                t.add(&x.totals);
+            }
+        }
+        t
+    };
     let alerts = match d.engine() {
         Some(e) => Some(e.view(now).await),
         None => None,
@@ -140,7 +204,8 @@ pub(crate) async fn page(
     let bands = overview_order()
         .into_iter()
         .map(|layer| {
-            let day = today.iter().find(|x| x.layer == layer).map(|x| &x.totals);
+            let day_totals = today(layer);
+            let day = Some(&day_totals);
             let minutes: Vec<_> = hour.iter().filter(|x| x.layer == layer).collect();
             let spark_vals: Vec<Option<f64>> = (0..=60)
                 .map(|i| {

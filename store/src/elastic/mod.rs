@@ -684,7 +684,16 @@ impl Store for ElasticStore {
 
     async fn layer_totals(&self, q: &TotalsQuery) -> Result<Vec<LayerTotals>, StoreError> {
         q.validate()?;
-        let sums = totals_aggs();
+        let sums = if q.sums_only {
+            json!({
+                "count": {"sum": {"field": "count"}},
+                "errors": {"sum": {"field": "errors"}},
+                "latency_count": {"sum": {"field": "latency_count"}},
+                "latency_sum_ms": {"sum": {"field": "latency_sum_ms"}},
+            })
+        } else {
+            totals_aggs()
+        };
         let inner = match q.bucket_ms {
             Some(b) => json!({"t": {
                 "date_histogram": {"field": "minute", "fixed_interval": format!("{b}ms"), "min_doc_count": 1},
