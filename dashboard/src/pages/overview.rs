@@ -31,8 +31,11 @@ use crate::{Dashboard, overview_order};
 /// per-minute buckets, read anyway for the sparklines.
 #[derive(Default)]
 pub(crate) struct PastHours {
-    cached: std::sync::Mutex<Option<(i64, i64, std::time::Instant, Vec<LayerTotals>)>>,
+    cached: std::sync::Mutex<Option<PastEntry>>,
 }
+
+/// The range summed, when, and the sums.
+type PastEntry = (i64, i64, std::time::Instant, Vec<LayerTotals>);
 
 impl PastHours {
     const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
