@@ -1,7 +1,8 @@
 //! The collector writing to a real Elasticsearch that goes down and comes
 //! back: ingest keeps answering (the WAL holds everything), `/health` shows
 //! the backlog, queries say the store is unavailable, and once the node is
-//! back every event is in the store exactly once.
+//! back every event is in the store exactly once — also when the collector
+//! itself was restarted during the outage.
 //!
 //! Runs its own node on port 9253 with `scripts/elasticsearch.sh`.
 
@@ -154,8 +155,22 @@ async fn an_elasticsearch_outage_delays_but_never_loses() {
         "{metrics}"
     );
 
+    // A collector that crashes and is restarted while the cluster is down
+    // still starts, takes ingest into its WAL, and installs the index
+    // templates once the cluster answers.
+    collector.kill9();
+    let started = Instant::now();
+    let mut collector = Proc::start(&binary("panorama"), &args, &log);
+    wait_healthy(&format!("{base}/health"), Duration::from_secs(20), &log).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the collector waited {:?} for Elasticsearch before serving",
+        started.elapsed()
+    );
+    send(&base, t0, 1200, 300).await;
+
     tokio::task::spawn_blocking(|| es("start")).await.unwrap();
-    wait_stored(&base, t0, 1200, Duration::from_secs(120)).await;
+    wait_stored(&base, t0, 1500, Duration::from_secs(120)).await;
     let health: serde_json::Value = reqwest::get(format!("{base}/health"))
         .await
         .unwrap()

@@ -56,11 +56,19 @@ pub struct ElasticStats {
     pub written_docs: AtomicU64,
 }
 
+/// How long `connect` tries to install the templates before starting anyway.
+const CONNECT_TRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A [`Store`] on an Elasticsearch 8 cluster.
 pub struct ElasticStore {
     client: Elasticsearch,
     cfg: ElasticConfig,
     stats: ElasticStats,
+    /// Index templates are in place. A collector that starts while the
+    /// cluster is down must still start (its WAL holds what it accepts), so
+    /// templates are installed before the first write that finds them
+    /// missing rather than only at connect.
+    templates_ready: std::sync::atomic::AtomicBool,
 }
 
 /// One document of a bulk request: target index, id and source.
@@ -71,12 +79,13 @@ struct Doc {
 }
 
 impl ElasticStore {
-    /// Connects and installs the index templates, retrying per the policy
-    /// while the cluster is starting.
+    /// Connects and tries for a few seconds to install the index templates.
+    /// A cluster that is down is not an error: the first write after it
+    /// answers installs them, and writes before that fail as
+    /// [`StoreError::Unavailable`], which the collector keeps in its WAL.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if the cluster did not answer in time;
-    /// [`StoreError::Backend`] if it refused the templates.
+    /// [`StoreError::Backend`] for an invalid URL or refused templates.
     pub async fn connect(cfg: ElasticConfig) -> Result<ElasticStore, StoreError> {
         let url = cfg.url.parse().map_err(|e| {
             StoreError::Backend(format!("invalid Elasticsearch URL {:?}: {e}", cfg.url))
@@ -89,9 +98,34 @@ impl ElasticStore {
             client: Elasticsearch::new(transport),
             cfg,
             stats: ElasticStats::default(),
+            templates_ready: std::sync::atomic::AtomicBool::new(false),
         };
-        store.install_templates().await?;
+        // One short try: a cluster that is down at start is not a reason
+        // for the collector not to start; writes install the templates
+        // once it answers, and until then fail as Unavailable (kept in the WAL).
+        match tokio::time::timeout(CONNECT_TRY, store.install_templates()).await {
+            Ok(Ok(())) => store.templates_ready.store(true, Ordering::Relaxed),
+            Ok(Err(StoreError::Unavailable(e))) => {
+                tracing::warn!(error = %e, "Elasticsearch unavailable at start; index templates are installed when it answers")
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => tracing::warn!(
+                "Elasticsearch did not answer within {} s at start; index templates are installed when it answers",
+                CONNECT_TRY.as_secs()
+            ),
+        }
         Ok(store)
+    }
+
+    /// Installs the index templates if they are not known to be in place.
+    async fn ensure_templates(&self) -> Result<(), StoreError> {
+        if self.templates_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.install_templates().await?;
+        self.templates_ready.store(true, Ordering::Relaxed);
+        tracing::info!("Elasticsearch index templates installed");
+        Ok(())
     }
 
     /// Write and retry counters.
@@ -556,6 +590,7 @@ impl ElasticStore {
 #[async_trait]
 impl Store for ElasticStore {
     async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
         let docs = rollups
             .iter()
             .map(|r| {
@@ -593,6 +628,7 @@ impl Store for ElasticStore {
     }
 
     async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
         let docs = samples
             .iter()
             .map(|s| {
