@@ -209,7 +209,7 @@ pub(crate) fn sparkline(values: &[Option<f64>], label: &str) -> String {
         })
         .collect();
     format!(
-        r#"<svg class="spark" viewBox="0 0 {SW} {SH}" role="img" aria-label="{}"><polyline points="{}"/></svg>"#,
+        r#"<svg class="spark" viewBox="0 0 {SW} {SH}" preserveAspectRatio="none" role="img" aria-label="{}"><polyline points="{}"/></svg>"#,
         esc(label),
         pts.join(" ")
     )
