@@ -297,9 +297,7 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         ecfg.dashboard_url = r
             .dashboard_url
             .unwrap_or_else(|| format!("http://{listen}"));
-        let source: Arc<dyn panorama_rules::eval::Source> =
-            Arc::new(panorama_rules::eval::StoreSource(store.clone()));
-        let engine = Engine::open(ecfg, source).context("starting the rules engine")?;
+        let engine = Engine::open(ecfg, store.clone()).context("starting the rules engine")?;
         app = app.merge(panorama_rules::api::router(engine.clone()));
         dashboard_engine = Some(engine.clone());
         engine_task = Some(tokio::spawn(engine.run(stopped)));

@@ -23,7 +23,6 @@ use panorama_model::{
     Event, Layer, MINUTE_MS, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of,
 };
 use panorama_rules::engine::{Engine, EngineConfig};
-use panorama_rules::eval::StoreSource;
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore, RetryPolicy};
 use panorama_store::sqlite::SqliteStore;
@@ -221,7 +220,7 @@ async fn fixture(case: &str, use_es: bool) -> Fixture {
     std::fs::write(dir.path().join("rules/url.toml"), RULES).unwrap();
     let mut ecfg = EngineConfig::new(dir.path().join("rules"), dir.path().join("state"));
     ecfg.dashboard_url = "https://panorama.example.com".into();
-    let engine = Engine::open(ecfg, Arc::new(StoreSource(store.clone()))).expect("engine");
+    let engine = Engine::open(ecfg, store.clone()).expect("engine");
     engine.tick(now).await;
 
     let (op, view) = hashes().clone();

@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use panorama_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::dispatch::{Dispatcher, RuleFacts};
-use crate::eval::{self, Group, Source};
+use crate::eval::{self, Group};
 use crate::history::{History, Record};
 use crate::lifecycle::{Ack, AlertKey, Lifecycle, State, Transition};
 use crate::notify::Notifier;
@@ -143,7 +144,7 @@ struct Loaded {
 
 struct Inner {
     cfg: EngineConfig,
-    source: Arc<dyn Source>,
+    store: Arc<dyn Store>,
     loaded: RwLock<Arc<Loaded>>,
     load_errors: Mutex<Vec<LoadError>>,
     loaded_ms: AtomicI64,
@@ -358,7 +359,7 @@ impl Engine {
     ///
     /// # Errors
     /// The state directory cannot be created or its files read.
-    pub fn open(cfg: EngineConfig, source: Arc<dyn Source>) -> Result<Engine, EngineError> {
+    pub fn open(cfg: EngineConfig, store: Arc<dyn Store>) -> Result<Engine, EngineError> {
         let sd = cfg.state_dir.clone();
         let err = |p: &Path| {
             let path = p.display().to_string();
@@ -378,7 +379,7 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 cfg,
-                source,
+                store,
                 loaded: RwLock::new(Arc::new(Loaded {
                     set: Arc::new(RuleSet::default()),
                     channels: BTreeMap::new(),
@@ -540,7 +541,7 @@ impl Engine {
             if needs_lookback {
                 match eval::lookback_groups(
                     rule,
-                    &*self.inner.source,
+                    &*self.inner.store,
                     now_ms,
                     self.inner.cfg.open_minute_lag_ms,
                 )
@@ -566,7 +567,7 @@ impl Engine {
             }
             let verdicts = match eval::evaluate(
                 rule,
-                &*self.inner.source,
+                &*self.inner.store,
                 now_ms,
                 self.inner.cfg.open_minute_lag_ms,
                 &known,

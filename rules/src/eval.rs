@@ -93,69 +93,6 @@ pub struct Verdict {
     pub count: u64,
 }
 
-/// Reads what rules need. The store's documents already include the open
-/// minute; the trait exists so that evaluation can be tested on synthetic
-/// rollups without a store.
-#[async_trait::async_trait]
-pub trait Source: Send + Sync {
-    /// Rollup documents of `layer` over `[from_ms, to_ms)`, narrowed by the
-    /// exact selectors given.
-    async fn rollups(
-        &self,
-        layer: Layer,
-        service: Option<&str>,
-        name: Option<&str>,
-        host: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError>;
-}
-
-#[async_trait::async_trait]
-impl<S: Store + ?Sized> Source for S {
-    async fn rollups(
-        &self,
-        layer: Layer,
-        service: Option<&str>,
-        name: Option<&str>,
-        host: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError> {
-        let q = SeriesQuery {
-            layer,
-            service: service.map(str::to_owned),
-            name: name.map(str::to_owned),
-            host: host.map(str::to_owned),
-            dims: BTreeMap::new(),
-            from_ms,
-            to_ms,
-        };
-        self.read_rollups(&q).await
-    }
-}
-
-/// A shared store as a [`Source`] (a `dyn Store` cannot be used as a
-/// `dyn Source` directly).
-pub struct StoreSource(pub std::sync::Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl Source for StoreSource {
-    async fn rollups(
-        &self,
-        layer: Layer,
-        service: Option<&str>,
-        name: Option<&str>,
-        host: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError> {
-        self.0
-            .rollups(layer, service, name, host, from_ms, to_ms)
-            .await
-    }
-}
-
 /// The window `[start, end)` a rule looks at when evaluated at `now_ms`:
 /// whole minutes back from (and including) the open one.
 ///
@@ -184,20 +121,22 @@ fn selected(rule: &Rule, r: &Rollup) -> bool {
 
 async fn grouped(
     rule: &Rule,
-    src: &dyn Source,
+    store: &dyn Store,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<BTreeMap<String, (Group, Rollup)>, StoreError> {
-    let docs = src
-        .rollups(
-            rule.layer,
-            rule.service.exact(),
-            rule.series.exact(),
-            rule.host.exact(),
-            from_ms,
-            to_ms,
-        )
-        .await?;
+    // Exact selectors narrow the read; globs, regexes and dims are applied
+    // to what comes back.
+    let q = SeriesQuery {
+        layer: rule.layer,
+        service: rule.service.exact().map(str::to_owned),
+        name: rule.series.exact().map(str::to_owned),
+        host: rule.host.exact().map(str::to_owned),
+        dims: BTreeMap::new(),
+        from_ms,
+        to_ms,
+    };
+    let docs = store.read_rollups(&q).await?;
     let mut out: BTreeMap<String, (Group, Rollup)> = BTreeMap::new();
     for r in docs.iter().filter(|r| selected(rule, r)) {
         let g = Group::of(rule, r);
@@ -269,13 +208,13 @@ fn figure(r: &Rollup, metric: Metric, scale: f64, seconds: f64) -> Option<f64> {
 /// The store could not be read; the caller keeps every alert as it is.
 pub async fn evaluate(
     rule: &Rule,
-    src: &dyn Source,
+    store: &dyn Store,
     now_ms: i64,
     lag_ms: i64,
     known: &[Group],
 ) -> Result<Vec<Verdict>, StoreError> {
     let (start, end) = window(rule, now_ms, lag_ms);
-    let current = grouped(rule, src, start, end).await?;
+    let current = grouped(rule, store, start, end).await?;
     let mut offsets: Vec<i64> = rule.when.offsets();
     if let Some(r) = &rule.recover {
         offsets.extend(r.offsets());
@@ -285,7 +224,7 @@ pub async fn evaluate(
     offsets.dedup();
     let mut baselines: BTreeMap<i64, BTreeMap<String, (Group, Rollup)>> = BTreeMap::new();
     for off in &offsets {
-        baselines.insert(*off, grouped(rule, src, start - off, end - off).await?);
+        baselines.insert(*off, grouped(rule, store, start - off, end - off).await?);
     }
     let elapsed_s = ((now_ms - start) as f64 / 1000.0).clamp(1.0, rule.window_ms as f64 / 1000.0);
     let window_s = rule.window_ms as f64 / 1000.0;
@@ -356,13 +295,13 @@ fn judge(rule: &Rule, f: &GroupFigures<'_>, count: u64) -> Observation {
 /// The store could not be read.
 pub async fn lookback_groups(
     rule: &Rule,
-    src: &dyn Source,
+    store: &dyn Store,
     now_ms: i64,
     lag_ms: i64,
 ) -> Result<Vec<Group>, StoreError> {
     let (start, _) = window(rule, now_ms, lag_ms);
     let from = start - rule.absent_lookback_ms;
-    Ok(grouped(rule, src, from, start)
+    Ok(grouped(rule, store, from, start)
         .await?
         .into_values()
         .map(|(g, _)| g)

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use panorama_model::{Event, Layer, Outcome, Rollup, SeriesKey};
 use panorama_rules::engine::{AlertView, AlertsView, Engine, EngineConfig, SilenceRequest};
-use panorama_rules::eval::StoreSource;
 use panorama_rules::lifecycle::State;
 use panorama_rules::outbox::Status;
 use panorama_rules::silence::{MatchOp, Matcher, SilenceError};
@@ -77,7 +76,7 @@ impl Env {
         // Synthetic times step just past minute starts, with the data
         // already written: no ingest lag to wait out.
         cfg.open_minute_lag_ms = 0;
-        Engine::open(cfg, Arc::new(StoreSource(self.store.clone()))).expect("engine")
+        Engine::open(cfg, self.store.clone()).expect("engine")
     }
 
     async fn write(&self, rollups: &[Rollup]) {

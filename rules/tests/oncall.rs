@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use panorama_model::{Event, Layer, Outcome, Rollup, SeriesKey};
 use panorama_rules::engine::{Engine, EngineConfig};
-use panorama_rules::eval::StoreSource;
 use panorama_store::Store;
 use panorama_store::sqlite::SqliteStore;
 use support::{Received, SmtpServer};
@@ -46,7 +45,7 @@ impl Env {
         // Synthetic times step just past minute starts, with the data
         // already written: no ingest lag to wait out.
         cfg.open_minute_lag_ms = 0;
-        let e = Engine::open(cfg, Arc::new(StoreSource(self.store.clone()))).expect("engine");
+        let e = Engine::open(cfg, self.store.clone()).expect("engine");
         let v = e.view(T0).await;
         assert!(
             v.rule_errors.is_empty(),
