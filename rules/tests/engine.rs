@@ -9,18 +9,14 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use panorama_model::{Event, Layer, Outcome, Rollup, SeriesKey};
-use panorama_rules::engine::{AlertView, AlertsView, Engine, EngineConfig, SilenceRequest};
+use panorama_rules::engine::{AlertView, AlertsView, Engine, SilenceRequest};
 use panorama_rules::lifecycle::State;
 use panorama_rules::outbox::Status;
 use panorama_rules::silence::{MatchOp, Matcher, SilenceError};
-use panorama_store::Store;
-use panorama_store::sqlite::SqliteStore;
-use support::{SmtpOptions, SmtpServer};
+use support::{Env, SmtpOptions, SmtpServer};
 
 /// 2026-11-22 13:00:00 UTC, a minute boundary.
 const T0: i64 = 1_795_352_400_000;
@@ -29,61 +25,6 @@ const MIN: i64 = 60_000;
 const DAY: i64 = 86_400_000;
 const WEEK: i64 = 7 * DAY;
 const WAIT: Duration = Duration::from_secs(15);
-
-// ---------------------------------------------------------------- harness
-
-/// A rules directory, a state directory and a store, in one tempdir.
-struct Env {
-    dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-}
-
-impl Env {
-    fn new(rules: &str) -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
-        std::fs::write(dir.path().join("rules/rules.toml"), rules).expect("rule file");
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite store"));
-        Env { dir, store }
-    }
-
-    fn rules_dir(&self) -> PathBuf {
-        self.dir.path().join("rules")
-    }
-
-    fn write_rules(&self, file: &str, text: &str) {
-        std::fs::write(self.rules_dir().join(file), text).expect("rule file");
-    }
-
-    /// Opens an engine on this environment's directories (again, after a
-    /// "restart"), and checks that the rules loaded.
-    async fn open(&self) -> Engine {
-        let engine = self.open_as_is();
-        let v = engine.view(T0).await;
-        assert!(
-            v.rule_errors.is_empty(),
-            "test rules do not load: {:?}",
-            v.rule_errors
-        );
-        assert!(!v.rules.is_empty(), "no rules loaded");
-        engine
-    }
-
-    /// Opens an engine whatever the state of the rules directory.
-    fn open_as_is(&self) -> Engine {
-        let mut cfg = EngineConfig::new(self.rules_dir(), self.dir.path().join("state"));
-        // Synthetic times step just past minute starts, with the data
-        // already written: no ingest lag to wait out.
-        cfg.open_minute_lag_ms = 0;
-        Engine::open(cfg, self.store.clone()).expect("engine")
-    }
-
-    async fn write(&self, rollups: &[Rollup]) {
-        self.store.write_rollups(rollups).await.expect("write");
-        self.store.sync().await.expect("sync");
-    }
-}
 
 fn key(layer: Layer, service: &str, host: &str, name: &str) -> SeriesKey {
     SeriesKey {

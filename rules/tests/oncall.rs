@@ -6,60 +6,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use panorama_model::{Event, Layer, Outcome, Rollup, SeriesKey};
-use panorama_rules::engine::{Engine, EngineConfig};
-use panorama_store::Store;
-use panorama_store::sqlite::SqliteStore;
-use support::{Received, SmtpServer};
+use panorama_rules::engine::Engine;
+use support::{Env, Received, SmtpServer};
 
 /// 2026-11-22 13:00:00 UTC, a minute boundary.
 const T0: i64 = 1_795_352_400_000;
 const MIN: i64 = 60_000;
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-}
-
-impl Env {
-    fn new(rules: &str) -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
-        std::fs::write(dir.path().join("rules/rules.toml"), rules).expect("rule file");
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite store"));
-        Env { dir, store }
-    }
-
-    fn rules_dir(&self) -> PathBuf {
-        self.dir.path().join("rules")
-    }
-
-    async fn open(&self) -> Engine {
-        let mut cfg = EngineConfig::new(self.rules_dir(), self.dir.path().join("state"));
-        // Synthetic times step just past minute starts, with the data
-        // already written: no ingest lag to wait out.
-        cfg.open_minute_lag_ms = 0;
-        let e = Engine::open(cfg, self.store.clone()).expect("engine");
-        let v = e.view(T0).await;
-        assert!(
-            v.rule_errors.is_empty(),
-            "rules do not load: {:?}",
-            v.rule_errors
-        );
-        e
-    }
-
-    async fn write(&self, rollups: &[Rollup]) {
-        self.store.write_rollups(rollups).await.expect("write");
-        self.store.sync().await.expect("sync");
-    }
-}
 
 /// `n` events of one series in one minute, the first `errors` failed.
 fn events(minute: i64, layer: Layer, service: &str, name: &str, n: u64, errors: u64) -> Rollup {

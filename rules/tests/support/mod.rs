@@ -5,8 +5,10 @@
 //! helper module shared between test binaries cannot avoid.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod engine_env;
 pub mod smtp;
 
+pub use engine_env::Env;
 pub use smtp::{Received, SmtpOptions, SmtpSecurity, SmtpServer, free_port};
 
 /// HTML text with character references decoded (`&lt;`, `&#60;`, `&#x3c;`
