@@ -13,7 +13,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
 
-use panorama_tests::{Proc, binary, free_port, mails, smtp_server, wait_healthy};
+use panorama_tests::{Proc, binary, free_port, mail_route, mails, smtp_server, wait_healthy};
 
 #[tokio::main]
 async fn main() {
@@ -44,22 +44,8 @@ when = "error_ratio > 20%"
 min_count = 10
 severity = "critical"
 
-[[receiver]]
-name = "oncall"
-[receiver.mail]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "plain"
-from = "panorama@example.com"
-to = ["oncall@example.com"]
-
-[[route]]
-match = {{ severity = "critical" }}
-receivers = ["oncall"]
-group_wait = "5s"
-group_interval = "5s"
-repeat_interval = "4h"
-"#
+{mail}"#,
+            mail = mail_route(smtp_port, "5s", "5s", "4h")
         ),
     )
     .unwrap();

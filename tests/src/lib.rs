@@ -423,3 +423,41 @@ impl Proc {
         !matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+/// Waits until `dir` holds at least `n` messages or `deadline` passes, and
+/// returns what is there (the caller asserts on the count).
+pub async fn wait_for_mails(dir: &Path, n: usize, deadline: Duration) -> Vec<Mail> {
+    let start = Instant::now();
+    loop {
+        let got = mails(dir);
+        if got.len() >= n || start.elapsed() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The rules-file tables that mail every critical alert to a test SMTP
+/// server on `smtp_port` (receiver `oncall`, plain SMTP), batched by
+/// `group_wait` and `group_interval` and repeated every `repeat`.
+pub fn mail_route(smtp_port: u16, group_wait: &str, group_interval: &str, repeat: &str) -> String {
+    format!(
+        r#"
+[[receiver]]
+name = "oncall"
+[receiver.mail]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "plain"
+from = "panorama@example.com"
+to = ["oncall@example.com"]
+
+[[route]]
+match = {{ severity = "critical" }}
+receivers = ["oncall"]
+group_wait = "{group_wait}"
+group_interval = "{group_interval}"
+repeat_interval = "{repeat}"
+"#
+    )
+}

@@ -3,46 +3,11 @@
 //! `panorama` restarts while the alert fires and sends no second page, and
 //! the resolved notice still goes out once the errors stop.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use panorama_tests::{Proc, binary, free_port, wait_healthy, workspace};
-
-/// Every stored message, headers unfolded.
-fn mails(dir: &Path) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|x| x == "eml"));
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .replace("\r\n", "\n")
-                .replace("\n ", " ")
-                .replace("\n\t", " ")
-        })
-        .collect()
-}
-
-fn subject(mail: &str) -> &str {
-    mail.lines()
-        .find_map(|l| l.strip_prefix("Subject: "))
-        .unwrap_or("")
-}
-
-async fn wait_mails(dir: &Path, n: usize, deadline: Duration) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let m = mails(dir);
-        if m.len() >= n || start.elapsed() > deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use panorama_tests::{
+    Proc, binary, free_port, mail_route, mails, smtp_server, wait_for_mails, wait_healthy,
+};
 
 async fn post(url: &str, ok: usize, failed: usize) {
     let ts = chrono::Utc::now().to_rfc3339();
@@ -70,17 +35,7 @@ async fn a_rule_mails_survives_a_restart_without_a_second_page_and_resolves() {
     let maildir = dir.path().join("mail");
     std::fs::create_dir_all(&maildir).unwrap();
     let smtp_port = free_port();
-    let _smtp = Proc::start(
-        &workspace().join("scripts/smtp.sh"),
-        &[
-            "run".into(),
-            "--port".into(),
-            smtp_port.to_string(),
-            "--dir".into(),
-            maildir.display().to_string(),
-        ],
-        &dir.path().join("smtp.log"),
-    );
+    let _smtp = smtp_server(smtp_port, &maildir, &dir.path().join("smtp.log"));
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(
@@ -98,22 +53,8 @@ when = "error_ratio > 50%"
 min_count = 5
 severity = "critical"
 
-[[receiver]]
-name = "oncall"
-[receiver.mail]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "plain"
-from = "panorama@example.com"
-to = ["oncall@example.com"]
-
-[[route]]
-match = {{ severity = "critical" }}
-receivers = ["oncall"]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-"#
+{mail}"#,
+            mail = mail_route(smtp_port, "1s", "1s", "1h")
         ),
     )
     .unwrap();
@@ -137,7 +78,7 @@ repeat_interval = "1h"
 
     let first_bad = Instant::now();
     post(&url, 2, 10).await;
-    let got = wait_mails(&maildir, 1, Duration::from_secs(30)).await;
+    let got = wait_for_mails(&maildir, 1, Duration::from_secs(30)).await;
     let latency = first_bad.elapsed();
     assert_eq!(
         got.len(),
@@ -145,12 +86,12 @@ repeat_interval = "1h"
         "one mail for the firing alert; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let s = subject(&got[0]);
+    let s = got[0].subject();
     assert!(
         s.contains("FIRING") && s.contains("pay-errors") && s.contains("POST /api/pay"),
         "{s}"
     );
-    assert!(got[0].contains("83.3%"), "value 10/12 in the body");
+    assert!(got[0].text().contains("83.3%"), "value 10/12 in the body");
     println!("alert latency, first bad event to mail accepted: {latency:?}");
 
     let alerts: serde_json::Value = reqwest::get(format!("{url}/api/v1/alerts"))
@@ -187,7 +128,7 @@ repeat_interval = "1h"
     // Healthy traffic: the ratio falls below 50 % (or a new minute has only
     // good requests) and the resolved notice goes out.
     post(&url, 200, 0).await;
-    let got = wait_mails(&maildir, 2, Duration::from_secs(30)).await;
+    let got = wait_for_mails(&maildir, 2, Duration::from_secs(30)).await;
     assert_eq!(
         got.len(),
         2,
@@ -195,9 +136,9 @@ repeat_interval = "1h"
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(
-        subject(&got[1]).contains("RESOLVED"),
+        got[1].subject().contains("RESOLVED"),
         "{}",
-        subject(&got[1])
+        got[1].subject()
     );
     let history: serde_json::Value =
         reqwest::get(format!("{url}/api/v1/alerts/history?rule=pay-errors"))

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use panorama_tests::{
-    Proc, binary, es_node, free_port, mails, query_encode, smtp_server, wait_healthy,
+    Proc, binary, es_node, free_port, mail_route, mails, query_encode, smtp_server, wait_healthy,
 };
 use rand::Rng;
 
@@ -252,24 +252,10 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
         rules.join("drill.toml"),
         format!(
             "{}{}
-[[receiver]]
-name = \"oncall\"
-[receiver.mail]
-host = \"127.0.0.1\"
-port = {smtp_port}
-security = \"plain\"
-from = \"panorama@example.com\"
-to = [\"oncall@example.com\"]
-
-[[route]]
-match = {{ severity = \"critical\" }}
-receivers = [\"oncall\"]
-group_wait = \"1s\"
-group_interval = \"1s\"
-repeat_interval = \"1h\"
-",
+{}",
             rule("pay-errors", "POST /api/pay"),
-            rule("login-errors", "POST /api/login")
+            rule("login-errors", "POST /api/login"),
+            mail_route(smtp_port, "1s", "1s", "1h")
         ),
     )
     .unwrap();

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use panorama_tests::{
-    Proc, binary, dashboard_session, free_port, hash_password, mails, query_encode, shared_es,
-    smtp_server, wait_healthy,
+    Proc, binary, dashboard_session, free_port, hash_password, mail_route, mails, query_encode,
+    shared_es, smtp_server, wait_for_mails, wait_healthy,
 };
 
 const HOST: &str = "e2e-host";
@@ -203,22 +203,8 @@ when = "error_ratio > 50%"
 min_count = 10
 severity = "critical"
 
-[[receiver]]
-name = "oncall"
-[receiver.mail]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "plain"
-from = "panorama@example.com"
-to = ["oncall@example.com"]
-
-[[route]]
-match = {{ severity = "critical" }}
-receivers = ["oncall"]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-"#
+{mail}"#,
+            mail = mail_route(smtp_port, "1s", "1s", "1h")
         ),
     )
     .unwrap();
@@ -296,12 +282,7 @@ repeat_interval = "1h"
     }
     append(&logs.join("access.log"), &text);
 
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut got = mails(&maildir);
-    while got.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        got = mails(&maildir);
-    }
+    let got = wait_for_mails(&maildir, 1, Duration::from_secs(45)).await;
     assert_eq!(
         got.len(),
         1,
