@@ -620,7 +620,7 @@ impl Engine {
             self.enqueue_notice(st, &loaded.set, &receiver, notice, now_ms);
         }
         self.release_digests(st, &loaded.set, now_ms);
-        let set = loaded.set.clone();
+        let set = &loaded.set;
         // While the rules directory is refused (say, at a start with a typo
         // in it), the rules in force may be none at all: forgetting their
         // alerts would page again for incidents already paged.
@@ -635,7 +635,12 @@ impl Engine {
         st.persisted.groups.retain(|k, _| alive.contains(k));
         st.persisted.dispatcher.prune(exists);
         st.persisted.held.retain(|k| alive.contains(k));
-        st.silences.prune(now_ms, 7 * 86_400_000);
+        st.silences.prune(now_ms, KEEP_FINISHED_MS);
+        // Every outbox write rewrites the file, so delivered and given-up
+        // notices leave it after a week; the history keeps their record.
+        if let Err(e) = st.outbox.prune(now_ms, KEEP_FINISHED_MS) {
+            tracing::error!(error = %e, "pruning the outbox failed");
+        }
         self.save(st);
     }
 
@@ -1644,6 +1649,9 @@ fn contact(set: &RuleSet, person: &str, via: &str) -> Option<Vec<String>> {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// How long expired silences and finished notifications stay listed.
+const KEEP_FINISHED_MS: i64 = 7 * 86_400_000;
 
 /// The hourly budgets a delivery spends: its receiver's, the delivering
 /// receiver's, and for SMS the person's.
