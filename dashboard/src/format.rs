@@ -6,16 +6,15 @@ use chrono_tz::Tz;
 /// Percent-encodes a query value (everything but unreserved characters),
 /// the same way alert links are built.
 pub(crate) fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A query string from pairs, skipping empty values.
 pub(crate) fn query(pairs: &[(&str, &str)]) -> String {

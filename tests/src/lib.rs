@@ -377,8 +377,8 @@ pub async fn dashboard_session(base: &str, user: &str, password: &str) -> Option
     let csrf = &tag[v..v + tag[v..].find('"')?];
     let body = format!(
         "user={}&password={}&csrf={csrf}&next=%2F",
-        form_encode(user),
-        form_encode(password)
+        query_encode(user),
+        query_encode(password)
     );
     let r = client
         .post(format!("{base}/login"))
@@ -399,21 +399,14 @@ pub async fn dashboard_session(base: &str, user: &str, password: &str) -> Option
     session.into_iter().next()
 }
 
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Percent-encodes a query value.
+/// Percent-encodes a query or form value (unreserved characters kept).
 pub fn query_encode(s: &str) -> String {
-    form_encode(s)
+    const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, VALUE).to_string()
 }
 
 impl Proc {
