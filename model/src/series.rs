@@ -26,6 +26,20 @@ pub struct SeriesKey {
 }
 
 impl SeriesKey {
+    /// The key of a whole-layer rollup: every event of `layer` in a minute,
+    /// whatever its service, host or name. Only the layer is set, and such
+    /// rollups live apart from the series' own (see the store's
+    /// `write_layer_rollups`), so no sum over series can count them twice.
+    pub fn whole_layer(layer: Layer) -> SeriesKey {
+        SeriesKey {
+            layer,
+            service: String::new(),
+            host: String::new(),
+            name: String::new(),
+            dims: BTreeMap::new(),
+        }
+    }
+
     /// A stable 128-bit identity, as 32 hex digits.
     ///
     /// Stores build deterministic document ids from it, so it must never

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             rejects_inverted_range,
             empty_reads,
             totals_sum_layers_and_series,
+            layer_rollups_apart_from_series,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -882,9 +883,33 @@ pub async fn retention_drops_old_days(store: &dyn Store) {
         .iter()
         .map(|(label, at, _)| sample(&k, *at, SampleKind::Slow, 0, 1_000, label))
         .collect();
+    let whole: Vec<Rollup> = minutes
+        .iter()
+        .map(|(_, at, _)| {
+            rollup(
+                *at,
+                &SeriesKey::whole_layer(Layer::Component),
+                "c1",
+                &[7.0],
+                0,
+            )
+        })
+        .collect();
     write_rollups(store, &rollups).await;
     write_samples(store, &written).await;
+    if let Err(e) = store.write_layer_rollups(&whole).await {
+        panic!("write_layer_rollups failed: {e}");
+    }
     sync(store).await;
+    let layer_minutes = || async {
+        match store
+            .read_layer_rollups(Layer::Component, now - 30 * DAY_MS, now + DAY_MS)
+            .await
+        {
+            Ok(r) => r.iter().map(|r| r.minute_ms).collect::<Vec<_>>(),
+            Err(e) => panic!("read_layer_rollups failed: {e}"),
+        }
+    };
 
     let q =
         SeriesQuery::layer(Layer::Component, now - 30 * DAY_MS, now + DAY_MS).service("archive");
@@ -913,6 +938,11 @@ pub async fn retention_drops_old_days(store: &dyn Store) {
         minutes_of(&read(store, &q).await),
         kept,
         "rollups from the cutoff on are kept, older ones gone"
+    );
+    assert_eq!(
+        layer_minutes().await,
+        kept,
+        "whole-layer rollups follow the same retention"
     );
     for (label, at, keep) in minutes {
         let got = samples(
@@ -1203,5 +1233,124 @@ pub async fn totals_sum_layers_and_series(store: &dyn Store) {
                 minute(4)
             ),
         ]
+    );
+}
+
+/// Whole-layer rollups round-trip, replace by document id, merge across
+/// collectors into the layer's own percentiles per bucket, and are never
+/// seen by a read of series.
+pub async fn layer_rollups_apart_from_series(store: &dyn Store) {
+    let whole = SeriesKey::whole_layer(Layer::Business);
+    let series = key(Layer::Business, "shop", "web1", "order");
+    let (lat_a, lat_b, lat_c) = (latencies(50, 11), latencies(30, 12), latencies(20, 13));
+    let docs = vec![
+        rollup(minute(60), &whole, "c1", &lat_a, 2),
+        rollup(minute(61), &whole, "c2", &lat_b, 1),
+        rollup(minute(61), &whole, "c1", &lat_c, 0),
+        rollup(minute(75), &whole, "c1", &[5.0], 0),
+    ];
+    // Written once half-done and then whole: the rewrite replaces.
+    if let Err(e) = store.write_layer_rollups(&docs[..1]).await {
+        panic!("write_layer_rollups failed: {e}");
+    }
+    if let Err(e) = store.write_layer_rollups(&docs).await {
+        panic!("write_layer_rollups failed: {e}");
+    }
+    write_rollups(store, &[rollup(minute(60), &series, "c1", &[1.0, 2.0], 0)]).await;
+    sync(store).await;
+
+    let got = match store
+        .read_layer_rollups(Layer::Business, minute(60), minute(75))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => panic!("read_layer_rollups failed: {e}"),
+    };
+    assert!(
+        got.windows(2).all(|w| w[0].minute_ms <= w[1].minute_ms),
+        "oldest first"
+    );
+    let mut counts: Vec<(i64, u64)> = got.iter().map(|r| (r.minute_ms, r.count)).collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![(minute(60), 50), (minute(61), 20), (minute(61), 30)],
+        "the rewrite replaced, the end is exclusive, other collectors kept apart"
+    );
+    match store
+        .read_layer_rollups(Layer::Url, minute(60), minute(76))
+        .await
+    {
+        Ok(r) => assert!(r.is_empty(), "another layer has none: {r:?}"),
+        Err(e) => panic!("read_layer_rollups of url failed: {e}"),
+    }
+    assert!(
+        matches!(
+            store
+                .read_layer_rollups(Layer::Business, minute(61), minute(60))
+                .await,
+            Err(StoreError::InvalidQuery(_))
+        ),
+        "an inverted range is an invalid query"
+    );
+
+    // One bucket of 15 minutes holding minutes 60 and 61 (60 is a multiple
+    // of 15), and one holding 75: percentiles over every event of the
+    // bucket, whichever collector counted it.
+    let points = match store
+        .layer_points(Layer::Business, minute(60), minute(90), 15 * MINUTE_MS)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => panic!("layer_points failed: {e}"),
+    };
+    assert_eq!(minutes_of(&points), vec![minute(60), minute(75)]);
+    let all: Vec<f64> = lat_a.iter().chain(&lat_b).chain(&lat_c).copied().collect();
+    assert_eq!((points[0].count, points[0].errors), (100, 3));
+    assert_close("bucket rate", points[0].rate, 100.0 / 900.0, 1e-9);
+    for (q, got) in [
+        (0.50, points[0].p50_ms),
+        (0.90, points[0].p90_ms),
+        (0.99, points[0].p99_ms),
+    ] {
+        assert_some_close(
+            &format!("layer p{}", q * 100.0),
+            got,
+            exact_quantile(&all, q),
+            0.02,
+        );
+    }
+    assert!(
+        matches!(
+            store
+                .layer_points(Layer::Business, minute(60), minute(90), 90_000)
+                .await,
+            Err(StoreError::InvalidQuery(_))
+        ),
+        "a bucket of 1.5 minutes is an invalid query"
+    );
+
+    // Series reads and sums never see the whole-layer documents.
+    let q = SeriesQuery::layer(Layer::Business, minute(60), minute(76));
+    let series_docs = match store.read_rollups(&q).await {
+        Ok(r) => r,
+        Err(e) => panic!("read_rollups failed: {e}"),
+    };
+    assert_eq!(
+        series_docs.len(),
+        1,
+        "only the series' document: {series_docs:?}"
+    );
+    let totals = match store
+        .layer_totals(&TotalsQuery::range(minute(60), minute(76)).layer(Layer::Business))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => panic!("layer_totals failed: {e}"),
+    };
+    assert_eq!(
+        totals.iter().map(|t| t.totals.count).sum::<u64>(),
+        2,
+        "layer totals sum series only: {totals:?}"
     );
 }

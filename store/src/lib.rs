@@ -27,7 +27,7 @@ pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, Top
 pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;
-use panorama_model::{Point, Rollup, Sample};
+use panorama_model::{Layer, Point, Rollup, Sample};
 
 /// The storage contract shared by every backend.
 ///
@@ -69,6 +69,58 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
     async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError>;
+
+    /// Writes whole-layer rollups (key [`SeriesKey::whole_layer`]: every
+    /// event of a layer in one minute, counted by the collector alongside
+    /// the series' rollups), replacing any with the same
+    /// [`Rollup::doc_id`]. They are kept apart from the series' documents,
+    /// so no read of series sees them; what they add is the layer's merged
+    /// histogram — layer-wide p50/p90/p99 — which sums over series cannot
+    /// give and which merging every series' histogram at read time would
+    /// take seconds to compute.
+    ///
+    /// # Errors
+    /// As for [`Store::write_rollups`].
+    ///
+    /// [`SeriesKey::whole_layer`]: panorama_model::SeriesKey::whole_layer
+    async fn write_layer_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError>;
+
+    /// The whole-layer rollups of `layer` with a minute in
+    /// `[from_ms, to_ms)`, unmerged, oldest minute first.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidQuery`] for an empty range;
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn read_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError>;
+
+    /// The layer over `[from_ms, to_ms)` in buckets of `bucket_ms` (aligned
+    /// to the Unix epoch), one point per bucket with documents, oldest
+    /// first: every collector's whole-layer rollups of the bucket merged,
+    /// so its percentiles are the layer's own.
+    ///
+    /// # Errors
+    /// As for [`Store::read_layer_rollups`], and [`StoreError::InvalidQuery`]
+    /// for a bucket that is not whole minutes.
+    async fn layer_points(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        if bucket_ms <= 0 || bucket_ms % panorama_model::MINUTE_MS != 0 {
+            return Err(StoreError::InvalidQuery(format!(
+                "bucket of {bucket_ms} ms is not a whole number of minutes"
+            )));
+        }
+        let rollups = self.read_layer_rollups(layer, from_ms, to_ms).await?;
+        Ok(merge::points_by_bucket(rollups, bucket_ms))
+    }
 
     /// The series of one minute ranked by a metric, merged across collectors
     /// and hosts, each identified by `(service, name)`.

@@ -22,6 +22,28 @@ pub(crate) fn points_by_minute<I: IntoIterator<Item = Rollup>>(rollups: I) -> Ve
     by_minute.values().map(|r| r.point(1)).collect()
 }
 
+/// One point per bucket of `bucket_ms` (aligned to the Unix epoch), oldest
+/// first, each the merge of every rollup whose minute falls in it; rates
+/// are per second over the whole bucket.
+pub(crate) fn points_by_bucket<I: IntoIterator<Item = Rollup>>(
+    rollups: I,
+    bucket_ms: i64,
+) -> Vec<Point> {
+    let mut by_bucket: BTreeMap<i64, Rollup> = BTreeMap::new();
+    for mut r in rollups {
+        let start = r.minute_ms - r.minute_ms.rem_euclid(bucket_ms);
+        match by_bucket.get_mut(&start) {
+            Some(acc) => acc.merge(&r),
+            None => {
+                r.minute_ms = start;
+                by_bucket.insert(start, r);
+            }
+        }
+    }
+    let minutes = u32::try_from(bucket_ms / panorama_model::MINUTE_MS).unwrap_or(u32::MAX);
+    by_bucket.values().map(|r| r.point(minutes)).collect()
+}
+
 /// Rollups of one minute grouped by `(service, name)`, ranked by `by`, highest
 /// first; ties broken by name so the order is stable across backends.
 pub(crate) fn rank<I: IntoIterator<Item = Rollup>>(

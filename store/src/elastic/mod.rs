@@ -30,7 +30,7 @@ use elasticsearch::indices::{
     IndicesPutMappingParts, IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
-use panorama_model::{Rollup, Sample, minute_of};
+use panorama_model::{Layer, Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
@@ -142,12 +142,22 @@ impl ElasticStore {
         format!("{}-rollups-{}", self.cfg.index_prefix, day(minute_ms))
     }
 
+    /// Whole-layer rollups: their own daily indices (same mapping as the
+    /// series' rollups), so that no search over series ever sees them.
+    fn layer_index(&self, minute_ms: i64) -> String {
+        format!("{}-layers-{}", self.cfg.index_prefix, day(minute_ms))
+    }
+
     fn sample_index(&self, minute_ms: i64) -> String {
         format!("{}-samples-{}", self.cfg.index_prefix, day(minute_ms))
     }
 
     fn rollup_pattern(&self) -> String {
         format!("{}-rollups-*", self.cfg.index_prefix)
+    }
+
+    fn layer_pattern(&self) -> String {
+        format!("{}-layers-*", self.cfg.index_prefix)
     }
 
     fn sample_pattern(&self) -> String {
@@ -248,13 +258,20 @@ impl ElasticStore {
     /// The daily indices a range touches, or the pattern when it spans many
     /// days: fewer shards searched for the common short ranges.
     fn rollup_indices(&self, from_ms: i64, to_ms: i64) -> String {
+        self.daily_indices(from_ms, to_ms, "rollups")
+    }
+
+    /// As [`ElasticStore::rollup_indices`], for the indices of `kind`
+    /// (`rollups` or `layers`).
+    fn daily_indices(&self, from_ms: i64, to_ms: i64, kind: &str) -> String {
         const DAY: i64 = 86_400_000;
+        let prefix = &self.cfg.index_prefix;
         let (first, last) = (from_ms.div_euclid(DAY), (to_ms - 1).div_euclid(DAY));
         if last - first > 2 {
-            return self.rollup_pattern();
+            return format!("{prefix}-{kind}-*");
         }
         (first..=last)
-            .map(|d| self.rollup_index(d * DAY))
+            .map(|d| format!("{prefix}-{kind}-{}", day(d * DAY)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -522,6 +539,7 @@ impl ElasticStore {
     async fn index_names(&self) -> Result<Vec<String>, StoreError> {
         let patterns = [
             self.rollup_pattern(),
+            self.layer_pattern(),
             self.sample_pattern(),
             format!("{}-deadletter-*", self.cfg.index_prefix),
         ];
@@ -593,38 +611,44 @@ impl Store for ElasticStore {
         self.ensure_templates().await?;
         let docs = rollups
             .iter()
-            .map(|r| {
-                let t = Totals::of(r);
-                let source = json!({
-                    "doc_id": r.doc_id(),
-                    "minute": r.minute_ms,
-                    "layer": r.key.layer,
-                    "service": r.key.service,
-                    "host": r.key.host,
-                    "name": r.key.name,
-                    "dims_kv": r.key.dims_kv(),
-                    "series_id": r.key.id(),
-                    "collector": r.collector,
-                    "count": r.count,
-                    "errors": r.errors,
-                    "service_name": format!("{}\u{1f}{}", r.key.service, r.key.name),
-                    "latency_count": t.latency_count,
-                    "latency_sum_ms": t.latency_sum_ms,
-                    "latency_max_ms": t.latency_max_ms,
-                    "p99_ms": t.p99_max_ms,
-                    "value_sum": t.value_sum,
-                    "value_n": t.value_n,
-                    "value_max": t.value_max,
-                    "body": r,
-                });
-                Doc {
-                    index: self.rollup_index(r.minute_ms),
-                    id: r.doc_id(),
-                    source: source.to_string(),
-                }
-            })
+            .map(|r| rollup_doc(r, self.rollup_index(r.minute_ms)))
             .collect();
         self.bulk(docs).await
+    }
+
+    async fn write_layer_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
+        let docs = rollups
+            .iter()
+            .map(|r| rollup_doc(r, self.layer_index(r.minute_ms)))
+            .collect();
+        self.bulk(docs).await
+    }
+
+    async fn read_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        if to_ms <= from_ms {
+            return Err(StoreError::InvalidQuery(format!(
+                "`to` ({to_ms}) must be after `from` ({from_ms})"
+            )));
+        }
+        let filter = json!({"bool": {"filter": [
+            {"term": {"layer": layer}},
+            {"range": {"minute": {"gte": from_ms, "lt": to_ms}}},
+        ]}});
+        let hits = self
+            .search_all(
+                &self.daily_indices(from_ms, to_ms, "layers"),
+                filter,
+                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
+                None,
+            )
+            .await?;
+        decode_bodies::<Rollup>(hits)
     }
 
     async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
@@ -893,6 +917,7 @@ impl Store for ElasticStore {
     async fn sync(&self) -> Result<(), StoreError> {
         let patterns = [
             self.rollup_pattern(),
+            self.layer_pattern(),
             self.sample_pattern(),
             format!("{}-deadletter-*", self.cfg.index_prefix),
         ];
@@ -916,6 +941,39 @@ impl Store for ElasticStore {
 }
 
 /// The sub-aggregations every totals bucket carries; [`totals_of`] reads them.
+/// A rollup as an Elasticsearch document for `index`: the fields queries
+/// filter and sum on, and the whole rollup in `body`.
+fn rollup_doc(r: &Rollup, index: String) -> Doc {
+    let t = Totals::of(r);
+    let source = json!({
+        "doc_id": r.doc_id(),
+        "minute": r.minute_ms,
+        "layer": r.key.layer,
+        "service": r.key.service,
+        "host": r.key.host,
+        "name": r.key.name,
+        "dims_kv": r.key.dims_kv(),
+        "series_id": r.key.id(),
+        "collector": r.collector,
+        "count": r.count,
+        "errors": r.errors,
+        "service_name": format!("{}\u{1f}{}", r.key.service, r.key.name),
+        "latency_count": t.latency_count,
+        "latency_sum_ms": t.latency_sum_ms,
+        "latency_max_ms": t.latency_max_ms,
+        "p99_ms": t.p99_max_ms,
+        "value_sum": t.value_sum,
+        "value_n": t.value_n,
+        "value_max": t.value_max,
+        "body": r,
+    });
+    Doc {
+        index,
+        id: r.doc_id(),
+        source: source.to_string(),
+    }
+}
+
 fn totals_aggs() -> Value {
     json!({
         "count": {"sum": {"field": "count"}},

@@ -13,7 +13,11 @@ use super::ElasticConfig;
 /// The index template for rollups.
 pub(super) fn rollups(cfg: &ElasticConfig) -> Value {
     let mut t = json!({
-        "index_patterns": [format!("{}-rollups-*", cfg.index_prefix)],
+        // Whole-layer rollups are rollups too, in indices of their own.
+        "index_patterns": [
+            format!("{}-rollups-*", cfg.index_prefix),
+            format!("{}-layers-*", cfg.index_prefix)
+        ],
         "priority": 200,
         "template": {
             "settings": settings(cfg),

@@ -442,6 +442,69 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_layer_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
+        if rollups.is_empty() {
+            return Ok(());
+        }
+        let rows = rollups
+            .iter()
+            .map(|r| {
+                let doc_id = r.doc_id();
+                let body = to_json(&doc_id, r)?;
+                Ok((doc_id, r.key.layer.as_str(), r.minute_ms, body))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.with_conn(move |conn| {
+            const WHAT: &str = "write layer rollups";
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO layer_rollups (doc_id, layer, minute_ms, body) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(db_err(WHAT))?;
+                for (doc_id, layer, minute_ms, body) in &rows {
+                    stmt.execute(params![doc_id, layer, minute_ms, body])
+                        .map_err(db_err(WHAT))?;
+                }
+            }
+            tx.commit().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn read_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        if to_ms <= from_ms {
+            return Err(StoreError::InvalidQuery(format!(
+                "`to` ({to_ms}) must be after `from` ({from_ms})"
+            )));
+        }
+        self.with_conn(move |conn| {
+            let rows = select_bodies(
+                conn,
+                "SELECT doc_id, body FROM layer_rollups \
+                 WHERE layer = ?1 AND minute_ms >= ?2 AND minute_ms < ?3 \
+                 ORDER BY minute_ms, doc_id",
+                vec![
+                    layer.as_str().to_owned().into(),
+                    from_ms.into(),
+                    to_ms.into(),
+                ],
+                "read layer rollups",
+            )?;
+            rows.iter()
+                .map(|(doc_id, body)| decode_rollup(doc_id, body))
+                .collect()
+        })
+        .await
+    }
+
     async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
         if samples.is_empty() {
             return Ok(());
@@ -727,7 +790,7 @@ impl Store for SqliteStore {
             const WHAT: &str = "apply retention";
             let tx = conn.transaction().map_err(db_err(WHAT))?;
             let mut deleted = 0u64;
-            for table in ["rollups", "samples", "layer_minutes"] {
+            for table in ["rollups", "layer_rollups", "samples", "layer_minutes"] {
                 // One delete per layer, so each uses the index that starts
                 // with (layer, minute_ms) instead of scanning the table.
                 let sql = format!("DELETE FROM {table} WHERE layer = ?1 AND minute_ms < ?2");

@@ -9,7 +9,7 @@ use crate::StoreError;
 
 /// The schema version this release writes and understands, kept in
 /// `PRAGMA user_version`. Bump it with a new step in [`migrate`].
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for a lock held by another connection (a
 /// second process on the same file, or an `sqlite3` shell) before failing.
@@ -92,6 +92,21 @@ CREATE INDEX IF NOT EXISTS rollups_layer_minute_totals
                 latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max);
 ";
 
+/// Version 3: whole-layer rollups (every event of a layer in a minute, as
+/// each collector counted it), apart from the series' rollups so no sum over
+/// series sees them; the dashboard merges their histograms into the layer's
+/// percentiles. Nothing to backfill: older minutes simply have none.
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS layer_rollups (
+    doc_id    TEXT PRIMARY KEY NOT NULL,
+    layer     TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS layer_rollups_layer_minute
+    ON layer_rollups (layer, minute_ms);
+";
+
 /// Opens (creating if needed) the database at `path` and brings its schema
 /// to [`SCHEMA_VERSION`].
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -142,6 +157,9 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
     if from < 2 {
         tx.execute_batch(V2)?;
         backfill_v2(&tx)?;
+    }
+    if from < 3 {
+        tx.execute_batch(V3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
