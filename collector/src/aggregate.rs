@@ -7,11 +7,17 @@
 //! when it changed since it was last written; the flusher writes dirty
 //! entries whose minute has passed the grace period, and a segment whose
 //! entries are all clean (and that no longer takes appends) can be deleted.
+//!
+//! Beside each series' entry, every event also goes into its layer's
+//! whole-layer entry of the same (segment, minute), written with
+//! [`panorama_store::Store::write_layer_rollups`]: the layer's own latency
+//! histogram, which the dashboard cannot get by summing series. It follows
+//! the same versions and segments, so it is exactly as exact.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use panorama_model::{Event, Outcome, Rollup, Sample, SampleKind, minute_of};
+use panorama_model::{Event, Layer, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of};
 
 use crate::wal::SegmentId;
 
@@ -62,6 +68,25 @@ pub struct Ready {
     /// The entries these came from (segment, minute, series hash) and their
     /// versions, to mark clean once written.
     pub keys: Vec<(SegmentId, i64, u128, u64)>,
+    /// Whole-layer rollups to write.
+    pub layer_rollups: Vec<Rollup>,
+    /// Their entries (segment, minute, layer) and versions.
+    pub layer_keys: Vec<(SegmentId, i64, Layer, u64)>,
+}
+
+impl Ready {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rollups.is_empty() && self.layer_rollups.is_empty()
+    }
+}
+
+/// A whole-layer entry: no samples (the series' entries keep those) and no
+/// loss accounting (its events are the series' events again).
+struct LayerEntry {
+    rollup: Rollup,
+    version: u64,
+    written: u64,
 }
 
 /// Keys are (minute, XXH3-128 of the series): already uniformly spread, so
@@ -90,12 +115,21 @@ impl Hasher for FoldHasher {
 }
 
 type EntryMap = HashMap<(i64, u128), Entry, BuildHasherDefault<FoldHasher>>;
+type LayerMap = HashMap<(i64, Layer), LayerEntry, BuildHasherDefault<FoldHasher>>;
+
+/// Whether a layer gets whole-layer rollups. Infra series are gauges of
+/// unlike quantities (CPU percent, bytes, load) whose merge means nothing,
+/// and carry no latency.
+fn has_whole_layer(layer: Layer) -> bool {
+    layer != Layer::Infra
+}
 
 /// The aggregation state of one collector.
 pub struct Aggregator {
     collector: String,
     limits: SampleLimits,
     entries: BTreeMap<SegmentId, EntryMap>,
+    layers: BTreeMap<SegmentId, LayerMap>,
     scratch: Vec<u8>,
 }
 
@@ -106,6 +140,7 @@ impl Aggregator {
             collector: collector.into(),
             limits,
             entries: BTreeMap::new(),
+            layers: BTreeMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -113,6 +148,28 @@ impl Aggregator {
     /// Counts an event that is durable in `segment`.
     pub fn add(&mut self, segment: SegmentId, e: &Event) {
         let minute = minute_of(e.ts_ms);
+        if has_whole_layer(e.layer) {
+            let whole = self
+                .layers
+                .entry(segment)
+                .or_default()
+                .entry((minute, e.layer))
+                .or_insert_with(|| {
+                    let mut rollup = Rollup::empty(
+                        minute,
+                        SeriesKey::whole_layer(e.layer),
+                        self.collector.clone(),
+                    );
+                    rollup.part = segment.0;
+                    LayerEntry {
+                        rollup,
+                        version: 0,
+                        written: 0,
+                    }
+                });
+            whole.rollup.add(e);
+            whole.version += 1;
+        }
         let hash = e.series_hash(&mut self.scratch);
         let seg = self.entries.entry(segment).or_default();
         let entry = seg.entry((minute, hash)).or_insert_with(|| {
@@ -196,7 +253,30 @@ impl Aggregator {
                 out.keys.push((*segment, *minute, *hash, entry.version));
             }
         }
+        for (segment, entries) in &self.layers {
+            for ((minute, layer), entry) in entries {
+                if entry.version == entry.written || (!all && minute + 60_000 + grace_ms > now_ms) {
+                    continue;
+                }
+                out.layer_rollups.push(entry.rollup.clone());
+                out.layer_keys
+                    .push((*segment, *minute, *layer, entry.version));
+            }
+        }
         out
+    }
+
+    /// Records that these versions of whole-layer entries are in the store.
+    pub fn layers_written(&mut self, keys: &[(SegmentId, i64, Layer, u64)]) {
+        for (segment, minute, layer, version) in keys {
+            if let Some(e) = self
+                .layers
+                .get_mut(segment)
+                .and_then(|s| s.get_mut(&(*minute, *layer)))
+            {
+                e.written = e.written.max(*version);
+            }
+        }
     }
 
     /// Records that these versions of their entries are in the store, with
@@ -252,7 +332,11 @@ impl Aggregator {
     pub fn releasable(&self, open: SegmentId) -> Option<SegmentId> {
         let mut last = None;
         for (segment, entries) in &self.entries {
-            if *segment >= open || entries.values().any(Entry::dirty) {
+            let layers_dirty = self
+                .layers
+                .get(segment)
+                .is_some_and(|l| l.values().any(|e| e.version != e.written));
+            if *segment >= open || layers_dirty || entries.values().any(Entry::dirty) {
                 break;
             }
             last = Some(*segment);
@@ -263,6 +347,7 @@ impl Aggregator {
     /// Forgets every segment up to `id` (its documents are in the store).
     pub fn release_through(&mut self, id: SegmentId) {
         self.entries.retain(|s, _| *s > id);
+        self.layers.retain(|s, _| *s > id);
     }
 
     /// Entries held, for `/metrics`.
@@ -324,6 +409,7 @@ mod tests {
         assert_eq!(a.releasable(SegmentId(3)), None, "not written yet");
         // An event arriving while the flush is in flight keeps the entry dirty.
         a.add(SegmentId(1), &ev(62_000, "a", true, 1.0));
+        a.layers_written(&r.layer_keys);
         let w = a.written(
             &r.keys,
             &r.rollups.iter().map(|r| r.count).collect::<Vec<_>>(),
@@ -332,6 +418,8 @@ mod tests {
         assert_eq!(a.releasable(SegmentId(3)), None, "changed during the flush");
         let again = a.ready(135_000, 15_000, false);
         assert_eq!(again.rollups[0].count, 3);
+        assert_eq!(again.layer_rollups[0].count, 3);
+        a.layers_written(&again.layer_keys);
         let w = a.written(
             &again.keys,
             &again.rollups.iter().map(|r| r.count).collect::<Vec<_>>(),
@@ -345,6 +433,47 @@ mod tests {
         assert_eq!(a.releasable(SegmentId(1)), None, "segment 1 still open");
         a.release_through(SegmentId(1));
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn whole_layer_entries_follow_their_series() {
+        let mut a = Aggregator::new("c1", SampleLimits::default());
+        a.add(SegmentId(1), &ev(60_000, "a", true, 5.0));
+        a.add(SegmentId(1), &ev(61_000, "b", false, 9.0));
+        a.add(SegmentId(2), &ev(62_000, "a", true, 1.0));
+        let mut cpu = Event::new(60_500, Layer::Infra, "svc", "h1", "host.cpu.busy");
+        cpu.value = Some(42.0);
+        a.add(SegmentId(1), &cpu);
+        let r = a.ready(0, 0, true);
+        let mut whole: Vec<(u64, u64, u64, &str)> = r
+            .layer_rollups
+            .iter()
+            .map(|w| (w.part, w.count, w.errors, w.key.name.as_str()))
+            .collect();
+        whole.sort();
+        assert_eq!(
+            whole,
+            vec![(1, 2, 1, ""), (2, 1, 0, "")],
+            "one per (segment, minute) of the url layer; none for infra"
+        );
+        assert!(
+            r.layer_rollups
+                .iter()
+                .all(|w| w.key == SeriesKey::whole_layer(Layer::Url))
+        );
+        let seg1 = r.layer_rollups.iter().find(|w| w.part == 1).unwrap();
+        assert_eq!(seg1.latency_max_ms, Some(9.0));
+        // Series written but the layer not yet: segment 1 is not releasable.
+        let counts: Vec<u64> = r.rollups.iter().map(|r| r.count).collect();
+        a.written(&r.keys, &counts);
+        assert_eq!(
+            a.releasable(SegmentId(3)),
+            None,
+            "whole-layer entries unwritten"
+        );
+        a.layers_written(&r.layer_keys);
+        assert_eq!(a.releasable(SegmentId(3)), Some(SegmentId(2)));
+        assert!(a.ready(0, 0, true).is_empty());
     }
 
     #[test]
@@ -404,6 +533,20 @@ mod tests {
                 m.into_iter().map(|(k, r)| (k, r.count, r.errors, r.histogram.clone(), r.latency_max_ms)).collect::<Vec<_>>()
             };
             prop_assert_eq!(merged(&once), merged(&split));
+            // The whole layer of a minute is the merge of its series.
+            let whole = |a: &Aggregator| {
+                let mut m: BTreeMap<i64, Rollup> = BTreeMap::new();
+                for r in a.ready(0, 0, true).layer_rollups {
+                    m.entry(r.minute_ms).and_modify(|acc| acc.merge(&r)).or_insert(r);
+                }
+                m.into_iter().map(|(k, r)| (k, r.count, r.errors, r.histogram.clone(), r.latency_max_ms)).collect::<Vec<_>>()
+            };
+            let mut of_series: BTreeMap<i64, Rollup> = BTreeMap::new();
+            for r in once.ready(0, 0, true).rollups {
+                of_series.entry(r.minute_ms).and_modify(|acc| acc.merge(&r)).or_insert(r);
+            }
+            let of_series: Vec<_> = of_series.into_iter().map(|(k, r)| (k, r.count, r.errors, r.histogram.clone(), r.latency_max_ms)).collect();
+            prop_assert_eq!(whole(&split), of_series);
         }
     }
 }

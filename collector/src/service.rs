@@ -711,9 +711,13 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
     let grace = inner.cfg.grace.as_millis() as i64;
     let ready = lock(&inner.agg).ready(now_ms(), grace, all);
-    if !ready.rollups.is_empty() {
+    if !ready.is_empty() {
         let result = async {
             inner.store.write_rollups(&ready.rollups).await?;
+            inner
+                .store
+                .write_layer_rollups(&ready.layer_rollups)
+                .await?;
             inner.store.write_samples(&ready.samples).await
         }
         .await;
@@ -740,7 +744,11 @@ async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
             .rollups_written
             .fetch_add(ready.rollups.len() as u64, Ordering::Relaxed);
         let counts: Vec<u64> = ready.rollups.iter().map(|r| r.count).collect();
-        let newly = lock(&inner.agg).written(&ready.keys, &counts);
+        let newly = {
+            let mut agg = lock(&inner.agg);
+            agg.layers_written(&ready.layer_keys);
+            agg.written(&ready.keys, &counts)
+        };
         let mut acct = lock(&inner.accounting);
         for (minute, n) in newly {
             acct.minutes.entry(minute).or_default().written += n;
