@@ -98,7 +98,7 @@ pub(crate) struct Texts {
     pub(crate) apply: &'static str,
     /// same time yesterday
     pub(crate) yesterday: &'static str,
-    /// Latency: mean of all events, and the worst p99 of any series in each interval.
+    /// Latency of every event of the layer: p50, p90, p99 and mean; dashed, p99 yesterday.
     pub(crate) latency_note: &'static str,
     /// Series
     pub(crate) series_table: &'static str,
@@ -262,7 +262,7 @@ pub(crate) static EN: Texts = Texts {
     to: "To",
     apply: "Apply",
     yesterday: "same time yesterday",
-    latency_note: "Latency: mean of all events, and the worst p99 of any series in each interval.",
+    latency_note: "Latency of every event of the layer: p50, p90, p99 and mean (ms); dashed, p99 at the same time yesterday.",
     series_table: "Series",
     service: "Service",
     name: "Name",
@@ -368,7 +368,7 @@ pub(crate) static ZH: Texts = Texts {
     to: "结束",
     apply: "应用",
     yesterday: "昨日同期",
-    latency_note: "延迟：所有事件的平均值，以及每个区间内任一序列的最差 p99。",
+    latency_note: "本层所有事件的延迟：p50、p90、p99 与平均值（ms）；虚线为昨日同时段的 p99。",
     series_table: "序列列表",
     service: "服务",
     name: "名称",

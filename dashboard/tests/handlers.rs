@@ -200,6 +200,22 @@ async fn fixture(case: &str, use_es: bool) -> Fixture {
         37.0,
     ));
     store.write_rollups(&docs).await.expect("write rollups");
+    // What the collector writes beside them: each layer's minute as one
+    // whole-layer rollup (infra has none).
+    let mut whole: BTreeMap<(i64, Layer), Rollup> = BTreeMap::new();
+    for d in docs.iter().filter(|d| d.key.layer != Layer::Infra) {
+        whole
+            .entry((d.minute_ms, d.key.layer))
+            .or_insert_with(|| {
+                Rollup::empty(d.minute_ms, SeriesKey::whole_layer(d.key.layer), "c1")
+            })
+            .merge(d);
+    }
+    let whole: Vec<Rollup> = whole.into_values().collect();
+    store
+        .write_layer_rollups(&whole)
+        .await
+        .expect("write layer rollups");
     let sample = Sample {
         minute_ms: minute_of(now),
         key: hostile.clone(),
@@ -533,6 +549,25 @@ fn start_of_day_shanghai(now: i64) -> i64 {
     (now + h8) - (now + h8).rem_euclid(86_400_000) - h8
 }
 
+/// The value a chart on `body` shows for line `label` at bucket `at`, read
+/// from the `data-ms` / `data-s` attributes the hover script reads.
+fn chart_value(body: &str, label: &str, at: i64) -> Option<f64> {
+    let attr = |svg: &str, name: &str| -> Option<String> {
+        let start = svg.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = svg[start..].find('"')?;
+        Some(svg[start..start + len].to_owned())
+    };
+    body.split("<svg ").skip(1).find_map(|svg| {
+        let ms = attr(svg, "data-ms")?;
+        let idx = ms.split(',').position(|t| t == at.to_string())?;
+        let series = attr(svg, "data-s")?;
+        let line = series
+            .split(';')
+            .find_map(|l| l.strip_prefix(&format!("{label}:")))?;
+        line.split(',').nth(idx)?.replace(',', "").parse().ok()
+    })
+}
+
 async fn layer_page(f: &Fixture) {
     let (cookie, _) = login(&f.app, "vic", "view-secret").await;
     let r = get(&f.app, "/layer/url?range=1h&sort=error_ratio", &cookie).await;
@@ -543,6 +578,17 @@ async fn layer_page(f: &Fixture) {
         3,
         "rate, errors, latency"
     );
+    // The layer's own percentiles at m0, over the 210 url requests of
+    // that minute (login 20..119 and 30..89 ms, the hostile route 200..249):
+    // the merged histogram's, within its 2 % error.
+    for (label, want) in [("p50 ms", 77.0), ("p90 ms", 228.0), ("p99 ms", 246.0)] {
+        let got = chart_value(&r.body, label, f.m0)
+            .unwrap_or_else(|| panic!("{label} at m0 on the latency chart"));
+        assert!(
+            (got - want).abs() <= want * 0.03,
+            "layer {label} at m0: got {got}, want {want}"
+        );
+    }
     let table = r.body.split("id=\"series-table\"").nth(1).unwrap();
     let hostile = table.find("&#60;script&#62;").expect("hostile row");
     let login = table.find("POST /api/login").expect("login row");

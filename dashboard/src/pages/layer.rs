@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use chrono_tz::Tz;
-use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_model::{Layer, MINUTE_MS, Point, minute_of};
 use panorama_store::{LayerTotals, Metric, SeriesTotalsQuery, TotalsQuery};
 use serde::Deserialize;
 
@@ -180,14 +180,23 @@ pub(crate) async fn page(
         order: Metric::Count,
         limit: TABLE_ROWS,
     };
-    let (now_rows, then_rows, series) = tokio::join!(
+    let (now_rows, then_rows, series, now_pts, then_pts) = tokio::join!(
         store.layer_totals(&now_q),
         store.layer_totals(&then_q),
         store.series_totals(&table_q),
+        store.layer_points(layer, range.from, range.to, bucket),
+        store.layer_points(layer, range.from - DAY_MS, range.to - DAY_MS, bucket),
     );
     let (now_rows, then_rows, mut series) = (now_rows?, then_rows?, series?);
-    let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
+    let (now_pts, then_pts) = (now_pts?, then_pts?);
     let times = bucket_times(range.from, range.to, bucket);
+    let pct = |pts: &[Point], shift: i64, f: fn(&Point) -> Option<f64>| -> Vec<Option<f64>> {
+        times
+            .iter()
+            .map(|t| pts.iter().find(|p| p.minute == t - shift).and_then(f))
+            .collect()
+    };
+    let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
     let labels: Vec<String> = times.iter().map(|&m| format::short(tz, m)).collect();
     let secs = bucket as f64 / 1000.0;
     let yesterday = format!("{} ({})", t.rate, t.yesterday);
@@ -236,18 +245,28 @@ pub(crate) async fn page(
             &labels,
             &[
                 Line {
+                    label: t.p50.into(),
+                    values: pct(&now_pts, 0, |p| p.p50_ms),
+                    dashed: false,
+                },
+                Line {
+                    label: t.p90.into(),
+                    values: pct(&now_pts, 0, |p| p.p90_ms),
+                    dashed: false,
+                },
+                Line {
+                    label: t.p99.into(),
+                    values: pct(&now_pts, 0, |p| p.p99_ms),
+                    dashed: false,
+                },
+                Line {
                     label: t.avg_ms.into(),
                     values: values(&now_rows, &times, 0, |x| x.avg_ms()),
                     dashed: false,
                 },
                 Line {
-                    label: t.worst_p99.into(),
-                    values: values(&now_rows, &times, 0, |x| x.p99_max_ms),
-                    dashed: false,
-                },
-                Line {
-                    label: format!("{} ({})", t.avg_ms, t.yesterday),
-                    values: values(&then_rows, &times, DAY_MS, |x| x.avg_ms()),
+                    label: format!("{} ({})", t.p99, t.yesterday),
+                    values: pct(&then_pts, DAY_MS, |p| p.p99_ms),
                     dashed: true,
                 },
             ],
