@@ -117,6 +117,14 @@ fn key(layer: Layer, service: &str, host: &str, name: &str) -> SeriesKey {
     }
 }
 
+fn with_dims(mut k: SeriesKey, dims: &[(&str, &str)]) -> SeriesKey {
+    k.dims = dims
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    k
+}
+
 fn requests(minute: i64, k: &SeriesKey, n: u64, errors: u64, ms: f64) -> Rollup {
     let mut r = Rollup::empty(minute, k.clone(), "c1");
     for i in 0..n {
@@ -139,6 +147,7 @@ fn requests(minute: i64, k: &SeriesKey, n: u64, errors: u64, ms: f64) -> Rollup 
 fn gauge(minute: i64, k: &SeriesKey, v: f64) -> Rollup {
     let mut r = Rollup::empty(minute, k.clone(), "c1");
     let mut e = Event::new(minute + 1_000, k.layer, &k.service, &k.host, &k.name);
+    e.dims = k.dims.clone();
     e.value = Some(v);
     r.add(&e);
     r
@@ -174,16 +183,20 @@ async fn fixture(case: &str, use_es: bool) -> Fixture {
     // The open minute too: alerts are evaluated over it, and their links
     // point at it.
     docs.push(requests(minute_of(now), &hostile, 50, 25, 200.0));
-    docs.push(gauge(
-        minute_of(now),
-        &key(Layer::Infra, "host", "web1", "agent.heartbeat"),
-        1.0,
-    ));
-    docs.push(gauge(
-        m0 - 30 * MINUTE_MS,
-        &key(Layer::Infra, "host", "db9", "agent.heartbeat"),
-        1.0,
-    ));
+    // Heartbeats carry the agent's version: web1 upgraded a minute ago,
+    // db9 went silent half an hour ago, old1 runs an agent from before the
+    // version dim.
+    let beat = |host: &str, version: Option<&str>| {
+        let k = key(Layer::Infra, "host", host, "agent.heartbeat");
+        match version {
+            Some(v) => with_dims(k, &[("version", v)]),
+            None => k,
+        }
+    };
+    docs.push(gauge(m0, &beat("web1", Some("0.2.0")), 1.0));
+    docs.push(gauge(minute_of(now), &beat("web1", Some("0.3.0")), 1.0));
+    docs.push(gauge(m0 - 30 * MINUTE_MS, &beat("db9", Some("0.2.9")), 1.0));
+    docs.push(gauge(minute_of(now), &beat("old1", None), 1.0));
     docs.push(gauge(
         m0,
         &key(Layer::Infra, "host", "web1", "agent.nginx.lag_seconds"),
@@ -815,7 +828,28 @@ async fn hosts_and_language(f: &Fixture) {
             && table.contains("<div>3</div>"),
         "{table}"
     );
-    assert!(table.contains("not reported"), "agent version is not sent");
+    let row = |host: &str| {
+        table
+            .split("<tr")
+            .find(|r| r.contains(&format!(">{host}</a>")))
+            .unwrap_or_else(|| panic!("{host}'s row in {table}"))
+            .to_owned()
+    };
+    assert!(
+        row("web1").contains("<td class=\"version\">0.3.0</td>"),
+        "the newest heartbeat's version: {}",
+        row("web1")
+    );
+    assert!(
+        row("db9").contains("<td class=\"version\">0.2.9</td>"),
+        "a silent host's last version: {}",
+        row("db9")
+    );
+    assert!(
+        row("old1").contains("not reported"),
+        "an agent without the version dim: {}",
+        row("old1")
+    );
     let r = get(&f.app, "/hosts?host=web1", &cookie).await;
     assert!(r.body.contains("cpu.busy"), "infra chart of web1");
 

@@ -1,9 +1,9 @@
 //! Hosts: each agent's heartbeat, its sources' lag and parse errors, and
 //! one host's infra charts. Everything comes from the infra series the
 //! agents send (`agent.heartbeat`, `agent.<source>.lag_seconds`,
-//! `agent.<source>.lines_failed`, `cpu.busy`, ...). The agent does not
-//! report its version in any event today, so the page says so rather than
-//! guess.
+//! `agent.<source>.lines_failed`, `cpu.busy`, ...). The version is the
+//! heartbeat's `version` dim; agents older than that dim show "not
+//! reported" rather than a guess.
 
 use std::collections::BTreeMap;
 
@@ -35,8 +35,18 @@ pub(crate) struct SourceRow {
     failed: String,
 }
 
+/// How far back the page looks for each live host's newest heartbeat
+/// document, to read the agent's version from it.
+const VERSION_WINDOW_MS: i64 = 15 * MINUTE_MS;
+
+/// Hosts silent for longer than [`VERSION_WINDOW_MS`] whose version is
+/// read from their last heartbeat one query each; beyond this many the rest
+/// show "not reported" (a page must not fan out without bound).
+const SILENT_VERSION_READS: usize = 20;
+
 pub(crate) struct HostRow {
     host: String,
+    version: Option<String>,
     href: String,
     last: String,
     silent: bool,
@@ -75,6 +85,7 @@ pub(crate) async fn page(
     let figures_q = q(figures);
     let (beats, figures) = tokio::join!(store.last_seen(&beats), store.series_totals(&figures_q));
     let (beats, figures) = (beats?, figures?);
+    let versions = agent_versions(store, &beats, end).await?;
     let silent_after = d.cfg().silent_after.as_millis() as i64;
     // Per host, per source: (lag seconds, failed lines).
     let mut sources: BTreeMap<&str, BTreeMap<&str, (Option<f64>, f64)>> = BTreeMap::new();
@@ -101,6 +112,7 @@ pub(crate) async fn page(
         .iter()
         .map(|b| HostRow {
             host: b.host.clone(),
+            version: versions.get(&b.host).cloned(),
             href: format!("/hosts?host={}", format::encode(&b.host)),
             last: format::minute(tz, b.last_minute_ms),
             silent: b.last_minute_ms < now - silent_after,
@@ -178,4 +190,46 @@ pub(crate) async fn page(
         chosen,
         charts,
     }))
+}
+
+/// Each host's agent version: the `version` dim of its newest heartbeat
+/// document.
+async fn agent_versions(
+    store: &dyn panorama_store::Store,
+    beats: &[panorama_store::SeenSeries],
+    end: i64,
+) -> Result<BTreeMap<String, String>, PageError> {
+    let heartbeats = |from_ms, to_ms, host: Option<String>| SeriesQuery {
+        layer: Layer::Infra,
+        service: None,
+        name: Some("agent.heartbeat".into()),
+        host,
+        dims: Default::default(),
+        from_ms,
+        to_ms,
+    };
+    let mut docs = store
+        .read_rollups(&heartbeats(end - VERSION_WINDOW_MS, end, None))
+        .await?;
+    for b in beats
+        .iter()
+        .filter(|b| b.last_minute_ms < end - VERSION_WINDOW_MS)
+        .take(SILENT_VERSION_READS)
+    {
+        let q = heartbeats(
+            b.last_minute_ms,
+            b.last_minute_ms + MINUTE_MS,
+            Some(b.host.clone()),
+        );
+        docs.extend(store.read_rollups(&q).await?);
+    }
+    // Oldest first, so the newest document of a host wins.
+    docs.sort_by_key(|r| r.minute_ms);
+    let mut out = BTreeMap::new();
+    for r in docs {
+        if let Some(v) = r.key.dims.get("version") {
+            out.insert(r.key.host.clone(), v.clone());
+        }
+    }
+    Ok(out)
 }
