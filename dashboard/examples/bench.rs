@@ -11,7 +11,9 @@
 //! one rollup per series per hour for seven days and one per minute for the
 //! last two hours: the hourly part is what a day and a week aggregate over,
 //! the minute part what the last hour's sparklines and the 1 h layer page
-//! read. A rollup per series and minute for the whole week (100 M documents)
+//! read. Beside them, one whole-layer rollup per layer and minute for the
+//! week, as the collector writes (the layer page's percentiles).
+//! A rollup per series and minute for the whole week (100 M documents)
 //! is beyond the 2-core, 512 MB-heap machine this runs on.
 
 use std::collections::BTreeMap;
@@ -108,6 +110,31 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
     for t in tasks {
         written += t.await.expect("seed task");
     }
+    // The collector's whole-layer rollups, one per layer (but infra) and
+    // minute for the whole week: what the layer page's percentiles read.
+    let mut wholes: BTreeMap<Layer, Rollup> = BTreeMap::new();
+    for t in templates.iter().filter(|t| t.key.layer != Layer::Infra) {
+        wholes
+            .entry(t.key.layer)
+            .or_insert_with(|| Rollup::empty(0, SeriesKey::whole_layer(t.key.layer), "c1"))
+            .merge(t);
+    }
+    let week: Vec<Rollup> = (0..DAYS * 1440)
+        .flat_map(|m| {
+            wholes.values().map(move |w| {
+                let mut r = w.clone();
+                r.minute_ms = this_minute - m * MINUTE_MS;
+                r
+            })
+        })
+        .collect();
+    for part in week.chunks(5_000) {
+        store
+            .write_layer_rollups(part)
+            .await
+            .expect("seed whole-layer write");
+    }
+    written += week.len();
     store.sync().await.expect("sync");
     (written, started.elapsed())
 }
@@ -213,7 +240,7 @@ async fn main() {
     };
     let (docs, took) = seed(store.clone(), now).await;
     println!(
-        "{kind}: seeded {docs} rollups ({SERIES} series, {DAYS} days hourly + {MINUTE_HOURS} h per minute) in {:.0} s",
+        "{kind}: seeded {docs} rollups ({SERIES} series, {DAYS} days hourly + {MINUTE_HOURS} h per minute; whole layers per minute) in {:.0} s",
         took.as_secs_f64()
     );
     let users = vec![User {
