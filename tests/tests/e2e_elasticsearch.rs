@@ -382,6 +382,57 @@ severity = "critical"
         );
     }
 
+    // The whole-layer rollups (the layer page's percentiles) count every
+    // line exactly once too: per layer and minute, their sum in the
+    // `layers` indices equals the lines written.
+    let mut want_layers: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for ((layer, _, _, minute), n) in &w.want {
+        *want_layers
+            .entry(((*layer).to_owned(), *minute))
+            .or_default() += n;
+    }
+    let layer_sums = || async {
+        let body = serde_json::json!({
+            "size": 0,
+            "query": {"range": {"minute": {"gte": t0, "lt": to}}},
+            "aggs": {"l": {"terms": {"field": "layer", "size": 10}, "aggs": {
+                "m": {"terms": {"field": "minute", "size": 1000}, "aggs": {
+                    "n": {"sum": {"field": "count"}}}}}}}
+        });
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{es}/{prefix}-layers-*/_search"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut got: BTreeMap<(String, i64), u64> = BTreeMap::new();
+        for l in v["aggregations"]["l"]["buckets"].as_array().unwrap() {
+            for m in l["m"]["buckets"].as_array().unwrap() {
+                got.insert(
+                    (
+                        l["key"].as_str().unwrap().to_owned(),
+                        m["key"].as_i64().unwrap(),
+                    ),
+                    m["n"]["value"].as_f64().unwrap() as u64,
+                );
+            }
+        }
+        got
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got_layers = layer_sums().await;
+    while got_layers != want_layers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got_layers = layer_sums().await;
+    }
+    assert_eq!(
+        got_layers, want_layers,
+        "whole-layer rollups per (layer, minute) equal the lines written"
+    );
+
     // Infra: the agent's host metrics are there (values, not counts, vary).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
