@@ -65,13 +65,7 @@ impl SeriesQuery {
     /// # Errors
     /// [`StoreError::InvalidQuery`].
     pub fn validate(&self) -> Result<(), StoreError> {
-        if self.to_ms <= self.from_ms {
-            return Err(StoreError::InvalidQuery(format!(
-                "`to` ({}) must be after `from` ({})",
-                self.to_ms, self.from_ms
-            )));
-        }
-        Ok(())
+        check_range(self.from_ms, self.to_ms)
     }
 }
 
@@ -187,4 +181,15 @@ pub struct RetentionReport {
     pub dropped: Vec<String>,
     /// Documents deleted, where the backend counts them.
     pub deleted_docs: u64,
+}
+
+/// Rejects a range whose end is not after its start, the one check every
+/// read by range makes.
+pub(crate) fn check_range(from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+    if to_ms <= from_ms {
+        return Err(StoreError::InvalidQuery(format!(
+            "`to` ({to_ms}) must be after `from` ({from_ms})"
+        )));
+    }
+    Ok(())
 }

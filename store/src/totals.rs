@@ -75,12 +75,7 @@ impl TotalsQuery {
     /// # Errors
     /// [`StoreError::InvalidQuery`].
     pub fn validate(&self) -> Result<(), StoreError> {
-        if self.to_ms <= self.from_ms {
-            return Err(StoreError::InvalidQuery(format!(
-                "`to` ({}) must be after `from` ({})",
-                self.to_ms, self.from_ms
-            )));
-        }
+        crate::query::check_range(self.from_ms, self.to_ms)?;
         if let Some(b) = self.bucket_ms
             && (b <= 0 || b % panorama_model::MINUTE_MS != 0)
         {

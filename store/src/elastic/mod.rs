@@ -640,11 +640,7 @@ impl Store for ElasticStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Rollup>, StoreError> {
-        if to_ms <= from_ms {
-            return Err(StoreError::InvalidQuery(format!(
-                "`to` ({to_ms}) must be after `from` ({from_ms})"
-            )));
-        }
+        crate::query::check_range(from_ms, to_ms)?;
         let filter = json!({"bool": {"filter": [
             {"term": {"layer": layer}},
             {"range": {"minute": {"gte": from_ms, "lt": to_ms}}},

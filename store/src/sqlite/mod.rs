@@ -480,11 +480,7 @@ impl Store for SqliteStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Rollup>, StoreError> {
-        if to_ms <= from_ms {
-            return Err(StoreError::InvalidQuery(format!(
-                "`to` ({to_ms}) must be after `from` ({from_ms})"
-            )));
-        }
+        crate::query::check_range(from_ms, to_ms)?;
         self.with_conn(move |conn| {
             let rows = select_bodies(
                 conn,
