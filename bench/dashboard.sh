@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Dashboard server time over a week of 10,000 series, in SQLite and in
-# Elasticsearch: seeds each store (one rollup per series per hour for 7
-# days, per minute for the last 2 hours), then times the overview and the
-# url layer page at 1 h, 24 h and 7 d through the router (median and p90
-# of 21 requests after a warm-up). Target: overview and layer page
-# <= 100 ms median on both.
+# Elasticsearch: seeds each store (one rollup per series and minute for the
+# last 24 hours, per series and hour for the 6 days before, and the
+# collector's whole-layer rollups per minute), then times the overview and
+# the url layer page at 1 h, 24 h and 7 d through the router (the first
+# request, then median and p90 of 21 more). Target: overview and layer page
+# <= 100 ms median on both. Takes about 25 minutes, most of it seeding.
 #
-#   bench/dashboard.sh              (PANORAMA_ES_URL to use a running cluster)
+#   bench/dashboard.sh      (PANORAMA_ES_URL to use a running cluster;
+#                            PANORAMA_BENCH_MINUTE_HOURS=2 for a quick run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
