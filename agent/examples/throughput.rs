@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             pipeline.recycle(&mut events);
             tailer.ack(&chunk.source_id, chunk.end_offset);
             acked = chunk.end_offset;
+            tailer.recycle(chunk);
         }
     }
     let secs = started.elapsed().as_secs_f64();

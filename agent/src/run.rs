@@ -342,6 +342,7 @@ async fn source_task(
                 figs.newest_acked_ms
                     .fetch_max(ts.max(0) as u64, Ordering::Relaxed);
             }
+            tailer.recycle(chunk);
         }
     }
     tailer.checkpoint()?;

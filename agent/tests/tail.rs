@@ -900,6 +900,83 @@ fn run_model(ops: Vec<Op>, read_chunk: usize, inflight: u64, close_idle: bool) {
     assert_eq!(counted, written, "every line counted exactly once");
 }
 
+/// What a consumer sees of one chunk: its byte range, cut lines, lines, and
+/// the lines as text if they came as text.
+type Seen = (u64, u64, u64, Vec<Vec<u8>>, Option<Vec<String>>);
+
+/// Everything a consumer sees of the chunks of a file read to its end.
+/// With `recycle`, every chunk goes back to the tailer once read, so that
+/// the next reads reuse its buffer, stale bytes and all. With `flush`, a
+/// last line without newline is emitted at once instead of waiting.
+fn read_all(
+    content: &[u8],
+    max_line: usize,
+    read_chunk: usize,
+    flush: bool,
+    recycle: bool,
+) -> Vec<Seen> {
+    let env = Env::new();
+    append(&env.log("app.log"), content);
+    let mut cfg = env.cfg("app.log");
+    cfg.max_line_bytes = max_line;
+    cfg.read_chunk_bytes = read_chunk;
+    if flush {
+        cfg.partial_line_flush = Duration::ZERO;
+    }
+    let mut t = Tailer::new(cfg).unwrap();
+    let mut seen = Vec::new();
+    let mut quiet = 0;
+    while quiet < 3 {
+        let got = t.poll();
+        if got.is_empty() {
+            quiet += 1;
+        }
+        for c in got {
+            assert!(t.ack(&c.source_id, c.end_offset));
+            let lines = c.lines().map(<[u8]>::to_vec).collect();
+            let text = c
+                .text_lines()
+                .map(|l| l.map(str::to_owned).collect::<Vec<_>>());
+            seen.push((c.start_offset, c.end_offset, c.cut_lines, lines, text));
+            if recycle {
+                t.recycle(c);
+            }
+        }
+    }
+    seen
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn recycled_buffers_read_the_same_lines(
+        lines in proptest::collection::vec(
+            proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'\r'), Just(0xc3), Just(0xa9), Just(0xff)],
+                0..40,
+            ),
+            0..60,
+        ),
+        newline_at_end in any::<bool>(),
+        max_line in 1usize..30,
+        read_chunk in 1usize..90,
+        flush in any::<bool>(),
+    ) {
+        let mut content = lines.join(&b'\n');
+        if newline_at_end {
+            content.push(b'\n');
+        }
+        let fresh = read_all(&content, max_line, read_chunk, flush, false);
+        let recycled = read_all(&content, max_line, read_chunk, flush, true);
+        prop_assert_eq!(fresh, recycled);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,

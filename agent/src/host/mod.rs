@@ -23,7 +23,7 @@
 //!
 //! | name | unit | from |
 //! |---|---|---|
-//! | `agent.heartbeat` | always 1 | every sample, even when all else fails |
+//! | `agent.heartbeat` | always 1; dim `version`, the agent's release (`0.1.0`) | every sample, even when all else fails |
 //! | `cpu.busy`, `cpu.iowait`, `cpu.steal` | % of all CPU time | `stat` deltas |
 //! | `load.1`, `load.5`, `load.15` | runnable + uninterruptible tasks | `loadavg` |
 //! | `mem.used` | % of `MemTotal` not `MemAvailable` | `meminfo` |
@@ -41,6 +41,12 @@
 //!
 //! `procs.count` lists the proc root rather than reading `/proc/stat`, whose
 //! `processes` line counts forks since boot, not processes alive.
+//!
+//! The heartbeat's `version` dim is how the dashboard's Hosts page knows
+//! which release each agent runs. It is the heartbeat's only dim and the
+//! same on every sample of a running agent, so the heartbeat stays one
+//! series per host (a new one after an upgrade); the other metrics carry
+//! no dims.
 //!
 //! Series are bounded: at most [`MAX_SERIES_PER_FAMILY`] mounts, disks and
 //! interfaces each; `lo` and `veth*` (one per container on a container host)
@@ -82,6 +88,12 @@ pub const DEFAULT_SERVICE: &str = "host";
 /// The liveness series: one event per sample, so the collector can tell a
 /// silent host from a quiet one.
 pub const HEARTBEAT: &str = "agent.heartbeat";
+
+/// The heartbeat's dim naming the agent's release.
+pub const VERSION_DIM: &str = "version";
+
+/// This agent's release, the value of [`VERSION_DIM`].
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The most mounts, disks and interfaces (each) reported per host; beyond it
 /// the rest are dropped with one warning, so an odd host cannot explode the
@@ -281,7 +293,7 @@ impl HostSampler {
             service,
             host,
         };
-        emit.gauge(HEARTBEAT, 1.0);
+        emit.heartbeat();
 
         let mut problems = Vec::new();
         let mut check = |source: Source, result: Result<(), SourceError>| {
@@ -416,6 +428,14 @@ struct Emit<'a> {
 }
 
 impl Emit<'_> {
+    /// [`HEARTBEAT`], with the agent's [`VERSION`].
+    fn heartbeat(&mut self) {
+        self.gauge(HEARTBEAT, 1.0);
+        if let Some(beat) = self.out.last_mut() {
+            beat.dims.insert(VERSION_DIM.to_owned(), VERSION.to_owned());
+        }
+    }
+
     fn gauge(&mut self, name: impl Into<String>, value: f64) {
         if !value.is_finite() {
             return;

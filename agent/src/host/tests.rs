@@ -318,6 +318,29 @@ fn empty_proc_root_still_beats() {
 }
 
 #[test]
+fn heartbeat_carries_the_agent_version() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path(), false);
+    let mut s = sampler(dir.path());
+    for now in [T0, T1] {
+        let mut out = Vec::new();
+        s.sample(now, &mut out).unwrap();
+        let beats: Vec<&Event> = out.iter().filter(|e| e.name == HEARTBEAT).collect();
+        assert_eq!(beats.len(), 1);
+        // The only dim, and the same every time: one series per host.
+        let want = BTreeMap::from([("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]);
+        assert_eq!(beats[0].dims, want);
+        assert!(!VERSION.is_empty());
+        // Other metrics stay without dims.
+        assert!(
+            out.iter()
+                .filter(|e| e.name != HEARTBEAT)
+                .all(|e| e.dims.is_empty())
+        );
+    }
+}
+
+#[test]
 fn missing_mem_available_falls_back_and_no_swap_is_zero() {
     let dir = tempfile::tempdir().unwrap();
     put(

@@ -426,8 +426,9 @@ impl Mapper {
                 let e = out.last_mut().expect("just pushed");
                 e.ts_ms = ts_ms;
                 e.layer = layer;
-                e.name.clear();
-                e.name.push_str(name);
+                // The name changes hands instead of being copied: the
+                // event's old buffer is the one the next line renders into.
+                std::mem::swap(&mut e.name, name);
                 e.outcome = outcome;
                 e.latency_ms = latency_ms;
                 e.value = value;

@@ -525,10 +525,16 @@ impl Pipeline {
         };
         self.emit_done(out);
         self.stats.events += (out.len() - before) as u64;
-        if let Err(f) = &result {
-            self.fail(text, f.clone());
+        // A new `Ok` rather than `result` passed on: copying the 32-byte
+        // result as a whole reads it back wider than it was written, which
+        // stalls on store forwarding for every line.
+        match result {
+            Ok(()) => Ok(()),
+            Err(f) => {
+                self.fail(text, f.clone());
+                Err(f)
+            }
         }
-        result
     }
 
     /// Emits what a multi-line record still holds back: call at the end of

@@ -6,15 +6,26 @@
 //! file without newlines can never make the agent buffer without bound.
 //! Complete lines go into a [`Lines`] accumulator, which becomes one
 //! [`Chunk`](super::Chunk).
+//!
+//! The file is read straight into the buffer the chunk hands out: lines are
+//! spans of it, not copies. The pending line's first bytes are copied to
+//! the front of the next buffer, so that a line is always in one piece.
 
 use std::time::{Duration, Instant};
 
-/// Complete lines gathered for one chunk: contents back to back in `data`,
-/// `ends[i]` the end of line `i` in `data`.
+/// Complete lines gathered for one chunk: line `i` is
+/// `data[spans[i].0..spans[i].1]`.
+///
+/// `data` holds the bytes read, with their newlines (and the part of
+/// over-long lines past the cut, and carriage returns), none of which is in
+/// a span; every byte of `data[..used]` belongs to a complete line. Bytes
+/// past `used` mean nothing: they are left as they are so that a buffer can
+/// be read into again without clearing it.
 #[derive(Debug, Default)]
 pub(crate) struct Lines {
     pub(crate) data: Vec<u8>,
-    pub(crate) ends: Vec<usize>,
+    pub(crate) used: usize,
+    pub(crate) spans: Vec<(usize, usize)>,
     /// Lines whose content was cut to `max_line_bytes`.
     pub(crate) cut: u64,
     /// Lines emitted without a newline because they waited too long (or
@@ -25,26 +36,52 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+    /// No lines yet, to be read into `buf` (whatever it holds).
+    pub(crate) fn with_buffer(buf: Vec<u8>) -> Lines {
+        Lines {
+            data: buf,
+            ..Lines::default()
+        }
     }
 
-    /// Adds a line: `kept` is its content (possibly already shortened),
-    /// `content_len` its true length, `file_bytes` what it occupies in the
-    /// file.
-    fn push(&mut self, kept: &[u8], content_len: u64, file_bytes: u64, max: usize) {
-        let cut = content_len > max as u64;
-        let mut kept = &kept[..kept.len().min(max)];
-        if cut {
-            self.cut += 1;
-        } else if let [head @ .., b'\r'] = kept {
-            // CRLF files: the carriage return belongs to the terminator.
-            kept = head;
-        }
-        self.data.extend_from_slice(kept);
-        self.ends.push(self.data.len());
-        self.file_bytes += file_bytes;
+    pub(crate) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
+
+    /// `data[used..used + n]`, growing `data` if it is shorter.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.used + n;
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        &mut self.data[self.used..end]
+    }
+}
+
+/// Adds the line that starts at `start` in `data` and whose bytes there end
+/// at `end` (its newline, or the end of what was read of it): `len` is its
+/// true length, `file_bytes` what it occupies in the file. Only the first
+/// `max` bytes are kept (a field-by-field borrow of [`Lines`], so that the
+/// caller can search `data` meanwhile).
+#[inline]
+fn push_line(
+    spans: &mut Vec<(usize, usize)>,
+    data: &[u8],
+    (start, end): (usize, usize),
+    (len, file_bytes): (u64, u64),
+    max: usize,
+    counts: (&mut u64, &mut u64),
+) {
+    let (cut, total) = counts;
+    let mut kept_end = start + (end - start).min(max);
+    if len > max as u64 {
+        *cut += 1;
+    } else if kept_end > start && data[kept_end - 1] == b'\r' {
+        // CRLF files: the carriage return belongs to the terminator.
+        kept_end -= 1;
+    }
+    spans.push((start, kept_end));
+    *total += file_bytes;
 }
 
 /// The line of one file that is still waiting for its newline.
@@ -74,28 +111,59 @@ impl LineAssembler {
         self.pending
     }
 
-    /// Splits `bytes` (the next bytes of the file) into lines.
-    pub(crate) fn push(&mut self, bytes: &[u8], now: Instant, out: &mut Lines) {
-        // One allocation for the read instead of doubling line by line.
-        out.data.reserve(bytes.len());
-        let mut rest = bytes;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            let seg = &rest[..i];
-            if self.pending == 0 {
-                // The common case: the whole line is in this read, copy once.
-                out.push(seg, i as u64, i as u64 + 1, self.max_line);
-            } else {
-                self.append(seg);
-                let len = self.pending;
-                out.push(&self.kept, len, len + 1, self.max_line);
-                self.reset();
-            }
-            rest = &rest[i + 1..];
+    /// Room to read up to `n` bytes of the file into, in `out`'s buffer
+    /// right after a copy of the pending line's kept bytes; then call
+    /// [`commit`](LineAssembler::commit) with what was read.
+    pub(crate) fn room<'a>(&self, out: &'a mut Lines, n: usize) -> &'a mut [u8] {
+        let k = self.kept.len();
+        let room = out.room(k + n);
+        room[..k].copy_from_slice(&self.kept);
+        &mut room[k..]
+    }
+
+    /// Splits the `n` bytes just read into the [`room`](LineAssembler::room)
+    /// into lines.
+    pub(crate) fn commit(&mut self, out: &mut Lines, n: usize, now: Instant) {
+        if n == 0 {
+            return;
         }
-        if !rest.is_empty() {
-            self.append(rest);
-            self.last_growth = Some(now);
+        let Lines {
+            data,
+            used,
+            spans,
+            cut,
+            file_bytes,
+            ..
+        } = out;
+        let k = self.kept.len();
+        let base = *used;
+        let end = base + k + n;
+        // What the first line lost past the cut before this read: it is
+        // not in `data`, and counts all the same.
+        let mut dropped = self.pending - k as u64;
+        let mut start = base;
+        for i in memchr::memchr_iter(b'\n', &data[base + k..end]) {
+            let nl = base + k + i;
+            let len = dropped + (nl - start) as u64;
+            push_line(
+                spans,
+                data,
+                (start, nl),
+                (len, len + 1),
+                self.max_line,
+                (cut, file_bytes),
+            );
+            dropped = 0;
+            start = nl + 1;
         }
+        // The rest waits for its newline.
+        let rest = end - start;
+        self.pending = dropped + rest as u64;
+        self.kept.clear();
+        self.kept
+            .extend_from_slice(&data[start..start + rest.min(self.max_line)]);
+        self.last_growth = (rest > 0).then_some(now);
+        *used = start;
     }
 
     /// Emits the pending line as it is, without a newline. Returns whether
@@ -104,10 +172,23 @@ impl LineAssembler {
         if self.pending == 0 {
             return false;
         }
+        let k = self.kept.len();
+        out.room(k).copy_from_slice(&self.kept);
+        let start = out.used;
         let len = self.pending;
-        out.push(&self.kept, len, len, self.max_line);
+        push_line(
+            &mut out.spans,
+            &out.data,
+            (start, start + k),
+            (len, len),
+            self.max_line,
+            (&mut out.cut, &mut out.file_bytes),
+        );
+        out.used += k;
         out.flushed += 1;
-        self.reset();
+        self.kept.clear();
+        self.pending = 0;
+        self.last_growth = None;
         true
     }
 
@@ -118,34 +199,22 @@ impl LineAssembler {
             (_, Some(t)) => Some(t + after),
         }
     }
-
-    fn append(&mut self, seg: &[u8]) {
-        let room = self.max_line.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&seg[..seg.len().min(room)]);
-        self.pending += seg.len() as u64;
-    }
-
-    fn reset(&mut self) {
-        self.kept.clear();
-        self.pending = 0;
-        self.last_growth = None;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    impl LineAssembler {
+        /// Reads `bytes` as the file's next bytes.
+        fn push(&mut self, bytes: &[u8], now: Instant, out: &mut Lines) {
+            self.room(out, bytes.len()).copy_from_slice(bytes);
+            self.commit(out, bytes.len(), now);
+        }
+    }
+
     fn lines(out: &Lines) -> Vec<&[u8]> {
-        let mut start = 0;
-        out.ends
-            .iter()
-            .map(|&end| {
-                let l = &out.data[start..end];
-                start = end;
-                l
-            })
-            .collect()
+        out.spans.iter().map(|&(s, e)| &out.data[s..e]).collect()
     }
 
     #[test]

@@ -166,8 +166,10 @@ impl TailConfig {
 /// The chunks of one source come out in offset order and without gaps: a
 /// chunk starts where the previous one ended, or at the acknowledged offset
 /// after a restart. Lines are raw bytes without their `\n` (nor a `\r`
-/// before it); decoding, lossy or not, is the parser's business.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// before it); decoding, lossy or not, is the parser's business. Once its
+/// lines are no longer needed, a chunk can go back to the tailer with
+/// [`Tailer::recycle`].
+#[derive(Clone)]
 pub struct Chunk {
     /// The file's identity, stable across rotation and restarts.
     pub source_id: String,
@@ -182,19 +184,20 @@ pub struct Chunk {
     /// Lines emitted without newline (waited `partial_line_flush`, or their
     /// file went away).
     pub flushed_lines: u64,
+    /// The bytes read, lines and what separates them; only `data[..used]`
+    /// means anything (see `lines::Lines`).
     data: Vec<u8>,
-    ends: Vec<usize>,
+    used: usize,
+    /// Where each line is in `data`.
+    spans: Vec<(usize, usize)>,
 }
 
 impl Chunk {
     /// The lines, in file order.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let line = &self.data[start..end];
-            start = end;
-            line
-        })
+        self.spans
+            .iter()
+            .map(|&(start, end)| &self.data[start..end])
     }
 
     /// The lines as text, when the chunk is valid UTF-8 as a whole (nearly
@@ -203,22 +206,63 @@ impl Chunk {
     /// [`Pipeline::feed_str`](crate::parse::Pipeline::feed_str) takes the
     /// lines as they are.
     pub fn text_lines(&self) -> Option<impl ExactSizeIterator<Item = &str> + '_> {
-        let text = std::str::from_utf8(&self.data).ok()?;
-        // A line cut at `max_line_bytes` may end inside a character.
-        if !self.ends.iter().all(|&end| text.is_char_boundary(end)) {
+        let text = std::str::from_utf8(&self.data[..self.used]).ok()?;
+        // A line cut at `max_line_bytes` may end inside a character, and
+        // the rest of it is still in the text.
+        if !self
+            .spans
+            .iter()
+            .all(|&(start, end)| text.is_char_boundary(start) && text.is_char_boundary(end))
+        {
             return None;
         }
-        let mut start = 0;
-        Some(self.ends.iter().map(move |&end| {
-            let line = &text[start..end];
-            start = end;
-            line
-        }))
+        Some(
+            self.spans
+                .iter()
+                .map(move |&(start, end)| &text[start..end]),
+        )
     }
 
     /// How many lines.
     pub fn line_count(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
+    }
+}
+
+/// Two chunks are equal when they cover the same range with the same
+/// lines, however their buffers were filled.
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Chunk) -> bool {
+        self.source_id == other.source_id
+            && self.path == other.path
+            && self.start_offset == other.start_offset
+            && self.end_offset == other.end_offset
+            && self.cut_lines == other.cut_lines
+            && self.flushed_lines == other.flushed_lines
+            && self.lines().eq(other.lines())
+    }
+}
+
+impl Eq for Chunk {}
+
+/// The lines as text (lossy), not the buffer they are in.
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("source_id", &self.source_id)
+            .field("path", &self.path)
+            .field("start_offset", &self.start_offset)
+            .field("end_offset", &self.end_offset)
+            .field("cut_lines", &self.cut_lines)
+            .field("flushed_lines", &self.flushed_lines)
+            .field(
+                "lines",
+                &self
+                    .lines()
+                    .map(String::from_utf8_lossy)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 

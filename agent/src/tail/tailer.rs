@@ -35,7 +35,8 @@ pub struct Tailer {
     wake: Arc<Notify>,
     acks: Arc<Mutex<Vec<(String, u64)>>>,
     totals: TailStats,
-    buf: Vec<u8>,
+    /// Read buffers handed back with [`Tailer::recycle`]; see [`Buffers`].
+    bufs: Buffers,
     generation: u64,
     last_scan: Option<Instant>,
     dirty: bool,
@@ -126,7 +127,10 @@ impl Tailer {
         let wake = Arc::new(Notify::new());
         let watch = Watch::new(&cfg.globs, wake.clone());
         Ok(Tailer {
-            buf: vec![0; cfg.read_chunk_bytes],
+            bufs: Buffers {
+                kept: Vec::new(),
+                sizes: cfg.read_chunk_bytes..=2 * (cfg.read_chunk_bytes + cfg.max_line_bytes),
+            },
             cfg,
             sources,
             checkpointer,
@@ -180,6 +184,14 @@ impl Tailer {
             self.dirty = true;
         }
         true
+    }
+
+    /// Hands back a chunk whose lines are no longer needed, so that its
+    /// buffer is read into again rather than a new one allocated and
+    /// cleared for the next read. Optional: a chunk that is dropped instead
+    /// only costs that.
+    pub fn recycle(&mut self, chunk: Chunk) {
+        self.bufs.give(chunk.data);
     }
 
     /// The acknowledged offset of a source, if it is known.
@@ -641,11 +653,17 @@ impl Tailer {
                 (_, Some(end)) => end.saturating_sub(of.read_offset),
                 (_, None) => budget.min(c.read_chunk_bytes as u64),
             };
-            let mut lines = Lines::default();
+            let mut lines = Lines::with_buffer(if want > 0 {
+                self.bufs.take()
+            } else {
+                Vec::new()
+            });
             let mut total = 0;
             while want > 0 {
                 let step = want.min(c.read_chunk_bytes as u64) as usize;
-                let n = match of.file.read_at(&mut self.buf[..step], of.read_offset) {
+                // Straight into the chunk's buffer: lines are not copied.
+                let room = of.asm.room(&mut lines, step);
+                let n = match of.file.read_at(room, of.read_offset) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -656,7 +674,7 @@ impl Tailer {
                 if n == 0 {
                     break;
                 }
-                of.asm.push(&self.buf[..n], now, &mut lines);
+                of.asm.commit(&mut lines, n, now);
                 of.read_offset += n as u64;
                 total += n;
                 want -= n as u64;
@@ -690,6 +708,14 @@ impl Tailer {
                 && of.asm.pending() == 0
                 && now >= of.active_at + c.close_idle_after;
             inflight += lines.file_bytes;
+            if lines.is_empty() {
+                self.bufs.give(std::mem::take(&mut lines.data));
+            } else if lines.used < lines.data.len() / 4 {
+                // A few lines of a quiet file: they should not hold on to a
+                // whole read buffer while they are shipped.
+                let small = lines.data[..lines.used].to_vec();
+                self.bufs.give(std::mem::replace(&mut lines.data, small));
+            }
             if src.emit(lines, out, &mut self.totals) {
                 self.dirty = true;
             }
@@ -763,7 +789,7 @@ impl Source {
         while self.replay.front().is_some_and(|&b| b <= end) {
             self.replay.pop_front();
         }
-        let n = lines.ends.len() as u64;
+        let n = lines.spans.len() as u64;
         for s in [&mut self.stats.lines, &mut totals.lines] {
             *s += n;
         }
@@ -784,7 +810,8 @@ impl Source {
             cut_lines: lines.cut,
             flushed_lines: lines.flushed,
             data: lines.data,
-            ends: lines.ends,
+            used: lines.used,
+            spans: lines.spans,
         });
         true
     }
@@ -814,6 +841,30 @@ impl Source {
         let mut lines = Lines::default();
         asm.flush(&mut lines);
         self.emit(lines, out, totals)
+    }
+}
+
+/// Read buffers to reuse: clearing or allocating one per read would cost
+/// about what copying the lines out of a single one did.
+struct Buffers {
+    kept: Vec<Vec<u8>>,
+    /// The lengths worth keeping: a buffer shorter than a read would have
+    /// to grow again, one grown by a long replay holds too much.
+    sizes: std::ops::RangeInclusive<usize>,
+}
+
+/// Most buffers kept: one per chunk a caller typically holds at once.
+const MAX_KEPT_BUFFERS: usize = 4;
+
+impl Buffers {
+    fn take(&mut self) -> Vec<u8> {
+        self.kept.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, buf: Vec<u8>) {
+        if self.kept.len() < MAX_KEPT_BUFFERS && self.sizes.contains(&buf.len()) {
+            self.kept.push(buf);
+        }
     }
 }
 
