@@ -145,6 +145,34 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
             .expect("seed whole-layer write");
     }
     written += week.len();
+    // Seeding takes minutes: bring the dense part up to the present minute,
+    // so the pages read a whole last hour and last five minutes, as they
+    // would under a running collector.
+    let mut last = this_minute;
+    loop {
+        let current = minute_of(chrono::Utc::now().timestamp_millis());
+        if current <= last {
+            break;
+        }
+        for m in (last + MINUTE_MS..=current).step_by(MINUTE_MS as usize) {
+            let at = |r: &Rollup| {
+                let mut r = r.clone();
+                r.minute_ms = m;
+                r
+            };
+            let batch: Vec<Rollup> = templates.iter().map(at).collect();
+            for part in batch.chunks(5_000) {
+                store.write_rollups(part).await.expect("top-up write");
+            }
+            let whole: Vec<Rollup> = wholes.values().map(at).collect();
+            store
+                .write_layer_rollups(&whole)
+                .await
+                .expect("top-up whole-layer write");
+            written += batch.len() + whole.len();
+        }
+        last = current;
+    }
     store.sync().await.expect("sync");
     (written, started.elapsed())
 }
