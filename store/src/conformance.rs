@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             empty_reads,
             totals_sum_layers_and_series,
             layer_rollups_apart_from_series,
+            whole_layer_totals_equal_series_totals,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -1353,4 +1354,107 @@ pub async fn layer_rollups_apart_from_series(store: &dyn Store) {
         2,
         "layer totals sum series only: {totals:?}"
     );
+}
+
+/// The collector's documents of a few minutes: series of two layers and an
+/// infra gauge, and, per layer (but infra) and minute, the whole-layer
+/// rollup of the same events in two collector parts.
+fn collector_minutes(first: i64, minutes: i64) -> (Vec<Rollup>, Vec<Rollup>) {
+    let series = [
+        key(Layer::Url, "shop", "web1", "GET /cart"),
+        key(Layer::Url, "shop", "web2", "POST /pay"),
+        key(Layer::Call, "shop", "web1", "pay-gw charge"),
+    ];
+    let mut docs = Vec::new();
+    let mut wholes: BTreeMap<(i64, Layer, u64), Rollup> = BTreeMap::new();
+    for m in 0..minutes {
+        let at = minute(first + m);
+        for (i, k) in series.iter().enumerate() {
+            let mut r = rollup(
+                at,
+                k,
+                "c1",
+                &latencies(10 + i * 7, (m * 3) as u64 + i as u64),
+                i,
+            );
+            r.part = (i % 2) as u64;
+            wholes
+                .entry((at, k.layer, r.part))
+                .or_insert_with(|| {
+                    let mut w = Rollup::empty(at, SeriesKey::whole_layer(k.layer), "c1");
+                    w.part = r.part;
+                    w
+                })
+                .merge(&r);
+            docs.push(r);
+        }
+        docs.push(gauge(
+            at,
+            &key(Layer::Infra, "host", "web1", "cpu.busy"),
+            "c1",
+            &[20.0 + m as f64, 30.0],
+        ));
+    }
+    (docs, wholes.into_values().collect())
+}
+
+/// Summing a layer from its whole-layer rollups gives what summing its
+/// series gives (whether a backend uses them or sums of its own).
+pub async fn whole_layer_totals_equal_series_totals(store: &dyn Store) {
+    let (docs, wholes) = collector_minutes(90, 4);
+    write_rollups(store, &docs).await;
+    if let Err(e) = store.write_layer_rollups(&wholes).await {
+        panic!("write_layer_rollups failed: {e}");
+    }
+    sync(store).await;
+    for bucket in [None, Some(MINUTE_MS), Some(2 * MINUTE_MS)] {
+        let mut q = TotalsQuery::range(minute(90), minute(94));
+        q.bucket_ms = bucket;
+        let by_series = match store.layer_totals(&q).await {
+            Ok(t) => t,
+            Err(e) => panic!("layer_totals failed: {e}"),
+        };
+        q.whole_layers = true;
+        let by_layer = match store.layer_totals(&q).await {
+            Ok(t) => t,
+            Err(e) => panic!("layer_totals (whole layers) failed: {e}"),
+        };
+        let shape = |t: &[crate::LayerTotals]| {
+            t.iter()
+                .map(|x| {
+                    (
+                        x.layer,
+                        x.totals.bucket_ms,
+                        x.totals.count,
+                        x.totals.errors,
+                        x.totals.latency_count,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&by_layer), shape(&by_series), "bucket {bucket:?}");
+        assert_eq!(
+            by_series
+                .iter()
+                .map(|x| x.layer)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            3,
+            "url, call and infra: {by_series:?}"
+        );
+        for (a, b) in by_layer.iter().zip(&by_series) {
+            assert_close(
+                &format!("{} latency sum", a.layer),
+                a.totals.latency_sum_ms,
+                b.totals.latency_sum_ms,
+                1e-9,
+            );
+            assert_close(
+                &format!("{} value sum", a.layer),
+                a.totals.value_sum,
+                b.totals.value_sum,
+                1e-9,
+            );
+        }
+    }
 }

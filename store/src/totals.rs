@@ -40,6 +40,18 @@ pub struct TotalsQuery {
     /// Elasticsearch aggregation over many buckets (sparklines).
     #[serde(default)]
     pub sums_only: bool,
+    /// Sum every layer but infra from its whole-layer rollups (one document
+    /// per layer, collector part and minute, see
+    /// [`Store::write_layer_rollups`](crate::Store::write_layer_rollups))
+    /// instead of from every series' documents: the same counts, errors and
+    /// latency sums at a cost that does not grow with the number of series
+    /// (maxima then are per layer, not per series). Only when the query
+    /// narrows nothing but the layer; otherwise ignored. Backends that keep
+    /// per-layer sums of their own (SQLite) ignore it too. For readers of
+    /// minutes a collector wrote; a store seeded with series alone has no
+    /// whole-layer documents to sum.
+    #[serde(default)]
+    pub whole_layers: bool,
 }
 
 impl TotalsQuery {
@@ -55,6 +67,7 @@ impl TotalsQuery {
             to_ms,
             bucket_ms: None,
             sums_only: false,
+            whole_layers: false,
         }
     }
 

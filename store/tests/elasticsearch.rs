@@ -162,3 +162,38 @@ async fn reqwest_put(url: &str, body: &str) -> String {
         .expect("running curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Asked to, Elasticsearch sums a layer from its whole-layer documents
+/// (the other backend keeps per-layer sums of its own): a layer present only
+/// there shows, and a series narrowing falls back to the series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_layer_totals_read_the_layers_indices() {
+    use panorama_model::SeriesKey;
+    use panorama_store::TotalsQuery;
+    let store = connect(prefix("whole_layer_totals_read")).await;
+    let base = panorama_store::conformance::BASE_MS;
+    let mut only = Rollup::empty(base, SeriesKey::whole_layer(Layer::Business), "c1");
+    let mut e = Event::new(base + 1_000, Layer::Business, "game", "h1", "login");
+    e.latency_ms = Some(12.0);
+    only.add(&e);
+    store.write_layer_rollups(&[only]).await.unwrap();
+    store.sync().await.unwrap();
+    let mut q = TotalsQuery::range(base, base + 60_000);
+    let plain = store.layer_totals(&q).await.unwrap();
+    assert!(plain.is_empty(), "no series documents: {plain:?}");
+    q.whole_layers = true;
+    let whole = store.layer_totals(&q).await.unwrap();
+    assert_eq!(
+        whole
+            .iter()
+            .map(|t| (t.layer, t.totals.count))
+            .collect::<Vec<_>>(),
+        vec![(Layer::Business, 1)]
+    );
+    q.service = Some("game".into());
+    assert!(
+        store.layer_totals(&q).await.unwrap().is_empty(),
+        "narrowed to a service: series documents only"
+    );
+    store.delete_everything().await.unwrap();
+}

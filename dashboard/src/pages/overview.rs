@@ -4,7 +4,9 @@
 //! the same over a week of ten thousand series as over one: today's sums per
 //! layer, the last hour per minute per layer (sparkline, last minute), the
 //! worst series of each layer over the last five minutes, and the hosts'
-//! newest heartbeats.
+//! newest heartbeats. The per-layer sums read the collector's whole-layer
+//! rollups where the backend has no per-layer sums of its own, so they
+//! do not grow with the number of series either.
 
 use askama::Template;
 use axum::Extension;
@@ -61,7 +63,9 @@ impl PastHours {
                 return Ok(rows.clone());
             }
         }
-        let rows = store.layer_totals(&TotalsQuery::range(from, to)).await?;
+        let mut q = TotalsQuery::range(from, to);
+        q.whole_layers = true;
+        let rows = store.layer_totals(&q).await?;
         *self
             .cached
             .lock()
@@ -169,6 +173,8 @@ pub(crate) async fn page(
     let hour_start = (now - now.rem_euclid(3_600_000)).max(day_start);
     let mut hour_q = TotalsQuery::range(hour_from.min(hour_start), end).buckets(MINUTE_MS);
     hour_q.sums_only = true;
+    // One document per layer and minute, not one per series.
+    hour_q.whole_layers = true;
     // The worst series now, not over the hour: what the on-duty engineer
     // should open first, and a range the store ranks quickly.
     let worst_q = SeriesTotalsQuery {

@@ -771,13 +771,35 @@ impl Store for ElasticStore {
             None => sums,
         };
         let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": inner}});
-        let res = self
-            .aggregate(
-                &self.rollup_indices(q.from_ms, q.to_ms),
+        let narrowed =
+            q.service.is_some() || q.name.is_some() || q.host.is_some() || q.name_prefix.is_some();
+        let (indices, filter) = if q.whole_layers && !narrowed {
+            // Whole-layer documents for every layer that has them, the
+            // series' own documents for infra: one search over both.
+            let p = &self.cfg.index_prefix;
+            let mut filter = Self::totals_filter(q);
+            if let Some(f) = filter["bool"]["filter"].as_array_mut() {
+                f.push(json!({"bool": {"minimum_should_match": 1, "should": [
+                    {"prefix": {"_index": format!("{p}-layers-")}},
+                    {"bool": {"filter": [
+                        {"prefix": {"_index": format!("{p}-rollups-")}},
+                        {"term": {"layer": Layer::Infra}},
+                    ]}},
+                ]}}));
+            }
+            let indices = format!(
+                "{},{}",
+                self.rollup_indices(q.from_ms, q.to_ms),
+                self.daily_indices(q.from_ms, q.to_ms, "layers")
+            );
+            (indices, filter)
+        } else {
+            (
+                self.rollup_indices(q.from_ms, q.to_ms),
                 Self::totals_filter(q),
-                aggs,
             )
-            .await?;
+        };
+        let res = self.aggregate(&indices, filter, aggs).await?;
         let mut out = Vec::new();
         for lb in buckets(&res["layers"]) {
             let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
