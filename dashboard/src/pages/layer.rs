@@ -168,12 +168,15 @@ pub(crate) async fn page(
     let range = Range::parse(&q, tz, now_ms(), "1h")?;
     let bucket = range.bucket();
     let store = d.store();
-    let now_q = TotalsQuery::range(range.from, range.to)
+    // The charts' sums from one document per minute, not one per series.
+    let mut now_q = TotalsQuery::range(range.from, range.to)
         .layer(layer)
         .buckets(bucket);
-    let then_q = TotalsQuery::range(range.from - DAY_MS, range.to - DAY_MS)
+    now_q.whole_layers = true;
+    let mut then_q = TotalsQuery::range(range.from - DAY_MS, range.to - DAY_MS)
         .layer(layer)
         .buckets(bucket);
+    then_q.whole_layers = true;
     let table_q = SeriesTotalsQuery {
         range: TotalsQuery::range(range.from, range.to).layer(layer),
         by_host: false,
