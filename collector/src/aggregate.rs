@@ -89,6 +89,12 @@ struct LayerEntry {
     written: u64,
 }
 
+impl LayerEntry {
+    fn dirty(&self) -> bool {
+        self.version != self.written
+    }
+}
+
 /// Keys are (minute, XXH3-128 of the series): already uniformly spread, so
 /// hashing them again with SipHash would only cost time on the hot path.
 #[derive(Default)]
@@ -255,7 +261,7 @@ impl Aggregator {
         }
         for (segment, entries) in &self.layers {
             for ((minute, layer), entry) in entries {
-                if entry.version == entry.written || (!all && minute + 60_000 + grace_ms > now_ms) {
+                if !entry.dirty() || (!all && minute + 60_000 + grace_ms > now_ms) {
                     continue;
                 }
                 out.layer_rollups.push(entry.rollup.clone());
@@ -335,7 +341,7 @@ impl Aggregator {
             let layers_dirty = self
                 .layers
                 .get(segment)
-                .is_some_and(|l| l.values().any(|e| e.version != e.written));
+                .is_some_and(|l| l.values().any(LayerEntry::dirty));
             if *segment >= open || layers_dirty || entries.values().any(Entry::dirty) {
                 break;
             }

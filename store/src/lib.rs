@@ -113,11 +113,7 @@ pub trait Store: Send + Sync {
         to_ms: i64,
         bucket_ms: i64,
     ) -> Result<Vec<Point>, StoreError> {
-        if bucket_ms <= 0 || bucket_ms % panorama_model::MINUTE_MS != 0 {
-            return Err(StoreError::InvalidQuery(format!(
-                "bucket of {bucket_ms} ms is not a whole number of minutes"
-            )));
-        }
+        query::check_bucket(bucket_ms)?;
         let rollups = self.read_layer_rollups(layer, from_ms, to_ms).await?;
         Ok(merge::points_by_bucket(rollups, bucket_ms))
     }

@@ -193,3 +193,13 @@ pub(crate) fn check_range(from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Rejects a bucket width that is not a whole, positive number of minutes.
+pub(crate) fn check_bucket(bucket_ms: i64) -> Result<(), StoreError> {
+    if bucket_ms <= 0 || bucket_ms % panorama_model::MINUTE_MS != 0 {
+        return Err(StoreError::InvalidQuery(format!(
+            "bucket of {bucket_ms} ms: expected a whole number of minutes"
+        )));
+    }
+    Ok(())
+}

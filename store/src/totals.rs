@@ -89,12 +89,8 @@ impl TotalsQuery {
     /// [`StoreError::InvalidQuery`].
     pub fn validate(&self) -> Result<(), StoreError> {
         crate::query::check_range(self.from_ms, self.to_ms)?;
-        if let Some(b) = self.bucket_ms
-            && (b <= 0 || b % panorama_model::MINUTE_MS != 0)
-        {
-            return Err(StoreError::InvalidQuery(format!(
-                "bucket of {b} ms: expected a whole number of minutes"
-            )));
+        if let Some(b) = self.bucket_ms {
+            crate::query::check_bucket(b)?;
         }
         Ok(())
     }

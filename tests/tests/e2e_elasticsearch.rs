@@ -435,29 +435,23 @@ severity = "critical"
 
     // Infra: the agent's host metrics are there (values, not counts, vary).
     let deadline = Instant::now() + Duration::from_secs(30);
+    let infra_count = |name: &'static str| {
+        let url = format!(
+            "{base}/api/v1/series?layer=infra&service=host&name={name}&host={HOST}&from={}&to={to}",
+            to - 10 * 60_000
+        );
+        async move {
+            json(&url).await["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["count"].as_u64())
+                .sum::<u64>()
+        }
+    };
     loop {
-        let v = json(&format!(
-            "{base}/api/v1/series?layer=infra&service=host&name=cpu.busy&host={HOST}&from={}&to={to}",
-            to - 10 * 60_000
-        ))
-        .await;
-        let n: u64 = v["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["count"].as_u64())
-            .sum();
-        let hb = json(&format!(
-            "{base}/api/v1/series?layer=infra&service=host&name=agent.heartbeat&host={HOST}&from={}&to={to}",
-            to - 10 * 60_000
-        ))
-        .await;
-        let beats: u64 = hb["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["count"].as_u64())
-            .sum();
+        let n = infra_count("cpu.busy").await;
+        let beats = infra_count("agent.heartbeat").await;
         if n > 0 && beats > 0 {
             break;
         }

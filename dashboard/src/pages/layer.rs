@@ -140,18 +140,36 @@ pub(crate) fn bucket_times(from: i64, to: i64, bucket: i64) -> Vec<i64> {
         .collect()
 }
 
-fn values(
-    rows: &[LayerTotals],
+/// What a chart line is read from: sums or points, each of one bucket.
+trait Bucketed {
+    fn bucket_start(&self) -> i64;
+}
+
+impl Bucketed for LayerTotals {
+    fn bucket_start(&self) -> i64 {
+        self.totals.bucket_ms
+    }
+}
+
+impl Bucketed for Point {
+    fn bucket_start(&self) -> i64 {
+        self.minute
+    }
+}
+
+/// One value per chart time: the row of bucket `t - shift`, if any.
+fn values<T: Bucketed>(
+    rows: &[T],
     times: &[i64],
     shift: i64,
-    f: impl Fn(&panorama_store::Totals) -> Option<f64>,
+    f: impl Fn(&T) -> Option<f64>,
 ) -> Vec<Option<f64>> {
     times
         .iter()
         .map(|t| {
             rows.iter()
-                .find(|r| r.totals.bucket_ms == t - shift)
-                .and_then(|r| f(&r.totals))
+                .find(|r| r.bucket_start() == t - shift)
+                .and_then(&f)
         })
         .collect()
 }
@@ -193,12 +211,6 @@ pub(crate) async fn page(
     let (now_rows, then_rows, mut series) = (now_rows?, then_rows?, series?);
     let (now_pts, then_pts) = (now_pts?, then_pts?);
     let times = bucket_times(range.from, range.to, bucket);
-    let pct = |pts: &[Point], shift: i64, f: fn(&Point) -> Option<f64>| -> Vec<Option<f64>> {
-        times
-            .iter()
-            .map(|t| pts.iter().find(|p| p.minute == t - shift).and_then(f))
-            .collect()
-    };
     let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
     let labels: Vec<String> = times.iter().map(|&m| format::short(tz, m)).collect();
     let secs = bucket as f64 / 1000.0;
@@ -211,12 +223,14 @@ pub(crate) async fn page(
             &[
                 Line {
                     label: t.rate.into(),
-                    values: values(&now_rows, &times, 0, |x| Some(x.count as f64 / secs)),
+                    values: values(&now_rows, &times, 0, |x| Some(x.totals.count as f64 / secs)),
                     dashed: false,
                 },
                 Line {
                     label: yesterday,
-                    values: values(&then_rows, &times, DAY_MS, |x| Some(x.count as f64 / secs)),
+                    values: values(&then_rows, &times, DAY_MS, |x| {
+                        Some(x.totals.count as f64 / secs)
+                    }),
                     dashed: true,
                 },
             ],
@@ -230,12 +244,12 @@ pub(crate) async fn page(
             &[
                 Line {
                     label: t.error_ratio.into(),
-                    values: values(&now_rows, &times, 0, |x| Some(x.error_ratio())),
+                    values: values(&now_rows, &times, 0, |x| Some(x.totals.error_ratio())),
                     dashed: false,
                 },
                 Line {
                     label: format!("{} ({})", t.error_ratio, t.yesterday),
-                    values: values(&then_rows, &times, DAY_MS, |x| Some(x.error_ratio())),
+                    values: values(&then_rows, &times, DAY_MS, |x| Some(x.totals.error_ratio())),
                     dashed: true,
                 },
             ],
@@ -249,27 +263,27 @@ pub(crate) async fn page(
             &[
                 Line {
                     label: t.p50.into(),
-                    values: pct(&now_pts, 0, |p| p.p50_ms),
+                    values: values(&now_pts, &times, 0, |p| p.p50_ms),
                     dashed: false,
                 },
                 Line {
                     label: t.p90.into(),
-                    values: pct(&now_pts, 0, |p| p.p90_ms),
+                    values: values(&now_pts, &times, 0, |p| p.p90_ms),
                     dashed: false,
                 },
                 Line {
                     label: t.p99.into(),
-                    values: pct(&now_pts, 0, |p| p.p99_ms),
+                    values: values(&now_pts, &times, 0, |p| p.p99_ms),
                     dashed: false,
                 },
                 Line {
                     label: t.avg_ms.into(),
-                    values: values(&now_rows, &times, 0, |x| x.avg_ms()),
+                    values: values(&now_rows, &times, 0, |x| x.totals.avg_ms()),
                     dashed: false,
                 },
                 Line {
                     label: format!("{} ({})", t.p99, t.yesterday),
-                    values: pct(&then_pts, DAY_MS, |p| p.p99_ms),
+                    values: values(&then_pts, &times, DAY_MS, |p| p.p99_ms),
                     dashed: true,
                 },
             ],

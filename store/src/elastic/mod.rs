@@ -146,10 +146,17 @@ impl ElasticStore {
         format!("{}-rollups-{}", self.cfg.index_prefix, day(minute_ms))
     }
 
-    /// Whole-layer rollups: their own daily indices (same mapping as the
-    /// series' rollups), so that no search over series ever sees them.
-    fn layer_index(&self, minute_ms: i64) -> String {
-        format!("{}-layers-{}", self.cfg.index_prefix, day(minute_ms))
+    /// Writes rollups into the daily indices of `kind`: `rollups` for the
+    /// series, `layers` for whole-layer rollups (same mapping, indices of
+    /// their own so that no search over series ever sees them).
+    async fn write_rollups_to(&self, rollups: &[Rollup], kind: &str) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
+        let prefix = &self.cfg.index_prefix;
+        let docs = rollups
+            .iter()
+            .map(|r| rollup_doc(r, format!("{prefix}-{kind}-{}", day(r.minute_ms))))
+            .collect();
+        self.bulk(docs).await
     }
 
     fn sample_index(&self, minute_ms: i64) -> String {
@@ -617,21 +624,11 @@ impl ElasticStore {
 #[async_trait]
 impl Store for ElasticStore {
     async fn write_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
-        self.ensure_templates().await?;
-        let docs = rollups
-            .iter()
-            .map(|r| rollup_doc(r, self.rollup_index(r.minute_ms)))
-            .collect();
-        self.bulk(docs).await
+        self.write_rollups_to(rollups, "rollups").await
     }
 
     async fn write_layer_rollups(&self, rollups: &[Rollup]) -> Result<(), StoreError> {
-        self.ensure_templates().await?;
-        let docs = rollups
-            .iter()
-            .map(|r| rollup_doc(r, self.layer_index(r.minute_ms)))
-            .collect();
-        self.bulk(docs).await
+        self.write_rollups_to(rollups, "layers").await
     }
 
     async fn read_layer_rollups(

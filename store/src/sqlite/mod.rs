@@ -121,11 +121,12 @@ fn decode<T: DeserializeOwned>(table: &str, doc_id: &str, body: &str) -> Result<
     })
 }
 
-fn decode_rollup(doc_id: &str, body: &str) -> Result<Rollup, StoreError> {
-    let r: Rollup = decode("rollups", doc_id, body)?;
+/// Decodes a rollup of `table` (`rollups` or `layer_rollups`).
+fn decode_rollup(table: &str, doc_id: &str, body: &str) -> Result<Rollup, StoreError> {
+    let r: Rollup = decode(table, doc_id, body)?;
     r.histogram.validate().map_err(|why| {
         StoreError::Backend(format!(
-            "sqlite: corrupt rollups document {doc_id:?}: {why}"
+            "sqlite: corrupt {table} document {doc_id:?}: {why}"
         ))
     })?;
     Ok(r)
@@ -495,7 +496,7 @@ impl Store for SqliteStore {
                 "read layer rollups",
             )?;
             rows.iter()
-                .map(|(doc_id, body)| decode_rollup(doc_id, body))
+                .map(|(doc_id, body)| decode_rollup("layer_rollups", doc_id, body))
                 .collect()
         })
         .await
@@ -567,7 +568,7 @@ impl Store for SqliteStore {
             let rows = select_bodies(conn, &f.sql, f.args, "read series")?;
             let mut rollups = Vec::with_capacity(rows.len());
             for (doc_id, body) in rows {
-                let r = decode_rollup(&doc_id, &body)?;
+                let r = decode_rollup("rollups", &doc_id, &body)?;
                 if dims.iter().all(|(k, v)| r.key.dims.get(k) == Some(v)) {
                     rollups.push(r);
                 }
@@ -588,7 +589,7 @@ impl Store for SqliteStore {
             let rows = select_bodies(conn, &f.sql, f.args, "rank series")?;
             let rollups = rows
                 .iter()
-                .map(|(doc_id, body)| decode_rollup(doc_id, body))
+                .map(|(doc_id, body)| decode_rollup("rollups", doc_id, body))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rank(rollups, by, limit))
         })
