@@ -91,7 +91,7 @@ async fn series_memory(n: usize) -> anyhow::Result<()> {
         };
         let mut bytes = Vec::new();
         binary::encode(&batch, &mut bytes);
-        collector.ingest(&batch, bytes).await?;
+        collector.ingest(batch, bytes).await?;
     }
     let after = rss_bytes();
     println!(
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             (binary::decode(&body)?, body)
         };
-        collector.ingest(&batch, wal_bytes).await?;
+        collector.ingest(batch, wal_bytes).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     let wal = collector.stats();

@@ -8,6 +8,12 @@
 //! not carry their own offsets), so it is refused with the counted offset,
 //! and the agent resumes reading from there.
 //!
+//! A range is *reserved* from [`Ledger::check`] until [`Ledger::commit`]
+//! (it is counted) or [`Ledger::release`] (the WAL refused it). A resend
+//! that runs into a reservation is told [`Verdict::InFlight`], never
+//! *Duplicate*: acknowledging it before the first copy is counted would let
+//! the agent move on past data that may still fail to be written.
+//!
 //! Durability: offsets are rebuilt at start from a snapshot plus a replay of
 //! the WAL. The snapshot only ever holds offsets of records whose WAL
 //! segments are deleted, so replaying the remaining segments never mistakes
@@ -37,6 +43,9 @@ pub enum Verdict {
         /// The end of what is counted.
         counted: u64,
     },
+    /// Runs into a range reserved by a batch still being written: judge it
+    /// again once that one is committed or released.
+    InFlight,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -134,13 +143,17 @@ impl Ledger {
             .entry((agent.to_owned(), source.to_owned()))
             .or_default();
         let high = live.counted.max(live.reserved);
-        if end <= high {
+        if end <= live.counted {
             Verdict::Duplicate
-        } else if start < high {
-            Verdict::Overlap { counted: high }
-        } else {
+        } else if start >= high {
             live.reserved = end;
             Verdict::New
+        } else if high > live.counted {
+            Verdict::InFlight
+        } else {
+            Verdict::Overlap {
+                counted: live.counted,
+            }
         }
     }
 
@@ -226,8 +239,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::load(&dir.path().join("ledger.json")).unwrap();
         assert_eq!(l.check("a", "s", 0, 100), Verdict::New);
-        // A concurrent resend while the first is in flight.
-        assert_eq!(l.check("a", "s", 0, 100), Verdict::Duplicate);
+        // A concurrent resend while the first is in flight waits for it:
+        // the first may still fail.
+        assert_eq!(l.check("a", "s", 0, 100), Verdict::InFlight);
+        assert_eq!(l.check("a", "s", 0, 150), Verdict::InFlight);
         l.commit("a", "s", 100, SegmentId(1));
         assert_eq!(l.check("a", "s", 0, 100), Verdict::Duplicate);
         assert_eq!(
@@ -235,6 +250,7 @@ mod tests {
             Verdict::Overlap { counted: 100 }
         );
         assert_eq!(l.check("a", "s", 100, 150), Verdict::New);
+        assert_eq!(l.check("a", "s", 120, 150), Verdict::InFlight);
         l.release("a", "s");
         assert_eq!(
             l.check("a", "s", 100, 150),

@@ -1,5 +1,15 @@
 //! The collector as a running service: replay at start, ingest, flushing,
 //! and an ordered drain at shutdown.
+//!
+//! Exactly-once rests on three rules here:
+//! - once a batch is handed to the WAL, its aggregation and ledger commit
+//!   run in a task of their own, which a client that hangs up (and hyper
+//!   dropping the request future with it) cannot cancel;
+//! - a resend that finds its range reserved by a batch still in flight
+//!   waits for that batch's outcome (or is told to retry), and is answered
+//!   *duplicate* only once the first copy is counted;
+//! - a WAL segment is deleted only when no record in it is still on its way
+//!   to the aggregator (the WAL's pins) and every entry of it is written.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +20,7 @@ use std::time::Duration;
 use panorama_model::Event;
 use panorama_model::wire::binary;
 use panorama_store::{Store, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, SampleLimits};
@@ -78,6 +88,11 @@ pub struct CollectorStats {
     pub events_in: AtomicU64,
     /// Batches acknowledged as duplicates of counted ranges.
     pub duplicate_batches: AtomicU64,
+    /// Resends answered "retry" because the first copy was still being
+    /// written after [`IN_FLIGHT_WAIT`].
+    pub in_flight_retries: AtomicU64,
+    /// Events the store refused for good (inside rejected rollups): given up.
+    pub events_rejected: AtomicU64,
     /// Batches refused because they straddle a counted offset.
     pub overlap_batches: AtomicU64,
     /// Requests refused as malformed.
@@ -130,7 +145,15 @@ pub enum IngestOutcome {
         /// End of the counted range.
         counted: u64,
     },
+    /// An earlier copy of this range is still being written; nothing was
+    /// done with this one. Retry shortly: the answer will then be
+    /// *duplicate* (counted) or the range will be new again (it failed).
+    InFlight,
 }
+
+/// How long a resend waits for the outcome of an earlier copy still in
+/// flight before it is told to retry; well under any client's timeout.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 /// One agent source's figures, for `/api/v1/accounting`.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -163,6 +186,8 @@ pub struct SourceAccount {
 struct MinuteAccount {
     accepted: u64,
     written: u64,
+    /// Events inside rollups the store refused for good.
+    rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +224,12 @@ pub(crate) struct Inner {
     pub(crate) stats: CollectorStats,
     last_store_error: Mutex<Option<String>>,
     accounting: Mutex<Accounting>,
+    /// Woken whenever a reservation is committed or released, for resends
+    /// waiting on an earlier copy.
+    settled: Notify,
+    /// One flush at a time: the periodic one and `flush_all` would
+    /// otherwise both decide what to release.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// A running collector. Cheap to clone; every clone is the same collector.
@@ -282,7 +313,10 @@ impl Collector {
             events = replayed_events,
             "write-ahead log replayed"
         );
-        let wal = Wal::open(cfg.wal.clone()).map_err(|e| match e {
+        // Past the last segment the ledger saw deleted: numbers (and the
+        // document ids made of them) never repeat, even with the directory empty.
+        let floor = ledger.through_segment();
+        let wal = Wal::open_after(cfg.wal.clone(), floor).map_err(|e| match e {
             WalError::Io(source) => StartError::Io {
                 what: "opening the write-ahead log".into(),
                 source,
@@ -301,6 +335,8 @@ impl Collector {
             stats,
             last_store_error: Mutex::new(None),
             accounting: Mutex::new(accounting),
+            settled: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
         });
         let (shutdown, rx) = watch::channel(false);
         let flusher = tokio::spawn(flush_loop(inner.clone(), rx));
@@ -314,112 +350,79 @@ impl Collector {
     /// Counts a decoded batch: dedup, WAL, aggregation. `wal_bytes` is the
     /// batch's binary encoding, written to the WAL as is.
     ///
+    /// Cancel-safe where it matters: once the batch is handed to the WAL,
+    /// dropping this future (a client that hung up) no longer stops it from
+    /// being counted; the rest runs in a task of its own.
+    ///
     /// # Errors
     /// The WAL refused (full or failing): nothing was counted.
     pub async fn ingest(
         &self,
-        batch: &binary::Batch,
+        batch: binary::Batch,
         wal_bytes: Vec<u8>,
     ) -> Result<IngestOutcome, WalError> {
         let m = &batch.meta;
-        let ranged = m.end_offset > m.start_offset;
-        if ranged {
-            let verdict = lock(&self.inner.ledger).check(
-                &m.agent_id,
-                &m.source_id,
-                m.start_offset,
-                m.end_offset,
-            );
-            match verdict {
-                Verdict::New => {}
-                Verdict::Duplicate => {
-                    lock(&self.inner.accounting)
-                        .source(&m.agent_id, &m.source_id)
-                        .duplicate_batches += 1;
-                    self.inner
-                        .stats
-                        .duplicate_batches
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Ok(IngestOutcome::Duplicate);
-                }
-                Verdict::Overlap { counted } => {
-                    lock(&self.inner.accounting)
-                        .source(&m.agent_id, &m.source_id)
-                        .overlap_batches += 1;
-                    self.inner
-                        .stats
-                        .overlap_batches
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Ok(IngestOutcome::Overlap { counted });
+        if m.end_offset > m.start_offset {
+            let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+            loop {
+                // Registered before the check, so a commit between the check
+                // and the wait still wakes it.
+                let settled = self.inner.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                let verdict = lock(&self.inner.ledger).check(
+                    &m.agent_id,
+                    &m.source_id,
+                    m.start_offset,
+                    m.end_offset,
+                );
+                match verdict {
+                    Verdict::New => break,
+                    Verdict::Duplicate => {
+                        lock(&self.inner.accounting)
+                            .source(&m.agent_id, &m.source_id)
+                            .duplicate_batches += 1;
+                        self.inner
+                            .stats
+                            .duplicate_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(IngestOutcome::Duplicate);
+                    }
+                    Verdict::Overlap { counted } => {
+                        lock(&self.inner.accounting)
+                            .source(&m.agent_id, &m.source_id)
+                            .overlap_batches += 1;
+                        self.inner
+                            .stats
+                            .overlap_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(IngestOutcome::Overlap { counted });
+                    }
+                    Verdict::InFlight => {
+                        if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                            self.inner
+                                .stats
+                                .in_flight_retries
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Ok(IngestOutcome::InFlight);
+                        }
+                    }
                 }
             }
         }
-        let segment = match self.inner.wal.append(wal_bytes).await {
-            Ok(s) => s,
+        // From here on the range is reserved: the task commits or releases
+        // it whatever becomes of this request.
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move { append_and_count(&inner, batch, wal_bytes).await });
+        match task.await {
+            Ok(outcome) => outcome,
             Err(e) => {
-                if ranged {
-                    lock(&self.inner.ledger).release(&m.agent_id, &m.source_id);
-                }
-                self.inner
-                    .stats
-                    .wal_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(e);
+                // A panic while counting: a bug. The task's guard gave the
+                // reservation back, so the resend is not kept waiting.
+                tracing::error!(error = %e, "counting a batch failed");
+                Err(WalError::Closed)
             }
-        };
-        if ranged {
-            lock(&self.inner.ledger).commit(&m.agent_id, &m.source_id, m.end_offset, segment);
         }
-        let s = &self.inner.stats;
-        s.agent_lines_read
-            .fetch_add(m.lines_read, Ordering::Relaxed);
-        s.agent_lines_failed
-            .fetch_add(m.lines_failed, Ordering::Relaxed);
-        let counted = self.aggregate(segment, &batch.events);
-        s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
-        {
-            let mut acct = lock(&self.inner.accounting);
-            let now = now_ms();
-            let a = acct.source(&m.agent_id, &m.source_id);
-            a.batches += 1;
-            a.lines_read += m.lines_read;
-            a.lines_failed += m.lines_failed;
-            a.events_received += batch.events.len() as u64;
-            a.events_counted += counted as u64;
-            a.events_too_old += (batch.events.len() - counted) as u64;
-            a.last_seen_ms = now;
-            for e in &batch.events {
-                let minute = panorama_model::minute_of(e.ts_ms);
-                if e.ts_ms >= now - i64::from(self.inner.cfg.retention_days) * 86_400_000 {
-                    acct.minutes.entry(minute).or_default().accepted += 1;
-                }
-            }
-            acct.prune(now);
-        }
-        Ok(IngestOutcome::Accepted { events: counted })
-    }
-
-    fn aggregate(&self, segment: SegmentId, events: &[Event]) -> usize {
-        let now = now_ms();
-        let oldest = now - i64::from(self.inner.cfg.retention_days) * 86_400_000;
-        let grace = self.inner.cfg.grace.as_millis() as i64;
-        let mut agg = lock(&self.inner.agg);
-        let mut counted = 0;
-        for e in events {
-            if e.ts_ms < oldest {
-                self.inner
-                    .stats
-                    .dropped_too_old
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if panorama_model::minute_of(e.ts_ms) + 60_000 + grace <= now {
-                self.inner.stats.late_events.fetch_add(1, Ordering::Relaxed);
-            }
-            agg.add(segment, e);
-            counted += 1;
-        }
-        counted
     }
 
     /// The store behind this collector.
@@ -490,8 +493,13 @@ impl Collector {
             .rev()
             .take(minutes)
             .map(|(minute, m)| {
-                let pending = m.accepted.saturating_sub(m.written);
-                let flag = if m.written > m.accepted {
+                let pending = m.accepted.saturating_sub(m.written + m.rejected);
+                let flag = if m.rejected > 0 {
+                    Some(format!(
+                        "{} events refused by the store for good (panorama_collector_dropped_total{{reason=\"store_rejected\"}})",
+                        m.rejected
+                    ))
+                } else if m.written > m.accepted {
                     Some(format!(
                         "{} more events written than accepted",
                         m.written - m.accepted
@@ -507,20 +515,31 @@ impl Collector {
                     "minute": minute,
                     "accepted": m.accepted,
                     "written": m.written,
+                    "rejected": m.rejected,
                     "pending": pending,
                     "flag": flag,
                 })
             })
             .collect();
+        // What the collector itself gave up on, whichever minute it was.
+        let abandoned = self.inner.wal.stats().abandoned.load(Ordering::Relaxed);
+        let given_up = serde_json::json!({
+            "wal_abandoned_records": abandoned,
+            "flag": (abandoned > 0).then(|| format!(
+                "{abandoned} durable WAL records were never counted (lost unless replayed before their segment is deleted)"
+            )),
+        });
         let flagged = sources
             .iter()
             .chain(rows.iter())
+            .chain(std::iter::once(&given_up))
             .filter(|v| !v["flag"].is_null())
             .count();
         serde_json::json!({
             "collector": self.inner.cfg.id,
             "since": "collector start (minutes replayed from the WAL included)",
             "flagged": flagged,
+            "given_up": given_up,
             "sources": sources,
             "minutes": rows,
         })
@@ -559,7 +578,15 @@ impl Collector {
                 ("{reason=\"unauthorized\"}".into(), g(&s.unauthorized)),
                 ("{reason=\"wal_refused\"}".into(), g(&s.wal_refusals)),
                 ("{reason=\"overlap\"}".into(), g(&s.overlap_batches)),
+                ("{reason=\"store_rejected\"}".into(), g(&s.events_rejected)),
+                ("{reason=\"wal_abandoned\"}".into(), g(&w.abandoned)),
             ],
+        );
+        metric(
+            "panorama_collector_in_flight_retries_total",
+            "counter",
+            "Resends told to retry because their first copy was still being written.",
+            vec![(String::new(), g(&s.in_flight_retries))],
         );
         metric(
             "panorama_collector_duplicate_batches_total",
@@ -667,6 +694,101 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Releases a reservation when dropped unless disarmed: whatever ends the
+/// counting task early (an error, a panic) leaves no reservation behind for
+/// resends to wait on.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    key: Option<(String, String)>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some((agent, source)) = self.key.take() {
+            lock(&self.inner.ledger).release(&agent, &source);
+            self.inner.settled.notify_waiters();
+        }
+    }
+}
+
+/// The part of ingest nothing may cancel: append, aggregate, commit the
+/// range, settle the WAL receipt, in that order. The range is committed
+/// after aggregation so that a resend is answered *duplicate* only once the
+/// events are counted; the receipt is settled last so that the segment (and
+/// the ledger offsets folded from it) cannot be released before both.
+async fn append_and_count(
+    inner: &Inner,
+    batch: binary::Batch,
+    wal_bytes: Vec<u8>,
+) -> Result<IngestOutcome, WalError> {
+    let m = &batch.meta;
+    let ranged = m.end_offset > m.start_offset;
+    let mut reservation = Reservation {
+        inner,
+        key: ranged.then(|| (m.agent_id.clone(), m.source_id.clone())),
+    };
+    let appended = match inner.wal.append(wal_bytes).await {
+        Ok(a) => a,
+        Err(e) => {
+            inner.stats.wal_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let segment = appended.segment();
+    let s = &inner.stats;
+    s.agent_lines_read
+        .fetch_add(m.lines_read, Ordering::Relaxed);
+    s.agent_lines_failed
+        .fetch_add(m.lines_failed, Ordering::Relaxed);
+    let counted = aggregate(inner, segment, &batch.events);
+    s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
+    {
+        let mut acct = lock(&inner.accounting);
+        let now = now_ms();
+        let a = acct.source(&m.agent_id, &m.source_id);
+        a.batches += 1;
+        a.lines_read += m.lines_read;
+        a.lines_failed += m.lines_failed;
+        a.events_received += batch.events.len() as u64;
+        a.events_counted += counted as u64;
+        a.events_too_old += (batch.events.len() - counted) as u64;
+        a.last_seen_ms = now;
+        for e in &batch.events {
+            let minute = panorama_model::minute_of(e.ts_ms);
+            if e.ts_ms >= now - i64::from(inner.cfg.retention_days) * 86_400_000 {
+                acct.minutes.entry(minute).or_default().accepted += 1;
+            }
+        }
+        acct.prune(now);
+    }
+    if let Some((agent, source)) = reservation.key.take() {
+        lock(&inner.ledger).commit(&agent, &source, m.end_offset, segment);
+        inner.settled.notify_waiters();
+    }
+    appended.settle();
+    Ok(IngestOutcome::Accepted { events: counted })
+}
+
+fn aggregate(inner: &Inner, segment: SegmentId, events: &[Event]) -> usize {
+    let now = now_ms();
+    let oldest = now - i64::from(inner.cfg.retention_days) * 86_400_000;
+    let grace = inner.cfg.grace.as_millis() as i64;
+    let mut agg = lock(&inner.agg);
+    let mut counted = 0;
+    for e in events {
+        if e.ts_ms < oldest {
+            inner.stats.dropped_too_old.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if panorama_model::minute_of(e.ts_ms) + 60_000 + grace <= now {
+            inner.stats.late_events.fetch_add(1, Ordering::Relaxed);
+        }
+        agg.add(segment, e);
+        counted += 1;
+    }
+    counted
+}
+
 async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(inner.cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -708,68 +830,139 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
 /// How often the store's retention is applied.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
+/// What one store write amounted to, for marking what it carried.
+enum Wrote {
+    /// Everything written, or everything but documents refused for good.
+    Done(Vec<panorama_store::Rejection>),
+    /// Not written; retried at the next flush.
+    Failed(StoreError),
+}
+
+fn wrote(r: Result<(), StoreError>) -> Wrote {
+    match r {
+        Ok(()) => Wrote::Done(Vec::new()),
+        Err(StoreError::Rejected(rejected)) => Wrote::Done(rejected),
+        Err(e) => Wrote::Failed(e),
+    }
+}
+
 async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
+    let _one = inner.flushing.lock().await;
     let grace = inner.cfg.grace.as_millis() as i64;
     let ready = lock(&inner.agg).ready(now_ms(), grace, all);
+    let mut failed: Option<StoreError> = None;
     if !ready.is_empty() {
-        let result = async {
-            inner.store.write_rollups(&ready.rollups).await?;
-            inner
-                .store
-                .write_layer_rollups(&ready.layer_rollups)
-                .await?;
-            inner.store.write_samples(&ready.samples).await
+        // Each kind is written and marked on its own: a refusal of one must
+        // neither skip the others nor mark them written.
+        let series = wrote(inner.store.write_rollups(&ready.rollups).await);
+        let layers = wrote(inner.store.write_layer_rollups(&ready.layer_rollups).await);
+        let samples = wrote(inner.store.write_samples(&ready.samples).await);
+        let mut rejected_events: std::collections::BTreeMap<i64, u64> = Default::default();
+        let mut rejected_docs = 0u64;
+        for w in [&series, &layers, &samples] {
+            match w {
+                Wrote::Done(r) if !r.is_empty() => {
+                    rejected_docs += r.len() as u64;
+                    tracing::error!(count = r.len(), first = %r[0].reason, "store refused documents for good");
+                }
+                Wrote::Done(_) | Wrote::Failed(_) => {}
+            }
         }
-        .await;
-        match result {
-            Ok(()) => {
-                *lock(&inner.last_store_error) = None;
-            }
-            Err(StoreError::Rejected(rejected)) => {
-                // Written except these; retrying cannot fix them.
-                inner
-                    .stats
-                    .store_rejected
-                    .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-                tracing::error!(count = rejected.len(), first = %rejected[0].reason, "store refused documents for good");
-            }
-            Err(e) => {
-                inner.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                *lock(&inner.last_store_error) = Some(e.to_string());
-                return Err(e);
+        if let Wrote::Done(r) = &series
+            && !r.is_empty()
+        {
+            let refused: std::collections::HashSet<&str> =
+                r.iter().map(|x| x.doc_id.as_str()).collect();
+            for rollup in &ready.rollups {
+                if refused.contains(rollup.doc_id().as_str()) {
+                    *rejected_events.entry(rollup.minute_ms).or_default() += rollup.count;
+                }
             }
         }
         inner
             .stats
-            .rollups_written
-            .fetch_add(ready.rollups.len() as u64, Ordering::Relaxed);
-        let counts: Vec<u64> = ready.rollups.iter().map(|r| r.count).collect();
-        let newly = {
+            .store_rejected
+            .fetch_add(rejected_docs, Ordering::Relaxed);
+        // Series entries carry their samples: clean only if both are in.
+        let series_done = matches!(series, Wrote::Done(_)) && matches!(samples, Wrote::Done(_));
+        let layers_done = matches!(layers, Wrote::Done(_));
+        let mut newly = std::collections::BTreeMap::new();
+        {
             let mut agg = lock(&inner.agg);
-            agg.layers_written(&ready.layer_keys);
-            agg.written(&ready.keys, &counts)
-        };
+            if layers_done {
+                agg.layers_written(&ready.layer_keys);
+            }
+            if series_done {
+                let counts: Vec<u64> = ready.rollups.iter().map(|r| r.count).collect();
+                newly = agg.written(&ready.keys, &counts);
+            }
+        }
+        if series_done {
+            inner
+                .stats
+                .rollups_written
+                .fetch_add(ready.rollups.len() as u64, Ordering::Relaxed);
+        }
         let mut acct = lock(&inner.accounting);
         for (minute, n) in newly {
             acct.minutes.entry(minute).or_default().written += n;
         }
-    }
-    let open = inner.wal.open_segment();
-    let releasable = lock(&inner.agg).releasable(open);
-    if let Some(through) = releasable {
-        let persisted = lock(&inner.ledger).persist_through(through);
-        match persisted {
-            Ok(()) => {
-                if let Err(e) = inner.wal.delete_through(through) {
-                    tracing::warn!(error = %e, "deleting written WAL segments failed; will retry");
-                } else {
-                    lock(&inner.agg).release_through(through);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "writing the ledger snapshot failed; WAL segments kept")
+        if series_done {
+            for (minute, n) in rejected_events {
+                let m = acct.minutes.entry(minute).or_default();
+                m.written = m.written.saturating_sub(n);
+                m.rejected += n;
+                inner.stats.events_rejected.fetch_add(n, Ordering::Relaxed);
             }
         }
+        drop(acct);
+        failed = [series, layers, samples].into_iter().find_map(|w| match w {
+            Wrote::Failed(e) => Some(e),
+            Wrote::Done(_) => None,
+        });
+        match &failed {
+            Some(e) => {
+                inner.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                *lock(&inner.last_store_error) = Some(e.to_string());
+            }
+            None => *lock(&inner.last_store_error) = None,
+        }
     }
-    Ok(())
+    release(inner);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Deletes the WAL segments whose every record is counted and written,
+/// after folding their offsets into the ledger snapshot.
+fn release(inner: &Inner) {
+    // The order of these reads matters: a segment below `open` takes no
+    // more appends; a record of it not pinned any more is already in the
+    // aggregator, whose entries are read last.
+    let open = inner.wal.open_segment();
+    let pinned = inner.wal.first_pinned();
+    let releasable = lock(&inner.agg).releasable(open);
+    let Some(mut through) = releasable else {
+        return;
+    };
+    if let Some(p) = pinned {
+        if p.0 <= 1 {
+            return;
+        }
+        through = through.min(SegmentId(p.0 - 1));
+    }
+    if through > lock(&inner.ledger).through_segment() {
+        let persisted = lock(&inner.ledger).persist_through(through);
+        if let Err(e) = persisted {
+            tracing::error!(error = %e, "writing the ledger snapshot failed; WAL segments kept");
+            return;
+        }
+    }
+    if let Err(e) = inner.wal.delete_through(through) {
+        tracing::warn!(error = %e, "deleting written WAL segments failed; will retry");
+        return;
+    }
+    lock(&inner.agg).release_through(through);
 }

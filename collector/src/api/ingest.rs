@@ -6,7 +6,8 @@
 //! 413 for size, 415 for the content type, 400 with the line and column or
 //! byte offset for a malformed body, 409 with `counted_offset` for a batch
 //! straddling what is already counted, 503 with `Retry-After` while the WAL
-//! cannot take it.
+//! cannot take it or an earlier copy of the same range is still being
+//! written.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -152,9 +153,16 @@ async fn handle(
             ),
         ));
     };
-    match c.ingest(&batch, wal_bytes).await {
+    match c.ingest(batch, wal_bytes).await {
         Ok(IngestOutcome::Accepted { events }) => Ok(Json(json!({ "accepted": events })).into_response()),
         Ok(IngestOutcome::Duplicate) => Ok(Json(json!({ "accepted": 0, "duplicate": true })).into_response()),
+        // An earlier copy of the range is still being written: retry soon.
+        Ok(IngestOutcome::InFlight) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Json(json!({ "error": "an earlier copy of this batch is still being written; retry" })),
+        )
+            .into_response()),
         Ok(IngestOutcome::Overlap { counted }) => Ok((
             StatusCode::CONFLICT,
             Json(json!({

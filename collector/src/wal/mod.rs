@@ -12,14 +12,24 @@
 //!
 //! Segments roll over by size and age; the collector deletes a segment once
 //! every minute it touched is in the store ([`Wal::delete_through`]).
+//!
+//! An append answers with an [`Appended`] receipt that pins its segment
+//! until the caller [`Appended::settle`]s it (the record is counted). The
+//! pin is taken by the writer before anyone hears of the record, so no
+//! flush can find a sealed segment with a record that is durable but not
+//! yet aggregated, and delete it under that record. Segment numbers only
+//! grow: [`Wal::open_after`] starts past a floor the caller persisted, so
+//! an emptied directory never makes them (and the document ids built from
+//! them) start again at 1.
 
 mod segment;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -41,6 +51,11 @@ pub struct WalConfig {
     /// Flush to disk before acknowledging. Off only for benchmarks that
     /// measure everything but the disk.
     pub fsync: bool,
+    /// Fault injection for tests: the writer sleeps this long after every
+    /// flush, before anyone is told the record is durable. It widens the
+    /// window in which a client gives up on a record the log already has.
+    /// Zero in production.
+    pub sync_delay: Duration,
 }
 
 impl WalConfig {
@@ -52,6 +67,7 @@ impl WalConfig {
             segment_max_age: Duration::from_secs(60),
             max_total_bytes: 4 << 30,
             fsync: true,
+            sync_delay: Duration::ZERO,
         }
     }
 }
@@ -81,7 +97,62 @@ pub struct SegmentId(pub u64);
 
 struct Append {
     payload: Vec<u8>,
-    done: oneshot::Sender<Result<SegmentId, WalError>>,
+    done: oneshot::Sender<Result<Appended, WalError>>,
+}
+
+/// Records durable in each segment but not yet settled by the caller.
+type Pins = Arc<Mutex<BTreeMap<SegmentId, u64>>>;
+
+fn lock_pins(p: &Pins) -> std::sync::MutexGuard<'_, BTreeMap<SegmentId, u64>> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A record durable in the log, pinning its segment until settled.
+///
+/// Dropped without [`Appended::settle`] (its caller vanished before counting
+/// it), the pin goes and the record is counted as abandoned in
+/// [`WalStats::abandoned`]: a restart before the segment is deleted would
+/// still replay it, but nothing else will.
+#[derive(Debug)]
+#[must_use = "settle the receipt once the record is counted"]
+pub struct Appended {
+    segment: SegmentId,
+    pins: Pins,
+    stats: Arc<WalStats>,
+    settled: bool,
+}
+
+impl Appended {
+    /// The segment the record is in.
+    pub fn segment(&self) -> SegmentId {
+        self.segment
+    }
+
+    /// The record is counted: its segment may go once the rest of it does.
+    pub fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Appended {
+    fn drop(&mut self) {
+        {
+            let mut pins = lock_pins(&self.pins);
+            if let Some(n) = pins.get_mut(&self.segment) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    pins.remove(&self.segment);
+                }
+            }
+        }
+        if !self.settled {
+            self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                segment = self.segment.0,
+                "a durable write-ahead log record was never counted; only a replay before its segment is deleted recovers it"
+            );
+        }
+    }
 }
 
 /// Figures for `/metrics` and `/health`.
@@ -96,6 +167,9 @@ pub struct WalStats {
     /// The segment taking appends (or the next one to be created): every
     /// segment below it is sealed.
     pub open_segment: AtomicU64,
+    /// Durable records whose receipt was dropped unsettled: data the
+    /// collector gave up on (see [`Appended`]).
+    pub abandoned: AtomicU64,
 }
 
 /// The write-ahead log.
@@ -103,6 +177,7 @@ pub struct Wal {
     tx: std_mpsc::Sender<Append>,
     cfg: WalConfig,
     stats: Arc<WalStats>,
+    pins: Pins,
 }
 
 impl Wal {
@@ -112,9 +187,22 @@ impl Wal {
     /// # Errors
     /// The directory cannot be created or listed.
     pub fn open(cfg: WalConfig) -> Result<Wal, WalError> {
+        Wal::open_after(cfg, SegmentId(0))
+    }
+
+    /// [`Wal::open`], numbering new segments after `floor` too: the highest
+    /// segment ever used as the caller knows it (the ledger keeps the last
+    /// one deleted), so numbers never repeat when the directory is empty.
+    ///
+    /// # Errors
+    /// The directory cannot be created or listed.
+    pub fn open_after(cfg: WalConfig, floor: SegmentId) -> Result<Wal, WalError> {
         fs::create_dir_all(&cfg.dir)?;
         let existing = segment::list(&cfg.dir)?;
-        let next = existing.last().map_or(1, |(id, _)| id.0 + 1);
+        let next = existing
+            .last()
+            .map_or(1, |(id, _)| id.0 + 1)
+            .max(floor.0 + 1);
         let stats = Arc::new(WalStats::default());
         let held: u64 = existing
             .iter()
@@ -123,23 +211,36 @@ impl Wal {
         stats.bytes.store(held, Ordering::Relaxed);
         stats.open_segment.store(next, Ordering::Relaxed);
         let (tx, rx) = std_mpsc::channel();
+        let pins = Pins::default();
         let writer = Writer {
             cfg: cfg.clone(),
             stats: stats.clone(),
+            pins: pins.clone(),
             next_id: next,
             current: None,
         };
         std::thread::Builder::new()
             .name("wal-writer".into())
             .spawn(move || writer.run(rx))?;
-        Ok(Wal { tx, cfg, stats })
+        Ok(Wal {
+            tx,
+            cfg,
+            stats,
+            pins,
+        })
     }
 
-    /// Appends a record and returns once it is on disk, with the segment it is in.
+    /// Appends a record and returns once it is on disk, with a receipt
+    /// naming its segment and pinning it until settled.
+    ///
+    /// Cancelling this future after the record was handed to the writer
+    /// does not take it back: it is written anyway and its receipt, dropped
+    /// unsettled, counts as abandoned. Callers that must count every record
+    /// run the append where nothing can cancel it.
     ///
     /// # Errors
     /// [`WalError::Full`] over the cap, [`WalError::Io`] when the disk refuses.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<SegmentId, WalError> {
+    pub async fn append(&self, payload: Vec<u8>) -> Result<Appended, WalError> {
         let bytes = self.stats.bytes.load(Ordering::Relaxed);
         if bytes + payload.len() as u64 > self.cfg.max_total_bytes {
             return Err(WalError::Full {
@@ -180,6 +281,14 @@ impl Wal {
         SegmentId(self.stats.open_segment.load(Ordering::Acquire))
     }
 
+    /// The oldest segment holding a durable record not yet settled: nothing
+    /// from it on may be deleted. Read it after [`Wal::open_segment`] and
+    /// before looking at what is aggregated, so a record settling in between
+    /// is seen on one side or the other.
+    pub fn first_pinned(&self) -> Option<SegmentId> {
+        lock_pins(&self.pins).keys().next().copied()
+    }
+
     /// The log's figures.
     pub fn stats(&self) -> &WalStats {
         &self.stats
@@ -194,6 +303,7 @@ impl Wal {
 struct Writer {
     cfg: WalConfig,
     stats: Arc<WalStats>,
+    pins: Pins,
     next_id: u64,
     current: Option<(segment::SegmentWriter, Instant)>,
 }
@@ -210,11 +320,26 @@ impl Writer {
                 }
             }
             let result = self.write_group(&group);
+            if let Ok(id) = &result {
+                // Pinned before anyone hears of the records, and before a
+                // later group can roll the segment and seal it.
+                *lock_pins(&self.pins).entry(*id).or_default() += group.len() as u64;
+                if !self.cfg.sync_delay.is_zero() {
+                    std::thread::sleep(self.cfg.sync_delay);
+                }
+            }
             for a in group {
                 let r = match &result {
-                    Ok(id) => Ok(*id),
+                    Ok(id) => Ok(Appended {
+                        segment: *id,
+                        pins: self.pins.clone(),
+                        stats: self.stats.clone(),
+                        settled: false,
+                    }),
                     Err(e) => Err(WalError::Io(std::io::Error::new(e.kind(), e.to_string()))),
                 };
+                // A receiver gone (its caller cancelled) drops the receipt
+                // unsettled right here, which counts it as abandoned.
                 let _ = a.done.send(r);
             }
         }
