@@ -59,6 +59,10 @@ pub struct CollectorConfig {
     pub samples: SampleLimits,
     /// WAL limits (its `dir` is overridden to `data_dir/wal`).
     pub wal: WalConfig,
+    /// Fault injection for tests: a pause between the WAL's answer and
+    /// counting the batch, which widens the window in which other
+    /// producers roll the segment and a flush looks at it. Zero in production.
+    pub count_delay: Duration,
 }
 
 impl CollectorConfig {
@@ -77,6 +81,7 @@ impl CollectorConfig {
             max_decoded_bytes: 64 << 20,
             retention_days: 30,
             samples: SampleLimits::default(),
+            count_delay: Duration::ZERO,
         }
     }
 }
@@ -735,6 +740,9 @@ async fn append_and_count(
         }
     };
     let segment = appended.segment();
+    if !inner.cfg.count_delay.is_zero() {
+        tokio::time::sleep(inner.cfg.count_delay).await;
+    }
     let s = &inner.stats;
     s.agent_lines_read
         .fetch_add(m.lines_read, Ordering::Relaxed);

@@ -423,6 +423,7 @@ fn producers_race_rolls_and_flushes(
     producers: usize,
     batches: usize,
     sync_delay_ms: u64,
+    count_delay_ms: u64,
     segment_max_bytes: u64,
     flush_every_ms: u64,
     crash_after: usize,
@@ -448,6 +449,7 @@ fn producers_race_rolls_and_flushes(
     let make_cfg = || {
         let mut c = cfg(dir.path());
         c.wal.sync_delay = Duration::from_millis(sync_delay_ms);
+        c.count_delay = Duration::from_millis(count_delay_ms);
         c.wal.segment_max_bytes = segment_max_bytes;
         c.wal.segment_max_age = Duration::from_millis(5);
         c
@@ -537,16 +539,17 @@ fn producers_race_rolls_and_flushes(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn concurrent_producers_across_rolls_and_flushes_count_exactly(
         producers in 2usize..5,
         batches in 3usize..12,
         sync_delay_ms in 0u64..4,
+        count_delay_ms in 0u64..4,
         segment_max_bytes in prop::sample::select(vec![64u64, 300, 2_000, 1 << 20]),
         flush_every_ms in 0u64..6,
         crash_after in 0usize..12,
     ) {
-        producers_race_rolls_and_flushes(producers, batches, sync_delay_ms, segment_max_bytes, flush_every_ms, crash_after)?;
+        producers_race_rolls_and_flushes(producers, batches, sync_delay_ms, count_delay_ms, segment_max_bytes, flush_every_ms, crash_after)?;
     }
 }
