@@ -22,9 +22,10 @@ use panorama_model::{
     Event, Layer, MINUTE_MS, Outcome, Point, Rollup, Sample, SampleKind, SeriesKey,
 };
 
+use crate::compact::{CompactPolicy, compact_due, compact_hour};
 use crate::{
-    Metric, SampleQuery, SeriesQuery, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery,
-    TotalsQuery,
+    HOUR_MS, LayerTotals, Metric, SampleQuery, SeriesQuery, SeriesTotals, SeriesTotalsQuery, Store,
+    StoreError, TopEntry, TopQuery, TotalsQuery,
 };
 
 /// A store opened for one case, and how to clean up after it.
@@ -56,6 +57,11 @@ macro_rules! conformance_tests {
             totals_sum_layers_and_series,
             layer_rollups_apart_from_series,
             whole_layer_totals_equal_series_totals,
+            hourly_equals_merge_of_minutes,
+            late_minutes_recompact,
+            straddling_range_equals_minute_tier,
+            retention_per_tier,
+            two_compactors_count_nothing_twice,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -1457,4 +1463,511 @@ pub async fn whole_layer_totals_equal_series_totals(store: &dyn Store) {
             );
         }
     }
+}
+
+/// Minutes of hours `hours` (each a count of hours after [`BASE_MS`]) for
+/// two url series and an infra gauge, split across two collectors, with
+/// the whole-layer rollups of the same events; and every latency of the
+/// first series, for exact quantiles.
+fn hourly_fixture(
+    hours: std::ops::Range<i64>,
+    minutes: &[i64],
+) -> (Vec<Rollup>, Vec<Rollup>, Vec<f64>) {
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let pay = key(Layer::Url, "hshop", "web2", "POST /pay");
+    let cpu = key(Layer::Infra, "hhost", "web1", "cpu.busy");
+    let mut docs = Vec::new();
+    let mut wholes: BTreeMap<(i64, String), Rollup> = BTreeMap::new();
+    let mut cart_lat = Vec::new();
+    for h in hours {
+        for &m in minutes {
+            let at = BASE_MS + h * HOUR_MS + m * MINUTE_MS;
+            for (c, collector) in ["c1", "c2"].into_iter().enumerate() {
+                let seed = (h * 60 + m) as u64 * 2 + c as u64;
+                let lat = latencies(8 + c * 5, seed);
+                cart_lat.extend_from_slice(&lat);
+                let a = rollup(at, &cart, collector, &lat, c + 1);
+                let b = rollup(at, &pay, collector, &latencies(3, seed + 99), 0);
+                for r in [&a, &b] {
+                    wholes
+                        .entry((at, collector.to_owned()))
+                        .or_insert_with(|| {
+                            Rollup::empty(at, SeriesKey::whole_layer(Layer::Url), collector)
+                        })
+                        .merge(r);
+                }
+                docs.extend([a, b, gauge(at, &cpu, collector, &[10.0 + m as f64, 40.0])]);
+            }
+        }
+    }
+    (docs, wholes.into_values().collect(), cart_lat)
+}
+
+async fn write_fixture(store: &dyn Store, docs: &[Rollup], wholes: &[Rollup]) {
+    write_rollups(store, docs).await;
+    if let Err(e) = store.write_layer_rollups(wholes).await {
+        panic!("write_layer_rollups failed: {e}");
+    }
+    sync(store).await;
+}
+
+async fn compact(store: &dyn Store, hour_ms: i64) {
+    if let Err(e) = compact_hour(store, hour_ms, BASE_MS + 30 * DAY_MS).await {
+        panic!("compact_hour({hour_ms}) failed: {e}");
+    }
+}
+
+async fn series_points(store: &dyn Store, q: &SeriesQuery, bucket: i64) -> Vec<Point> {
+    match store.series_points(q, bucket).await {
+        Ok(p) => p,
+        Err(e) => panic!("series_points({q:?}, {bucket}) failed: {e}"),
+    }
+}
+
+async fn layer_sums(store: &dyn Store, q: &TotalsQuery) -> Vec<LayerTotals> {
+    match store.layer_totals(q).await {
+        Ok(r) => r,
+        Err(e) => panic!("layer_totals({q:?}) failed: {e}"),
+    }
+}
+
+async fn series_sums(store: &dyn Store, q: &SeriesTotalsQuery) -> Vec<SeriesTotals> {
+    match store.series_totals(q).await {
+        Ok(r) => r,
+        Err(e) => panic!("series_totals({q:?}) failed: {e}"),
+    }
+}
+
+/// Points equal but for the float rounding of sums taken in another order.
+fn assert_points_equal(what: &str, got: &[Point], want: &[Point]) {
+    assert_eq!(minutes_of(got), minutes_of(want), "{what}: buckets");
+    for (g, w) in got.iter().zip(want) {
+        let at = format!("{what} at {}", w.minute);
+        assert_eq!(
+            (g.count, g.errors),
+            (w.count, w.errors),
+            "{at}: count, errors"
+        );
+        for (name, a, b) in [
+            ("avg", g.avg_ms, w.avg_ms),
+            ("p50", g.p50_ms, w.p50_ms),
+            ("p90", g.p90_ms, w.p90_ms),
+            ("p99", g.p99_ms, w.p99_ms),
+            ("max", g.max_ms, w.max_ms),
+            ("value", g.value, w.value),
+        ] {
+            match (a, b) {
+                (Some(a), Some(b)) => assert_close(&format!("{at}: {name}"), a, b, 1e-9),
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{at}: {name}"),
+            }
+        }
+    }
+}
+
+/// Sums equal but for float rounding; `p99_max_ms` (the highest p99 of any
+/// one document) and the newest minute are per document, so an hourly
+/// document answers them for its hour, and they are not compared.
+fn assert_totals_equal(what: &str, got: &Totals, want: &Totals) {
+    assert_eq!(got.bucket_ms, want.bucket_ms, "{what}: bucket");
+    assert_eq!(
+        (got.count, got.errors, got.latency_count, got.value_n),
+        (want.count, want.errors, want.latency_count, want.value_n),
+        "{what}: counts"
+    );
+    assert_close(
+        &format!("{what}: latency sum"),
+        got.latency_sum_ms,
+        want.latency_sum_ms,
+        1e-9,
+    );
+    assert_close(
+        &format!("{what}: value sum"),
+        got.value_sum,
+        want.value_sum,
+        1e-9,
+    );
+    assert_eq!(
+        got.latency_max_ms, want.latency_max_ms,
+        "{what}: latency max"
+    );
+    assert_eq!(got.value_max, want.value_max, "{what}: value max");
+}
+
+use crate::Totals;
+
+/// An hourly rollup is the merge of its hour's minutes across collectors and
+/// parts: counts and errors add up exactly, percentiles are within the
+/// histogram's bound of the exact ones, and the hour is marked compacted.
+pub async fn hourly_equals_merge_of_minutes(store: &dyn Store) {
+    let (docs, wholes, cart_lat) = hourly_fixture(0..1, &[0, 1, 17, 59]);
+    write_fixture(store, &docs, &wholes).await;
+    compact(store, BASE_MS).await;
+    sync(store).await;
+    let q = SeriesQuery::layer(Layer::Url, BASE_MS, BASE_MS + HOUR_MS)
+        .service("hshop")
+        .name("GET /cart");
+    let hourly = store.read_hourly_rollups(&q).await.expect("read hourly");
+    assert_eq!(
+        hourly.len(),
+        1,
+        "one document per (hour, series): {hourly:?}"
+    );
+    let h = &hourly[0];
+    assert_eq!(h.minute_ms, BASE_MS);
+    assert_eq!(
+        h.doc_id(),
+        format!("{BASE_MS}-{}-hourly-0", h.key.id()),
+        "deterministic id"
+    );
+    assert_eq!(h.count, cart_lat.len() as u64);
+    // Errors: 1 per minute from c1, 2 from c2, over 4 minutes.
+    assert_eq!(h.errors, 12);
+    let p = h.point(60);
+    for (q, got) in [(0.50, p.p50_ms), (0.90, p.p90_ms), (0.99, p.p99_ms)] {
+        assert_some_close(
+            &format!("hourly p{}", (q * 100.0) as u32),
+            got,
+            exact_quantile(&cart_lat, q),
+            0.02,
+        );
+    }
+    let max = cart_lat.iter().copied().fold(f64::MIN, f64::max);
+    assert_eq!(p.max_ms, Some(max));
+    // The infra gauge and the whole layer got their hour too.
+    let cpu = store
+        .read_hourly_rollups(&SeriesQuery::layer(
+            Layer::Infra,
+            BASE_MS,
+            BASE_MS + HOUR_MS,
+        ))
+        .await
+        .expect("read hourly infra");
+    assert_eq!(cpu.len(), 1);
+    let g = cpu[0].gauge.as_ref().expect("gauge merged");
+    // Readings 10 + minute and 40, twice per minute (two collectors).
+    assert_eq!((g.n, g.max, g.min), (16, 69.0, 10.0));
+    let whole = store
+        .read_hourly_layer_rollups(Layer::Url, BASE_MS, BASE_MS + HOUR_MS)
+        .await
+        .expect("read hourly layer");
+    assert_eq!(
+        whole.len(),
+        1,
+        "one whole-layer document per hour and layer"
+    );
+    let series_events: u64 = docs
+        .iter()
+        .filter(|r| r.key.layer == Layer::Url)
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(whole[0].count, series_events);
+    let marks = store
+        .hour_marks(BASE_MS, BASE_MS + HOUR_MS)
+        .await
+        .expect("marks");
+    let all: u64 = docs.iter().chain(&wholes).map(|r| r.count).sum();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(
+        (marks[0].hour_ms, marks[0].events, marks[0].series),
+        (BASE_MS, all, 3)
+    );
+}
+
+/// Minutes that arrive after their hour was compacted make the next pass
+/// compact it again (the mark's events no longer match the minutes'), and
+/// an unchanged hour is left alone.
+pub async fn late_minutes_recompact(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..2, &[3, 30]);
+    write_fixture(store, &docs, &wholes).await;
+    let policy = CompactPolicy {
+        grace_ms: 15_000,
+        lookback_ms: 3 * DAY_MS,
+        max_hours: 100,
+    };
+    let now = BASE_MS + 3 * HOUR_MS;
+    let first = compact_due(store, now, policy).await.expect("first pass");
+    assert_eq!(first.hours, vec![BASE_MS, BASE_MS + HOUR_MS]);
+    assert!(first.recompacted.is_empty());
+    sync(store).await;
+    let again = compact_due(store, now, policy).await.expect("second pass");
+    assert!(again.hours.is_empty(), "nothing new: {again:?}");
+    // A late minute of the first hour, from a collector that was away.
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let late = rollup(BASE_MS + 44 * MINUTE_MS, &cart, "c3", &latencies(7, 5), 7);
+    write_rollups(store, std::slice::from_ref(&late)).await;
+    sync(store).await;
+    let third = compact_due(store, now + HOUR_MS, policy)
+        .await
+        .expect("third pass");
+    assert_eq!(third.recompacted, vec![BASE_MS], "{third:?}");
+    sync(store).await;
+    let q = SeriesQuery::layer(Layer::Url, BASE_MS, BASE_MS + 2 * HOUR_MS)
+        .service("hshop")
+        .name("GET /cart");
+    let minutes: Vec<Point> =
+        crate::merge::points_by_bucket(store.read_rollups(&q).await.expect("minutes"), HOUR_MS);
+    let tiered = series_points(store, &q, HOUR_MS).await;
+    assert_points_equal("after the late minute", &tiered, &minutes);
+    let hourly = store.read_hourly_rollups(&q).await.expect("hourly");
+    let first_hour: u64 = docs
+        .iter()
+        .filter(|r| r.key == cart && r.minute_ms < BASE_MS + HOUR_MS)
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(
+        hourly[0].count,
+        first_hour + 7,
+        "the late minute is in the hour"
+    );
+    assert_eq!(hourly[0].errors, 2 * 1 + 2 * 2 + 7);
+}
+
+/// A range straddling hour edges answers, once its whole hours are
+/// compacted, what the minute tier answered before: points in hour
+/// buckets, layer sums (series' and whole layers'), series sums.
+pub async fn straddling_range_equals_minute_tier(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..4, &[0, 9, 17, 31, 45, 59]);
+    write_fixture(store, &docs, &wholes).await;
+    let (from, to) = (
+        BASE_MS + 17 * MINUTE_MS,
+        BASE_MS + 3 * HOUR_MS + 32 * MINUTE_MS,
+    );
+    let q = SeriesQuery::layer(Layer::Url, from, to).service("hshop");
+    let mut whole_q = TotalsQuery::range(from, to)
+        .layer(Layer::Url)
+        .buckets(HOUR_MS);
+    whole_q.whole_layers = true;
+    let totals_qs = [
+        TotalsQuery::range(from, to),
+        TotalsQuery::range(from, to).buckets(HOUR_MS),
+        TotalsQuery::range(from, to).buckets(2 * HOUR_MS),
+        whole_q,
+        {
+            let mut n = TotalsQuery::range(from, to).layer(Layer::Url);
+            n.name = Some("POST /pay".into());
+            n
+        },
+    ];
+    let table_q = SeriesTotalsQuery {
+        range: TotalsQuery::range(from, to),
+        by_host: true,
+        order: Metric::Count,
+        limit: 10,
+    };
+    let before_points = series_points(store, &q, HOUR_MS).await;
+    let before_layer = store
+        .layer_points(Layer::Url, from, to, HOUR_MS)
+        .await
+        .expect("layer points");
+    let mut before_totals = Vec::new();
+    for tq in &totals_qs {
+        before_totals.push(layer_sums(store, tq).await);
+    }
+    let before_table = series_sums(store, &table_q).await;
+    assert_eq!(before_points.len(), 4);
+    for h in 0..4 {
+        compact(store, BASE_MS + h * HOUR_MS).await;
+    }
+    sync(store).await;
+    // The reads now take hours 1 and 2 from the hourly tier (hour 0 and 3
+    // are partial), and still answer alike.
+    assert_points_equal(
+        "series points",
+        &series_points(store, &q, HOUR_MS).await,
+        &before_points,
+    );
+    assert_points_equal(
+        "layer points",
+        &store
+            .layer_points(Layer::Url, from, to, HOUR_MS)
+            .await
+            .expect("layer points"),
+        &before_layer,
+    );
+    for (tq, want) in totals_qs.iter().zip(&before_totals) {
+        let got = layer_sums(store, tq).await;
+        assert_eq!(got.len(), want.len(), "{tq:?}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.layer, w.layer);
+            assert_totals_equal(&format!("{tq:?} {}", w.layer), &g.totals, &w.totals);
+        }
+    }
+    let table = series_sums(store, &table_q).await;
+    assert_eq!(table.len(), before_table.len());
+    for (g, w) in table.iter().zip(&before_table) {
+        assert_eq!(
+            (g.layer, &g.service, &g.name, &g.host),
+            (w.layer, &w.service, &w.name, &w.host)
+        );
+        assert_totals_equal(&format!("series {}", w.name), &g.totals, &w.totals);
+    }
+    // Proof that the hourly tier answered: with the minutes of hour 1 gone
+    // from reads of the minute tier alone, the tiered read still has them.
+    let hourly = store
+        .read_hourly_rollups(&SeriesQuery::layer(
+            Layer::Url,
+            BASE_MS + HOUR_MS,
+            BASE_MS + 3 * HOUR_MS,
+        ))
+        .await
+        .expect("hourly");
+    assert_eq!(hourly.len(), 4, "two series, two whole hours");
+}
+
+/// Each tier has its own retention: minutes go after `retention_days`, the
+/// hours compacted from them stay (and answer reads of the range) until
+/// `hourly_retention_days`.
+pub async fn retention_per_tier(store: &dyn Store) {
+    // Work months before BASE_MS, as the other retention case does: hour
+    // 0 of 2026-07-10.
+    let day0 = BASE_MS - 133 * DAY_MS - 10 * HOUR_MS;
+    let shift = day0 - BASE_MS;
+    let (mut docs, mut wholes, _) = hourly_fixture(0..2, &[5, 50]);
+    for r in docs.iter_mut().chain(wholes.iter_mut()) {
+        r.minute_ms += shift;
+    }
+    write_fixture(store, &docs, &wholes).await;
+    compact(store, day0).await;
+    compact(store, day0 + HOUR_MS).await;
+    sync(store).await;
+    let range = TotalsQuery::range(day0, day0 + 2 * HOUR_MS).layer(Layer::Url);
+    let before = layer_sums(store, &range).await;
+    // 20 days later: the minutes are past 14 days, the hours are not.
+    let now = day0 + 20 * DAY_MS;
+    store
+        .apply_retention(now, 14)
+        .await
+        .expect("minute retention");
+    store
+        .apply_hourly_retention(now, 400)
+        .await
+        .expect("hourly retention");
+    sync(store).await;
+    let minutes = store
+        .read_rollups(&SeriesQuery::layer(Layer::Url, day0, day0 + 2 * HOUR_MS))
+        .await
+        .expect("minutes");
+    assert!(
+        minutes.is_empty(),
+        "minutes past retention_days are gone: {}",
+        minutes.len()
+    );
+    let after = layer_sums(store, &range).await;
+    assert_eq!(after.len(), 1);
+    assert_totals_equal(
+        "hours after minute retention",
+        &after[0].totals,
+        &before[0].totals,
+    );
+    assert_eq!(
+        store
+            .hour_marks(day0, day0 + 2 * HOUR_MS)
+            .await
+            .expect("marks")
+            .len(),
+        2
+    );
+    // A year and a half later the hours go too (whole months, for
+    // Elasticsearch's monthly indices).
+    let later = day0 + 560 * DAY_MS;
+    let r = store
+        .apply_hourly_retention(later, 400)
+        .await
+        .expect("hourly retention");
+    sync(store).await;
+    assert!(r.deleted_docs > 0 || !r.dropped.is_empty(), "{r:?}");
+    let hourly = store
+        .read_hourly_rollups(&SeriesQuery::layer(Layer::Url, day0, day0 + 2 * HOUR_MS))
+        .await
+        .expect("hourly");
+    assert!(
+        hourly.is_empty(),
+        "hours past hourly_retention_days are gone"
+    );
+    assert!(
+        store
+            .hour_marks(day0, day0 + 2 * HOUR_MS)
+            .await
+            .expect("marks")
+            .is_empty()
+    );
+}
+
+/// Two compactors on one store at once (two collectors) count nothing
+/// twice: they write the same documents under the same ids. And the race
+/// that could lose a late minute — a compactor that read the hour before
+/// the late minute writing after one that read it — cannot: a document is
+/// never replaced by one built from fewer events.
+pub async fn two_compactors_count_nothing_twice(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..2, &[1, 2, 40]);
+    write_fixture(store, &docs, &wholes).await;
+    let policy = CompactPolicy {
+        grace_ms: 15_000,
+        lookback_ms: 3 * DAY_MS,
+        max_hours: 100,
+    };
+    let now = BASE_MS + 3 * HOUR_MS;
+    let (a, b) = tokio::join!(
+        compact_due(store, now, policy),
+        compact_due(store, now, policy)
+    );
+    let (a, b) = (a.expect("compactor a"), b.expect("compactor b"));
+    assert_eq!(a.hours.len() + b.hours.len() >= 2, true, "{a:?} {b:?}");
+    sync(store).await;
+    let range = (BASE_MS, BASE_MS + 2 * HOUR_MS);
+    let q = TotalsQuery::range(range.0, range.1).buckets(HOUR_MS);
+    let want: u64 = docs.iter().map(|r| r.count).sum();
+    let got: u64 = layer_sums(store, &q)
+        .await
+        .iter()
+        .map(|r| r.totals.count)
+        .sum();
+    assert_eq!(got, want, "every event once");
+    let hourly = store
+        .read_hourly_rollups(&SeriesQuery::layer(Layer::Url, range.0, range.1))
+        .await
+        .expect("hourly");
+    assert_eq!(hourly.len(), 4, "one document per (hour, series)");
+
+    // The stale compactor: it read hour 0 before a late minute arrived.
+    let (stale_series, stale_layers) = store.read_hour_minutes(BASE_MS).await.expect("read hour");
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let late = rollup(BASE_MS + 50 * MINUTE_MS, &cart, "c3", &latencies(9, 1), 0);
+    write_rollups(store, std::slice::from_ref(&late)).await;
+    sync(store).await;
+    compact(store, BASE_MS).await; // the up-to-date compactor, first
+    let stale = crate::compact::merge_hour(BASE_MS, stale_series);
+    let stale_layers = crate::compact::merge_hour(BASE_MS, stale_layers);
+    let events = stale.iter().chain(&stale_layers).map(|r| r.count).sum();
+    let stale_hour = crate::CompactedHour {
+        mark: crate::HourMark {
+            hour_ms: BASE_MS,
+            events,
+            series: stale.len() as u64,
+            compacted_at_ms: BASE_MS + 31 * DAY_MS,
+        },
+        series: stale,
+        layers: stale_layers,
+    };
+    store.write_hour(&stale_hour).await.expect("stale write");
+    sync(store).await;
+    let got: u64 = layer_sums(store, &TotalsQuery::range(range.0, range.1))
+        .await
+        .iter()
+        .map(|r| r.totals.count)
+        .sum();
+    assert_eq!(
+        got,
+        want + 9,
+        "the late minute survives the stale compactor"
+    );
+    let marks = store
+        .hour_marks(BASE_MS, BASE_MS + HOUR_MS)
+        .await
+        .expect("marks");
+    assert_eq!(
+        marks[0].events,
+        events + 9,
+        "the mark keeps the fuller watermark"
+    );
 }

@@ -13,17 +13,27 @@
 //!   directory, so a laptop runs the whole system with one command.
 //! - [`conformance`] is the suite both backends must pass; each backend's
 //!   tests call it.
+//! - Two tiers: minute rollups as collectors write them, and hourly
+//!   rollups compacted from them ([`compact`]). [`tier`] decides, in one
+//!   place, which tier a read takes: reads in whole-hour buckets (or one
+//!   bucket over their range) take compacted whole hours from the hourly
+//!   tier and the rest from minutes, so their answers equal the minute
+//!   tier's. Each tier has its own retention.
 
+pub mod compact;
 pub mod conformance;
 pub mod elastic;
 mod error;
 mod merge;
 mod query;
 pub mod sqlite;
+pub mod tier;
 mod totals;
 
+pub use compact::{CompactPolicy, CompactReport};
 pub use error::{Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
+pub use tier::{CompactedHour, HOUR_MS, HourMark};
 pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;
@@ -114,9 +124,127 @@ pub trait Store: Send + Sync {
         bucket_ms: i64,
     ) -> Result<Vec<Point>, StoreError> {
         query::check_bucket(bucket_ms)?;
-        let rollups = self.read_layer_rollups(layer, from_ms, to_ms).await?;
+        query::check_range(from_ms, to_ms)?;
+        let plan = tier::plan_for(self, from_ms, to_ms, Some(bucket_ms)).await?;
+        let mut rollups = Vec::new();
+        for (from, to) in plan.minutes {
+            rollups.extend(self.read_layer_rollups(layer, from, to).await?);
+        }
+        for (from, to) in plan.hours {
+            rollups.extend(self.read_hourly_layer_rollups(layer, from, to).await?);
+        }
         Ok(merge::points_by_bucket(rollups, bucket_ms))
     }
+
+    /// The series matching `q` in buckets of `bucket_ms` (aligned to the
+    /// Unix epoch), one point per bucket with documents, oldest first,
+    /// each the merge of every document of the bucket (so its percentiles
+    /// are the bucket's own). Buckets of whole hours read compacted hours
+    /// from the hourly tier ([`tier`]); the answer is the minute tier's.
+    ///
+    /// # Errors
+    /// As for [`Store::read_series`], and [`StoreError::InvalidQuery`] for
+    /// a bucket that is not whole minutes.
+    async fn series_points(
+        &self,
+        q: &SeriesQuery,
+        bucket_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        query::check_bucket(bucket_ms)?;
+        q.validate()?;
+        let plan = tier::plan_for(self, q.from_ms, q.to_ms, Some(bucket_ms)).await?;
+        let mut rollups = Vec::new();
+        let part = |from_ms, to_ms| SeriesQuery {
+            from_ms,
+            to_ms,
+            ..q.clone()
+        };
+        for (from, to) in plan.minutes {
+            rollups.extend(self.read_rollups(&part(from, to)).await?);
+        }
+        for (from, to) in plan.hours {
+            rollups.extend(self.read_hourly_rollups(&part(from, to)).await?);
+        }
+        Ok(merge::points_by_bucket(rollups, bucket_ms))
+    }
+
+    /// The hourly series rollups matching `q` (one per series and compacted
+    /// hour, minute = the hour's start), unmerged, oldest first.
+    ///
+    /// # Errors
+    /// As for [`Store::read_rollups`].
+    async fn read_hourly_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError>;
+
+    /// The hourly whole-layer rollups of `layer` with an hour in `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// As for [`Store::read_layer_rollups`].
+    async fn read_hourly_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError>;
+
+    /// Every minute rollup of the hour starting at `hour_ms`: the series'
+    /// (every layer) and the whole layers', unmerged. What compaction reads.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn read_hour_minutes(
+        &self,
+        hour_ms: i64,
+    ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
+        let (from, to) = (hour_ms, hour_ms + HOUR_MS);
+        let mut series = Vec::new();
+        let mut layers = Vec::new();
+        for layer in Layer::ALL {
+            series.extend(
+                self.read_rollups(&SeriesQuery::layer(layer, from, to))
+                    .await?,
+            );
+            layers.extend(self.read_layer_rollups(layer, from, to).await?);
+        }
+        Ok((series, layers))
+    }
+
+    /// Writes a compacted hour: its hourly documents, replacing those of the
+    /// same id unless they were built from more events, then its mark, once
+    /// the documents are visible to reads.
+    ///
+    /// # Errors
+    /// As for [`Store::write_rollups`].
+    async fn write_hour(&self, hour: &CompactedHour) -> Result<(), StoreError>;
+
+    /// The marks of compacted hours starting in `[from_ms, to_ms)`, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn hour_marks(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourMark>, StoreError>;
+
+    /// Events in the minute tier (series' and whole-layer rollups) per hour
+    /// starting in `[from_ms, to_ms)`; hours without documents are absent.
+    /// The compactor compares it with the marks to find new and late hours.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn minute_events_by_hour(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::BTreeMap<i64, u64>, StoreError>;
+
+    /// Deletes the hourly tier (documents and marks) older than `keep_days`
+    /// whole UTC days before `now_ms`; Elasticsearch drops whole monthly
+    /// indices, so up to a month more stays.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn apply_hourly_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError>;
 
     /// The series of one minute ranked by a metric, merged across collectors
     /// and hosts, each identified by `(service, name)`.
@@ -159,7 +287,9 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
     async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError>;
 
-    /// Deletes everything older than `keep_days` whole UTC days before `now_ms`.
+    /// Deletes the minute tier (series' and whole-layer minute rollups,
+    /// samples) older than `keep_days` whole UTC days before `now_ms`; the
+    /// hourly tier has its own ([`Store::apply_hourly_retention`]).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`].

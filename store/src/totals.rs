@@ -282,6 +282,28 @@ fn rank_by(mut rows: Vec<SeriesTotals>, order: Metric, limit: usize) -> Vec<Seri
     out
 }
 
+/// Sums rows of the same layer and bucket (the parts of a read split
+/// between tiers), each keyed by the bucket of the whole query: one bucket
+/// over the range is keyed by its `from`.
+pub(crate) fn merge_layer_rows(rows: Vec<LayerTotals>, q: &TotalsQuery) -> Vec<LayerTotals> {
+    let mut by: std::collections::BTreeMap<(Layer, i64), Totals> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let at = q.bucket_of(r.totals.bucket_ms);
+        match by.get_mut(&(r.layer, at)) {
+            Some(t) => t.add(&r.totals),
+            None => {
+                let mut t = r.totals;
+                t.bucket_ms = at;
+                by.insert((r.layer, at), t);
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((layer, _), totals)| LayerTotals { layer, totals })
+        .collect()
+}
+
 /// Orders layer totals by layer, then bucket.
 pub(crate) fn sort_layers(rows: &mut [LayerTotals]) {
     rows.sort_by(|a, b| {

@@ -131,9 +131,9 @@ async fn uses_wal_and_records_the_schema_version() {
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    // 3: whole-layer rollups beside the series' (2: the covering index
-    // behind the dashboard's totals).
-    assert_eq!(v, 3);
+    // 4: the hourly tier (3: whole-layer rollups beside the series'; 2:
+    // the covering index behind the dashboard's totals).
+    assert_eq!(v, 4);
 }
 
 #[tokio::test]
@@ -154,4 +154,50 @@ async fn a_corrupt_body_is_an_error_naming_the_document() {
         Err(StoreError::Backend(msg)) => assert!(msg.contains(&r.doc_id()), "{msg}"),
         other => panic!("want a Backend error naming the doc, got {other:?}"),
     }
+}
+
+/// A file of schema version 3 (before the hourly tier) is migrated in
+/// place: its whole-layer rollups get their `count` column filled from
+/// their bodies, so the compactor's per-hour sums see them, and its hours
+/// compact.
+#[tokio::test]
+async fn migrates_a_version_3_file_to_the_hourly_tier() {
+    let tmp = TempDir::new().unwrap();
+    let r = rollup(4);
+    let mut whole = Rollup::empty(
+        MINUTE,
+        panorama_model::SeriesKey::whole_layer(Layer::Url),
+        "c1",
+    );
+    whole.merge(&r);
+    {
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        store.write_rollups(std::slice::from_ref(&r)).await.unwrap();
+        store.write_layer_rollups(&[whole]).await.unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        // Back to what version 3 had.
+        conn.execute_batch(
+            "DROP TABLE hourly_rollups; DROP TABLE hourly_layer_rollups; DROP TABLE layer_hours; \
+             DROP TABLE hour_marks; ALTER TABLE layer_rollups DROP COLUMN count; \
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let hour = MINUTE - MINUTE % 3_600_000;
+    let sums = store
+        .minute_events_by_hour(hour, hour + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        sums.get(&hour),
+        Some(&8),
+        "4 series events + 4 whole-layer events"
+    );
+    let mark = panorama_store::compact::compact_hour(&store, hour, MINUTE)
+        .await
+        .unwrap();
+    assert_eq!((mark.events, mark.series), (8, 1));
+    let q = SeriesQuery::layer(Layer::Url, hour, hour + 3_600_000);
+    assert_eq!(store.read_hourly_rollups(&q).await.unwrap()[0].count, 4);
 }

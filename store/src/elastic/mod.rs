@@ -7,7 +7,11 @@
 //!
 //! Documents go to daily indices named after the UTC day of their minute
 //! (`{prefix}-rollups-2026.11.22`), so retention deletes whole indices and a
-//! query over a range touches only the days it needs. Only core APIs are used
+//! query over a range touches only the days it needs. The hourly tier has
+//! monthly indices (`{prefix}-hourly-2026.11` for series,
+//! `{prefix}-hourlayers-2026.11` for whole layers, `{prefix}-hourmarks-2026.11`
+//! for the marks of compacted hours), with the same mapping as minutes, so
+//! one search with a filter on `_index` reads both tiers at once. Only core APIs are used
 //! (bulk, index templates, search, refresh, cat indices, delete index): the
 //! minimal distribution without x-pack features serves them all.
 
@@ -34,6 +38,7 @@ use panorama_model::{Layer, Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
+use crate::tier::{self, Plan};
 use crate::totals::{rank_series, sort_layers, sort_seen};
 use crate::{
     LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery,
@@ -80,7 +85,17 @@ struct Doc {
     index: String,
     id: String,
     source: String,
+    /// An external version (`external_gte`): the write is refused (409)
+    /// when the stored document has a higher one, which counts as done —
+    /// a fuller document is already there. Hourly documents use their
+    /// events, so they never shrink.
+    version: Option<u64>,
 }
+
+/// The index kinds of the hourly tier (monthly indices).
+const HOURLY: &str = "hourly";
+const HOURLY_LAYERS: &str = "hourlayers";
+const HOUR_MARKS: &str = "hourmarks";
 
 impl ElasticStore {
     /// Connects and tries for a few seconds to install the index templates.
@@ -189,6 +204,10 @@ impl ElasticStore {
                 format!("{}-deadletter", self.cfg.index_prefix),
                 template::dead_letters(&self.cfg),
             ),
+            (
+                format!("{}-{HOUR_MARKS}", self.cfg.index_prefix),
+                template::hour_marks(&self.cfg),
+            ),
         ];
         for (name, body) in templates {
             self.with_retry("install index template", || async {
@@ -266,14 +285,9 @@ impl ElasticStore {
         json!({"bool": {"filter": filter}})
     }
 
-    /// The daily indices a range touches, or the pattern when it spans many
-    /// days: fewer shards searched for the common short ranges.
-    fn rollup_indices(&self, from_ms: i64, to_ms: i64) -> String {
-        self.daily_indices(from_ms, to_ms, "rollups")
-    }
-
-    /// As [`ElasticStore::rollup_indices`], for the indices of `kind`
-    /// (`rollups` or `layers`).
+    /// The daily indices of `kind` (`rollups` or `layers`) a range touches,
+    /// or the pattern when it spans many days: fewer shards searched for
+    /// the common short ranges.
     fn daily_indices(&self, from_ms: i64, to_ms: i64, kind: &str) -> String {
         const DAY: i64 = 86_400_000;
         let prefix = &self.cfg.index_prefix;
@@ -285,6 +299,132 @@ impl ElasticStore {
             .map(|d| format!("{prefix}-{kind}-{}", day(d * DAY)))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The rollups of `indices` matching `q`, oldest first.
+    async fn read_rollups_in(
+        &self,
+        indices: &str,
+        q: &SeriesQuery,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        q.validate()?;
+        let mut filter = vec![
+            json!({"term": {"layer": q.layer}}),
+            json!({"range": {"minute": {"gte": q.from_ms, "lt": q.to_ms}}}),
+        ];
+        push_term(&mut filter, "service", q.service.as_deref());
+        push_term(&mut filter, "name", q.name.as_deref());
+        push_term(&mut filter, "host", q.host.as_deref());
+        for (k, v) in &q.dims {
+            filter.push(json!({"term": {"dims_kv": format!("{k}={v}")}}));
+        }
+        let hits = self
+            .search_all(
+                indices,
+                json!({"bool": {"filter": filter}}),
+                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
+                None,
+                BODY,
+            )
+            .await?;
+        decode_bodies::<Rollup>(hits)
+    }
+
+    /// The whole-layer rollups of `indices` for `layer` in `[from, to)`.
+    async fn read_layer_rollups_in(
+        &self,
+        indices: &str,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let filter = json!({"bool": {"filter": [
+            {"term": {"layer": layer}},
+            {"range": {"minute": {"gte": from_ms, "lt": to_ms}}},
+        ]}});
+        let hits = self
+            .search_all(
+                indices,
+                filter,
+                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
+                None,
+                BODY,
+            )
+            .await?;
+        decode_bodies::<Rollup>(hits)
+    }
+
+    /// Makes the documents of `indices` visible to searches.
+    async fn refresh(&self, indices: &[&str]) -> Result<(), StoreError> {
+        self.with_retry("refresh", || async {
+            self.client
+                .indices()
+                .refresh(IndicesRefreshParts::Index(indices))
+                .allow_no_indices(true)
+                .ignore_unavailable(true)
+                .send()
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The monthly indices of hourly `kind` a range touches.
+    fn monthly_indices(&self, from_ms: i64, to_ms: i64, kind: &str) -> Vec<String> {
+        let prefix = &self.cfg.index_prefix;
+        let mut out: Vec<String> = Vec::new();
+        let mut at = tier::hour_of(from_ms);
+        while at < to_ms {
+            let name = format!("{prefix}-{kind}-{}", month(at));
+            if out.last() != Some(&name) {
+                out.push(name);
+            }
+            at += tier::HOUR_MS * 24;
+        }
+        let last = format!("{prefix}-{kind}-{}", month(to_ms - 1));
+        if out.last() != Some(&last) {
+            out.push(last);
+        }
+        out
+    }
+
+    /// The indices a tiered read searches and the clause that keeps, of
+    /// each, only the documents of its segments: minute kinds (daily
+    /// indices) over the plan's minute ranges, hourly kinds (monthly) over
+    /// its hours; a kind paired with a layer keeps that layer only.
+    fn tiered(
+        &self,
+        plan: &Plan,
+        minute_kinds: &[(&str, Option<Layer>)],
+        hour_kinds: &[(&str, Option<Layer>)],
+    ) -> (String, Value) {
+        let p = &self.cfg.index_prefix;
+        let mut indices: Vec<String> = Vec::new();
+        let mut should = Vec::new();
+        for &(kind, only) in minute_kinds {
+            for &(a, b) in &plan.minutes {
+                for i in self.daily_indices(a, b, kind).split(',') {
+                    if !indices.iter().any(|x| x == i) {
+                        indices.push(i.to_owned());
+                    }
+                }
+                should.push(segment_clause(&format!("{p}-{kind}-"), only, a, b));
+            }
+        }
+        for &(kind, only) in hour_kinds {
+            for &(a, b) in &plan.hours {
+                for i in self.monthly_indices(a, b, kind) {
+                    if !indices.contains(&i) {
+                        indices.push(i);
+                    }
+                }
+                should.push(segment_clause(&format!("{p}-{kind}-"), only, a, b));
+            }
+        }
+        (
+            indices.join(","),
+            json!({"bool": {"minimum_should_match": 1, "should": should}}),
+        )
     }
 
     /// Runs a non-bulk request, retrying transport errors and retryable
@@ -379,6 +519,7 @@ impl ElasticStore {
                     index: format!("{}-deadletter-{}", self.cfg.index_prefix, day(now)),
                     id: format!("{}-{now}", d.id),
                     source: source.to_string(),
+                    version: None,
                 })
             })
             .collect();
@@ -419,7 +560,12 @@ impl ElasticStore {
         while !pending.is_empty() {
             let mut lines = Vec::with_capacity(pending.len() * 2);
             for d in &pending {
-                lines.push(json!({"index": {"_index": d.index, "_id": d.id}}).to_string());
+                let action = match d.version {
+                    Some(v) => json!({"index": {"_index": d.index, "_id": d.id,
+                        "version": v, "version_type": "external_gte"}}),
+                    None => json!({"index": {"_index": d.index, "_id": d.id}}),
+                };
+                lines.push(action.to_string());
                 lines.push(d.source.clone());
             }
             let failure = match self
@@ -447,6 +593,16 @@ impl ElasticStore {
                                 match outcome {
                                     ItemOutcome::Done => {
                                         self.stats.written_docs.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    ItemOutcome::Conflict(_) if doc.version.is_some() => {
+                                        // A document built from more events is there.
+                                        self.stats.written_docs.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    ItemOutcome::Conflict(reason) => {
+                                        rejected.push(Rejection {
+                                            doc_id: doc.id.clone(),
+                                            reason,
+                                        });
                                     }
                                     ItemOutcome::Retry(why) => {
                                         retry_reason.get_or_insert(why);
@@ -553,11 +709,15 @@ impl ElasticStore {
     }
 
     async fn index_names(&self) -> Result<Vec<String>, StoreError> {
+        let p = &self.cfg.index_prefix;
         let patterns = [
             self.rollup_pattern(),
             self.layer_pattern(),
             self.sample_pattern(),
-            format!("{}-deadletter-*", self.cfg.index_prefix),
+            format!("{p}-deadletter-*"),
+            format!("{p}-{HOURLY}-*"),
+            format!("{p}-{HOURLY_LAYERS}-*"),
+            format!("{p}-{HOUR_MARKS}-*"),
         ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let resp = self
@@ -593,6 +753,7 @@ impl ElasticStore {
             format!("{}-rollups", self.cfg.index_prefix),
             format!("{}-samples", self.cfg.index_prefix),
             format!("{}-deadletter", self.cfg.index_prefix),
+            format!("{}-{HOUR_MARKS}", self.cfg.index_prefix),
         ] {
             self.client
                 .indices()
@@ -638,20 +799,13 @@ impl Store for ElasticStore {
         to_ms: i64,
     ) -> Result<Vec<Rollup>, StoreError> {
         crate::query::check_range(from_ms, to_ms)?;
-        let filter = json!({"bool": {"filter": [
-            {"term": {"layer": layer}},
-            {"range": {"minute": {"gte": from_ms, "lt": to_ms}}},
-        ]}});
-        let hits = self
-            .search_all(
-                &self.daily_indices(from_ms, to_ms, "layers"),
-                filter,
-                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
-                None,
-                BODY,
-            )
-            .await?;
-        decode_bodies::<Rollup>(hits)
+        self.read_layer_rollups_in(
+            &self.daily_indices(from_ms, to_ms, "layers"),
+            layer,
+            from_ms,
+            to_ms,
+        )
+        .await
     }
 
     async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
@@ -676,6 +830,7 @@ impl Store for ElasticStore {
                     index: self.sample_index(s.minute_ms),
                     id: s.doc_id(),
                     source: source.to_string(),
+                    version: None,
                 }
             })
             .collect();
@@ -683,27 +838,181 @@ impl Store for ElasticStore {
     }
 
     async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
+        self.read_rollups_in(&self.rollup_pattern(), q).await
+    }
+
+    async fn read_hourly_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
         q.validate()?;
-        let mut filter = vec![
-            json!({"term": {"layer": q.layer}}),
-            json!({"range": {"minute": {"gte": q.from_ms, "lt": q.to_ms}}}),
-        ];
-        push_term(&mut filter, "service", q.service.as_deref());
-        push_term(&mut filter, "name", q.name.as_deref());
-        push_term(&mut filter, "host", q.host.as_deref());
-        for (k, v) in &q.dims {
-            filter.push(json!({"term": {"dims_kv": format!("{k}={v}")}}));
+        let indices = self.monthly_indices(q.from_ms, q.to_ms, HOURLY).join(",");
+        self.read_rollups_in(&indices, q).await
+    }
+
+    async fn read_hourly_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        crate::query::check_range(from_ms, to_ms)?;
+        let indices = self
+            .monthly_indices(from_ms, to_ms, HOURLY_LAYERS)
+            .join(",");
+        self.read_layer_rollups_in(&indices, layer, from_ms, to_ms)
+            .await
+    }
+
+    async fn read_hour_minutes(
+        &self,
+        hour_ms: i64,
+    ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
+        let range = json!({"bool": {"filter": [
+            {"range": {"minute": {"gte": hour_ms, "lt": hour_ms + tier::HOUR_MS}}}
+        ]}});
+        let p = &self.cfg.index_prefix;
+        // One daily index each; sorted by the unique id, so paging neither
+        // skips nor repeats a document while the index takes writes.
+        let (si, li) = (
+            format!("{p}-rollups-{}", day(hour_ms)),
+            format!("{p}-layers-{}", day(hour_ms)),
+        );
+        let (series, layers) = tokio::join!(
+            self.search_all(&si, range.clone(), json!([{"doc_id": "asc"}]), None, BODY,),
+            self.search_all(&li, range.clone(), json!([{"doc_id": "asc"}]), None, BODY,),
+        );
+        Ok((decode_bodies(series?)?, decode_bodies(layers?)?))
+    }
+
+    async fn write_hour(&self, hour: &crate::CompactedHour) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
+        let p = &self.cfg.index_prefix;
+        let at = month(hour.mark.hour_ms);
+        let (series_index, layers_index, marks_index) = (
+            format!("{p}-{HOURLY}-{at}"),
+            format!("{p}-{HOURLY_LAYERS}-{at}"),
+            format!("{p}-{HOUR_MARKS}-{at}"),
+        );
+        let versioned = |r: &Rollup, index: &str| {
+            let mut d = rollup_doc(r, index.to_owned());
+            d.version = Some(r.count);
+            d
+        };
+        let docs: Vec<Doc> = hour
+            .series
+            .iter()
+            .map(|r| versioned(r, &series_index))
+            .chain(hour.layers.iter().map(|r| versioned(r, &layers_index)))
+            .collect();
+        self.bulk(docs).await?;
+        // The mark only once the documents are visible: a reader that
+        // sees it must find them.
+        self.refresh(&[&series_index, &layers_index]).await?;
+        let m = &hour.mark;
+        self.bulk(vec![Doc {
+            index: marks_index.clone(),
+            id: m.hour_ms.to_string(),
+            source: json!({
+                "hour": m.hour_ms,
+                "events": m.events,
+                "series": m.series,
+                "compacted_at": m.compacted_at_ms,
+            })
+            .to_string(),
+            version: Some(m.events),
+        }])
+        .await?;
+        self.refresh(&[&marks_index]).await
+    }
+
+    async fn hour_marks(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::HourMark>, StoreError> {
+        if to_ms <= from_ms {
+            return Ok(Vec::new());
         }
         let hits = self
             .search_all(
-                &self.rollup_pattern(),
-                json!({"bool": {"filter": filter}}),
-                json!([{"minute": "asc"}, {"doc_id": "asc"}]),
+                &self.monthly_indices(from_ms, to_ms, HOUR_MARKS).join(","),
+                json!({"range": {"hour": {"gte": from_ms, "lt": to_ms}}}),
+                json!([{"hour": "asc"}]),
                 None,
-                BODY,
+                &[],
             )
             .await?;
-        decode_bodies::<Rollup>(hits)
+        Ok(hits
+            .iter()
+            .map(|h| crate::HourMark {
+                hour_ms: h["hour"].as_i64().unwrap_or_default(),
+                events: h["events"].as_u64().unwrap_or_default(),
+                series: h["series"].as_u64().unwrap_or_default(),
+                compacted_at_ms: h["compacted_at"].as_i64().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn minute_events_by_hour(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::BTreeMap<i64, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        if to_ms <= from_ms {
+            return Ok(out);
+        }
+        // Whole daily indices named one by one and a body that never
+        // changes: each shard's answer stays in its request cache until
+        // the shard takes a write, so a pass over two weeks recomputes
+        // only today (and days that got late minutes).
+        const DAY: i64 = 86_400_000;
+        let p = &self.cfg.index_prefix;
+        let mut names = Vec::new();
+        for d in from_ms.div_euclid(DAY)..=(to_ms - 1).div_euclid(DAY) {
+            for kind in ["rollups", "layers"] {
+                names.push(format!("{p}-{kind}-{}", day(d * DAY)));
+            }
+        }
+        let aggs = json!({"h": {
+            "date_histogram": {"field": "minute", "fixed_interval": "1h", "min_doc_count": 1},
+            "aggs": {"count": {"sum": {"field": "count"}}},
+        }});
+        let res = self
+            .aggregate(&names.join(","), json!({"match_all": {}}), aggs)
+            .await?;
+        for b in buckets(&res["h"]) {
+            let h = b["key"].as_f64().unwrap_or_default() as i64;
+            let n = b["count"]["value"].as_f64().unwrap_or_default().round() as u64;
+            if h >= from_ms && h < to_ms && n > 0 {
+                out.insert(h, n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply_hourly_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError> {
+        let cutoff = retention_cutoff_ms(now_ms, keep_days);
+        let cutoff_day = DateTime::<Utc>::from_timestamp_millis(cutoff)
+            .map(|t| t.date_naive())
+            .ok_or_else(|| StoreError::InvalidQuery(format!("time {now_ms} out of range")))?;
+        let p = &self.cfg.index_prefix;
+        let kinds = [HOURLY, HOURLY_LAYERS, HOUR_MARKS].map(|k| format!("{p}-{k}-"));
+        // A month goes once its last day is past the cutoff.
+        let old: Vec<String> = self
+            .index_names()
+            .await?
+            .into_iter()
+            .filter(|name| kinds.iter().any(|k| name.starts_with(k.as_str())))
+            .filter(|name| index_month_end(name).is_some_and(|end| end <= cutoff_day))
+            .collect();
+        self.delete_indices(&old).await?;
+        Ok(RetentionReport {
+            dropped: old,
+            deleted_docs: 0,
+        })
     }
 
     async fn top(&self, q: &TopQuery) -> Result<Vec<TopEntry>, StoreError> {
@@ -770,32 +1079,23 @@ impl Store for ElasticStore {
         let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": inner}});
         let narrowed =
             q.service.is_some() || q.name.is_some() || q.host.is_some() || q.name_prefix.is_some();
-        let (indices, filter) = if q.whole_layers && !narrowed {
-            // Whole-layer documents for every layer that has them, the
-            // series' own documents for infra: one search over both.
-            let p = &self.cfg.index_prefix;
-            let mut filter = Self::totals_filter(q);
-            if let Some(f) = filter["bool"]["filter"].as_array_mut() {
-                f.push(json!({"bool": {"minimum_should_match": 1, "should": [
-                    {"prefix": {"_index": format!("{p}-layers-")}},
-                    {"bool": {"filter": [
-                        {"prefix": {"_index": format!("{p}-rollups-")}},
-                        {"term": {"layer": Layer::Infra}},
-                    ]}},
-                ]}}));
-            }
-            let indices = format!(
-                "{},{}",
-                self.rollup_indices(q.from_ms, q.to_ms),
-                self.daily_indices(q.from_ms, q.to_ms, "layers")
-            );
-            (indices, filter)
-        } else {
-            (
-                self.rollup_indices(q.from_ms, q.to_ms),
-                Self::totals_filter(q),
-            )
-        };
+        let plan = tier::plan_for(self, q.from_ms, q.to_ms, q.bucket_ms).await?;
+        // Whole-layer documents for every layer that has them, the series'
+        // own documents for infra: one search over both, in either tier.
+        let (minute_kinds, hour_kinds): (&[(&str, Option<Layer>)], &[(&str, Option<Layer>)]) =
+            if q.whole_layers && !narrowed {
+                (
+                    &[("layers", None), ("rollups", Some(Layer::Infra))],
+                    &[(HOURLY_LAYERS, None), (HOURLY, Some(Layer::Infra))],
+                )
+            } else {
+                (&[("rollups", None)], &[(HOURLY, None)])
+            };
+        let (indices, clause) = self.tiered(&plan, minute_kinds, hour_kinds);
+        let mut filter = Self::totals_filter(q);
+        if let Some(f) = filter["bool"]["filter"].as_array_mut() {
+            f.push(clause);
+        }
         let res = self.aggregate(&indices, filter, aggs).await?;
         let mut out = Vec::new();
         for lb in buckets(&res["layers"]) {
@@ -843,13 +1143,13 @@ impl Store for ElasticStore {
             series
         };
         let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": per_layer}});
-        let res = self
-            .aggregate(
-                &self.rollup_indices(q.range.from_ms, q.range.to_ms),
-                Self::totals_filter(&q.range),
-                aggs,
-            )
-            .await?;
+        let plan = tier::plan_for(self, q.range.from_ms, q.range.to_ms, None).await?;
+        let (indices, clause) = self.tiered(&plan, &[("rollups", None)], &[(HOURLY, None)]);
+        let mut filter = Self::totals_filter(&q.range);
+        if let Some(f) = filter["bool"]["filter"].as_array_mut() {
+            f.push(clause);
+        }
+        let res = self.aggregate(&indices, filter, aggs).await?;
         let mut out = Vec::new();
         for lb in buckets(&res["layers"]) {
             let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
@@ -943,11 +1243,15 @@ impl Store for ElasticStore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
+        let p = &self.cfg.index_prefix;
         let patterns = [
             self.rollup_pattern(),
             self.layer_pattern(),
             self.sample_pattern(),
-            format!("{}-deadletter-*", self.cfg.index_prefix),
+            format!("{p}-deadletter-*"),
+            format!("{p}-{HOURLY}-*"),
+            format!("{p}-{HOURLY_LAYERS}-*"),
+            format!("{p}-{HOUR_MARKS}-*"),
         ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         self.with_retry("refresh", || async {
@@ -999,6 +1303,7 @@ fn rollup_doc(r: &Rollup, index: String) -> Doc {
         index,
         id: r.doc_id(),
         source: source.to_string(),
+        version: None,
     }
 }
 
@@ -1058,6 +1363,34 @@ fn decode_bodies<T: serde::de::DeserializeOwned>(
             })
         })
         .collect()
+}
+
+/// A `should` clause of a tiered read: documents of the indices starting
+/// with `index_prefix` (one kind), of `only` layer if given, with a minute
+/// in `[from, to)`.
+fn segment_clause(index_prefix: &str, only: Option<Layer>, from: i64, to: i64) -> Value {
+    let mut f = vec![
+        json!({"prefix": {"_index": index_prefix}}),
+        json!({"range": {"minute": {"gte": from, "lt": to}}}),
+    ];
+    if let Some(l) = only {
+        f.push(json!({"term": {"layer": l}}));
+    }
+    json!({"bool": {"filter": f}})
+}
+
+/// The UTC month of an hour, as monthly index names spell it.
+fn month(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y.%m").to_string())
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
+/// The first day after the month a monthly index holds.
+fn index_month_end(name: &str) -> Option<NaiveDate> {
+    let suffix = name.rsplit('-').next()?;
+    let first = NaiveDate::parse_from_str(&format!("{suffix}.01"), "%Y.%m.%d").ok()?;
+    first.checked_add_months(chrono::Months::new(1))
 }
 
 /// The UTC day of a minute, as daily index names spell it.

@@ -21,6 +21,9 @@ pub(super) enum ItemOutcome {
     Retry(String),
     /// Failed for good.
     Reject(String),
+    /// Refused because the stored document has a higher external version
+    /// (409): done, for a versioned write; a rejection otherwise.
+    Conflict(String),
 }
 
 #[derive(Deserialize)]
@@ -65,7 +68,9 @@ pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, Str
                 .error
                 .map(|e| describe(&e))
                 .unwrap_or_else(|| format!("status {}", item.status));
-            if status_is_retryable(item.status) {
+            if item.status == 409 {
+                ItemOutcome::Conflict(reason)
+            } else if status_is_retryable(item.status) {
                 ItemOutcome::Retry(reason)
             } else {
                 ItemOutcome::Reject(reason)
@@ -94,9 +99,10 @@ mod tests {
             {"index":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
             {"index":{"_id":"c","status":400,"error":{"type":"document_parsing_exception","reason":"mapping conflict"}}},
             {"index":{"_id":"d","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary not active"}}},
-            {"create":{"_id":"e","status":200}}
+            {"create":{"_id":"e","status":200}},
+            {"index":{"_id":"f","status":409,"error":{"type":"version_conflict_engine_exception","reason":"newer"}}}
         ]}"#;
-        let out = classify(body, 5).unwrap();
+        let out = classify(body, 6).unwrap();
         assert_eq!(out[0], ItemOutcome::Done);
         assert_eq!(
             out[1],
@@ -108,6 +114,7 @@ mod tests {
         );
         assert!(matches!(out[3], ItemOutcome::Retry(_)));
         assert_eq!(out[4], ItemOutcome::Done);
+        assert!(matches!(out[5], ItemOutcome::Conflict(_)));
     }
 
     #[test]

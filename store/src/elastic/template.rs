@@ -14,9 +14,12 @@ use super::ElasticConfig;
 pub(super) fn rollups(cfg: &ElasticConfig) -> Value {
     let mut t = json!({
         // Whole-layer rollups are rollups too, in indices of their own.
+        // So are hourly rollups (monthly indices): one search reads both tiers.
         "index_patterns": [
             format!("{}-rollups-*", cfg.index_prefix),
-            format!("{}-layers-*", cfg.index_prefix)
+            format!("{}-layers-*", cfg.index_prefix),
+            format!("{}-hourly-*", cfg.index_prefix),
+            format!("{}-hourlayers-*", cfg.index_prefix)
         ],
         "priority": 200,
         "template": {
@@ -64,6 +67,28 @@ pub(super) fn rollup_totals_fields() -> Value {
             "value_n": {"type": "long"},
             "value_max": {"type": "double"}
         }
+    })
+}
+
+/// The index template for the marks of compacted hours (monthly indices,
+/// one small document per hour).
+pub(super) fn hour_marks(cfg: &ElasticConfig) -> Value {
+    json!({
+        "index_patterns": [format!("{}-hourmarks-*", cfg.index_prefix)],
+        "priority": 200,
+        "template": {
+            "settings": settings(cfg),
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "hour": {"type": "date", "format": "epoch_millis"},
+                    "events": {"type": "long"},
+                    "series": {"type": "long"},
+                    "compacted_at": {"type": "date", "format": "epoch_millis"}
+                }
+            }
+        },
+        "_meta": {"owner": "panorama", "schema": 1}
     })
 }
 

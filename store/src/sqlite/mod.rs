@@ -271,10 +271,262 @@ fn totals_filter(select: &str, q: &TotalsQuery) -> Filter {
     f
 }
 
-/// Totals read the covering index alone; named, because without table
-/// statistics the planner may take the narrower (layer, minute) index and
-/// then read every wide row.
-const TOTALS_INDEX: &str = "INDEXED BY rollups_layer_minute_totals";
+/// The tables of one tier: series rollups, whole-layer rollups, per-layer
+/// sums, and the covering index totals read.
+#[derive(Clone, Copy)]
+struct Tables {
+    rollups: &'static str,
+    layers: &'static str,
+    sums: &'static str,
+    /// Totals read the covering index alone; named, because without table
+    /// statistics the planner may take the narrower (layer, minute) index
+    /// and then read every wide row.
+    totals_index: &'static str,
+}
+
+const MINUTES: Tables = Tables {
+    rollups: "rollups",
+    layers: "layer_rollups",
+    sums: "layer_minutes",
+    totals_index: "INDEXED BY rollups_layer_minute_totals",
+};
+
+const HOURS: Tables = Tables {
+    rollups: "hourly_rollups",
+    layers: "hourly_layer_rollups",
+    sums: "layer_hours",
+    totals_index: "INDEXED BY hourly_rollups_layer_minute_totals",
+};
+
+/// The segments of a plan, each with its tier's tables.
+fn segments(plan: crate::tier::Plan) -> Vec<(Tables, i64, i64)> {
+    let m = plan.minutes.into_iter().map(|(a, b)| (MINUTES, a, b));
+    let h = plan.hours.into_iter().map(|(a, b)| (HOURS, a, b));
+    m.chain(h).collect()
+}
+
+/// Reads the rollups of `table` matching `q`, oldest first.
+fn read_rollups_in(
+    conn: &Connection,
+    table: &str,
+    q: &SeriesQuery,
+) -> Result<Vec<Rollup>, StoreError> {
+    let mut f = Filter::new(&format!("SELECT doc_id, body FROM {table}"));
+    f.and("layer =", q.layer.as_str().to_owned());
+    f.and_opt("service =", q.service.as_ref());
+    f.and_opt("name =", q.name.as_ref());
+    f.and_opt("host =", q.host.as_ref());
+    f.and("minute_ms >=", q.from_ms);
+    f.and("minute_ms <", q.to_ms);
+    let rows = select_bodies(conn, &f.sql, f.args, "read series")?;
+    let mut rollups = Vec::with_capacity(rows.len());
+    for (doc_id, body) in rows {
+        let r = decode_rollup(table, &doc_id, &body)?;
+        if q.dims.iter().all(|(k, v)| r.key.dims.get(k) == Some(v)) {
+            rollups.push(r);
+        }
+    }
+    rollups.sort_by_key(|r| r.minute_ms);
+    Ok(rollups)
+}
+
+/// Reads the whole-layer rollups of `table` for `layer` in `[from, to)`.
+fn read_layer_rollups_in(
+    conn: &Connection,
+    table: &str,
+    layer: Layer,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Rollup>, StoreError> {
+    let rows = select_bodies(
+        conn,
+        &format!(
+            "SELECT doc_id, body FROM {table} \
+             WHERE layer = ?1 AND minute_ms >= ?2 AND minute_ms < ?3 \
+             ORDER BY minute_ms, doc_id"
+        ),
+        vec![
+            layer.as_str().to_owned().into(),
+            from_ms.into(),
+            to_ms.into(),
+        ],
+        "read layer rollups",
+    )?;
+    rows.iter()
+        .map(|(doc_id, body)| decode_rollup(table, doc_id, body))
+        .collect()
+}
+
+/// Sums of one layer (`q.layer` is set) over one tier's segment.
+fn layer_totals_in(
+    conn: &Connection,
+    t: Tables,
+    q: &TotalsQuery,
+) -> Result<Vec<LayerTotals>, StoreError> {
+    // Bucket arithmetic in SQL keeps one row per layer and bucket; with
+    // one bucket it is the constant `from`.
+    let bucket = match q.bucket_ms {
+        Some(b) => format!("(minute_ms - ((minute_ms % {b}) + {b}) % {b})"),
+        None => q.from_ms.to_string(),
+    };
+    let unfiltered =
+        q.service.is_none() && q.name.is_none() && q.host.is_none() && q.name_prefix.is_none();
+    let table = if unfiltered {
+        t.sums.to_owned()
+    } else {
+        format!("{} {}", t.rollups, t.totals_index)
+    };
+    let mut f = totals_filter(
+        &format!("SELECT layer, {bucket} AS bucket, {TOTALS_COLUMNS} FROM {table}"),
+        q,
+    );
+    f.sql.push_str(" GROUP BY layer, bucket");
+    const WHAT: &str = "sum layers";
+    let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
+    let rows = stmt
+        .query_map(params_from_iter(f.args), |row| {
+            let layer = parse_layer(&row.get::<_, String>(0)?)?;
+            Ok(LayerTotals {
+                layer,
+                totals: totals_row(row, 2, row.get(1)?)?,
+            })
+        })
+        .map_err(db_err(WHAT))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))
+}
+
+/// Adds the per-series sums of one tier's segment into `groups`, keyed
+/// by service, name and host (`''` unless `by_host`).
+fn series_totals_in(
+    conn: &Connection,
+    t: Tables,
+    q: &TotalsQuery,
+    by_host: bool,
+    bucket_ms: i64,
+    groups: &mut std::collections::HashMap<String, SeriesTotals>,
+) -> Result<(), StoreError> {
+    let host = if by_host { "host" } else { "''" };
+    let f = totals_filter(
+        &format!(
+            "SELECT service, name, {host}, count, errors, latency_count, latency_sum_ms, \
+             latency_max_ms, p99_ms, value_sum, value_n, value_max, minute_ms \
+             FROM {} {}",
+            t.rollups, t.totals_index
+        ),
+        q,
+    );
+    let layer = q.layer.unwrap_or(Layer::Url);
+    const WHAT: &str = "sum series";
+    let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
+    let mut rows = stmt.query(params_from_iter(f.args)).map_err(db_err(WHAT))?;
+    let mut key = String::new();
+    while let Some(row) = rows.next().map_err(db_err(WHAT))? {
+        let text = |i: usize| -> rusqlite::Result<&str> {
+            row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)
+        };
+        let (service, name, h) = (
+            text(0).map_err(db_err(WHAT))?,
+            text(1).map_err(db_err(WHAT))?,
+            text(2).map_err(db_err(WHAT))?,
+        );
+        key.clear();
+        for part in [service, name, h] {
+            key.push_str(part);
+            key.push('\u{1f}');
+        }
+        let t = totals_of_row(row, bucket_ms).map_err(db_err(WHAT))?;
+        match groups.get_mut(key.as_str()) {
+            Some(g) => g.totals.add(&t),
+            None => {
+                groups.insert(
+                    key.clone(),
+                    SeriesTotals {
+                        layer,
+                        service: service.to_owned(),
+                        name: name.to_owned(),
+                        host: h.to_owned(),
+                        totals: t,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one rollup row into `table` (`rollups` or `hourly_rollups`):
+/// the statement both tiers share. `guarded` keeps a stored row built
+/// from more events (hourly documents never shrink).
+fn upsert_rollup_sql(table: &str, guarded: bool) -> String {
+    let cols = "doc_id, minute_ms, layer, service, host, name, dims, collector, body, \
+                count, errors, latency_count, latency_sum_ms, latency_max_ms, p99_ms, \
+                value_sum, value_n, value_max";
+    let values = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18";
+    if !guarded {
+        return format!("INSERT OR REPLACE INTO {table} ({cols}) VALUES ({values})");
+    }
+    let set = cols
+        .split(", ")
+        .map(str::trim)
+        .filter(|c| *c != "doc_id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} ({cols}) VALUES ({values}) ON CONFLICT (doc_id) DO UPDATE SET {set} \
+         WHERE excluded.count >= {table}.count"
+    )
+}
+
+/// Binds a [`RollupRow`] to [`upsert_rollup_sql`]'s statement.
+fn execute_rollup_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    r: &RollupRow,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        r.doc_id,
+        r.minute_ms,
+        r.layer,
+        r.service,
+        r.host,
+        r.name,
+        r.dims,
+        r.collector,
+        r.body,
+        r.totals.count as i64,
+        r.totals.errors as i64,
+        r.totals.latency_count as i64,
+        r.totals.latency_sum_ms,
+        r.totals.latency_max_ms,
+        r.totals.p99_max_ms,
+        r.totals.value_sum,
+        r.totals.value_n as i64,
+        r.totals.value_max
+    ])
+}
+
+/// Encodes rollups for their rows.
+fn rollup_rows(rollups: &[Rollup]) -> Result<Vec<RollupRow>, StoreError> {
+    rollups
+        .iter()
+        .map(|r| {
+            let doc_id = r.doc_id();
+            Ok(RollupRow {
+                minute_ms: r.minute_ms,
+                layer: r.key.layer.as_str(),
+                service: r.key.service.clone(),
+                host: r.key.host.clone(),
+                name: r.key.name.clone(),
+                dims: to_json(&doc_id, &r.key.dims)?,
+                collector: r.collector.clone(),
+                totals: Totals::of(r),
+                rollup: r.clone(),
+                body: to_json(&doc_id, r)?,
+                doc_id,
+            })
+        })
+        .collect()
+}
 
 /// The aggregate columns every totals query selects, in [`totals_row`]'s order.
 const TOTALS_COLUMNS: &str = "SUM(count), SUM(errors), SUM(latency_count), SUM(latency_sum_ms), \
@@ -357,6 +609,26 @@ struct RollupRow {
     body: String,
 }
 
+/// Whole-layer rollups encoded for their rows: id, layer, minute, count, body.
+fn layer_rows(
+    rollups: &[Rollup],
+) -> Result<Vec<(String, &'static str, i64, i64, String)>, StoreError> {
+    rollups
+        .iter()
+        .map(|r| {
+            let doc_id = r.doc_id();
+            let body = to_json(&doc_id, r)?;
+            Ok((
+                doc_id,
+                r.key.layer.as_str(),
+                r.minute_ms,
+                r.count as i64,
+                body,
+            ))
+        })
+        .collect()
+}
+
 /// A sample encoded for its row.
 struct SampleRow {
     doc_id: String,
@@ -376,38 +648,13 @@ impl Store for SqliteStore {
         if rollups.is_empty() {
             return Ok(());
         }
-        let rows = rollups
-            .iter()
-            .map(|r| {
-                let doc_id = r.doc_id();
-                Ok(RollupRow {
-                    minute_ms: r.minute_ms,
-                    layer: r.key.layer.as_str(),
-                    service: r.key.service.clone(),
-                    host: r.key.host.clone(),
-                    name: r.key.name.clone(),
-                    dims: to_json(&doc_id, &r.key.dims)?,
-                    collector: r.collector.clone(),
-                    totals: Totals::of(r),
-                    rollup: r.clone(),
-                    body: to_json(&doc_id, r)?,
-                    doc_id,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = rollup_rows(rollups)?;
         self.with_conn(move |conn| {
             const WHAT: &str = "write rollups";
             let tx = conn.transaction().map_err(db_err(WHAT))?;
             {
                 let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO rollups \
-                         (doc_id, minute_ms, layer, service, host, name, dims, collector, body, \
-                          count, errors, latency_count, latency_sum_ms, latency_max_ms, p99_ms, \
-                          value_sum, value_n, value_max) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                          ?15, ?16, ?17, ?18)",
-                    )
+                    .prepare_cached(&upsert_rollup_sql("rollups", false))
                     .map_err(db_err(WHAT))?;
                 for r in &rows {
                     // Row by row, so a document twice in one batch is
@@ -415,27 +662,7 @@ impl Store for SqliteStore {
                     let old = old_totals(&tx, &r.doc_id).map_err(db_err(WHAT))?;
                     add_to_summaries(&tx, &r.rollup, &r.totals, old.as_ref())
                         .map_err(db_err(WHAT))?;
-                    stmt.execute(params![
-                        r.doc_id,
-                        r.minute_ms,
-                        r.layer,
-                        r.service,
-                        r.host,
-                        r.name,
-                        r.dims,
-                        r.collector,
-                        r.body,
-                        r.totals.count as i64,
-                        r.totals.errors as i64,
-                        r.totals.latency_count as i64,
-                        r.totals.latency_sum_ms,
-                        r.totals.latency_max_ms,
-                        r.totals.p99_max_ms,
-                        r.totals.value_sum,
-                        r.totals.value_n as i64,
-                        r.totals.value_max
-                    ])
-                    .map_err(db_err(WHAT))?;
+                    execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
                 }
             }
             tx.commit().map_err(db_err(WHAT))
@@ -447,26 +674,19 @@ impl Store for SqliteStore {
         if rollups.is_empty() {
             return Ok(());
         }
-        let rows = rollups
-            .iter()
-            .map(|r| {
-                let doc_id = r.doc_id();
-                let body = to_json(&doc_id, r)?;
-                Ok((doc_id, r.key.layer.as_str(), r.minute_ms, body))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = layer_rows(rollups)?;
         self.with_conn(move |conn| {
             const WHAT: &str = "write layer rollups";
             let tx = conn.transaction().map_err(db_err(WHAT))?;
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO layer_rollups (doc_id, layer, minute_ms, body) \
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO layer_rollups (doc_id, layer, minute_ms, count, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .map_err(db_err(WHAT))?;
-                for (doc_id, layer, minute_ms, body) in &rows {
-                    stmt.execute(params![doc_id, layer, minute_ms, body])
+                for (doc_id, layer, minute_ms, count, body) in &rows {
+                    stmt.execute(params![doc_id, layer, minute_ms, count, body])
                         .map_err(db_err(WHAT))?;
                 }
             }
@@ -483,23 +703,20 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Rollup>, StoreError> {
         crate::query::check_range(from_ms, to_ms)?;
         self.with_conn(move |conn| {
-            let rows = select_bodies(
-                conn,
-                "SELECT doc_id, body FROM layer_rollups \
-                 WHERE layer = ?1 AND minute_ms >= ?2 AND minute_ms < ?3 \
-                 ORDER BY minute_ms, doc_id",
-                vec![
-                    layer.as_str().to_owned().into(),
-                    from_ms.into(),
-                    to_ms.into(),
-                ],
-                "read layer rollups",
-            )?;
-            rows.iter()
-                .map(|(doc_id, body)| decode_rollup("layer_rollups", doc_id, body))
-                .collect()
+            read_layer_rollups_in(conn, MINUTES.layers, layer, from_ms, to_ms)
         })
         .await
+    }
+
+    async fn read_hourly_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        crate::query::check_range(from_ms, to_ms)?;
+        self.with_conn(move |conn| read_layer_rollups_in(conn, HOURS.layers, layer, from_ms, to_ms))
+            .await
     }
 
     async fn write_samples(&self, samples: &[Sample]) -> Result<(), StoreError> {
@@ -556,25 +773,171 @@ impl Store for SqliteStore {
 
     async fn read_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
         q.validate()?;
-        let mut f = Filter::new("SELECT doc_id, body FROM rollups");
-        f.and("layer =", q.layer.as_str().to_owned());
-        f.and_opt("service =", q.service.as_ref());
-        f.and_opt("name =", q.name.as_ref());
-        f.and_opt("host =", q.host.as_ref());
-        f.and("minute_ms >=", q.from_ms);
-        f.and("minute_ms <", q.to_ms);
-        let dims = q.dims.clone();
+        let q = q.clone();
+        self.with_conn(move |conn| read_rollups_in(conn, MINUTES.rollups, &q))
+            .await
+    }
+
+    async fn read_hourly_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
+        q.validate()?;
+        let q = q.clone();
+        self.with_conn(move |conn| read_rollups_in(conn, HOURS.rollups, &q))
+            .await
+    }
+
+    async fn write_hour(&self, hour: &crate::CompactedHour) -> Result<(), StoreError> {
+        let series = rollup_rows(&hour.series)?;
+        let layers = layer_rows(&hour.layers)?;
+        let mark = hour.mark.clone();
         self.with_conn(move |conn| {
-            let rows = select_bodies(conn, &f.sql, f.args, "read series")?;
-            let mut rollups = Vec::with_capacity(rows.len());
-            for (doc_id, body) in rows {
-                let r = decode_rollup("rollups", &doc_id, &body)?;
-                if dims.iter().all(|(k, v)| r.key.dims.get(k) == Some(v)) {
-                    rollups.push(r);
+            const WHAT: &str = "write hourly rollups";
+            // One transaction: the documents, the hour's layer sums rebuilt
+            // from whatever the table now holds, and the mark, visible together.
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(&upsert_rollup_sql("hourly_rollups", true))
+                    .map_err(db_err(WHAT))?;
+                for r in &series {
+                    execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
+                }
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO hourly_layer_rollups (doc_id, layer, minute_ms, count, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (doc_id) DO UPDATE SET \
+                         count = excluded.count, body = excluded.body \
+                         WHERE excluded.count >= hourly_layer_rollups.count",
+                    )
+                    .map_err(db_err(WHAT))?;
+                for (doc_id, layer, minute_ms, count, body) in &layers {
+                    stmt.execute(params![doc_id, layer, minute_ms, count, body])
+                        .map_err(db_err(WHAT))?;
                 }
             }
-            rollups.sort_by_key(|r| r.minute_ms);
-            Ok(rollups)
+            tx.execute(
+                "DELETE FROM layer_hours WHERE minute_ms = ?1",
+                params![mark.hour_ms],
+            )
+            .map_err(db_err(WHAT))?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO layer_hours (layer, minute_ms, count, errors, latency_count, \
+                     latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, \
+                     last_minute_ms) \
+                     SELECT layer, minute_ms, {TOTALS_COLUMNS} FROM hourly_rollups \
+                     WHERE minute_ms = ?1 GROUP BY layer, minute_ms"
+                ),
+                params![mark.hour_ms],
+            )
+            .map_err(db_err(WHAT))?;
+            tx.execute(
+                "INSERT INTO hour_marks (hour_ms, events, series, compacted_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (hour_ms) DO UPDATE SET \
+                 events = excluded.events, series = excluded.series, \
+                 compacted_at_ms = excluded.compacted_at_ms \
+                 WHERE excluded.events >= hour_marks.events",
+                params![
+                    mark.hour_ms,
+                    mark.events as i64,
+                    mark.series as i64,
+                    mark.compacted_at_ms
+                ],
+            )
+            .map_err(db_err(WHAT))?;
+            tx.commit().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn hour_marks(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::HourMark>, StoreError> {
+        self.with_conn(move |conn| {
+            const WHAT: &str = "read hour marks";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT hour_ms, events, series, compacted_at_ms FROM hour_marks \
+                     WHERE hour_ms >= ?1 AND hour_ms < ?2 ORDER BY hour_ms",
+                )
+                .map_err(db_err(WHAT))?;
+            let rows = stmt
+                .query_map(params![from_ms, to_ms], |r| {
+                    Ok(crate::HourMark {
+                        hour_ms: r.get(0)?,
+                        events: r.get::<_, i64>(1)?.max(0) as u64,
+                        series: r.get::<_, i64>(2)?.max(0) as u64,
+                        compacted_at_ms: r.get(3)?,
+                    })
+                })
+                .map_err(db_err(WHAT))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn minute_events_by_hour(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::BTreeMap<i64, u64>, StoreError> {
+        self.with_conn(move |conn| {
+            const WHAT: &str = "sum events per hour";
+            let mut out = std::collections::BTreeMap::new();
+            // `layer_minutes` holds the series' sums per layer and minute;
+            // whole-layer rollups carry their count in a column.
+            for table in ["layer_minutes", "layer_rollups"] {
+                let sql = format!(
+                    "SELECT minute_ms - ((minute_ms % 3600000) + 3600000) % 3600000 AS h, \
+                     SUM(count) FROM {table} WHERE layer = ?1 AND minute_ms >= ?2 \
+                     AND minute_ms < ?3 GROUP BY h"
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(db_err(WHAT))?;
+                for layer in Layer::ALL {
+                    let rows = stmt
+                        .query_map(params![layer.as_str(), from_ms, to_ms], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })
+                        .map_err(db_err(WHAT))?;
+                    for row in rows {
+                        let (h, n) = row.map_err(db_err(WHAT))?;
+                        *out.entry(h).or_insert(0u64) += n.max(0) as u64;
+                    }
+                }
+            }
+            out.retain(|_, n| *n > 0);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply_hourly_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError> {
+        let cutoff = retention_cutoff_ms(now_ms, keep_days);
+        self.with_conn(move |conn| {
+            const WHAT: &str = "apply hourly retention";
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            let mut deleted = 0u64;
+            for table in ["hourly_rollups", "hourly_layer_rollups", "layer_hours"] {
+                let sql = format!("DELETE FROM {table} WHERE layer = ?1 AND minute_ms < ?2");
+                let mut stmt = tx.prepare_cached(&sql).map_err(db_err(WHAT))?;
+                for layer in Layer::ALL {
+                    deleted += stmt
+                        .execute(params![layer.as_str(), cutoff])
+                        .map_err(db_err(WHAT))? as u64;
+                }
+            }
+            tx.execute("DELETE FROM hour_marks WHERE hour_ms < ?1", params![cutoff])
+                .map_err(db_err(WHAT))?;
+            tx.commit().map_err(db_err(WHAT))?;
+            Ok(RetentionReport {
+                dropped: Vec::new(),
+                deleted_docs: deleted,
+            })
         })
         .await
     }
@@ -635,37 +998,19 @@ impl Store for SqliteStore {
             }
             return Ok(out);
         }
-        // Bucket arithmetic in SQL keeps one row per layer and bucket; with
-        // one bucket it is the constant `from`.
-        let bucket = match q.bucket_ms {
-            Some(b) => format!("(minute_ms - ((minute_ms % {b}) + {b}) % {b})"),
-            None => q.from_ms.to_string(),
-        };
-        let unfiltered =
-            q.service.is_none() && q.name.is_none() && q.host.is_none() && q.name_prefix.is_none();
-        let table = if unfiltered {
-            "layer_minutes".to_owned()
-        } else {
-            format!("rollups {TOTALS_INDEX}")
-        };
-        let mut f = totals_filter(
-            &format!("SELECT layer, {bucket} AS bucket, {TOTALS_COLUMNS} FROM {table}"),
-            q,
-        );
-        f.sql.push_str(" GROUP BY layer, bucket");
+        let plan = crate::tier::plan_for(self, q.from_ms, q.to_ms, q.bucket_ms).await?;
+        let q = q.clone();
         self.with_conn(move |conn| {
-            const WHAT: &str = "sum layers";
-            let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
-            let rows = stmt
-                .query_map(params_from_iter(f.args), |row| {
-                    let layer = parse_layer(&row.get::<_, String>(0)?)?;
-                    Ok(LayerTotals {
-                        layer,
-                        totals: totals_row(row, 2, row.get(1)?)?,
-                    })
-                })
-                .map_err(db_err(WHAT))?;
-            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))?;
+            let mut rows = Vec::new();
+            for (t, from_ms, to_ms) in segments(plan) {
+                let part = TotalsQuery {
+                    from_ms,
+                    to_ms,
+                    ..q.clone()
+                };
+                rows.extend(layer_totals_in(conn, t, &part)?);
+            }
+            let mut out = crate::totals::merge_layer_rows(rows, &q);
             sort_layers(&mut out);
             Ok(out)
         })
@@ -686,56 +1031,23 @@ impl Store for SqliteStore {
         // Grouped here rather than with SQL's GROUP BY: SQLite sorts the
         // whole range into a temporary B-tree first, while one pass over the
         // covering index into a hash map costs about half as much.
-        let host = if q.by_host { "host" } else { "''" };
-        let f = totals_filter(
-            &format!(
-                "SELECT service, name, {host}, count, errors, latency_count, latency_sum_ms, \
-                 latency_max_ms, p99_ms, value_sum, value_n, value_max, minute_ms \
-                 FROM rollups {TOTALS_INDEX}"
-            ),
-            &q.range,
-        );
-        let layer = q.range.layer.unwrap_or(Layer::Url);
-        let (from, order, limit) = (q.range.from_ms, q.order, q.limit);
+        let plan = crate::tier::plan_for(self, q.range.from_ms, q.range.to_ms, None).await?;
+        let q = q.clone();
         self.with_conn(move |conn| {
-            const WHAT: &str = "sum series";
-            let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
-            let mut rows = stmt.query(params_from_iter(f.args)).map_err(db_err(WHAT))?;
-            let mut groups: std::collections::HashMap<String, SeriesTotals> =
-                std::collections::HashMap::new();
-            let mut key = String::new();
-            while let Some(row) = rows.next().map_err(db_err(WHAT))? {
-                let text = |i: usize| -> rusqlite::Result<&str> {
-                    row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)
+            let mut groups = std::collections::HashMap::new();
+            for (t, from_ms, to_ms) in segments(plan) {
+                let part = TotalsQuery {
+                    from_ms,
+                    to_ms,
+                    ..q.range.clone()
                 };
-                let (service, name, h) = (
-                    text(0).map_err(db_err(WHAT))?,
-                    text(1).map_err(db_err(WHAT))?,
-                    text(2).map_err(db_err(WHAT))?,
-                );
-                key.clear();
-                for part in [service, name, h] {
-                    key.push_str(part);
-                    key.push('\u{1f}');
-                }
-                let t = totals_of_row(row, from).map_err(db_err(WHAT))?;
-                match groups.get_mut(key.as_str()) {
-                    Some(g) => g.totals.add(&t),
-                    None => {
-                        groups.insert(
-                            key.clone(),
-                            SeriesTotals {
-                                layer,
-                                service: service.to_owned(),
-                                name: name.to_owned(),
-                                host: h.to_owned(),
-                                totals: t,
-                            },
-                        );
-                    }
-                }
+                series_totals_in(conn, t, &part, q.by_host, q.range.from_ms, &mut groups)?;
             }
-            Ok(rank_series(groups.into_values().collect(), order, limit))
+            Ok(rank_series(
+                groups.into_values().collect(),
+                q.order,
+                q.limit,
+            ))
         })
         .await
     }

@@ -9,7 +9,7 @@ use crate::StoreError;
 
 /// The schema version this release writes and understands, kept in
 /// `PRAGMA user_version`. Bump it with a new step in [`migrate`].
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for a lock held by another connection (a
 /// second process on the same file, or an `sqlite3` shell) before failing.
@@ -107,6 +107,74 @@ CREATE INDEX IF NOT EXISTS layer_rollups_layer_minute
     ON layer_rollups (layer, minute_ms);
 ";
 
+/// Version 4: the hourly tier. Hourly rollups of series and of whole
+/// layers in tables of their own (same columns as the minute tier's, so
+/// the same queries read them), per-layer sums per hour (`layer_hours`,
+/// what `layer_minutes` is for minutes: rebuilt from `hourly_rollups` by
+/// each compaction of the hour, so it cannot drift), and the marks of
+/// compacted hours. Whole-layer minute rollups gain a `count` column, so
+/// the compactor's per-hour event sums read no bodies; filled from the
+/// bodies here.
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS hourly_rollups (
+    doc_id         TEXT PRIMARY KEY NOT NULL,
+    minute_ms      INTEGER NOT NULL,
+    layer          TEXT NOT NULL,
+    service        TEXT NOT NULL,
+    host           TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    dims           TEXT NOT NULL,
+    collector      TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    count          INTEGER NOT NULL DEFAULT 0,
+    errors         INTEGER NOT NULL DEFAULT 0,
+    latency_count  INTEGER NOT NULL DEFAULT 0,
+    latency_sum_ms REAL NOT NULL DEFAULT 0,
+    latency_max_ms REAL,
+    p99_ms         REAL,
+    value_sum      REAL NOT NULL DEFAULT 0,
+    value_n        INTEGER NOT NULL DEFAULT 0,
+    value_max      REAL
+);
+CREATE INDEX IF NOT EXISTS hourly_rollups_layer_series_minute
+    ON hourly_rollups (layer, service, name, minute_ms);
+CREATE INDEX IF NOT EXISTS hourly_rollups_layer_minute_totals
+    ON hourly_rollups (layer, minute_ms, service, name, host, count, errors, latency_count,
+                       latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max);
+CREATE TABLE IF NOT EXISTS hourly_layer_rollups (
+    doc_id    TEXT PRIMARY KEY NOT NULL,
+    layer     TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    count     INTEGER NOT NULL DEFAULT 0,
+    body      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hourly_layer_rollups_layer_minute
+    ON hourly_layer_rollups (layer, minute_ms);
+CREATE TABLE IF NOT EXISTS layer_hours (
+    layer          TEXT NOT NULL,
+    minute_ms      INTEGER NOT NULL,
+    count          INTEGER NOT NULL,
+    errors         INTEGER NOT NULL,
+    latency_count  INTEGER NOT NULL,
+    latency_sum_ms REAL NOT NULL,
+    latency_max_ms REAL,
+    p99_ms         REAL,
+    value_sum      REAL NOT NULL,
+    value_n        INTEGER NOT NULL,
+    value_max      REAL,
+    last_minute_ms INTEGER NOT NULL,
+    PRIMARY KEY (layer, minute_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hour_marks (
+    hour_ms         INTEGER PRIMARY KEY NOT NULL,
+    events          INTEGER NOT NULL,
+    series          INTEGER NOT NULL,
+    compacted_at_ms INTEGER NOT NULL
+);
+ALTER TABLE layer_rollups ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+UPDATE layer_rollups SET count = coalesce(json_extract(body, '$.count'), 0);
+";
+
 /// Opens (creating if needed) the database at `path` and brings its schema
 /// to [`SCHEMA_VERSION`].
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -160,6 +228,9 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
     }
     if from < 3 {
         tx.execute_batch(V3)?;
+    }
+    if from < 4 {
+        tx.execute_batch(V4)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
