@@ -12,9 +12,18 @@
 //! elasticsearch = "http://127.0.0.1:9200"
 //! index_prefix = "panorama"
 //!
-//! [[token]]                    # absent: ingest is open (loopback only!)
+//! metrics_public = false       # true: /metrics without a token (Prometheus)
+//! insecure_open = false        # true: serve without any credential off loopback
+//!
+//! [[token]]                    # none at all: open, and only on loopback
 //! name = "web-agents"
-//! token = "…"
+//! token_env = "PANORAMA_AGENT_TOKEN"   # or token = "…", or token_file = "…"
+//! role = "agent"               # agent (default) | viewer | operator | admin
+//!
+//! [tls]                        # absent: plain HTTP
+//! cert_file = "/etc/panorama/tls/cert.pem"   # re-read when it changes
+//! key_file = "/etc/panorama/tls/key.pem"
+//! client_ca_file = "/etc/panorama/tls/agents-ca.pem"  # optional: mutual TLS
 //!
 //! [wal]
 //! max_total_mb = 4096
@@ -24,12 +33,13 @@
 //! language = "zh"              # en | zh, for users who have not chosen
 //! secure_cookies = true        # behind TLS that sends no X-Forwarded-Proto
 //! session_idle_hours = 12
+//! session_max_hours = 168      # a login ends after this however busy
 //! silent_after_secs = 180      # a host without heartbeat this long is silent
 //!
 //! [[dashboard.user]]           # hash with `panorama hash-password`
 //! name = "ana"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$…"
-//! role = "operator"            # viewer | operator
+//! role = "operator"            # viewer | operator | admin
 //! ```
 
 use std::collections::HashMap;
@@ -42,6 +52,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::CollectorConfig;
+use crate::auth::{ApiToken, MIN_TOKEN_LEN};
+use crate::serve::TlsFiles;
+use panorama_model::Role;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +69,9 @@ struct Raw {
     store: RawStore,
     #[serde(default, rename = "token")]
     tokens: Vec<Spanned<RawToken>>,
+    metrics_public: Option<bool>,
+    insecure_open: Option<bool>,
+    tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     wal: RawWal,
     rules: Option<RawRules>,
@@ -69,6 +85,7 @@ struct RawDashboard {
     language: Option<Spanned<String>>,
     secure_cookies: Option<bool>,
     session_idle_hours: Option<Spanned<u64>>,
+    session_max_hours: Option<Spanned<u64>>,
     silent_after_secs: Option<Spanned<u64>>,
     #[serde(default, rename = "user")]
     users: Vec<Spanned<RawUser>>,
@@ -97,6 +114,8 @@ pub struct DashboardSection {
     pub secure_cookies: bool,
     /// Idle time after which a login ends.
     pub session_idle: Duration,
+    /// Time after which a login ends however busy.
+    pub session_max: Duration,
     /// Heartbeat age after which a host is listed as silent.
     pub silent_after: Duration,
 }
@@ -108,7 +127,7 @@ pub struct DashboardUser {
     pub name: String,
     /// argon2 hash in PHC form.
     pub password_hash: String,
-    /// `viewer` or `operator`.
+    /// `viewer`, `operator` or `admin`.
     pub role: String,
 }
 
@@ -141,7 +160,31 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawToken {
     name: String,
-    token: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    role: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+}
+
+/// Who may call what, from the file: every `[[token]]` with its role, and
+/// the two switches that loosen the secure default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthSection {
+    /// Every token, any role (the agent ones are also in
+    /// [`CollectorConfig::tokens`]).
+    pub tokens: Vec<ApiToken>,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+    /// Serve without credentials on a non-loopback address.
+    pub insecure_open: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +221,10 @@ pub struct FileConfig {
     pub rules: Option<RulesSection>,
     /// The dashboard, if configured.
     pub dashboard: Option<DashboardSection>,
+    /// Tokens and their roles.
+    pub auth: AuthSection,
+    /// TLS, if configured.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A configuration error with its place.
@@ -261,24 +308,95 @@ impl FileConfig {
             }
             c.retention_days = r.into_inner();
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         let mut tokens = HashMap::new();
+        let mut api_tokens: Vec<ApiToken> = Vec::new();
         for t in raw.tokens {
             let span = t.span();
             let t = t.into_inner();
-            if t.token.len() < 8 {
+            let role = match &t.role {
+                None => Role::Agent,
+                Some(r) => Role::parse(r.get_ref()).ok_or_else(|| {
+                    invalid(
+                        r.span().start,
+                        format!(
+                            "`role` {:?}: expected \"agent\", \"viewer\", \"operator\" or \"admin\"",
+                            r.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let secret = match (t.token, t.token_env, t.token_file) {
+                (Some(v), None, None) => v,
+                (None, Some(var), None) => std::env::var(&var).map_err(|_| {
+                    invalid(
+                        span.start,
+                        format!(
+                            "token {:?}: environment variable {var} (token_env) is not set",
+                            t.name
+                        ),
+                    )
+                })?,
+                (None, None, Some(file)) => {
+                    let file = relative(file);
+                    std::fs::read_to_string(&file)
+                        .map(|v| v.trim().to_owned())
+                        .map_err(|e| {
+                            invalid(
+                                span.start,
+                                format!("token {:?}: token_file {}: {e}", t.name, file.display()),
+                            )
+                        })?
+                }
+                _ => {
+                    return Err(invalid(
+                        span.start,
+                        format!(
+                            "token {:?}: give exactly one of `token`, `token_env`, `token_file`",
+                            t.name
+                        ),
+                    ));
+                }
+            };
+            if secret.len() < MIN_TOKEN_LEN {
                 return Err(invalid(
                     span.start,
-                    format!("token {:?}: at least 8 characters expected", t.name),
+                    format!(
+                        "token {:?}: at least {MIN_TOKEN_LEN} characters expected",
+                        t.name
+                    ),
                 ));
             }
-            if tokens.insert(t.token, t.name.clone()).is_some() {
+            if api_tokens.iter().any(|x| x.token == secret) {
                 return Err(invalid(
                     span.start,
                     format!("token of {:?} is already given to another producer", t.name),
                 ));
             }
+            if role == Role::Agent {
+                tokens.insert(secret.clone(), t.name.clone());
+            }
+            api_tokens.push(ApiToken {
+                name: t.name,
+                token: secret,
+                role,
+            });
         }
         c.tokens = tokens;
+        let auth = AuthSection {
+            tokens: api_tokens,
+            metrics_public: raw.metrics_public.unwrap_or(false),
+            insecure_open: raw.insecure_open.unwrap_or(false),
+        };
+        let tls = raw.tls.map(|t| {
+            let t = t.into_inner();
+            TlsFiles {
+                cert_file: relative(t.cert_file),
+                key_file: relative(t.key_file),
+                client_ca_file: t.client_ca_file.map(relative),
+            }
+        });
         if let Some(mb) = raw.wal.max_total_mb {
             c.wal.max_total_bytes = mb.max(1) << 20;
         }
@@ -336,6 +454,8 @@ impl FileConfig {
         Ok(FileConfig {
             rules,
             dashboard,
+            auth,
+            tls,
             listen: raw
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("a valid address")),
@@ -380,6 +500,7 @@ fn check_dashboard(
         None => Ok(default),
     };
     let idle_hours = positive(d.session_idle_hours, "session_idle_hours", 12)?;
+    let max_hours = positive(d.session_max_hours, "session_max_hours", 168)?;
     let silent_secs = positive(d.silent_after_secs, "silent_after_secs", 180)?;
     let mut users: Vec<DashboardUser> = Vec::new();
     for u in d.users {
@@ -406,11 +527,11 @@ fn check_dashboard(
                 ),
             ));
         }
-        if !["viewer", "operator"].contains(&u.role.get_ref().as_str()) {
+        if !["viewer", "operator", "admin"].contains(&u.role.get_ref().as_str()) {
             return Err(invalid(
                 u.role.span().start,
                 format!(
-                    "`role` {:?}: expected \"viewer\" or \"operator\"",
+                    "`role` {:?}: expected \"viewer\", \"operator\" or \"admin\"",
                     u.role.get_ref()
                 ),
             ));
@@ -427,6 +548,7 @@ fn check_dashboard(
         language,
         secure_cookies: d.secure_cookies.unwrap_or(false),
         session_idle: Duration::from_secs(idle_hours * 3600),
+        session_max: Duration::from_secs(max_hours * 3600),
         silent_after: Duration::from_secs(silent_secs),
     })
 }
@@ -499,7 +621,7 @@ role = "operator"
                 "collector.toml:14:12",
                 "\"en\" or \"zh\"",
             ),
-            ("\"operator\"", "\"admin\"", "collector.toml:19:8", "viewer"),
+            ("\"operator\"", "\"root\"", "collector.toml:19:8", "viewer"),
             (
                 "\"$argon2id$v=19",
                 "\"plain$v=19",
@@ -513,6 +635,74 @@ role = "operator"
             assert!(err.starts_with(at), "{err:?} should start with {at}");
             assert!(err.contains(needle), "{err:?} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn tokens_have_roles_and_secrets_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ops.token"), "from-a-file-0001\n").unwrap();
+        // A variable every test process has (setting one is unsafe code).
+        let path = std::env::var("PATH").unwrap();
+        let text = format!(
+            r#"{GOOD}
+[[token]]
+name = "grafana"
+token_env = "PATH"
+role = "viewer"
+
+[[token]]
+name = "ops"
+token_file = "ops.token"
+role = "operator"
+
+metrics_public = true
+"#
+        )
+        .replace("metrics_public = true\n", "");
+        let text = format!(
+            "metrics_public = true\n{text}\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"/k.pem\"\n"
+        );
+        let c = FileConfig::parse(&dir.path().join("collector.toml"), &text).unwrap();
+        let roles: Vec<_> = c
+            .auth
+            .tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.token.as_str(), t.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("web-agents", "0123456789abcdef", Role::Agent),
+                ("grafana", path.as_str(), Role::Viewer),
+                ("ops", "from-a-file-0001", Role::Operator),
+            ]
+        );
+        assert_eq!(c.collector.tokens.len(), 1, "only agent tokens ingest");
+        assert!(c.auth.metrics_public && !c.auth.insecure_open);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("c.pem"));
+        assert_eq!(tls.key_file, Path::new("/k.pem"));
+        for (add, needle) in [
+            ("role = \"root\"", "expected \"agent\""),
+            ("token_env = \"PANORAMA_TEST_UNSET_VAR\"", "exactly one"),
+        ] {
+            let text = GOOD.replace(
+                "token = \"0123456789abcdef\"",
+                &format!("token = \"0123456789abcdef\"\n{add}"),
+            );
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.starts_with("collector.toml:"), "{err}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+        let unset = GOOD.replace(
+            "token = \"0123456789abcdef\"",
+            "token_env = \"PANORAMA_TEST_UNSET_VAR\"",
+        );
+        let err = parse(&unset).unwrap_err().to_string();
+        assert!(
+            err.contains("PANORAMA_TEST_UNSET_VAR") && err.contains("not set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,8 +18,10 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod ledger;
+pub mod serve;
 pub mod service;
 pub mod wal;
 

@@ -1,7 +1,8 @@
 //! Logins, sessions, CSRF tokens and the language cookie.
 //!
-//! Sessions live in memory: a restart logs everyone out, which for a
-//! handful of on-duty staff costs one login and spares a session table. The
+//! Sessions are kept by [`crate::sessions`] (persisted, hashed); failed
+//! logins are slowed by [`crate::throttle`], and a locked login is refused
+//! with 429 and `Retry-After` before its password is looked at. The
 //! session cookie is `HttpOnly` (scripts never see it), `SameSite=Strict`
 //! (no other site can make the browser send it) and `Secure` behind HTTPS.
 //! Every form also carries the session's CSRF token, checked on each POST,
@@ -9,18 +10,18 @@
 //! form, which has no session yet, uses a double-submit token: a random value
 //! in both a strict cookie and the form.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::net::SocketAddr;
 
-use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
+use axum::http::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::{Lang, Role};
+use crate::now_ms;
 use crate::pages::{Chrome, LoginPage, html};
 use crate::{Dashboard, i18n};
 
@@ -29,61 +30,8 @@ pub const SESSION_COOKIE: &str = "panorama_session";
 const LOGIN_COOKIE: &str = "panorama_login";
 const LANG_COOKIE: &str = "panorama_lang";
 
-/// A logged-in user, as handlers see it.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    /// Login name.
-    pub(crate) user: String,
-    /// Role.
-    pub(crate) role: Role,
-    /// The token every form of this session carries.
-    pub(crate) csrf: String,
-    last_used: Instant,
-}
-
-/// Sessions by token.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions {
-    by_token: Mutex<HashMap<String, Session>>,
-}
-
-fn token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Sessions {
-    fn create(&self, user: &str, role: Role) -> (String, Session) {
-        let s = Session {
-            user: user.to_owned(),
-            role,
-            csrf: token(),
-            last_used: Instant::now(),
-        };
-        let t = token();
-        self.lock().insert(t.clone(), s.clone());
-        (t, s)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The live session of a token, touched; idle ones are dropped.
-    fn get(&self, token: &str, idle: std::time::Duration) -> Option<Session> {
-        let mut map = self.lock();
-        map.retain(|_, s| s.last_used.elapsed() < idle);
-        let s = map.get_mut(token)?;
-        s.last_used = Instant::now();
-        Some(s.clone())
-    }
-
-    fn remove(&self, token: &str) {
-        self.lock().remove(token);
-    }
-}
+pub(crate) use crate::sessions::Session;
+use crate::sessions::token;
 
 /// The value of cookie `name` in the request.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -140,6 +88,11 @@ fn redirect(to: &str) -> Response {
     r
 }
 
+/// The live session the request's cookie names, touched.
+pub(crate) fn session_of(d: &Dashboard, headers: &HeaderMap) -> Option<Session> {
+    cookie(headers, SESSION_COOKIE).and_then(|t| d.sessions().get(t, d.cfg(), now_ms()))
+}
+
 /// Lets requests with a live session through, with the [`Session`] in
 /// their extensions; sends others to the login page (pages) or refuses
 /// them (forms). POSTs must also carry the session's CSRF token, which the
@@ -149,9 +102,7 @@ pub(crate) async fn require_login(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let session = cookie(req.headers(), SESSION_COOKIE)
-        .and_then(|t| d.sessions().get(t, d.cfg().session_idle));
-    match session {
+    match session_of(&d, req.headers()) {
         Some(s) => {
             req.extensions_mut().insert(s);
             next.run(req).await
@@ -249,7 +200,13 @@ fn login_form(
         c: Chrome::anonymous(d, lang, "/login"),
         next: safe_next(next),
         csrf: csrf.clone(),
-        error: error.map(|_| i18n::texts(lang).login_failed),
+        error: error.map(|e| {
+            if e == "throttled" {
+                i18n::texts(lang).login_throttled
+            } else {
+                i18n::texts(lang).login_failed
+            }
+        }),
     };
     let mut r = html(&page);
     *r.status_mut() = status;
@@ -268,12 +225,15 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-/// Checks the password and starts a session.
+/// Checks the password and starts a session, unless the throttle says
+/// this user or address has failed too often.
 pub(crate) async fn login(
     State(d): State<Dashboard>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let addr = peer.map(|p| p.0.0.ip());
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !constant_eq(expected.as_bytes(), f.csrf.as_bytes()) {
         return login_form(
@@ -284,18 +244,34 @@ pub(crate) async fn login(
             StatusCode::FORBIDDEN,
         );
     }
+    if let Err((wait, why)) = d.throttle().check(&f.user, addr, now_ms()) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(user = %f.user, addr = ?addr, locked = why.as_str(), retry_after_secs = secs, "dashboard login refused: too many failures");
+        let mut r = login_form(
+            &d,
+            &headers,
+            f.next.as_deref(),
+            Some("throttled"),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(RETRY_AFTER, v);
+        }
+        return r;
+    }
     // argon2 takes tens of milliseconds of CPU: off the async workers.
     let (cfg, user, password) = (d.clone(), f.user.clone(), f.password.clone());
     let found = tokio::task::spawn_blocking(move || {
         cfg.cfg()
             .authenticate(&user, &password)
-            .map(|u| (u.name.clone(), u.role))
+            .map(|u| (u.name.clone(), u.role, u.password_hash.clone()))
     })
     .await
     .ok()
     .flatten();
-    let Some((user, role)) = found else {
-        tracing::warn!(user = %f.user, "dashboard login refused");
+    let Some((user, role, hash)) = found else {
+        d.throttle().failed(&f.user, addr, now_ms());
+        tracing::warn!(user = %f.user, addr = ?addr, "dashboard login refused: wrong user or password");
         return login_form(
             &d,
             &headers,
@@ -304,8 +280,9 @@ pub(crate) async fn login(
             StatusCode::UNAUTHORIZED,
         );
     };
-    let (t, _) = d.sessions().create(&user, role);
-    tracing::info!(%user, role = role.as_str(), "dashboard login");
+    d.throttle().succeeded(&user, addr);
+    let (t, _) = d.sessions().create(&user, &hash, now_ms());
+    tracing::info!(%user, addr = ?addr, role = role.as_str(), "dashboard login");
     let mut r = redirect(&safe_next(f.next.as_deref()));
     let sec = secure(&d, &headers);
     r.headers_mut()
@@ -331,7 +308,8 @@ pub(crate) async fn logout(
         return r.into_response();
     }
     if let Some(t) = cookie(&headers, SESSION_COOKIE) {
-        d.sessions().remove(t);
+        d.sessions().remove(t, now_ms());
+        tracing::info!(user = %s.user, "dashboard logout");
     }
     let mut r = redirect("/login");
     r.headers_mut().append(
@@ -365,10 +343,6 @@ pub(crate) async fn switch_lang(
     r
 }
 
-pub(crate) fn new_sessions() -> Sessions {
-    Sessions::default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,15 +354,5 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn sessions_idle_out() {
-        let s = Sessions::default();
-        let (t, sess) = s.create("ana", Role::Viewer);
-        assert_eq!(sess.csrf.len(), 64);
-        assert!(s.get(&t, std::time::Duration::from_secs(60)).is_some());
-        assert!(s.get(&t, std::time::Duration::ZERO).is_none());
-        assert!(s.get("nope", std::time::Duration::from_secs(60)).is_none());
     }
 }

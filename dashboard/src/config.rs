@@ -4,39 +4,16 @@
 //! `[dashboard]` section in `panorama_collector::config`); this is the
 //! checked form the dashboard runs with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono_tz::Tz;
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Reads every page.
-    Viewer,
-    /// Also acknowledges alerts and creates and expires silences.
-    Operator,
-}
-
-impl Role {
-    /// Parses `viewer` or `operator`.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            _ => None,
-        }
-    }
-
-    /// The name used in config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-        }
-    }
-}
+/// What a user may do: `viewer`, `operator` or `admin` (the roles API
+/// tokens have too; `agent` is for agents, not people).
+pub use panorama_model::Role;
 
 /// A language of the pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +68,20 @@ pub struct DashboardConfig {
     pub secure_cookies: bool,
     /// How long a login lasts without activity.
     pub session_idle: Duration,
+    /// How long a login lasts however busy.
+    pub session_max: Duration,
+    /// Where sessions are persisted (only hashes of their tokens); `None`
+    /// keeps them in memory, so a restart logs everyone out.
+    pub sessions_file: Option<PathBuf>,
+    /// Failed-login limits.
+    pub throttle: crate::throttle::ThrottlePolicy,
     /// A host whose heartbeat is older than this is listed as silent.
     pub silent_after: Duration,
 }
 
 impl DashboardConfig {
-    /// Defaults: UTC, English, sessions idle out after 12 h, hosts silent
+    /// Defaults: UTC, English, sessions idle out after 12 h and end after
+    /// 7 days, kept in memory, failed logins throttled, hosts silent
     /// after 3 minutes (the agent beats every 10 s and the collector writes
     /// a minute within about 20 s).
     pub fn new(users: Vec<User>) -> DashboardConfig {
@@ -106,6 +91,9 @@ impl DashboardConfig {
             default_lang: Lang::En,
             secure_cookies: false,
             session_idle: Duration::from_secs(12 * 3600),
+            session_max: Duration::from_secs(7 * 86_400),
+            sessions_file: None,
+            throttle: crate::throttle::ThrottlePolicy::default(),
             silent_after: Duration::from_secs(180),
         }
     }

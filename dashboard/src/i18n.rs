@@ -30,6 +30,7 @@ pub(crate) struct Texts {
     pub(crate) password: &'static str,
     /// Wrong user name or password, or the form expired: try again.
     pub(crate) login_failed: &'static str,
+    pub(crate) login_throttled: &'static str,
     /// 中文
     pub(crate) other_lang: &'static str,
     /// Updated
@@ -228,6 +229,7 @@ pub(crate) static EN: Texts = Texts {
     user: "User",
     password: "Password",
     login_failed: "Wrong user name or password, or the form expired: try again.",
+    login_throttled: "Too many failed logins: wait a little, then try again.",
     other_lang: "中文",
     updated: "Updated",
     today_volume: "Today's volume",
@@ -334,6 +336,7 @@ pub(crate) static ZH: Texts = Texts {
     user: "用户名",
     password: "密码",
     login_failed: "用户名或密码错误，或表单已过期，请重试。",
+    login_throttled: "登录失败次数过多，请稍候再试。",
     other_lang: "English",
     updated: "更新于",
     today_volume: "今日总量",

@@ -9,6 +9,9 @@
 //!
 //! - `config`: users (argon2 hashes, roles), time zone, language.
 //! - `auth`: login, sessions in secure cookies, CSRF tokens, language cookie.
+//! - `sessions`: sessions persisted as hashes of their tokens, with idle and
+//!   absolute lifetimes, revoked by logout and by a password change.
+//! - `throttle`: failed logins slowed per user, per address and per both.
 //! - `pages`: one module per page; templates in `templates/`.
 //! - `chart`: hand-written SVG; `static/app.js` adds hover, minute picking and
 //!   the 10 s refresh that swaps the page body without moving the scroll.
@@ -34,6 +37,8 @@ pub mod config;
 mod format;
 mod i18n;
 mod pages;
+mod sessions;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -44,7 +49,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use panorama_model::Layer;
+use panorama_model::{Layer, Role};
 use panorama_rules::engine::Engine;
 use panorama_store::Store;
 
@@ -61,7 +66,8 @@ struct Inner {
     store: Arc<dyn Store>,
     engine: Option<Engine>,
     cfg: DashboardConfig,
-    sessions: auth::Sessions,
+    sessions: sessions::Sessions,
+    throttle: throttle::Throttle,
     past_hours: pages::overview::PastHours,
 }
 
@@ -75,12 +81,18 @@ impl Dashboard {
     /// A dashboard over a store, with the rules engine's alerts when rules
     /// are configured.
     pub fn new(store: Arc<dyn Store>, engine: Option<Engine>, cfg: DashboardConfig) -> Dashboard {
+        let sessions = match &cfg.sessions_file {
+            Some(p) => sessions::Sessions::open(p),
+            None => sessions::Sessions::in_memory(),
+        };
+        let throttle = throttle::Throttle::new(cfg.throttle.clone());
         Dashboard {
             inner: Arc::new(Inner {
                 store,
                 engine,
                 cfg,
-                sessions: auth::new_sessions(),
+                sessions,
+                throttle,
                 past_hours: pages::overview::PastHours::default(),
             }),
         }
@@ -98,13 +110,34 @@ impl Dashboard {
         self.inner.engine.as_ref()
     }
 
-    pub(crate) fn sessions(&self) -> &auth::Sessions {
+    pub(crate) fn sessions(&self) -> &sessions::Sessions {
         &self.inner.sessions
+    }
+
+    pub(crate) fn throttle(&self) -> &throttle::Throttle {
+        &self.inner.throttle
+    }
+
+    /// The live session the request's cookie names, as `(user, role,
+    /// csrf)`: how the process's auth layer lets a logged-in browser call
+    /// the JSON API with its user's role.
+    pub fn session_of(&self, headers: &axum::http::HeaderMap) -> Option<(String, Role, String)> {
+        let s = auth::session_of(self, headers)?;
+        Some((s.user, s.role, s.csrf))
+    }
+
+    /// Writes sessions' pending touches; call at shutdown.
+    pub fn persist_sessions(&self) {
+        self.inner.sessions.persist(now_ms());
     }
 
     pub(crate) fn past_hours(&self) -> &pages::overview::PastHours {
         &self.inner.past_hours
     }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// The dashboard's routes, to be merged into the process's router. Every

@@ -8,6 +8,8 @@
 //!   merge (count, errors, latency [`Histogram`], gauge), so documents written
 //!   by several collectors, or for several minutes, combine into correct
 //!   percentiles; [`Point`] is what a merged rollup says to a reader.
+//! - [`auth`] names the roles routes are checked against and the principal
+//!   a checked request carries.
 //! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
 //!   for third parties.
 //!
@@ -22,6 +24,7 @@
 //! # let _ = Rollup::default;
 //! ```
 
+pub mod auth;
 mod event;
 mod histogram;
 mod layer;
@@ -31,6 +34,7 @@ mod series;
 mod time;
 pub mod wire;
 
+pub use auth::{Credential, Principal, Role};
 pub use event::{Event, Outcome};
 pub use histogram::{Histogram, MAX_TRACKABLE_MS, MIN_TRACKABLE_MS, RELATIVE_ACCURACY};
 pub use layer::{Layer, ParseLayerError};

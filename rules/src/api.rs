@@ -12,14 +12,22 @@
 //! DELETE /api/v1/silences/{id}?by=NAME
 //! POST   /api/v1/rules/reload
 //! ```
+//!
+//! Who may call which is the collector's policy, checked in front of these
+//! routes; the principal it found arrives in the request's extensions and
+//! every acknowledgement, silence, expiry and reload is written to the
+//! history with it (name, credential, address). `by` and `author` may then
+//! be left out: they default to the principal's name.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use panorama_model::{Credential, Principal};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::engine::{Engine, SilenceRequest};
 
@@ -38,6 +46,27 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/rules/reload", post(reload))
         .with_state(engine)
+}
+
+type Who = Option<Extension<Principal>>;
+
+/// The name an action is recorded under: the one the request states, else
+/// the principal's (an open collector's anonymous principal names nobody).
+fn name_of(stated: Option<&str>, who: &Who) -> Option<String> {
+    stated
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            who.as_ref()
+                .filter(|p| p.credential != Credential::Open)
+                .map(|p| p.name.clone())
+        })
+}
+
+/// The principal's description for the history, empty when unknown.
+fn describe(who: &Who) -> String {
+    who.as_ref().map(|p| p.describe()).unwrap_or_default()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -71,20 +100,28 @@ async fn history(State(e): State<Engine>, Query(q): Query<HistoryQuery>) -> Resp
 struct AckRequest {
     rule: String,
     group: String,
-    by: String,
+    #[serde(default)]
+    by: Option<String>,
     #[serde(default)]
     comment: String,
 }
 
-async fn ack(State(e): State<Engine>, Json(req): Json<AckRequest>) -> Response {
-    if req.by.trim().is_empty() {
+async fn ack(State(e): State<Engine>, who: Who, Json(req): Json<AckRequest>) -> Response {
+    let Some(by) = name_of(req.by.as_deref(), &who) else {
         return error(
             StatusCode::BAD_REQUEST,
             "`by` is required: who is handling it",
         );
-    }
-    if e.acknowledge(&req.rule, &req.group, &req.by, &req.comment, now_ms())
-        .await
+    };
+    if e.acknowledge_as(
+        &req.rule,
+        &req.group,
+        &by,
+        &describe(&who),
+        &req.comment,
+        now_ms(),
+    )
+    .await
     {
         Json(json!({ "acknowledged": true })).into_response()
     } else {
@@ -99,8 +136,16 @@ async fn notifications(State(e): State<Engine>) -> Response {
     Json(json!({ "notifications": e.notifications().await })).into_response()
 }
 
-async fn add_silence(State(e): State<Engine>, Json(req): Json<SilenceRequest>) -> Response {
-    match e.add_silence(req, now_ms()).await {
+async fn add_silence(State(e): State<Engine>, who: Who, Json(mut req): Json<Value>) -> Response {
+    let stated = req.get("author").and_then(Value::as_str).map(str::to_owned);
+    if let (Some(author), Some(obj)) = (name_of(stated.as_deref(), &who), req.as_object_mut()) {
+        obj.insert("author".into(), Value::String(author));
+    }
+    let req: SilenceRequest = match serde_json::from_value(req) {
+        Ok(r) => r,
+        Err(err) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("silence: {err}")),
+    };
+    match e.add_silence_as(req, &describe(&who), now_ms()).await {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
         Err(err) => error(StatusCode::BAD_REQUEST, err.to_string()),
     }
@@ -113,24 +158,27 @@ struct ExpireQuery {
 
 async fn expire_silence(
     State(e): State<Engine>,
+    who: Who,
     Path(id): Path<String>,
     Query(q): Query<ExpireQuery>,
 ) -> Response {
-    let Some(by) = q.by.filter(|b| !b.trim().is_empty()) else {
+    let Some(by) = name_of(q.by.as_deref(), &who) else {
         return error(
             StatusCode::BAD_REQUEST,
             "`?by=NAME` is required: who ended the silence",
         );
     };
-    if e.expire_silence(&id, &by, now_ms()).await {
+    if e.expire_silence_as(&id, &by, &describe(&who), now_ms())
+        .await
+    {
         Json(json!({ "expired": id })).into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no silence `{id}` in force"))
     }
 }
 
-async fn reload(State(e): State<Engine>) -> Response {
-    match e.reload().await {
+async fn reload(State(e): State<Engine>, who: Who) -> Response {
+    match e.reload_as(&describe(&who)).await {
         Ok(n) => Json(json!({ "rules": n })).into_response(),
         Err(errors) => (
             StatusCode::UNPROCESSABLE_ENTITY,

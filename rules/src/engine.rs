@@ -171,6 +171,16 @@ fn alert_id(k: &AlertKey) -> String {
     format!("{}\u{1f}{}", k.rule, k.group)
 }
 
+/// A history detail with the principal that caused it, when known:
+/// `by ana: looking [ops-bot (token from 10.0.0.3)]`.
+fn audited(detail: String, who: &str) -> String {
+    if who.is_empty() {
+        detail
+    } else {
+        format!("{detail} [{who}]")
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -473,6 +483,15 @@ impl Engine {
     /// # Errors
     /// Every problem found, placed.
     pub async fn reload(&self) -> Result<usize, Vec<LoadError>> {
+        self.reload_as("").await
+    }
+
+    /// [`Engine::reload`] asked for by `who` (a principal's description),
+    /// which the history records.
+    ///
+    /// # Errors
+    /// As for [`Engine::reload`].
+    pub async fn reload_as(&self, who: &str) -> Result<usize, Vec<LoadError>> {
         let r = self.load_now();
         let mut st = self.inner.state.lock().await;
         let (event, detail) = match &r {
@@ -490,7 +509,7 @@ impl Engine {
             event: event.into(),
             rule: String::new(),
             group: String::new(),
-            detail,
+            detail: audited(detail, who),
         });
         r
     }
@@ -1351,6 +1370,20 @@ impl Engine {
         req: SilenceRequest,
         now_ms: i64,
     ) -> Result<String, SilenceError> {
+        self.add_silence_as(req, "", now_ms).await
+    }
+
+    /// [`Engine::add_silence`] by `who` (a principal's description), which
+    /// the history records beside the author.
+    ///
+    /// # Errors
+    /// As for [`Engine::add_silence`].
+    pub async fn add_silence_as(
+        &self,
+        req: SilenceRequest,
+        who: &str,
+        now_ms: i64,
+    ) -> Result<String, SilenceError> {
         let starts = req.starts_ms.unwrap_or(now_ms);
         let ends = match (req.ends_ms, &req.duration) {
             (Some(e), _) => e,
@@ -1370,7 +1403,7 @@ impl Engine {
             event: "silence_added".into(),
             rule: String::new(),
             group: String::new(),
-            detail: format!("{id} by {}: {}", req.author, req.reason),
+            detail: audited(format!("{id} by {}: {}", req.author, req.reason), who),
         });
         self.save(&st);
         Ok(id)
@@ -1378,6 +1411,11 @@ impl Engine {
 
     /// Ends a silence early; false when unknown or over.
     pub async fn expire_silence(&self, id: &str, by: &str, now_ms: i64) -> bool {
+        self.expire_silence_as(id, by, "", now_ms).await
+    }
+
+    /// [`Engine::expire_silence`] by `who` (a principal's description).
+    pub async fn expire_silence_as(&self, id: &str, by: &str, who: &str, now_ms: i64) -> bool {
         let mut st = self.inner.state.lock().await;
         let ok = st.silences.expire(id, by, now_ms);
         if ok {
@@ -1386,7 +1424,7 @@ impl Engine {
                 event: "silence_expired".into(),
                 rule: String::new(),
                 group: String::new(),
-                detail: format!("{id} by {by}"),
+                detail: audited(format!("{id} by {by}"), who),
             });
             self.save(&st);
         }
@@ -1400,6 +1438,21 @@ impl Engine {
         rule: &str,
         group: &str,
         by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> bool {
+        self.acknowledge_as(rule, group, by, "", comment, now_ms)
+            .await
+    }
+
+    /// [`Engine::acknowledge`] by `who` (a principal's description), which
+    /// the history records beside the name the alert shows.
+    pub async fn acknowledge_as(
+        &self,
+        rule: &str,
+        group: &str,
+        by: &str,
+        who: &str,
         comment: &str,
         now_ms: i64,
     ) -> bool {
@@ -1423,7 +1476,7 @@ impl Engine {
                 event: "acknowledged".into(),
                 rule: rule.to_owned(),
                 group: group.to_owned(),
-                detail: format!("by {by}: {comment}"),
+                detail: audited(format!("by {by}: {comment}"), who),
             });
             self.save(&st);
         }

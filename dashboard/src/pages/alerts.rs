@@ -15,6 +15,19 @@ use serde::Deserialize;
 use super::overview::local_link;
 use super::{Chrome, html, now_ms};
 use crate::auth::{Session, check_csrf, require_operator};
+
+type Peer = Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+/// The session's user and address, as the alert history records them.
+fn who(s: &Session, peer: &Peer) -> String {
+    panorama_model::Principal {
+        name: s.user.clone(),
+        role: s.role,
+        credential: panorama_model::Credential::Session,
+        addr: peer.as_ref().map(|p| p.0.0.ip()),
+    }
+    .describe()
+}
 use crate::{Dashboard, format};
 
 #[derive(Deserialize)]
@@ -256,6 +269,7 @@ pub(crate) struct AckForm {
 pub(crate) async fn ack(
     State(d): State<Dashboard>,
     Extension(s): Extension<Session>,
+    peer: Peer,
     Form(f): Form<AckForm>,
 ) -> Response {
     if let Err(r) = check_csrf(&s, &f.csrf).and_then(|()| require_operator(&s)) {
@@ -264,8 +278,15 @@ pub(crate) async fn ack(
     let Some(e) = d.engine() else {
         return no_rules();
     };
-    if e.acknowledge(&f.rule, &f.group, &s.user, &f.comment, now_ms())
-        .await
+    if e.acknowledge_as(
+        &f.rule,
+        &f.group,
+        &s.user,
+        &who(&s, &peer),
+        &f.comment,
+        now_ms(),
+    )
+    .await
     {
         tracing::info!(user = %s.user, rule = %f.rule, group = %f.group, "alert acknowledged");
         back(&format!("acknowledged {} {}", f.rule, f.group))
@@ -293,6 +314,7 @@ pub(crate) struct SilenceForm {
 pub(crate) async fn silence(
     State(d): State<Dashboard>,
     Extension(s): Extension<Session>,
+    peer: Peer,
     Form(f): Form<SilenceForm>,
 ) -> Response {
     if let Err(r) = check_csrf(&s, &f.csrf).and_then(|()| require_operator(&s)) {
@@ -326,7 +348,7 @@ pub(crate) async fn silence(
         author: s.user.clone(),
         reason: f.reason.clone(),
     };
-    match e.add_silence(req, now_ms()).await {
+    match e.add_silence_as(req, &who(&s, &peer), now_ms()).await {
         Ok(id) => {
             tracing::info!(user = %s.user, %id, "silence added");
             back(&format!("silence {id} added"))
@@ -345,6 +367,7 @@ pub(crate) struct ExpireForm {
 pub(crate) async fn expire(
     State(d): State<Dashboard>,
     Extension(s): Extension<Session>,
+    peer: Peer,
     Form(f): Form<ExpireForm>,
 ) -> Response {
     if let Err(r) = check_csrf(&s, &f.csrf).and_then(|()| require_operator(&s)) {
@@ -353,7 +376,9 @@ pub(crate) async fn expire(
     let Some(e) = d.engine() else {
         return no_rules();
     };
-    if e.expire_silence(&f.id, &s.user, now_ms()).await {
+    if e.expire_silence_as(&f.id, &s.user, &who(&s, &peer), now_ms())
+        .await
+    {
         back(&format!("silence {} expired", f.id))
     } else {
         back(&format!("no silence {} in force", f.id))
