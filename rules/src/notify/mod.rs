@@ -7,6 +7,7 @@
 //! the rule that produced it may have changed.
 
 pub mod dingtalk;
+pub mod feishu;
 mod http;
 pub mod mail;
 pub mod mailbox;
@@ -103,6 +104,8 @@ channels! {
     DingTalk(dingtalk::DingTalkConfig),
     /// `[receiver.wecom]`: a WeCom group robot.
     WeCom(wecom::WeComConfig),
+    /// `[receiver.feishu]`: a Feishu (Lark) custom robot.
+    Feishu(feishu::FeishuConfig),
     /// `[receiver.webhook]`: JSON to any URL.
     Webhook(webhook::WebhookConfig),
     /// `[receiver.mailbox]`: `.eml` files in a directory.
@@ -140,7 +143,7 @@ pub trait Notifier: Send + Sync {
     /// channel understands them): a rota resolves who is on duty.
     async fn send(&self, notice: &Notice, to: Option<&[String]>) -> Result<(), DeliveryError>;
 
-    /// `mail`, `sms`, `dingtalk`, `wecom`, `webhook`.
+    /// `mail`, `sms`, `dingtalk`, `wecom`, `feishu`, `webhook`, …
     fn kind(&self) -> &'static str;
 }
 
