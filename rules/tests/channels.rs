@@ -13,6 +13,7 @@ mod providers;
 use std::time::Duration;
 
 use panorama_rules::notify::dingtalk::{DingTalk, DingTalkConfig};
+use panorama_rules::notify::feishu::{Feishu, FeishuConfig};
 use panorama_rules::notify::sms::{AliyunConfig, GatewayConfig, Sms, SmsConfig, gsm_len};
 use panorama_rules::notify::webhook::{Webhook, WebhookConfig};
 use panorama_rules::notify::wecom::{WeCom, WeComConfig, WeComFormat};
@@ -407,6 +408,129 @@ async fn dingtalk_wrong_secret_or_token_is_permanent_and_too_fast_is_transient()
     let err = transient(robot.send(&one(), None).await);
     assert!(err.contains("130101"), "{err}");
     p.set_mode(Mode::Status(502));
+    transient(robot.send(&one(), None).await);
+    p.set_mode(Mode::Normal);
+    robot.send(&one(), None).await.unwrap();
+    assert_eq!(p.hits().len(), 1);
+}
+
+// ---- Feishu ----
+
+fn feishu_cfg(endpoint: String, secret_var: Option<&str>) -> FeishuConfig {
+    FeishuConfig {
+        webhook_token_env: OTHER_VAR.into(),
+        secret_env: secret_var.map(str::to_owned),
+        at_user_ids: vec!["ou_lead".into()],
+        mentions: [("+8613900000007".to_owned(), "ou_bo".to_owned())].into(),
+        at_all: false,
+        endpoint: Some(endpoint),
+        timeout_secs: Some(2),
+    }
+}
+
+async fn feishu(secret: Option<&str>) -> Provider {
+    Provider::start(Kind::Feishu, &token(), secret).await
+}
+
+#[tokio::test]
+async fn feishu_gets_a_signed_card_red_while_firing_green_when_resolved() {
+    let p = feishu(Some(&secret())).await;
+    let robot = Feishu::new(feishu_cfg(
+        p.url("/open-apis/bot/v2/hook"),
+        Some(SECRET_VAR),
+    ))
+    .unwrap();
+    // A rota hands phone numbers: mapped to user ids, or written out.
+    let on_duty = ["+8613900000007".to_owned(), "+8613900000008".to_owned()];
+    robot.send(&one(), Some(&on_duty)).await.unwrap();
+    let hits = p.hits();
+    assert_eq!(hits.len(), 1, "refused: {:?}", p.refused());
+    let body = hits[0].json();
+    assert_eq!(body["msg_type"], "interactive");
+    assert!(body["sign"].is_string() && body["timestamp"].is_string());
+    assert_eq!(body["card"]["header"]["template"], "red");
+    assert_eq!(body["card"]["header"]["title"]["content"], one().title());
+    let text = body["card"]["elements"].to_string();
+    assert!(text.contains("POST /pay"), "{text}");
+    assert!(text.contains("**12.5%**"), "{text}");
+    assert!(
+        text.contains(&format!("[dashboard]({})", link("POST /pay"))),
+        "{text}"
+    );
+    assert!(text.contains("<at id=ou_bo></at>"), "{text}");
+    assert!(text.contains("@+8613900000008"), "{text}");
+    assert!(
+        !text.contains("ou_lead"),
+        "the rota replaces the configured ids: {text}"
+    );
+
+    let mut resolved = one();
+    resolved.kind = NoticeKind::Resolved;
+    resolved.alerts[0].status = AlertStatus::Resolved;
+    robot.send(&resolved, None).await.unwrap();
+    let body = p.hits()[1].json();
+    assert_eq!(body["card"]["header"]["template"], "green");
+    assert!(
+        body["card"]["elements"]
+            .to_string()
+            .contains("<at id=ou_lead></at>")
+    );
+}
+
+#[tokio::test]
+async fn a_feishu_storm_card_stays_within_20_kb_and_says_how_many_more() {
+    let p = feishu(None).await;
+    let robot = Feishu::new(feishu_cfg(p.url("/open-apis/bot/v2/hook"), None)).unwrap();
+    let storm = notice(
+        (0..400)
+            .map(|i| {
+                alert(&format!(
+                    "GET /api/v1/items/by-category/{i}/and/a/long/tail"
+                ))
+            })
+            .collect(),
+    );
+    robot.send(&storm, None).await.unwrap();
+    let hits = p.hits();
+    assert_eq!(hits.len(), 1, "refused: {:?}", p.refused());
+    assert!(hits[0].body.len() <= 20 * 1024, "{}", hits[0].body.len());
+    let body = hits[0].json();
+    assert!(body.get("sign").is_none(), "an unsigned robot gets no sign");
+    let elements = body["card"]["elements"].as_array().unwrap();
+    // Condition line, the alerts shown, "and N more", the mentions.
+    let shown = elements.len() - 3;
+    assert!(shown > 10 && shown < 400, "{shown}");
+    let more = format!("… and {} more", 400 - shown);
+    assert!(body.to_string().contains(&more), "{more}");
+}
+
+#[tokio::test]
+async fn feishu_refused_signature_is_given_up_and_frequency_limits_are_retried() {
+    let p = feishu(Some("the-robots-own-secret")).await;
+    let robot = Feishu::new(feishu_cfg(
+        p.url("/open-apis/bot/v2/hook"),
+        Some(SECRET_VAR),
+    ))
+    .unwrap();
+    let err = permanent(robot.send(&one(), None).await);
+    assert!(err.contains("19021"), "{err}");
+    assert_eq!(p.refused().len(), 1);
+
+    let p = Provider::start(Kind::Feishu, "another-token", None).await;
+    let robot = Feishu::new(feishu_cfg(p.url("/open-apis/bot/v2/hook"), None)).unwrap();
+    let err = permanent(robot.send(&one(), None).await);
+    assert!(err.contains("19001"), "{err}");
+
+    let p = feishu(Some(&secret())).await;
+    let robot = Feishu::new(feishu_cfg(
+        p.url("/open-apis/bot/v2/hook"),
+        Some(SECRET_VAR),
+    ))
+    .unwrap();
+    p.set_mode(Mode::Throttle);
+    let err = transient(robot.send(&one(), None).await);
+    assert!(err.contains("11232"), "{err}");
+    p.set_mode(Mode::Status(503));
     transient(robot.send(&one(), None).await);
     p.set_mode(Mode::Normal);
     robot.send(&one(), None).await.unwrap();

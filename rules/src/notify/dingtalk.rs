@@ -210,3 +210,16 @@ impl super::Notifier for DingTalk {
         "dingtalk"
     }
 }
+
+impl super::Channel for DingTalkConfig {
+    const KIND: &'static str = "dingtalk";
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+        DingTalk::new(self.clone())
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
+    }
+}

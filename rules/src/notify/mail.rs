@@ -572,6 +572,20 @@ impl super::Notifier for Mailer {
     }
 }
 
+impl super::Channel for MailConfig {
+    const KIND: &'static str = "mail";
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+        Mailer::new(self.clone())
+            .map(|m| std::sync::Arc::new(m) as std::sync::Arc<dyn super::Notifier>)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

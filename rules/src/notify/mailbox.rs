@@ -131,6 +131,19 @@ impl Notifier for MailboxWriter {
     }
 }
 
+impl super::Channel for MailboxConfig {
+    const KIND: &'static str = "mailbox";
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+        MailboxWriter::new(self.clone())
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

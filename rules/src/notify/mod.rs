@@ -7,6 +7,7 @@
 //! the rule that produced it may have changed.
 
 pub mod dingtalk;
+pub mod feishu;
 mod http;
 pub mod mail;
 pub mod mailbox;
@@ -18,116 +19,97 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// A receiver's channel, checked: what `[receiver.<kind>]` held.
-#[derive(Debug, Clone)]
-pub enum ChannelConfig {
-    /// `[receiver.mail]`: SMTP.
-    Mail(Box<mail::MailConfig>),
-    /// `[receiver.sms]`: Aliyun SMS or an HTTP gateway.
-    Sms(Box<sms::SmsConfig>),
-    /// `[receiver.dingtalk]`: a DingTalk group robot.
-    DingTalk(Box<dingtalk::DingTalkConfig>),
-    /// `[receiver.wecom]`: a WeCom group robot.
-    WeCom(Box<wecom::WeComConfig>),
-    /// `[receiver.webhook]`: JSON to any URL.
-    Webhook(Box<webhook::WebhookConfig>),
-    /// `[receiver.mailbox]`: `.eml` files in a directory.
-    Mailbox(Box<mailbox::MailboxConfig>),
-}
+/// One kind of channel: the table `[receiver.<KIND>]` it reads and the
+/// client it builds. A new channel is one file implementing this for its
+/// config type, plus one line in the registration list below.
+pub trait Channel: serde::de::DeserializeOwned + Clone + std::fmt::Debug + Send + Sync {
+    /// The table name under `[receiver]`, also the channel's kind.
+    const KIND: &'static str;
 
-impl ChannelConfig {
-    /// The table names a receiver may carry, one of them.
-    pub const KINDS: &'static [&'static str] =
-        &["mail", "sms", "dingtalk", "wecom", "webhook", "mailbox"];
-
-    /// Reads and checks the `[receiver.<kind>]` table.
+    /// Checks what can be checked without the network or the environment.
     ///
     /// # Errors
-    /// Unknown kind, unknown or missing keys, bad values; the message says
-    /// what was expected.
-    pub fn parse(kind: &str, table: toml::Table) -> Result<ChannelConfig, String> {
-        fn de<T: serde::de::DeserializeOwned>(t: toml::Table) -> Result<T, String> {
-            toml::Value::Table(t)
-                .try_into::<T>()
-                .map_err(|e| e.message().trim().to_owned())
-        }
-        match kind {
-            "mail" => {
-                let c: mail::MailConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::Mail(Box::new(c)))
-            }
-            "sms" => {
-                let c: sms::SmsConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::Sms(Box::new(c)))
-            }
-            "dingtalk" => {
-                let c: dingtalk::DingTalkConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::DingTalk(Box::new(c)))
-            }
-            "wecom" => {
-                let c: wecom::WeComConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::WeCom(Box::new(c)))
-            }
-            "webhook" => {
-                let c: webhook::WebhookConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::Webhook(Box::new(c)))
-            }
-            "mailbox" => {
-                let c: mailbox::MailboxConfig = de(table)?;
-                c.validate()?;
-                Ok(ChannelConfig::Mailbox(Box::new(c)))
-            }
-            other => Err(format!(
-                "unknown channel `{other}`; expected one of {}",
-                Self::KINDS.join(", ")
-            )),
-        }
-    }
+    /// What is wrong, naming the key.
+    fn check(&self) -> Result<(), String>;
 
-    /// The channel's kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ChannelConfig::Mail(_) => "mail",
-            ChannelConfig::Sms(_) => "sms",
-            ChannelConfig::DingTalk(_) => "dingtalk",
-            ChannelConfig::WeCom(_) => "wecom",
-            ChannelConfig::Webhook(_) => "webhook",
-            ChannelConfig::Mailbox(_) => "mailbox",
-        }
-    }
-
-    /// A client for it. Done at load time, so that a missing password
-    /// variable or CA file is a load error, not a failed page at 3 a.m.
+    /// A client for it, reading secrets now.
     ///
     /// # Errors
     /// What is missing.
-    pub fn build(&self) -> Result<Arc<dyn Notifier>, String> {
-        match self {
-            ChannelConfig::Mail(c) => mail::Mailer::new((**c).clone())
-                .map(|m| Arc::new(m) as Arc<dyn Notifier>)
-                .map_err(|e| e.to_string()),
-            ChannelConfig::Sms(c) => {
-                sms::Sms::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+    fn build(&self) -> Result<Arc<dyn Notifier>, String>;
+}
+
+/// Declares every channel once: the [`ChannelConfig`] variant, its config
+/// type and its doc. `KINDS`, `parse`, `kind` and `build` follow from it.
+macro_rules! channels {
+    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty),)*) => {
+        /// A receiver's channel, checked: what `[receiver.<kind>]` held.
+        #[derive(Debug, Clone)]
+        pub enum ChannelConfig {
+            $($(#[doc = $doc])* $variant(Box<$ty>),)*
+        }
+
+        impl ChannelConfig {
+            /// The table names a receiver may carry, one of them.
+            pub const KINDS: &'static [&'static str] = &[$(<$ty as Channel>::KIND),*];
+
+            /// Reads and checks the `[receiver.<kind>]` table.
+            ///
+            /// # Errors
+            /// Unknown kind, unknown or missing keys, bad values; the message says
+            /// what was expected.
+            pub fn parse(kind: &str, table: toml::Table) -> Result<ChannelConfig, String> {
+                $(
+                    if kind == <$ty as Channel>::KIND {
+                        let c: $ty = toml::Value::Table(table)
+                            .try_into()
+                            .map_err(|e: toml::de::Error| e.message().trim().to_owned())?;
+                        c.check()?;
+                        return Ok(ChannelConfig::$variant(Box::new(c)));
+                    }
+                )*
+                Err(format!(
+                    "unknown channel `{kind}`; expected one of {}",
+                    Self::KINDS.join(", ")
+                ))
             }
-            ChannelConfig::DingTalk(c) => {
-                dingtalk::DingTalk::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+
+            /// The channel's kind.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(ChannelConfig::$variant(_) => <$ty as Channel>::KIND,)*
+                }
             }
-            ChannelConfig::WeCom(c) => {
-                wecom::WeCom::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
-            }
-            ChannelConfig::Webhook(c) => {
-                webhook::Webhook::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
-            }
-            ChannelConfig::Mailbox(c) => {
-                mailbox::MailboxWriter::new((**c).clone()).map(|n| Arc::new(n) as Arc<dyn Notifier>)
+
+            /// A client for it. Done at load time, so that a missing password
+            /// variable or CA file is a load error, not a failed page at 3 a.m.
+            ///
+            /// # Errors
+            /// What is missing.
+            pub fn build(&self) -> Result<Arc<dyn Notifier>, String> {
+                match self {
+                    $(ChannelConfig::$variant(c) => c.build(),)*
+                }
             }
         }
-    }
+    };
+}
+
+channels! {
+    /// `[receiver.mail]`: SMTP.
+    Mail(mail::MailConfig),
+    /// `[receiver.sms]`: Aliyun SMS or an HTTP gateway.
+    Sms(sms::SmsConfig),
+    /// `[receiver.dingtalk]`: a DingTalk group robot.
+    DingTalk(dingtalk::DingTalkConfig),
+    /// `[receiver.wecom]`: a WeCom group robot.
+    WeCom(wecom::WeComConfig),
+    /// `[receiver.feishu]`: a Feishu (Lark) custom robot.
+    Feishu(feishu::FeishuConfig),
+    /// `[receiver.webhook]`: JSON to any URL.
+    Webhook(webhook::WebhookConfig),
+    /// `[receiver.mailbox]`: `.eml` files in a directory.
+    Mailbox(mailbox::MailboxConfig),
 }
 
 /// Why a delivery failed, sorted for the outbox: transient failures are
@@ -161,7 +143,7 @@ pub trait Notifier: Send + Sync {
     /// channel understands them): a rota resolves who is on duty.
     async fn send(&self, notice: &Notice, to: Option<&[String]>) -> Result<(), DeliveryError>;
 
-    /// `mail`, `sms`, `dingtalk`, `wecom`, `webhook`.
+    /// `mail`, `sms`, `dingtalk`, `wecom`, `feishu`, `webhook`, …
     fn kind(&self) -> &'static str;
 }
 

@@ -213,3 +213,16 @@ impl super::Notifier for Webhook {
         "webhook"
     }
 }
+
+impl super::Channel for WebhookConfig {
+    const KIND: &'static str = "webhook";
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+        Webhook::new(self.clone())
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
+    }
+}

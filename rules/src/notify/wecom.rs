@@ -232,3 +232,16 @@ impl super::Notifier for WeCom {
         "wecom"
     }
 }
+
+impl super::Channel for WeComConfig {
+    const KIND: &'static str = "wecom";
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+        WeCom::new(self.clone())
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
+    }
+}

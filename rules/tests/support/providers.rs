@@ -37,6 +37,8 @@ pub enum Kind {
     Gateway,
     /// A receiver of Panorama's webhook, checking `X-Panorama-Signature`.
     Webhook,
+    /// A Feishu custom robot: `/open-apis/bot/v2/hook/{token}`, signed in the body.
+    Feishu,
 }
 
 /// What the server does with the next requests.
@@ -167,6 +169,7 @@ async fn handle(
         Kind::WeCom => wecom(&s, &method, &hit, throttle),
         Kind::Gateway => gateway(&s, &hit, throttle),
         Kind::Webhook => webhook(&s, &method, &hit),
+        Kind::Feishu => feishu(&s, &method, &hit, throttle),
     };
     match verdict {
         Ok(answer) => {
@@ -526,6 +529,83 @@ fn webhook(s: &Inner, method: &Method, hit: &Hit) -> Verdict {
         ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- Feishu ----
+
+fn feishu(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
+    let refuse = |code: i64, msg: &str| {
+        Err((
+            format!("{code}: {msg}"),
+            json_answer(
+                StatusCode::OK,
+                json!({"code": code, "msg": msg, "data": {}}),
+            ),
+        ))
+    };
+    if method != Method::POST {
+        return Err(("method".into(), StatusCode::NOT_FOUND.into_response()));
+    }
+    if hit.path != format!("/open-apis/bot/v2/hook/{}", s.id) {
+        return refuse(
+            19_001,
+            "param invalid: incoming webhook access token invalid",
+        );
+    }
+    if hit.body.len() > 20 * 1024 {
+        return refuse(19_001, "param invalid: request body is larger than 20KB");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&hit.body) else {
+        return refuse(9499, "Bad Request");
+    };
+    if let Some(secret) = &s.secret {
+        // Documented: timestamp (seconds, a string) within an hour of now;
+        // sign = Base64(HMAC-SHA256(key = timestamp + "\n" + secret, message = "")).
+        let Some(ts) = body["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<i64>().ok())
+        else {
+            return refuse(
+                19_021,
+                "sign match fail or timestamp is not within one hour from current time",
+            );
+        };
+        if (ts - now_secs()).abs() > 3600 {
+            return refuse(
+                19_021,
+                "sign match fail or timestamp is not within one hour from current time",
+            );
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, format!("{ts}\n{secret}").as_bytes());
+        let expected = base64::engine::general_purpose::STANDARD.encode(hmac::sign(&key, b""));
+        if body["sign"].as_str() != Some(expected.as_str()) {
+            return refuse(
+                19_021,
+                "sign match fail or timestamp is not within one hour from current time",
+            );
+        }
+    }
+    let ok = match body["msg_type"].as_str() {
+        Some("interactive") => {
+            body["card"]["header"]["title"]["content"].is_string()
+                && body["card"]["elements"].is_array()
+        }
+        Some("text") => body["content"]["text"].is_string(),
+        _ => false,
+    };
+    if !ok {
+        return refuse(19_002, "params error, msg_type need");
+    }
+    if throttle {
+        return refuse(
+            11_232,
+            "frequency limited psm[lark.oapi.app_platform_runtime]appID[1]",
+        );
+    }
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"code": 0, "data": {}, "msg": "success"}),
+    ))
 }
 
 // ---- query parsing ----
