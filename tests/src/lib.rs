@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod fault;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,6 +54,16 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args`, output to `log`.
     pub fn start(bin: &Path, args: &[String], log: &Path) -> Proc {
+        Proc::start_with_env(bin, args, log, &[])
+    }
+
+    /// [`Proc::start`] with extra environment variables (see [`fault::Env`]).
+    pub fn start_with_env(
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Proc {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -59,6 +71,7 @@ impl Proc {
             .expect("log file");
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(out.try_clone().expect("log handle")))
             .stderr(Stdio::from(out))
             .spawn()

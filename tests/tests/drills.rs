@@ -6,7 +6,10 @@
 //! Elasticsearch node of the drill's own (port 9257). Meanwhile:
 //!
 //! 1. Elasticsearch is stopped for a minute while the agent is killed with
-//!    -9 every few seconds;
+//!    -9 every 0.3–1 s and the collector's disk flushes are slow (150 ms
+//!    after every fdatasync, an `LD_PRELOAD` shim): most kills land while a
+//!    batch waits for its sync, the window in which a dropped request used
+//!    to orphan its WAL record;
 //! 2. two incidents follow, each a burst of errors on one route: the first
 //!    fires with the SMTP server up; then the SMTP server is stopped for a
 //!    minute (at least), during which the first resolves and the second
@@ -14,6 +17,10 @@
 //!    killed with -9 at random moments (at least ten times each in all).
 //!    A supervisor restarts a dead collector within a second, as systemd's
 //!    `Restart=on-failure` would.
+//!
+//! The project's processes (and the writer's timestamps) run on a clock
+//! shifted by libfaketime so that it crosses 00:00 UTC during phase 1: a new
+//! day, a new daily index, while the store is down.
 //!
 //! Afterwards the per-minute counts of every route equal the lines written,
 //! and the SMTP server holds exactly four mails: one FIRING and one RESOLVED
@@ -27,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use panorama_tests::fault::{Env, Supervised, offset_to_midnight};
 use panorama_tests::{
     Proc, binary, es_node, free_port, mail_route, mails, query_encode, smtp_server, wait_healthy,
 };
@@ -56,6 +64,8 @@ struct Writer {
     /// Route index in an incident (errors burst), or u32::MAX.
     incident: AtomicU32,
     stop: AtomicBool,
+    /// Seconds added to the real clock, as for the processes under test.
+    clock_offset: i64,
 }
 
 impl Writer {
@@ -66,7 +76,7 @@ impl Writer {
         let mut last_rotation = Instant::now();
         let mut tick = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
-            let now = chrono::Utc::now();
+            let now = chrono::Utc::now() + chrono::Duration::seconds(self.clock_offset);
             let minute = now.timestamp_millis() / 60_000 * 60_000;
             let incident = self.incident.load(Ordering::SeqCst);
             let mut lines: Vec<(usize, u16)> = (0..5).map(|_| (0, 200)).collect();
@@ -131,37 +141,6 @@ min_count = 20
 severity = "critical"
 "#
     )
-}
-
-/// Runs `panorama` and restarts it when it dies; kills it on request.
-struct Supervised {
-    args: Vec<String>,
-    log: PathBuf,
-    proc: Mutex<Option<Proc>>,
-    kills: AtomicU32,
-    restarts: AtomicU32,
-}
-
-impl Supervised {
-    fn start(&self) {
-        *self.proc.lock().unwrap() = Some(Proc::start(&binary("panorama"), &self.args, &self.log));
-    }
-    fn kill9(&self) {
-        if let Some(p) = self.proc.lock().unwrap().as_mut() {
-            p.kill9();
-            self.kills.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    /// Restarts it if it is not running; true if it did.
-    fn supervise(&self) -> bool {
-        let mut p = self.proc.lock().unwrap();
-        if p.as_mut().is_none_or(Proc::exited) {
-            *p = Some(Proc::start(&binary("panorama"), &self.args, &self.log));
-            self.restarts.fetch_add(1, Ordering::SeqCst);
-            return true;
-        }
-        false
-    }
 }
 
 async fn get_json(url: &str) -> Option<serde_json::Value> {
@@ -260,11 +239,27 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
     )
     .unwrap();
 
+    // Midnight UTC (of the shifted clock) falls within the first minute.
+    let clock_offset = offset_to_midnight(60);
+    let clock = Env {
+        clock_offset_secs: clock_offset,
+        ..Env::default()
+    };
+    let slow_disk = Env {
+        fsync_delay_us: 150_000,
+        ..clock.clone()
+    };
+    println!(
+        "[{:>5.1?}] clock shifted by {clock_offset} s: {}",
+        started.elapsed(),
+        chrono::Utc::now() + chrono::Duration::seconds(clock_offset)
+    );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let log = dir.path().join("panorama.log");
-    let collector = Arc::new(Supervised {
-        args: vec![
+    let collector = Arc::new(Supervised::new(
+        binary("panorama"),
+        vec![
             "collector".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -279,11 +274,9 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
             "--rules".into(),
             rules.display().to_string(),
         ],
-        log: log.clone(),
-        proc: Mutex::new(None),
-        kills: AtomicU32::new(0),
-        restarts: AtomicU32::new(0),
-    });
+        log.clone(),
+        slow_disk.vars(),
+    ));
     collector.start();
     wait_healthy(&format!("{base}/health"), Duration::from_secs(30), &log).await;
 
@@ -299,10 +292,12 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
     .unwrap();
     let agent_args = vec!["--config".to_owned(), config.display().to_string()];
     let agent_log = dir.path().join("agent.log");
-    let agent = Arc::new(Mutex::new(Proc::start(
+    let agent_env = clock.vars();
+    let agent = Arc::new(Mutex::new(Proc::start_with_env(
         &binary("panorama-agent"),
         &agent_args,
         &agent_log,
+        &agent_env,
     )));
 
     let writer = Arc::new(Writer {
@@ -310,6 +305,7 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
         want: Mutex::new(Counts::new()),
         incident: AtomicU32::new(u32::MAX),
         stop: AtomicBool::new(false),
+        clock_offset,
     });
     let writer_thread = {
         let w = writer.clone();
@@ -332,24 +328,34 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
         let agent_log = agent_log.clone();
         tokio::spawn(async move {
             let mut next_kill = Instant::now() + Duration::from_secs(2);
+            let mut next_supervise = Instant::now();
             let mut turn = 0u32;
             while !stop_killing.load(Ordering::SeqCst) {
-                collector.supervise();
+                if Instant::now() >= next_supervise {
+                    collector.supervise();
+                    // The supervisor's restart delay, like RestartSec=1.
+                    next_supervise = Instant::now() + Duration::from_millis(1000);
+                }
                 if Instant::now() >= next_kill {
-                    let pause = rand::rng().random_range(1500..4500u64);
+                    let both = kill_collector.load(Ordering::SeqCst);
+                    // Phase 1 kills the agent fast, mostly mid-sync.
+                    let pause = if both {
+                        rand::rng().random_range(1500..4500u64)
+                    } else {
+                        rand::rng().random_range(300..1000u64)
+                    };
                     turn += 1;
-                    if turn % 2 == 1 && kill_collector.load(Ordering::SeqCst) {
+                    if turn % 2 == 1 && both {
                         collector.kill9();
                     } else {
                         let mut a = agent.lock().unwrap();
                         a.kill9();
                         agent_kills.fetch_add(1, Ordering::SeqCst);
-                        *a = Proc::start(&agent_bin, &agent_args, &agent_log);
+                        *a = Proc::start_with_env(&agent_bin, &agent_args, &agent_log, &agent_env);
                     }
                     next_kill = Instant::now() + Duration::from_millis(pause);
                 }
-                // The supervisor's restart delay, like RestartSec=1.
-                tokio::time::sleep(Duration::from_millis(1000)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             collector.supervise();
         })
@@ -372,7 +378,8 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
         started.elapsed(),
         agent_kills.load(Ordering::SeqCst)
     );
-    // From now on the collector is killed too.
+    // From now on the collector is killed too, and restarts with a normal disk.
+    *collector.env.lock().unwrap() = clock.vars();
     kill_collector.store(true, Ordering::SeqCst);
 
     // 2. Incident A with the SMTP server up.
