@@ -8,6 +8,8 @@
 //!   merge (count, errors, latency [`Histogram`], gauge), so documents written
 //!   by several collectors, or for several minutes, combine into correct
 //!   percentiles; [`Point`] is what a merged rollup says to a reader.
+//! - [`live`] is the sub-minute view a collector keeps of its open minutes,
+//!   which the rules engine reads without depending on the collector.
 //! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
 //!   for third parties.
 //!
@@ -25,6 +27,7 @@
 mod event;
 mod histogram;
 mod layer;
+pub mod live;
 mod position;
 mod rollup;
 mod series;
