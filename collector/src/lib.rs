@@ -20,6 +20,7 @@ pub mod aggregate;
 pub mod api;
 pub mod config;
 pub mod ledger;
+pub mod live;
 pub mod service;
 pub mod wal;
 

@@ -199,6 +199,7 @@ pub(crate) struct Inner {
     pub(crate) stats: CollectorStats,
     last_store_error: Mutex<Option<String>>,
     accounting: Mutex<Accounting>,
+    pub(crate) live: Arc<crate::live::Live>,
 }
 
 /// A running collector. Cheap to clone; every clone is the same collector.
@@ -293,6 +294,7 @@ impl Collector {
             },
         })?;
         let inner = Arc::new(Inner {
+            live: crate::live::Live::new(&cfg.id),
             cfg,
             wal,
             ledger: Mutex::new(ledger),
@@ -376,6 +378,7 @@ impl Collector {
         s.agent_lines_failed
             .fetch_add(m.lines_failed, Ordering::Relaxed);
         let counted = self.aggregate(segment, &batch.events);
+        self.inner.live.add(&batch.events);
         s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
         {
             let mut acct = lock(&self.inner.accounting);
