@@ -156,8 +156,11 @@ impl LiveView for Live {
         from_ms: i64,
         to_ms: i64,
     ) -> Vec<Slice> {
-        let st = lock(&self.state);
         let mut out = Vec::new();
+        if from_ms >= to_ms {
+            return out;
+        }
+        let st = lock(&self.state);
         for (key, slices) in st.series.iter().filter(|(k, _)| k.layer == layer) {
             if !keep(key) {
                 continue;
@@ -247,6 +250,11 @@ mod tests {
         // An event older than the horizon is the store's business.
         live.add_at(&[ev(T0, true, 1.0)], T0 + 200_000);
         assert!(live.slices(Layer::Url, &|_| true, 0, i64::MAX).is_empty());
+        assert!(
+            live.slices(Layer::Url, &|_| true, T0 + 60_000, T0)
+                .is_empty(),
+            "an empty range (a view younger than the minute) is no panic"
+        );
         assert_eq!(live.series_held(), 0);
         assert_eq!(live.covers_from(T0 + 200_000), T0 + 80_000);
     }

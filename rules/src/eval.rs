@@ -201,8 +201,12 @@ async fn grouped_live(
         }
     }
     let keep = |k: &SeriesKey| selected(rule, k);
-    for s in live.slices(rule.layer, &keep, split.unwrap_or(from).max(from), to_ms) {
-        add_to(&mut out, rule, &s.rollup);
+    // A view younger than its first whole minute covers nothing yet.
+    let live_from = split.unwrap_or(from).max(from);
+    if live_from < to_ms {
+        for s in live.slices(rule.layer, &keep, live_from, to_ms) {
+            add_to(&mut out, rule, &s.rollup);
+        }
     }
     Ok(out)
 }
@@ -583,6 +587,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((breach(&v), v[0].count), (false, 500));
+    }
+
+    #[tokio::test]
+    async fn a_view_younger_than_its_first_whole_minute_leaves_the_window_to_the_store() {
+        let t0 = 1_795_352_400_000;
+        let (_dir, store) = store();
+        let events = healthy(t0 - 60 * SEC, t0 + 20 * SEC);
+        flush(&store, &events, "c1").await;
+        // Started 5 s ago: its slices would miss what came before.
+        let live = Slices::new(t0 + 15 * SEC);
+        for e in events.iter().filter(|e| e.ts_ms >= t0 + 15 * SEC) {
+            live.add(e);
+        }
+        let r = rule("window = \"1m\"\nwhen = \"count > 0\"");
+        let v = evaluate(&r, &store, Some(&live), t0 + 20 * SEC, 0, &[])
+            .await
+            .unwrap();
+        // The store's minutes from T0-30 s rounded (T0-1m): all 800, once.
+        assert_eq!(v[0].count, 800);
     }
 
     #[tokio::test]
