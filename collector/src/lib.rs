@@ -22,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod ledger;
 pub mod serve;
+pub mod live;
 pub mod service;
 pub mod wal;
 

@@ -235,6 +235,7 @@ pub(crate) struct Inner {
     /// One flush at a time: the periodic one and `flush_all` would
     /// otherwise both decide what to release.
     flushing: tokio::sync::Mutex<()>,
+    pub(crate) live: Arc<crate::live::Live>,
 }
 
 /// A running collector. Cheap to clone; every clone is the same collector.
@@ -332,6 +333,7 @@ impl Collector {
             },
         })?;
         let inner = Arc::new(Inner {
+            live: crate::live::Live::new(&cfg.id),
             cfg,
             wal,
             ledger: Mutex::new(ledger),
@@ -749,6 +751,7 @@ async fn append_and_count(
     s.agent_lines_failed
         .fetch_add(m.lines_failed, Ordering::Relaxed);
     let counted = aggregate(inner, segment, &batch.events);
+    inner.live.add(&batch.events);
     s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
     {
         let mut acct = lock(&inner.accounting);

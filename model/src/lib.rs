@@ -10,6 +10,8 @@
 //!   percentiles; [`Point`] is what a merged rollup says to a reader.
 //! - [`auth`] names the roles routes are checked against and the principal
 //!   a checked request carries.
+//! - [`live`] is the sub-minute view a collector keeps of its open minutes,
+//!   which the rules engine reads without depending on the collector.
 //! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
 //!   for third parties.
 //!
@@ -28,6 +30,7 @@ pub mod auth;
 mod event;
 mod histogram;
 mod layer;
+pub mod live;
 mod position;
 mod rollup;
 mod series;

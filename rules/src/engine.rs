@@ -135,6 +135,8 @@ struct StateFiles {
     outbox: Outbox<Delivery>,
     history: History,
     last_eval: BTreeMap<String, i64>,
+    /// Rules whose series received events since their last evaluation.
+    wanted: BTreeSet<String>,
 }
 
 struct Loaded {
@@ -151,6 +153,12 @@ struct Inner {
     fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
     store_error: Mutex<Option<String>>,
     state: tokio::sync::Mutex<StateFiles>,
+    /// The collector in this process, when there is one (see [`crate::live`]).
+    live: std::sync::OnceLock<Arc<dyn panorama_model::live::LiveView>>,
+    /// Notified when the live view received events.
+    woken: Arc<tokio::sync::Notify>,
+    /// Rule evaluations so far.
+    evaluations: std::sync::atomic::AtomicU64,
 }
 
 /// The rules engine. Cheap to clone.
@@ -405,7 +413,11 @@ impl Engine {
                     outbox,
                     history,
                     last_eval: BTreeMap::new(),
+                    wanted: BTreeSet::new(),
                 }),
+                live: std::sync::OnceLock::new(),
+                woken: Arc::new(tokio::sync::Notify::new()),
+                evaluations: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         if let Err(errors) = engine.load_now() {
@@ -529,18 +541,65 @@ impl Engine {
         }
     }
 
+    /// Reads this collector's recent events from `live` (sliding windows at
+    /// the view's resolution) and evaluates rules as events arrive, within
+    /// their `min_interval`; see [`crate::live`]. Without it, the engine
+    /// reads the store only. A second call is ignored.
+    pub fn attach_live(&self, live: Arc<dyn panorama_model::live::LiveView>) {
+        let woken = self.inner.woken.clone();
+        live.on_touch(Box::new(move || woken.notify_one()));
+        let _ = self.inner.live.set(live);
+    }
+
+    /// Rule evaluations since the engine opened (each rule counts once per
+    /// evaluation).
+    pub fn evaluations(&self) -> u64 {
+        self.inner.evaluations.load(Ordering::Relaxed)
+    }
+
+    /// Marks the rules whose series received events since the last call.
+    async fn take_touched(&self, set: &RuleSet) {
+        let Some(live) = self.inner.live.get() else {
+            return;
+        };
+        let touched = live.take_touched();
+        if touched.is_empty() {
+            return;
+        }
+        let wanted = crate::live::touched_rules(set, &touched);
+        self.inner.state.lock().await.wanted.extend(wanted);
+    }
+
+    /// How long (ms) until the first rule whose series moved may be
+    /// evaluated: 0 for now, `None` when no rule waits.
+    async fn next_wanted(&self, now_ms: i64) -> Option<i64> {
+        let loaded = self.rules();
+        self.take_touched(&loaded.set).await;
+        let st = self.inner.state.lock().await;
+        crate::live::next_wanted(&loaded.set, &st.wanted, &st.last_eval, now_ms)
+    }
+
     /// Evaluates every rule whose time has come at `now_ms` and turns the
     /// verdicts into alert transitions and queued notices.
     pub async fn tick(&self, now_ms: i64) {
         let loaded = self.rules();
+        let live = self.inner.live.get().map(|l| &**l);
+        self.take_touched(&loaded.set).await;
         let mut any_error = None;
         for rule in &loaded.set.rules {
             let (due, known, needs_lookback) = {
-                let st = self.inner.state.lock().await;
-                let due = st
-                    .last_eval
-                    .get(&rule.name)
-                    .is_none_or(|t| now_ms - t >= rule.every_ms);
+                let mut st = self.inner.state.lock().await;
+                let due = crate::live::due(
+                    st.last_eval.get(&rule.name).copied(),
+                    st.wanted.contains(&rule.name),
+                    rule,
+                    now_ms,
+                );
+                if due {
+                    // Taken, whatever the outcome: a failing store is
+                    // retried on the tick, not in a tight loop.
+                    st.wanted.remove(&rule.name);
+                }
                 let mut known: Vec<Group> = st
                     .lifecycle
                     .alerts()
@@ -561,6 +620,7 @@ impl Engine {
                 match eval::lookback_groups(
                     rule,
                     &*self.inner.store,
+                    live,
                     now_ms,
                     self.inner.cfg.open_minute_lag_ms,
                 )
@@ -587,6 +647,7 @@ impl Engine {
             let verdicts = match eval::evaluate(
                 rule,
                 &*self.inner.store,
+                live,
                 now_ms,
                 self.inner.cfg.open_minute_lag_ms,
                 &known,
@@ -602,6 +663,7 @@ impl Engine {
             };
             let mut st = self.inner.state.lock().await;
             st.last_eval.insert(rule.name.clone(), now_ms);
+            self.inner.evaluations.fetch_add(1, Ordering::Relaxed);
             if rule.when.uses_absent() {
                 let m = st
                     .persisted
@@ -1338,9 +1400,31 @@ impl Engine {
         let mut tick = tokio::time::interval(self.inner.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = std::time::Instant::now();
+        let woken = self.inner.woken.clone();
+        // When a rule whose series moved may be evaluated again (its
+        // `min_interval` since the last evaluation).
+        let mut debounced: Option<tokio::time::Instant> = None;
         loop {
+            let until_debounced = async move {
+                match debounced {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => {}
+                () = woken.notified() => {
+                    // Events arrived: evaluate now if a rule they touch may
+                    // be, else when the first of them may.
+                    match self.next_wanted(now_ms()).await {
+                        Some(0) => {}
+                        later => {
+                            debounced = later.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms as u64));
+                            continue;
+                        }
+                    }
+                }
+                () = until_debounced => {}
                 Some(()) = rx.recv() => {
                     // Let an editor finish writing before reading.
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1358,6 +1442,10 @@ impl Engine {
                 self.reload_if_changed().await;
             }
             self.tick(now_ms()).await;
+            debounced = self
+                .next_wanted(now_ms())
+                .await
+                .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms.max(1) as u64));
         }
     }
 

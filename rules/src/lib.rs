@@ -14,6 +14,7 @@ pub mod engine;
 pub mod eval;
 pub mod history;
 pub mod lifecycle;
+pub mod live;
 pub mod notify;
 pub mod outbox;
 pub mod rota;

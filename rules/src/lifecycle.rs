@@ -86,13 +86,24 @@ pub struct Timing {
     pub no_data_for_ms: i64,
 }
 
+/// The defaults of a rule that sets none of its timings.
+///
+/// Flap damping is for an alert that cannot make up its mind, not for a
+/// service that fails again: 4 firings within 5 minutes means it fired,
+/// resolved and fired again within 75 s each time, which no real incident
+/// seen through a window of a minute or more does (an episode lasts at
+/// least the window). Such an alert is held firing until it has stayed
+/// recovered for 15 minutes: one page instead of ten. Separate incidents a
+/// few minutes apart are separate pages. (Until this release the window
+/// was an hour, so the fifth of twelve incidents a few minutes apart and
+/// every one after it were folded into one held firing.)
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
             for_ms: 0,
             keep_firing_for_ms: 0,
             recover_for_ms: 0,
-            flap_window_ms: 3_600_000,
+            flap_window_ms: 300_000,
             flap_max: 4,
             flap_hold_ms: 900_000,
             no_data_for_ms: 60_000,
@@ -534,6 +545,8 @@ mod tests {
     #[test]
     fn flapping_alerts_hold_longer_and_it_survives_a_restart() {
         let t = Timing {
+            // The window's default was an hour when this test was written.
+            flap_window_ms: 60 * MIN,
             flap_max: 3,
             flap_hold_ms: 10 * MIN,
             ..Timing::default()

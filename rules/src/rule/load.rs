@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::expr::{self, Expr};
 use super::{
-    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, Escalation,
-    GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet,
+    Align, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS,
+    Escalation, GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet,
 };
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
@@ -59,7 +59,9 @@ struct RawRule {
     dims: BTreeMap<String, S>,
     group_by: Option<S>,
     window: Option<S>,
+    align: Option<S>,
     every: Option<S>,
+    min_interval: Option<S>,
     #[serde(rename = "for")]
     for_: Option<S>,
     keep_firing_for: Option<S>,
@@ -136,6 +138,15 @@ struct RawEscalation {
     after: S,
     receivers: Vec<S>,
 }
+
+/// A rule's `window` when none is given.
+pub const DEFAULT_WINDOW_MS: i64 = 300_000;
+/// A rule's `every` when none is given: the longest time between two
+/// evaluations, which is how late absence and no-data can be noticed.
+pub const DEFAULT_EVERY_MS: i64 = 10_000;
+/// A rule's `min_interval` when none is given: events for its series
+/// trigger an evaluation at most once a second.
+pub const DEFAULT_MIN_INTERVAL_MS: i64 = 1_000;
 
 /// Placeholders a summary or description may use.
 pub(crate) const PLACEHOLDERS: [&str; 9] = [
@@ -483,22 +494,51 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
             GroupBy::Series
         }
     };
-    let window_ms = cx.duration("window", &r.window, 300_000, 60_000);
+    let window_ms = cx.duration("window", &r.window, DEFAULT_WINDOW_MS, 60_000);
     if window_ms % 60_000 != 0 {
         let w = r.window.as_ref().map_or(start, Ctx::inner);
         cx.err(w, "`window` must be whole minutes (rollups are per minute)");
     }
-    let every_ms = cx.duration("every", &r.every, 10_000, 1_000);
+    let align = match r.align.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("sliding") => Align::Sliding,
+        Some("minute") => Align::Minute,
+        Some(other) => {
+            let a = r.align.as_ref().map_or(start, Ctx::inner);
+            cx.err(
+                a,
+                format!("unknown `align` `{other}`; expected sliding or minute"),
+            );
+            Align::Sliding
+        }
+    };
+    let every_ms = cx.duration("every", &r.every, DEFAULT_EVERY_MS, 1_000);
+    let min_interval_ms = cx.duration(
+        "min_interval",
+        &r.min_interval,
+        DEFAULT_MIN_INTERVAL_MS.min(every_ms),
+        100,
+    );
+    if min_interval_ms > every_ms {
+        let m = r.min_interval.as_ref().map_or(start, Ctx::inner);
+        cx.err(
+            m,
+            "`min_interval` must not be longer than `every` (the longest time between evaluations)",
+        );
+    }
     let when = cx.condition("when", &r.when);
     let recover = r.recover.as_ref().and_then(|v| cx.condition("recover", v));
+    let d = Timing::default();
     let timing = Timing {
         for_ms: cx.duration("for", &r.for_, 0, 0),
         keep_firing_for_ms: cx.duration("keep_firing_for", &r.keep_firing_for, 0, 0),
         recover_for_ms: cx.duration("recover_for", &r.recover_for, 0, 0),
-        flap_window_ms: cx.duration("flap_window", &r.flap_window, 3_600_000, 60_000),
-        flap_max: r.flap_max.as_ref().map_or(4, |m| *m.get_ref() as usize),
-        flap_hold_ms: cx.duration("flap_hold", &r.flap_hold, 900_000, 0),
-        no_data_for_ms: cx.duration("no_data_for", &r.no_data_for, 60_000, 0),
+        flap_window_ms: cx.duration("flap_window", &r.flap_window, d.flap_window_ms, 60_000),
+        flap_max: r
+            .flap_max
+            .as_ref()
+            .map_or(d.flap_max, |m| *m.get_ref() as usize),
+        flap_hold_ms: cx.duration("flap_hold", &r.flap_hold, d.flap_hold_ms, 0),
+        no_data_for_ms: cx.duration("no_data_for", &r.no_data_for, d.no_data_for_ms, 0),
     };
     if let Some(m) = &r.flap_max
         && *m.get_ref() < 2
@@ -547,7 +587,9 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
         dims,
         group_by,
         window_ms,
+        align,
         every_ms,
+        min_interval_ms,
         when_text: r.when.get_ref().clone(),
         when: when?,
         recover_text: r.recover.as_ref().map(|s| s.get_ref().clone()),

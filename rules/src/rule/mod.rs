@@ -7,6 +7,7 @@
 //! file:line:col and what was expected, and a directory with any error is
 //! refused as a whole so that a half-loaded rule set never runs.
 
+pub mod explain;
 pub mod expr;
 mod load;
 pub mod pattern;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use panorama_model::{FilePosition, Layer};
 
 pub use expr::{Expr, Metric};
+pub use load::{DEFAULT_EVERY_MS, DEFAULT_MIN_INTERVAL_MS, DEFAULT_WINDOW_MS};
 pub use load::{LoadError, load_dir, parse_file};
 pub use pattern::Pattern;
 
@@ -34,6 +36,30 @@ pub enum GroupBy {
     Host,
     /// One alert per service.
     Service,
+}
+
+/// What a rule's `window` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Align {
+    /// The last `window` of event time, ending now, at the live view's
+    /// resolution (seconds) for this collector's data and whole minutes
+    /// for the store's (the default).
+    Sliding,
+    /// Whole UTC minutes ending with the open one (`align = "minute"`):
+    /// what a dashboard chart shows, and what rules meant before windows
+    /// slid.
+    Minute,
+}
+
+impl Align {
+    /// As written in a rule file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Align::Sliding => "sliding",
+            Align::Minute => "minute",
+        }
+    }
 }
 
 /// One rule, checked.
@@ -55,10 +81,16 @@ pub struct Rule {
     pub dims: BTreeMap<String, Pattern>,
     /// What one alert stands for.
     pub group_by: GroupBy,
-    /// The window the condition looks at, ending now (the open minute included).
+    /// The window the condition looks at, ending now.
     pub window_ms: i64,
-    /// How often it is evaluated.
+    /// Whether the window slides with event time or snaps to minutes.
+    pub align: Align,
+    /// The longest time between two evaluations (absence and no-data are
+    /// only noticed on this schedule).
     pub every_ms: i64,
+    /// The shortest time between two evaluations: events arriving for the
+    /// rule's series trigger one at most this often.
+    pub min_interval_ms: i64,
     /// The condition, as written.
     pub when_text: String,
     /// The condition.
@@ -167,11 +199,16 @@ pub struct RuleSet {
     pub people_at: BTreeMap<String, FilePosition>,
 }
 
-/// Default batching of a route: wait 30 s for a storm to gather, then at
-/// most one notice per group every 5 minutes, and a reminder every 4 hours.
-pub const DEFAULT_GROUP_WAIT_MS: i64 = 30_000;
+/// Default batching of a route, chosen for a pager: wait 10 s for a storm
+/// to gather (rules are evaluated as events arrive, so the alerts of one
+/// storm are all raised within a few seconds), then at most one notice per
+/// group every minute, and a reminder every 4 hours. A longer
+/// `group_interval` would hold back the page of the next, separate
+/// incident of the same rule behind the last notice: with 5 minutes,
+/// incidents a few minutes apart were paged minutes late.
+pub const DEFAULT_GROUP_WAIT_MS: i64 = 10_000;
 /// See [`DEFAULT_GROUP_WAIT_MS`].
-pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 300_000;
+pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 60_000;
 /// See [`DEFAULT_GROUP_WAIT_MS`].
 pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
 
