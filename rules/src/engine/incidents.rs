@@ -244,6 +244,7 @@ impl Engine {
     /// Records a firing alert's change where its incident says: its rule's
     /// batch while the incident has one rule, the incident's batch once it
     /// has several (moving members nobody was told about yet).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn record_firing(
         &self,
         st: &mut StateFiles,
@@ -490,8 +491,14 @@ impl Engine {
             })
             .unwrap_or_default();
         labels.push((incident::notice::LABEL.into(), n.to_string()));
+        // A member told alone before the incident formed was, to the
+        // reader, the cause: a different one now is a change of cause.
+        let told_alone = i
+            .members
+            .iter()
+            .any(|m| m.carrier == Carrier::Rule && m.alert != cause.alert);
         let before = i.named.insert(receiver.to_owned(), cause.alert.clone());
-        if before.is_some_and(|b| b != cause.alert) {
+        if before.map_or(told_alone, |b| b != cause.alert) {
             labels.push((incident::notice::CAUSE_LABEL.into(), "now".into()));
         }
         notice.labels = labels;

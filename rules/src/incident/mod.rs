@@ -11,6 +11,7 @@
 //! the engine (`engine/incidents.rs`) wires it to the lifecycle, the
 //! dispatcher and the notices, and [`notice`] renders what a page says.
 
+pub mod api;
 pub mod graph;
 pub mod notice;
 
