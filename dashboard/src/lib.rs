@@ -153,6 +153,10 @@ pub fn router(d: Dashboard) -> Router {
         .route("/alerts/silence", post(pages::alerts::silence))
         .route("/alerts/expire", post(pages::alerts::expire))
         .route("/hosts", get(pages::hosts::page))
+        .route("/incidents", get(pages::incidents::list))
+        .route("/incidents/{id}", get(pages::incidents::one))
+        .route("/incidents/ack", post(pages::incidents::ack))
+        .route("/graph", get(pages::incidents::graph))
         .route("/logout", post(auth::logout))
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(

@@ -129,6 +129,23 @@ impl Dispatcher {
         }
     }
 
+    /// Takes an alert's untold change out of `rule`'s batches, because an
+    /// incident's notice will carry it instead. True when some receiver was
+    /// already told it fires: then it stays where it is.
+    pub fn withdraw(&mut self, rule: &str, group_key: &str) -> bool {
+        let mut told = false;
+        for b in self.batches.values_mut().filter(|b| b.facts.rule == rule) {
+            if b.firing.contains_key(group_key) {
+                told = true;
+                continue;
+            }
+            if b.changed.remove(group_key).is_some() && b.changed.is_empty() {
+                b.first_change_ms = None;
+            }
+        }
+        told
+    }
+
     /// Marks an alert acknowledged in every batch: it is named as such and
     /// no longer repeated.
     pub fn acknowledge(&mut self, rule: &str, group_key: &str, by: &str) {

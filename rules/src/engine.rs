@@ -28,6 +28,9 @@ use crate::outbox::{Outbox, Status};
 use crate::rule::{LoadError, ReceiverKind, Rule, RuleSet, load_dir};
 use crate::silence::{Matcher, Silence, SilenceError, Silences};
 
+mod incidents;
+pub use incidents::{EdgeView, IncidentView, MemberView};
+
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -46,6 +49,8 @@ pub struct EngineConfig {
     /// For this long after a minute begins, windows still end with the
     /// previous minute: the new one is not in the store yet.
     pub open_minute_lag_ms: i64,
+    /// Connected alerts starting within this of each other are one incident.
+    pub incident_window_ms: i64,
 }
 
 impl EngineConfig {
@@ -59,6 +64,7 @@ impl EngineConfig {
             max_attempts: 12,
             resolved_keep_ms: 3_600_000,
             open_minute_lag_ms: eval::OPEN_MINUTE_LAG_MS,
+            incident_window_ms: crate::incident::DEFAULT_WINDOW_MS,
         }
     }
 }
@@ -137,6 +143,7 @@ struct StateFiles {
     last_eval: BTreeMap<String, i64>,
     /// Rules whose series received events since their last evaluation.
     wanted: BTreeSet<String>,
+    incidents: crate::incident::Incidents,
 }
 
 struct Loaded {
@@ -394,6 +401,8 @@ impl Engine {
         let outbox = Outbox::open(&op).map_err(err(&op))?;
         let hp = sd.join("history.jsonl");
         let history = History::open(&hp).map_err(err(&hp))?;
+        let ip = sd.join("incidents.json");
+        let incidents = read_json(&ip).map_err(err(&ip))?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 cfg,
@@ -414,6 +423,7 @@ impl Engine {
                     history,
                     last_eval: BTreeMap::new(),
                     wanted: BTreeSet::new(),
+                    incidents,
                 }),
                 live: std::sync::OnceLock::new(),
                 woken: Arc::new(tokio::sync::Notify::new()),
@@ -585,6 +595,7 @@ impl Engine {
         let loaded = self.rules();
         let live = self.inner.live.get().map(|l| &**l);
         self.take_touched(&loaded.set).await;
+        self.learn_graph(&loaded.set, now_ms).await;
         let mut any_error = None;
         for rule in &loaded.set.rules {
             let (due, known, needs_lookback) = {
@@ -695,9 +706,9 @@ impl Engine {
         let mut st = self.inner.state.lock().await;
         let st = &mut *st;
         self.release_held(st, &loaded.set, now_ms);
-        self.release_suppressed(st, &loaded.set, now_ms);
         self.escalate(st, &loaded.set, now_ms);
         for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
+            let notice = self.incident_notice(st, &loaded.set, &receiver, notice);
             self.enqueue_notice(st, &loaded.set, &receiver, notice, now_ms);
         }
         self.release_digests(st, &loaded.set, now_ms);
@@ -716,6 +727,7 @@ impl Engine {
         st.persisted.groups.retain(|k, _| alive.contains(k));
         st.persisted.dispatcher.prune(exists);
         st.persisted.held.retain(|k| alive.contains(k));
+        self.sweep_incidents(st, now_ms);
         st.silences.prune(now_ms, KEEP_FINISHED_MS);
         // Every outbox write rewrites the file, so delivered and given-up
         // notices leave it after a week; the history keeps their record.
@@ -740,6 +752,7 @@ impl Engine {
         };
         write("engine.json", serde_json::to_vec(&st.persisted));
         write("silences.json", serde_json::to_vec(&st.silences));
+        write("incidents.json", serde_json::to_vec(&st.incidents));
     }
 
     /// Escalates firing, unacknowledged, unsilenced alerts whose route has
@@ -770,6 +783,21 @@ impl Engine {
             if st.silences.silencing(&labels, now_ms).is_some() {
                 continue;
             }
+            // An incident escalates through its cause, in its own batch.
+            let Some(batch) = self.escalation_batch(st, &id) else {
+                continue;
+            };
+            let (step_facts, step_group) = if batch.is_empty() {
+                (facts(rule), group.key.clone())
+            } else {
+                (
+                    RuleFacts {
+                        rule: batch,
+                        ..facts(rule)
+                    },
+                    id.clone(),
+                )
+            };
             let Some(route) = set
                 .routes_for(&labels)
                 .into_iter()
@@ -792,8 +820,8 @@ impl Engine {
                     st.persisted.dispatcher.record(
                         &step_route,
                         receiver,
-                        &facts(rule),
-                        &group.key,
+                        &step_facts,
+                        &step_group,
                         na.clone(),
                         now_ms,
                     );
@@ -818,74 +846,6 @@ impl Engine {
         }
         // Acknowledged or resolved alerts stop escalating; a new episode starts over.
         st.persisted.escalated.retain(|k, _| live.contains(k));
-    }
-
-    /// The active infra or component alert that explains this one: a
-    /// silent host or a failing Redis or MySQL on the same host or service
-    /// causes the url, call and business alerts that follow.
-    fn suppressor(&self, st: &StateFiles, group: &Group) -> Option<AlertKey> {
-        use panorama_model::Layer;
-        if !matches!(group.layer, Layer::Url | Layer::Call | Layer::Business) {
-            return None;
-        }
-        st.lifecycle
-            .alerts()
-            .filter(|a| matches!(a.state, State::Firing | State::NoData))
-            .find(|a| {
-                st.persisted.groups.get(&alert_id(&a.key)).is_some_and(|g| {
-                    matches!(g.layer, Layer::Infra | Layer::Component)
-                        && ((!g.host.is_empty() && g.host == group.host)
-                            || (!g.service.is_empty() && g.service == group.service))
-                })
-            })
-            .map(|a| a.key.clone())
-    }
-
-    /// Alerts suppressed by one that has since resolved are notified now
-    /// if they still fire: the cause is gone, the symptom is news.
-    fn release_suppressed(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
-        let entries: Vec<(String, String)> = st
-            .persisted
-            .suppressed
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (id, by) in entries {
-            let by_active = by.split_once('\u{1f}').is_some_and(|(r, g)| {
-                st.lifecycle
-                    .get(&AlertKey {
-                        rule: r.into(),
-                        group: g.into(),
-                    })
-                    .is_some_and(|a| matches!(a.state, State::Firing | State::NoData))
-            });
-            if by_active {
-                continue;
-            }
-            st.persisted.suppressed.remove(&id);
-            let Some((rule_name, group_key)) = id.split_once('\u{1f}') else {
-                continue;
-            };
-            let key = AlertKey {
-                rule: rule_name.into(),
-                group: group_key.into(),
-            };
-            let state = st.lifecycle.get(&key).map(|a| a.state);
-            let (Some(rule), Some(group)) =
-                (set.rule(rule_name), st.persisted.groups.get(&id).cloned())
-            else {
-                continue;
-            };
-            match state {
-                Some(State::Firing) => {
-                    self.transition(st, set, rule, &group, &key, Transition::Fired, now_ms)
-                }
-                Some(State::NoData) => {
-                    self.transition(st, set, rule, &group, &key, Transition::NoData, now_ms)
-                }
-                _ => {}
-            }
-        }
     }
 
     /// Turns a decided notice into outbox entries: one for a channel, one
@@ -1097,7 +1057,9 @@ impl Engine {
                 }
                 continue;
             };
-            if st.silences.silencing(&group.labels(rule), now_ms).is_some() {
+            if st.silences.silencing(&group.labels(rule), now_ms).is_some()
+                || self.cause_silence(st, set, &id, now_ms).is_some()
+            {
                 continue;
             }
             let t = if state == State::Firing {
@@ -1146,63 +1108,14 @@ impl Engine {
             st.persisted.held.remove(&alert_id(key));
             st.persisted.suppressed.remove(&alert_id(key));
             // Everyone who was told it fires (its routes, escalation steps)
-            // is told it resolved.
+            // is told it resolved; an incident's receivers when all of it has.
             st.persisted
                 .dispatcher
-                .resolve_everywhere(&rule.name, &group.key, na, now_ms);
+                .resolve_everywhere(&rule.name, &group.key, na.clone(), now_ms);
+            self.resolve_in_incident(st, key, na, now_ms);
             return;
         }
-        if let Some(by) = self.suppressor(st, group) {
-            let by_id = alert_id(&by);
-            st.history.append(Record {
-                at_ms: now_ms,
-                event: "suppressed".into(),
-                rule: rule.name.clone(),
-                group: group.key.clone(),
-                detail: format!("caused by {} {}", by.rule, by.group),
-            });
-            st.persisted.suppressed.insert(alert_id(key), by_id.clone());
-            // The suppressing alert's next notice names what it suppresses.
-            if let (Some(by_rule), Some(by_group), Some(by_alert)) = (
-                set.rule(&by.rule),
-                st.persisted.groups.get(&by_id).cloned(),
-                st.lifecycle.get(&by).cloned(),
-            ) {
-                let status = if by_alert.state == State::NoData {
-                    AlertStatus::NoData
-                } else {
-                    AlertStatus::Firing
-                };
-                let mut by_na = self.notice_alert(by_rule, &by_group, &by_alert, status);
-                let names: Vec<String> = st
-                    .persisted
-                    .suppressed
-                    .iter()
-                    .filter(|(_, v)| **v == by_id)
-                    .map(|(k, _)| k.replace('\u{1f}', " "))
-                    .collect();
-                by_na.summary = format!(
-                    "{} (suppressing {}: {})",
-                    by_na.summary,
-                    names.len(),
-                    names.join("; ")
-                );
-                let by_labels = by_group.labels(by_rule);
-                for route in set.routes_for(&by_labels) {
-                    for receiver in &route.receivers {
-                        st.persisted.dispatcher.record(
-                            &route,
-                            receiver,
-                            &facts(by_rule),
-                            &by_group.key,
-                            by_na.clone(),
-                            now_ms,
-                        );
-                    }
-                }
-            }
-            return;
-        }
+        self.join_incident(st, rule, group, key, &alert, &na, now_ms);
         if let Some(s) = st.silences.silencing(&labels, now_ms) {
             st.history.append(Record {
                 at_ms: now_ms,
@@ -1214,20 +1127,20 @@ impl Engine {
             st.persisted.held.insert(alert_id(key));
             return;
         }
-        st.persisted.held.remove(&alert_id(key));
-        let facts = facts(rule);
-        for route in set.routes_for(&labels) {
-            for receiver in &route.receivers {
-                st.persisted.dispatcher.record(
-                    &route,
-                    receiver,
-                    &facts,
-                    &group.key,
-                    na.clone(),
-                    now_ms,
-                );
+        if let Some(s) = self.cause_silence(st, set, &alert_id(key), now_ms) {
+            if st.persisted.held.insert(alert_id(key)) {
+                st.history.append(Record {
+                    at_ms: now_ms,
+                    event: "silenced".into(),
+                    rule: rule.name.clone(),
+                    group: group.key.clone(),
+                    detail: format!("by silence {s} on its incident's probable cause"),
+                });
             }
+            return;
         }
+        st.persisted.held.remove(&alert_id(key));
+        self.record_firing(st, set, rule, group, key, na, now_ms);
     }
 
     fn notice_alert(
@@ -1559,6 +1472,7 @@ impl Engine {
         );
         if ok {
             st.persisted.dispatcher.acknowledge(rule, group, by);
+            self.acknowledge_in_incident(&mut st, &key, by);
             st.history.append(Record {
                 at_ms: now_ms,
                 event: "acknowledged".into(),

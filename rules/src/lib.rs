@@ -4,7 +4,8 @@
 //! evaluation over [`panorama_store::Store`] reads including the open
 //! minute, the alert lifecycle (pending → firing → resolved, no-data),
 //! routing, silences, acknowledgement, on-call (rotas, escalation, budgets,
-//! layer-aware suppression), the persistent notification outbox and history,
+//! incidents: the dependency graph and the probable cause, paged once),
+//! the persistent notification outbox and history,
 //! and the channels (SMTP mail, SMS, DingTalk, WeCom, webhook). It never
 //! talks to agents.
 
@@ -13,6 +14,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod eval;
 pub mod history;
+pub mod incident;
 pub mod lifecycle;
 pub mod live;
 pub mod notify;

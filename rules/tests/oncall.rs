@@ -1,7 +1,7 @@
 //! On-call behaviour through the engine, with mail received by a real SMTP
 //! server: rota resolution across a handover, escalation and its stop on
 //! acknowledgement, a restart during escalation, hourly budgets folding
-//! into a digest, and layer-aware suppression.
+//! into a digest, and layer-aware suppression (an incident's effects).
 
 mod support;
 
@@ -340,7 +340,7 @@ group_interval = "1s"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_component_suppresses_the_url_alerts_it_causes() {
+async fn a_failing_component_is_the_probable_cause_of_the_url_alerts_it_causes() {
     let smtp = SmtpServer::start();
     let rules = format!(
         r#"
@@ -390,12 +390,18 @@ group_interval = "1s"
         "{}",
         got[0].subject()
     );
+    let text = got[0].text();
     assert!(
         got[0]
-            .text()
-            .contains("suppressing 1: login-errors login/POST /login"),
-        "the notice names what it suppressed:\n{}",
-        got[0].text()
+            .subject()
+            .contains("incident 1: probable cause: component login")
+            && got[0].subject().contains("1 effect: POST /login"),
+        "the page names the cause, then its effect: {}",
+        got[0].subject()
+    );
+    assert!(
+        text.contains("probable cause") && text.contains("effect (url layer)"),
+        "the notice names what it suppressed:\n{text}"
     );
     let v = e.view(T0 + MIN).await;
     assert_eq!(v.firing.len(), 2, "both listed as firing");
@@ -407,7 +413,8 @@ group_interval = "1s"
         1
     );
 
-    // Redis recovers, logins still fail: now the url alert is news.
+    // Redis recovers, logins still fail: the incident is not over, and
+    // nobody is paged again for it.
     for m in 3..5 {
         env.write(&[
             events(
@@ -424,19 +431,42 @@ group_interval = "1s"
     }
     step(&e, T0 + 3 * MIN + 10_000).await;
     step(&e, T0 + 3 * MIN + 20_000).await;
-    let got = smtp.wait_for_messages(3, WAIT).await;
-    let subjects: Vec<String> = got.iter().map(|m| m.subject()).collect();
-    assert!(
-        subjects
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "{:?}",
+        smtp.messages()
             .iter()
-            .any(|s| s.contains("RESOLVED") && s.contains("redis-errors")),
-        "{subjects:?}"
+            .map(|m| m.subject())
+            .collect::<Vec<_>>()
     );
+    // Logins recover too: one resolved notice for the whole incident.
+    for m in 5..7 {
+        env.write(&[
+            events(
+                T0 + m * MIN,
+                Layer::Component,
+                "login",
+                "redis:sessions",
+                50,
+                0,
+            ),
+            good(T0 + m * MIN, "POST /login"),
+        ])
+        .await;
+    }
+    step(&e, T0 + 5 * MIN + 10_000).await;
+    step(&e, T0 + 5 * MIN + 20_000).await;
+    let got = smtp.wait_for_messages(2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), 2);
     assert!(
-        subjects
-            .iter()
-            .any(|s| s.contains("FIRING") && s.contains("login-errors")),
-        "{subjects:?}"
+        got[1]
+            .subject()
+            .starts_with("[RESOLVED 2] critical incident 1:"),
+        "{}",
+        got[1].subject()
     );
 }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod alerts;
 pub(crate) mod hosts;
+pub(crate) mod incidents;
 pub(crate) mod layer;
 pub(crate) mod overview;
 pub(crate) mod series;

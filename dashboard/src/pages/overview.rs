@@ -122,6 +122,8 @@ struct OverviewPage {
     c: Chrome,
     rules: bool,
     firing: Vec<FiringRow>,
+    /// Open incidents of several alerts, listed in place of their alerts.
+    incidents: Vec<super::incidents::Row>,
     bands: Vec<Band>,
     silent: Vec<SilentHost>,
 }
@@ -265,12 +267,30 @@ pub(crate) async fn page(
             last: format::minute(tz, b.last_minute_ms),
         })
         .collect();
+    let open: Vec<panorama_rules::engine::IncidentView> = match d.engine() {
+        Some(e) => e
+            .incidents()
+            .await
+            .into_iter()
+            .filter(|i| i.resolved_ms.is_none() && i.members.len() > 1)
+            .collect(),
+        None => Vec::new(),
+    };
+    let grouped: std::collections::BTreeSet<(&str, &str)> = open
+        .iter()
+        .flat_map(|i| {
+            i.members
+                .iter()
+                .map(|m| (m.rule.as_str(), m.group.as_str()))
+        })
+        .collect();
     let firing = alerts
         .as_ref()
         .map(|v| {
             v.firing
                 .iter()
                 .chain(&v.no_data)
+                .filter(|a| !grouped.contains(&(a.rule.as_str(), a.group.as_str())))
                 .map(|a| FiringRow {
                     severity: a.severity.clone(),
                     summary: if a.summary.is_empty() {
@@ -290,6 +310,7 @@ pub(crate) async fn page(
         c: Chrome::new(&d, req.headers(), &s, &path, "overview"),
         rules: alerts.is_some(),
         firing,
+        incidents: open.iter().map(|i| super::incidents::row(i, tz)).collect(),
         bands,
         silent,
     }))

@@ -1,5 +1,9 @@
 //! The top-N ranking of one minute: which routes, calls or components had
-//! the most requests, errors or the slowest tail at, say, 00:00.
+//! the most requests, errors or the slowest tail at, say, 00:00 — and, with
+//! `compare=days`, the same minute (or hour) on each of the last 7 days side
+//! by side, each series marked where its count is far above its own median
+//! minute (or hour) of that day: a client bug that makes every client upload
+//! at 00:00 shows as one row lit every night.
 
 use askama::Template;
 use axum::Extension;
@@ -20,16 +24,136 @@ pub(crate) struct TopParams {
     minute: Option<String>,
     by: Option<String>,
     limit: Option<usize>,
+    /// `days`: the last 7 days side by side.
+    compare: Option<String>,
+    /// `minute` (default) or `hour`, for `compare=days`.
+    span: Option<String>,
 }
 
-pub(crate) struct Bar {
+/// How many days `compare=days` shows.
+const DAYS: i64 = 7;
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+/// A count this many times its day's median (and at least
+/// [`FAR_MIN_COUNT`]) is marked.
+const FAR_FACTOR: f64 = 5.0;
+const FAR_MIN_COUNT: u64 = 10;
+
+/// One series over the days compared, today first.
+pub(crate) struct DayRow {
     service: String,
     name: String,
     href: String,
-    value: String,
-    /// Bar length, 0–100.
-    width: String,
-    detail: String,
+    /// (count shown, far above its day's median, that median).
+    cells: Vec<(String, bool, String)>,
+}
+
+/// The median of a day's buckets, missing buckets counting as zero.
+fn median(mut v: Vec<u64>, buckets: usize) -> u64 {
+    v.resize(buckets.max(v.len()), 0);
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// The days-compared table: for each of the last [`DAYS`] days, the top
+/// series by count at the same minute (or hour), and each row's count
+/// against its own median minute (or hour) of that day.
+async fn days_compared(
+    d: &Dashboard,
+    layer: Layer,
+    at: i64,
+    hourly: bool,
+    limit: usize,
+) -> Result<(Vec<String>, Vec<DayRow>), PageError> {
+    let tz = d.cfg().time_zone;
+    let width = if hourly { HOUR_MS } else { MINUTE_MS };
+    let at = at - at.rem_euclid(width);
+    let mut counts: std::collections::BTreeMap<(String, String), Vec<u64>> =
+        std::collections::BTreeMap::new();
+    let mut heads = Vec::new();
+    for day in 0..DAYS {
+        let t = at - day * DAY_MS;
+        heads.push(format::minute(tz, t));
+        let rows: Vec<(String, String, u64)> = if hourly {
+            d.store()
+                .series_totals(&panorama_store::SeriesTotalsQuery {
+                    range: panorama_store::TotalsQuery {
+                        layer: Some(layer),
+                        ..panorama_store::TotalsQuery::range(t, t + HOUR_MS)
+                    },
+                    by_host: false,
+                    order: Metric::Count,
+                    limit,
+                })
+                .await?
+                .into_iter()
+                .map(|r| (r.service, r.name, r.totals.count))
+                .collect()
+        } else {
+            d.store()
+                .top(&TopQuery {
+                    layer,
+                    service: None,
+                    minute_ms: t,
+                    by: Metric::Count,
+                    limit,
+                })
+                .await?
+                .into_iter()
+                .map(|e| (e.service, e.name, e.point.count))
+                .collect()
+        };
+        for (service, name, n) in rows {
+            counts
+                .entry((service, name))
+                .or_insert_with(|| vec![0; DAYS as usize])[day as usize] = n;
+        }
+    }
+    let mut ranked: Vec<((String, String), Vec<u64>)> = counts.into_iter().collect();
+    ranked.sort_by_key(|(_, v)| std::cmp::Reverse((v[0], v.iter().copied().max().unwrap_or(0))));
+    ranked.truncate(limit);
+    let mut out = Vec::new();
+    for ((service, name), v) in ranked {
+        // One read per row over the whole week, medians per day from it.
+        let first_day = at - (DAYS - 1) * DAY_MS;
+        let day0 = format::start_of_day(tz, first_day);
+        let points = d
+            .store()
+            .read_series(&panorama_store::SeriesQuery {
+                service: Some(service.clone()),
+                name: Some(name.clone()),
+                ..panorama_store::SeriesQuery::layer(layer, day0, at + DAY_MS)
+            })
+            .await?;
+        let cells = v
+            .iter()
+            .enumerate()
+            .map(|(day, n)| {
+                let t = at - day as i64 * DAY_MS;
+                let start = format::start_of_day(tz, t);
+                let mut buckets: std::collections::BTreeMap<i64, u64> =
+                    std::collections::BTreeMap::new();
+                for p in points
+                    .iter()
+                    .filter(|p| p.minute >= start && p.minute < start + DAY_MS)
+                {
+                    *buckets
+                        .entry(p.minute - p.minute.rem_euclid(width))
+                        .or_default() += p.count;
+                }
+                let m = median(buckets.into_values().collect(), (DAY_MS / width) as usize);
+                let far = *n >= FAR_MIN_COUNT && (*n as f64) >= FAR_FACTOR * (m.max(1) as f64);
+                (format::count(*n), far, format::count(m))
+            })
+            .collect();
+        out.push(DayRow {
+            href: series_href(layer, &service, &name, "", Some(at)),
+            service,
+            name,
+            cells,
+        });
+    }
+    Ok((heads, out))
 }
 
 #[derive(Template)]
@@ -44,6 +168,13 @@ struct TopPage {
     metrics: Vec<(&'static str, &'static str)>,
     limit: usize,
     bars: Vec<Bar>,
+    /// `compare=days`: the days' headings and rows.
+    days: bool,
+    hourly: bool,
+    day_heads: Vec<String>,
+    day_rows: Vec<DayRow>,
+    days_href: String,
+    hours_href: String,
 }
 
 pub(crate) async fn page(
@@ -111,6 +242,18 @@ pub(crate) async fn page(
             }
         })
         .collect();
+    let days = q.compare.as_deref() == Some("days");
+    let hourly = q.span.as_deref() == Some("hour");
+    let (day_heads, day_rows) = if days {
+        days_compared(&d, layer, minute, hourly, limit).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let base = format!(
+        "/top?layer={}&minute={}&limit={limit}&compare=days",
+        layer.as_str(),
+        minute
+    );
     let path = super::here(req.uri());
     Ok(html(&TopPage {
         c: Chrome::new(&d, req.headers(), &s, &path, "top"),
@@ -130,5 +273,11 @@ pub(crate) async fn page(
         ],
         limit,
         bars,
+        days,
+        hourly,
+        day_heads,
+        day_rows,
+        days_href: format!("{base}&span=minute"),
+        hours_href: format!("{base}&span=hour"),
     }))
 }

@@ -254,6 +254,9 @@ impl Notice {
     /// With one alert it names the series, value and threshold; with many,
     /// how many series.
     pub fn title(&self) -> String {
+        if let Some(t) = crate::incident::notice::headline(self) {
+            return t;
+        }
         let head = format!(
             "[{} {}] {} {}",
             self.kind.word(),

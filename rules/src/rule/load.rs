@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::expr::{self, Expr};
 use super::{
-    Align, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS,
+    Align, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, Depends,
     Escalation, GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet,
 };
 use crate::lifecycle::Timing;
@@ -43,6 +43,16 @@ struct RawFile {
     route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     person: Vec<Spanned<Person>>,
+    #[serde(default)]
+    depends: Vec<Spanned<RawDepends>>,
+}
+
+/// `[[depends]] service = "game", on = ["payment-gateway", "mysql@db1"]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDepends {
+    service: S,
+    on: Vec<S>,
 }
 
 type S = Spanned<String>;
@@ -444,6 +454,32 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
             set.people.insert(p.name.clone(), p);
         }
     }
+    for d in raw.depends {
+        let start = d.span().start;
+        let d = d.into_inner();
+        if d.service.get_ref().trim().is_empty() {
+            cx.err(
+                Ctx::inner(&d.service),
+                "`depends` needs a non-empty `service`",
+            );
+        }
+        if d.on.is_empty() {
+            cx.err(
+                start,
+                "`depends` needs at least one name in `on` (a service, a call target, a component such as `mysql@db1`, or `host:NAME`)",
+            );
+        }
+        for o in &d.on {
+            if o.get_ref().trim().is_empty() {
+                cx.err(Ctx::inner(o), "an empty name in `on`");
+            }
+        }
+        set.depends.push(Depends {
+            service: d.service.into_inner(),
+            on: d.on.into_iter().map(Spanned::into_inner).collect(),
+            at: cx.at(start),
+        });
+    }
     if cx.errors.is_empty() {
         Ok(set)
     } else {
@@ -688,6 +724,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
                     }
                 }
                 set.routes.extend(one.routes);
+                set.depends.extend(one.depends);
                 for (name, p) in one.people {
                     let at = one.people_at.get(&name).cloned();
                     if let Some(first) = set.people_at.get(&name) {

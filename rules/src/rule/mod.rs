@@ -3,7 +3,8 @@
 //! A rules directory holds TOML files with three kinds of tables:
 //! `[[rule]]` (a condition over one layer's series), `[[receiver]]` (where
 //! notices go) and `[[route]]` (which alerts go to which receivers, and how
-//! they are batched). Everything is checked when loaded; every error names
+//! they are batched), plus `[[depends]]` (a service's dependencies, added
+//! to the incident graph). Everything is checked when loaded; every error names
 //! file:line:col and what was expected, and a directory with any error is
 //! refused as a whole so that a half-loaded rule set never runs.
 
@@ -197,6 +198,20 @@ pub struct RuleSet {
     pub people: BTreeMap<String, Person>,
     /// Where each person was defined.
     pub people_at: BTreeMap<String, FilePosition>,
+    /// Dependencies declared with `[[depends]]`, added to the learned graph.
+    pub depends: Vec<Depends>,
+}
+
+/// `[[depends]]`: a service depends on these, whatever the data says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Depends {
+    /// The dependent service.
+    pub service: String,
+    /// What it depends on: services or call targets, components
+    /// (`mysql@db1`), or `host:NAME`.
+    pub on: Vec<String>,
+    /// Where it was written.
+    pub at: FilePosition,
 }
 
 /// Default batching of a route, chosen for a pager: wait 10 s for a storm

@@ -17,7 +17,11 @@ pub fn short_text(notice: &Notice, max_chars: Option<usize>) -> String {
         other => other.to_uppercase(),
     };
     let mut head = format!("{kind} {severity} {}:", notice.rule);
+    if let Some(short) = crate::incident::notice::short(notice) {
+        head = short;
+    }
     match notice.alerts.as_slice() {
+        _ if crate::incident::notice::short(notice).is_some() => {}
         [] => {}
         [a] => {
             for part in [&a.service, &a.series, &a.host, &a.value] {
