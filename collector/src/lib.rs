@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod compact;
 pub mod config;
 pub mod ledger;
 pub mod service;

@@ -49,6 +49,8 @@ pub struct CollectorConfig {
     pub samples: SampleLimits,
     /// WAL limits (its `dir` is overridden to `data_dir/wal`).
     pub wal: WalConfig,
+    /// The compactor building the store's hourly tier.
+    pub compact: crate::compact::CompactConfig,
 }
 
 impl CollectorConfig {
@@ -65,8 +67,9 @@ impl CollectorConfig {
             tokens: HashMap::new(),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
-            retention_days: 30,
+            retention_days: 14,
             samples: SampleLimits::default(),
+            compact: crate::compact::CompactConfig::default(),
         }
     }
 }
@@ -207,6 +210,7 @@ pub struct Collector {
     pub(crate) inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
     flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+    compactor: Arc<Mutex<Option<crate::compact::Compactor>>>,
 }
 
 fn now_ms() -> i64 {
@@ -304,10 +308,18 @@ impl Collector {
         });
         let (shutdown, rx) = watch::channel(false);
         let flusher = tokio::spawn(flush_loop(inner.clone(), rx));
+        let c = &inner.cfg;
+        let compactor = crate::compact::Compactor::spawn(
+            inner.store.clone(),
+            c.compact.clone(),
+            c.grace,
+            c.retention_days,
+        );
         Ok(Collector {
             inner,
             shutdown,
             flusher: Arc::new(Mutex::new(Some(flusher))),
+            compactor: Arc::new(Mutex::new(Some(compactor))),
         })
     }
 
@@ -646,6 +658,10 @@ impl Collector {
     /// until `deadline`); whatever the store did not take stays in the WAL.
     pub async fn shutdown(&self, deadline: Duration) {
         let _ = self.shutdown.send(true);
+        let compactor = lock(&self.compactor).take();
+        if let Some(c) = compactor {
+            c.stop().await;
+        }
         let handle = lock(&self.flusher).take();
         if let Some(h) = handle {
             let _ = h.await;
