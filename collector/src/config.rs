@@ -6,7 +6,8 @@
 //! data_dir = "/var/lib/panorama"
 //! collector_id = "c1"          # unique among collectors sharing a store
 //! grace_secs = 15              # how long a minute waits for late events
-//! retention_days = 30          # older events are dropped; older indices deleted
+//! retention_days = 14          # minutes: older events are dropped; older indices deleted
+//! hourly_retention_days = 400  # hourly rollups compacted from the minutes
 //!
 //! [store]                      # absent: the embedded SQLite store in data_dir
 //! elasticsearch = "http://127.0.0.1:9200"
@@ -65,6 +66,7 @@ struct Raw {
     grace_secs: Option<u64>,
     open_flush_secs: Option<u64>,
     retention_days: Option<Spanned<u32>>,
+    hourly_retention_days: Option<Spanned<u32>>,
     #[serde(default)]
     store: RawStore,
     #[serde(default, rename = "token")]
@@ -310,6 +312,15 @@ impl FileConfig {
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        if let Some(r) = raw.hourly_retention_days {
+            if *r.get_ref() < c.retention_days {
+                return Err(invalid(
+                    r.span().start,
+                    "`hourly_retention_days` must be at least `retention_days`".into(),
+                ));
+            }
+            c.compact.hourly_retention_days = r.into_inner();
+        }
         let mut tokens = HashMap::new();
         let mut api_tokens: Vec<ApiToken> = Vec::new();
         for t in raw.tokens {

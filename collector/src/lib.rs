@@ -19,6 +19,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod auth;
+pub mod compact;
 pub mod config;
 pub mod ledger;
 pub mod serve;

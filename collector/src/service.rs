@@ -63,6 +63,8 @@ pub struct CollectorConfig {
     /// counting the batch, which widens the window in which other
     /// producers roll the segment and a flush looks at it. Zero in production.
     pub count_delay: Duration,
+    /// The compactor building the store's hourly tier.
+    pub compact: crate::compact::CompactConfig,
 }
 
 impl CollectorConfig {
@@ -79,9 +81,10 @@ impl CollectorConfig {
             tokens: HashMap::new(),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
-            retention_days: 30,
+            retention_days: 14,
             samples: SampleLimits::default(),
             count_delay: Duration::ZERO,
+            compact: crate::compact::CompactConfig::default(),
         }
     }
 }
@@ -244,6 +247,7 @@ pub struct Collector {
     pub(crate) inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
     flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+    compactor: Arc<Mutex<Option<crate::compact::Compactor>>>,
 }
 
 fn now_ms() -> i64 {
@@ -347,10 +351,18 @@ impl Collector {
         });
         let (shutdown, rx) = watch::channel(false);
         let flusher = tokio::spawn(flush_loop(inner.clone(), rx));
+        let c = &inner.cfg;
+        let compactor = crate::compact::Compactor::spawn(
+            inner.store.clone(),
+            c.compact.clone(),
+            c.grace,
+            c.retention_days,
+        );
         Ok(Collector {
             inner,
             shutdown,
             flusher: Arc::new(Mutex::new(Some(flusher))),
+            compactor: Arc::new(Mutex::new(Some(compactor))),
         })
     }
 
@@ -680,6 +692,10 @@ impl Collector {
     /// until `deadline`); whatever the store did not take stays in the WAL.
     pub async fn shutdown(&self, deadline: Duration) {
         let _ = self.shutdown.send(true);
+        let compactor = lock(&self.compactor).take();
+        if let Some(c) = compactor {
+            c.stop().await;
+        }
         let handle = lock(&self.flusher).take();
         if let Some(h) = handle {
             let _ = h.await;

@@ -33,7 +33,7 @@ mod totals;
 pub use compact::{CompactPolicy, CompactReport};
 pub use error::{Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
-pub use tier::{CompactedHour, HOUR_MS, HourMark};
+pub use tier::{CompactedHour, Footprint, HOUR_MS, HourMark};
 pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;

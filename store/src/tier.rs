@@ -180,3 +180,21 @@ mod tests {
         assert!(p.minutes.is_empty());
     }
 }
+
+/// What each tier takes on disk: bytes and documents of the series'
+/// rollups per tier (indices included), measured by
+/// [`crate::sqlite::SqliteStore::footprint`] and
+/// [`crate::elastic::ElasticStore::footprint`] for the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Bytes of the minute tier's series rollups.
+    pub minute_bytes: u64,
+    /// Series-minutes (documents) in it.
+    pub minute_docs: u64,
+    /// Bytes of the hourly tier's series rollups.
+    pub hourly_bytes: u64,
+    /// Series-hours (documents) in it.
+    pub hourly_docs: u64,
+    /// Everything the store holds, in bytes (SQLite: the file).
+    pub total_bytes: u64,
+}

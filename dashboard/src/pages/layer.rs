@@ -91,10 +91,17 @@ impl Range {
         })
     }
 
-    /// Bucket width giving at most about 360 points.
+    /// Bucket width giving at most about 360 points; over more than two
+    /// days at least an hour, so that the store can answer from its hourly
+    /// tier (the minutes of older days may be gone by then anyway).
     pub(crate) fn bucket(&self) -> i64 {
         let minutes = ((self.to - self.from) / MINUTE_MS).max(1);
         let per = (minutes + 359) / 360;
+        let per = if self.to - self.from > 2 * DAY_MS {
+            per.max(60)
+        } else {
+            per
+        };
         [1, 2, 5, 10, 15, 30, 60, 120, 360, 720, 1440]
             .into_iter()
             .find(|&m| m >= per)

@@ -176,16 +176,35 @@ pub(crate) async fn page(
         from_ms: range.from,
         to_ms: range.to,
     };
-    let points = d.store().read_series(&sq).await?;
-    // Without a chosen minute: the newest with errors, else the newest.
-    let at = at.or_else(|| {
-        points
-            .iter()
-            .rev()
-            .find(|p| p.errors > 0)
-            .or(points.last())
-            .map(|p| p.minute)
-    });
+    // The charts in buckets, merged by the store (which reads whole hours
+    // from its hourly tier when the buckets are hours); the minute the
+    // samples and figures are of from minutes: the one asked for, else the
+    // newest with errors (else the newest) of the newest bucket with errors
+    // (else the newest).
+    let bucket = range.bucket();
+    let charted = d.store().series_points(&sq, bucket).await?;
+    let minutes_of = |from: i64, to: i64| SeriesQuery {
+        from_ms: from.max(range.from),
+        to_ms: to.min(range.to).max(from.max(range.from) + MINUTE_MS),
+        ..sq.clone()
+    };
+    let (at, points) = match at {
+        Some(m) => (Some(m), d.store().read_series(&minutes_of(m, m + MINUTE_MS)).await?),
+        None => match charted.iter().rev().find(|p| p.errors > 0).or(charted.last()) {
+            Some(b) => {
+                let q = minutes_of(b.minute, b.minute + bucket);
+                let pts = d.store().read_series(&q).await?;
+                let m = pts
+                    .iter()
+                    .rev()
+                    .find(|p| p.errors > 0)
+                    .or(pts.last())
+                    .map(|p| p.minute);
+                (m, pts)
+            }
+            None => (None, Vec::new()),
+        },
+    };
     let samples = match at {
         Some(m) => d
             .store()
@@ -204,10 +223,9 @@ pub(crate) async fn page(
         None => Vec::<Sample>::new(),
     };
     let t = crate::i18n::texts(crate::auth::lang(&d, req.headers()));
-    let bucket = range.bucket();
     let times = bucket_times(range.from, range.to, bucket);
     let labels: Vec<String> = times.iter().map(|&m| format::short(tz, m)).collect();
-    let pts = bucketed(&points, &times, bucket);
+    let pts = bucketed(&charted, &times, bucket);
     let col = |f: fn(&Point) -> Option<f64>| pts.iter().map(|p| p.as_ref().and_then(f)).collect();
     let service_s = service.clone().unwrap_or_default();
     let name_s = name.clone().unwrap_or_default();
@@ -248,7 +266,7 @@ pub(crate) async fn page(
             Some(&base),
         ),
     ];
-    if points.iter().any(|p| p.avg_ms.is_some()) {
+    if charted.iter().any(|p| p.avg_ms.is_some()) {
         charts.push(line_chart(
             t.latency,
             &times,
@@ -263,7 +281,7 @@ pub(crate) async fn page(
             Some(&base),
         ));
     }
-    if points.iter().any(|p| p.value.is_some()) {
+    if charted.iter().any(|p| p.value.is_some()) {
         charts.push(line_chart(
             t.value,
             &times,

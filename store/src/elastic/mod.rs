@@ -741,6 +741,57 @@ impl ElasticStore {
             .collect())
     }
 
+    /// Bytes each tier's series rollups take on disk after a force merge to
+    /// one segment (`_cat/indices` store size), and their documents. For
+    /// the benchmark: a force merge rewrites every index.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    pub async fn footprint(&self) -> Result<crate::Footprint, StoreError> {
+        let p = &self.cfg.index_prefix;
+        let all = format!("{p}-*");
+        self.with_retry("force merge", || async {
+            self.client
+                .indices()
+                .forcemerge(elasticsearch::indices::IndicesForcemergeParts::Index(&[&all]))
+                .max_num_segments(1)
+                .send()
+                .await
+        })
+        .await?;
+        let resp = self
+            .with_retry("list index sizes", || async {
+                self.client
+                    .cat()
+                    .indices(CatIndicesParts::Index(&[&all]))
+                    .format("json")
+                    .bytes(elasticsearch::params::Bytes::B)
+                    .h(&["index", "docs.count", "store.size"])
+                    .send()
+                    .await
+            })
+            .await?;
+        let rows: Vec<Value> = resp
+            .json()
+            .await
+            .map_err(|e| StoreError::Backend(format!("reading index sizes: {e}")))?;
+        let mut f = crate::Footprint::default();
+        let num = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        for r in rows {
+            let name = r["index"].as_str().unwrap_or_default();
+            let (docs, bytes) = (num(&r["docs.count"]), num(&r["store.size"]));
+            f.total_bytes += bytes;
+            if name.starts_with(&format!("{p}-rollups-")) {
+                f.minute_bytes += bytes;
+                f.minute_docs += docs;
+            } else if name.starts_with(&format!("{p}-{HOURLY}-")) {
+                f.hourly_bytes += bytes;
+                f.hourly_docs += docs;
+            }
+        }
+        Ok(f)
+    }
+
     /// Deletes every index and template of this store's prefix. For tests
     /// and for operators tearing an installation down; never called by
     /// Panorama itself.

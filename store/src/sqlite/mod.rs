@@ -84,6 +84,46 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Bytes each tier's series rollups take in the file (their tables and
+    /// indices, from SQLite's `dbstat`), after a checkpoint, and the file's
+    /// size. For the benchmark; it reads every page, so it is slow on a big file.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the database cannot be read.
+    pub async fn footprint(&self) -> Result<crate::Footprint, StoreError> {
+        let path = self.path.clone();
+        self.with_conn(move |conn| {
+            const WHAT: &str = "measure footprint";
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(db_err(WHAT))?;
+            let bytes = |table: &str| -> Result<u64, StoreError> {
+                conn.query_row(
+                    "SELECT coalesce(SUM(pgsize), 0) FROM dbstat WHERE name = ?1 \
+                     OR name IN (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1)",
+                    [table],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n.max(0) as u64)
+                .map_err(db_err(WHAT))
+            };
+            let rows = |table: &str| -> Result<u64, StoreError> {
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n.max(0) as u64)
+                .map_err(db_err(WHAT))
+            };
+            Ok(crate::Footprint {
+                minute_bytes: bytes("rollups")?,
+                minute_docs: rows("rollups")?,
+                hourly_bytes: bytes("hourly_rollups")?,
+                hourly_docs: rows("hourly_rollups")?,
+                total_bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -1,0 +1,135 @@
+//! The compactor: builds the store's hourly tier from its minute rollups,
+//! and applies the hourly tier's retention.
+//!
+//! Every collector runs one. Passes are cheap when nothing changed (the
+//! store compares per-hour event sums with the hours' marks), so several
+//! collectors on one store simply all run it: hourly documents have
+//! deterministic ids and never shrink, so a double compaction is harmless
+//! (see [`panorama_store::compact`] for why that and not a lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use panorama_store::{CompactPolicy, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Default days of hourly rollups kept.
+pub const DEFAULT_HOURLY_RETENTION_DAYS: u32 = 400;
+
+/// How the compactor runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactConfig {
+    /// How often a pass looks for hours to compact.
+    pub every: Duration,
+    /// Days of hourly rollups kept (`hourly_retention_days`).
+    pub hourly_retention_days: u32,
+    /// At most this many hours per pass, so a first pass over weeks of
+    /// minutes does not hold off shutdown.
+    pub max_hours_per_pass: usize,
+}
+
+impl Default for CompactConfig {
+    fn default() -> CompactConfig {
+        CompactConfig {
+            every: Duration::from_secs(60),
+            hourly_retention_days: DEFAULT_HOURLY_RETENTION_DAYS,
+            max_hours_per_pass: 24,
+        }
+    }
+}
+
+/// How often the hourly tier's retention is applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// A running compactor; [`Compactor::stop`] ends it between passes.
+#[derive(Debug)]
+pub struct Compactor {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Compactor {
+    /// Starts the compactor over `store`. `grace` is the collectors' grace
+    /// (an hour is compacted once its last minute is past it) and
+    /// `minute_retention_days` how far back late minutes are looked for.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        cfg: CompactConfig,
+        grace: Duration,
+        minute_retention_days: u32,
+    ) -> Compactor {
+        let (stop, rx) = watch::channel(false);
+        let policy = CompactPolicy {
+            grace_ms: grace.as_millis() as i64,
+            lookback_ms: i64::from(minute_retention_days) * 86_400_000,
+            max_hours: cfg.max_hours_per_pass.max(1),
+        };
+        let task = tokio::spawn(run(store, cfg, policy, rx));
+        Compactor { stop, task }
+    }
+
+    /// Stops after the pass in progress, if any.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    cfg: CompactConfig,
+    policy: CompactPolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(cfg.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        // A pass that hit its limit is followed at once by the next.
+        loop {
+            let started = std::time::Instant::now();
+            match panorama_store::compact::compact_due(store.as_ref(), now_ms(), policy).await {
+                Ok(r) if !r.hours.is_empty() => {
+                    tracing::info!(
+                        hours = r.hours.len(),
+                        recompacted = r.recompacted.len(),
+                        series_docs = r.series_docs,
+                        left = r.left,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "hours compacted"
+                    );
+                    if r.left == 0 || *stop.borrow() {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "compaction failed; will retry");
+                    break;
+                }
+            }
+        }
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            last_retention = Some(std::time::Instant::now());
+            match store
+                .apply_hourly_retention(now_ms(), cfg.hourly_retention_days)
+                .await
+            {
+                Ok(r) if !r.dropped.is_empty() || r.deleted_docs > 0 => {
+                    tracing::info!(dropped = ?r.dropped, deleted = r.deleted_docs, "hourly retention applied");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "hourly retention failed; will retry"),
+            }
+        }
+    }
+}
