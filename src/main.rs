@@ -12,10 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use panorama_collector::config::{
-    DashboardSection, DashboardUser, FileConfig, RulesSection, StoreChoice,
+use panorama_collector::auth::{
+    Access, ApiToken, Auth, SessionInfo, SessionLookup, TokenTable, decide_access,
 };
+use panorama_collector::config::{
+    AuthSection, DashboardSection, DashboardUser, FileConfig, RulesSection, StoreChoice,
+};
+use panorama_collector::serve::{ServeConfig, TlsFiles};
 use panorama_collector::{Collector, CollectorConfig};
+use panorama_model::Role;
 use panorama_rules::engine::{Engine, EngineConfig};
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
@@ -61,7 +66,7 @@ enum RulesCommand {
 struct CollectorArgs {
     /// Collector configuration file (TOML); the flags below are the
     /// one-line alternative and cannot be mixed with it.
-    #[arg(long, conflicts_with_all = ["elasticsearch", "tokens", "dashboard_users", "time_zone", "language", "secure_cookies"])]
+    #[arg(long, conflicts_with_all = ["elasticsearch", "tokens", "api_tokens", "dashboard_users", "time_zone", "language", "secure_cookies", "tls_cert", "tls_key", "tls_client_ca", "metrics_public"])]
     config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -75,10 +80,31 @@ struct CollectorArgs {
     /// Index name prefix in Elasticsearch.
     #[arg(long, default_value = "panorama")]
     index_prefix: String,
-    /// Accept ingest only with this bearer token (repeatable). Without any,
-    /// ingest is open: fine on loopback, not on a network.
+    /// An agent token: ingest only (repeatable). Without any token of any
+    /// role the collector is open, and so serves only on loopback.
     #[arg(long = "token", value_name = "TOKEN")]
     tokens: Vec<String>,
+    /// A token with a role, `ROLE:TOKEN`, ROLE one of agent, viewer
+    /// (reads), operator (reads, ack, silences), admin (also rules reload);
+    /// repeatable.
+    #[arg(long = "api-token", value_name = "ROLE:TOKEN")]
+    api_tokens: Vec<String>,
+    /// `/metrics` without a token (for a Prometheus that has none).
+    #[arg(long)]
+    metrics_public: bool,
+    /// Serve without any credential on a non-loopback address. Anyone who
+    /// reaches the port can read raw log samples and silence alerts.
+    #[arg(long)]
+    insecure_open: bool,
+    /// Serve HTTPS with this PEM certificate chain (re-read when it changes).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these PEM CAs (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// This collector's id, unique among collectors sharing a store.
     #[arg(long, default_value = "c1")]
     collector_id: String,
@@ -91,7 +117,7 @@ struct CollectorArgs {
     /// Base URL of the dashboard, for links in notifications.
     #[arg(long, value_name = "URL")]
     dashboard_url: Option<String>,
-    /// A dashboard account, `NAME:ROLE:HASH` with ROLE viewer or operator
+    /// A dashboard account, `NAME:ROLE:HASH` with ROLE viewer, operator or admin
     /// and HASH from `panorama hash-password` (repeatable). Without any,
     /// the dashboard is not served.
     #[arg(long = "dashboard-user", value_name = "NAME:ROLE:HASH")]
@@ -161,8 +187,8 @@ fn dashboard_from_flags(args: &CollectorArgs) -> anyhow::Result<Option<Dashboard
             anyhow::bail!("--dashboard-user {u:?}: expected NAME:ROLE:HASH");
         };
         anyhow::ensure!(
-            ["viewer", "operator"].contains(&role),
-            "--dashboard-user {name}: role {role:?}: expected viewer or operator"
+            ["viewer", "operator", "admin"].contains(&role),
+            "--dashboard-user {name}: role {role:?}: expected viewer, operator or admin"
         );
         anyhow::ensure!(
             panorama_dashboard::config::is_valid_hash(hash),
@@ -191,13 +217,19 @@ fn dashboard_from_flags(args: &CollectorArgs) -> anyhow::Result<Option<Dashboard
         language: args.language.clone(),
         secure_cookies: args.secure_cookies,
         session_idle: Duration::from_secs(12 * 3600),
+        session_max: Duration::from_secs(7 * 86_400),
         silent_after: Duration::from_secs(180),
     }))
 }
 
-/// The dashboard's checked configuration from the section.
-fn dashboard_config(s: DashboardSection) -> panorama_dashboard::DashboardConfig {
-    use panorama_dashboard::config::{Lang, Role, User};
+/// The dashboard's checked configuration from the section; sessions are
+/// kept in `data_dir`.
+fn dashboard_config(
+    s: DashboardSection,
+    data_dir: &std::path::Path,
+    tls: bool,
+) -> panorama_dashboard::DashboardConfig {
+    use panorama_dashboard::config::{Lang, User};
     let users = s
         .users
         .into_iter()
@@ -210,8 +242,11 @@ fn dashboard_config(s: DashboardSection) -> panorama_dashboard::DashboardConfig 
     let mut cfg = panorama_dashboard::DashboardConfig::new(users);
     cfg.time_zone = s.time_zone;
     cfg.default_lang = Lang::parse(&s.language).unwrap_or(Lang::En);
-    cfg.secure_cookies = s.secure_cookies;
+    // Served over TLS the cookies are always Secure.
+    cfg.secure_cookies = s.secure_cookies || tls;
     cfg.session_idle = s.session_idle;
+    cfg.session_max = s.session_max;
+    cfg.sessions_file = Some(data_dir.join("dashboard").join("sessions.json"));
     cfg.silent_after = s.silent_after;
     cfg
 }
@@ -239,11 +274,31 @@ fn rules_check(dir: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+/// The dashboard's sessions as credentials for the auth layer.
+struct DashboardSessions(panorama_dashboard::Dashboard);
+
+impl SessionLookup for DashboardSessions {
+    fn session(&self, headers: &axum::http::HeaderMap) -> Option<SessionInfo> {
+        self.0
+            .session_of(headers)
+            .map(|(user, role, csrf)| SessionInfo { user, role, csrf })
+    }
+}
+
 async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
-    let (listen, choice, cfg, rules, dashboard) = match &args.config {
+    let (listen, choice, cfg, rules, dashboard, auth, tls) = match &args.config {
         Some(path) => {
-            let f = FileConfig::load(path)?;
-            (f.listen, f.store, f.collector, f.rules, f.dashboard)
+            let mut f = FileConfig::load(path)?;
+            f.auth.insecure_open |= args.insecure_open;
+            (
+                f.listen,
+                f.store,
+                f.collector,
+                f.rules,
+                f.dashboard,
+                f.auth,
+                f.tls,
+            )
         }
         None => {
             let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
@@ -254,6 +309,22 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 .enumerate()
                 .map(|(i, t)| (t.clone(), format!("token{}", i + 1)))
                 .collect();
+            let mut tokens: Vec<ApiToken> = cfg
+                .tokens
+                .iter()
+                .map(|(t, name)| ApiToken {
+                    name: name.clone(),
+                    token: t.clone(),
+                    role: Role::Agent,
+                })
+                .collect();
+            for (i, flag) in args.api_tokens.iter().enumerate() {
+                let t = ApiToken::from_flag(flag, i + 1).map_err(anyhow::Error::msg)?;
+                if t.role == Role::Agent {
+                    cfg.tokens.insert(t.token.clone(), t.name.clone());
+                }
+                tokens.push(t);
+            }
             let choice = match &args.elasticsearch {
                 Some(url) => StoreChoice::Elasticsearch {
                     url: url.clone(),
@@ -265,15 +336,57 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 dir,
                 dashboard_url: args.dashboard_url.clone(),
             });
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                    client_ca_file: args.tls_client_ca.clone(),
+                }),
+                _ => None,
+            };
+            let auth = AuthSection {
+                tokens,
+                metrics_public: args.metrics_public,
+                insecure_open: args.insecure_open,
+            };
             (
                 args.listen,
                 choice,
                 cfg,
                 rules,
                 dashboard_from_flags(&args)?,
+                auth,
+                tls,
             )
         }
     };
+    // Decided before anything is opened: a collector that must not start
+    // leaves no files behind.
+    let table = TokenTable::new(&auth.tokens);
+    let users = dashboard.as_ref().map_or(0, |d| d.users.len());
+    let access = decide_access(listen, &table, users, auth.insecure_open)?;
+    match access {
+        Access::Open if !listen.ip().is_loopback() => tracing::warn!(
+            %listen,
+            "serving WITHOUT authentication on a network address (--insecure-open): anyone who \
+             reaches it can read log samples and silence alerts"
+        ),
+        Access::Open => tracing::info!(
+            %listen,
+            "no API tokens: every route is open to processes on this machine (loopback only)"
+        ),
+        Access::Checked => {
+            if !auth.tokens.iter().any(|t| t.role == Role::Agent) {
+                tracing::warn!("no agent token configured: every ingest will be refused");
+            }
+        }
+    }
+    if let Some(t) = &tls {
+        // Checked now, so a wrong file is an error at start, not at the
+        // first connection.
+        panorama_collector::serve::tls_acceptor(t)?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let store: Arc<dyn Store> = match &choice {
         StoreChoice::Elasticsearch { url, index_prefix } => Arc::new(
             ElasticStore::connect(ElasticConfig::new(url).with_prefix(index_prefix))
@@ -285,6 +398,7 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         })?),
     };
     let state_dir = cfg.data_dir.join("alerts");
+    let data_dir = cfg.data_dir.clone();
     let collector = Collector::start(cfg, store.clone())
         .await
         .context("starting the collector")?;
@@ -296,22 +410,26 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         let mut ecfg = EngineConfig::new(&r.dir, &state_dir);
         ecfg.dashboard_url = r
             .dashboard_url
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .unwrap_or_else(|| format!("{scheme}://{listen}"));
         let engine = Engine::open(ecfg, store.clone()).context("starting the rules engine")?;
         app = app.merge(panorama_rules::api::router(engine.clone()));
         dashboard_engine = Some(engine.clone());
         engine_task = Some(tokio::spawn(engine.run(stopped)));
         tracing::info!(dir = %r.dir.display(), "rules engine started");
     }
+    let mut sessions: Option<Arc<dyn SessionLookup>> = None;
+    let mut served_dashboard = None;
     match dashboard {
         Some(d) if !d.users.is_empty() => {
             let users = d.users.len();
             let dash = panorama_dashboard::Dashboard::new(
                 store.clone(),
                 dashboard_engine,
-                dashboard_config(d),
+                dashboard_config(d, &data_dir, tls.is_some()),
             );
-            app = app.merge(panorama_dashboard::router(dash));
+            app = app.merge(panorama_dashboard::router(dash.clone()));
+            sessions = Some(Arc::new(DashboardSessions(dash.clone())));
+            served_dashboard = Some(dash);
             tracing::info!(users, "dashboard served at /");
         }
         _ => tracing::warn!(
@@ -319,19 +437,23 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
              hash a password with `panorama hash-password`)"
         ),
     }
+    let auth = Arc::new(Auth::new(table, sessions, access, auth.metrics_public));
+    let app = panorama_collector::auth::protect(app, auth);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, store = store.backend(), "collector started");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    tracing::info!(%listen, scheme, store = store.backend(), "collector started");
+    let serve_cfg = ServeConfig {
+        tls,
+        ..ServeConfig::default()
+    };
+    panorama_collector::serve::serve(listener, app, serve_cfg, shutdown_signal()).await?;
     let _ = stop_rules.send(true);
     if let Some(t) = engine_task {
         let _ = t.await;
+    }
+    if let Some(d) = served_dashboard {
+        d.persist_sessions();
     }
     // Stopped accepting; now write what the aggregator holds.
     collector.shutdown(Duration::from_secs(30)).await;

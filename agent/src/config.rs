@@ -7,8 +7,11 @@
 //! # agent_id and host default to the machine's host name.
 //!
 //! [collector]
-//! urls = ["http://10.0.0.5:7070", "http://10.0.0.6:7070"]  # failover order
-//! token = "…"
+//! urls = ["https://10.0.0.5:7070", "https://10.0.0.6:7070"]  # failover order
+//! token = "…"               # an agent-role token of the collector
+//! ca_file = "/etc/panorama-agent/ca.pem"        # optional: a private CA
+//! client_cert = "/etc/panorama-agent/agent.pem" # optional: mutual TLS
+//! client_key = "/etc/panorama-agent/agent.key"
 //!
 //! [host_metrics]            # optional; on by default every 10 s
 //! interval_secs = 10
@@ -33,7 +36,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::parse::{Format, ParseSpec, Pipeline};
-use crate::ship::ShipConfig;
+use crate::ship::{ShipConfig, ShipTls};
 use crate::tail::{StartAt, TailConfig};
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +60,9 @@ struct RawCollector {
     urls: Vec<Spanned<String>>,
     token: Option<String>,
     timeout_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +235,19 @@ impl AgentConfig {
             ship.collectors.push(u.clone());
         }
         ship.token = coll.token;
+        if coll.client_cert.is_some() != coll.client_key.is_some() {
+            return Err(invalid(
+                coll_span.start,
+                "`collector.client_cert` and `collector.client_key` go together".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        ship.tls = ShipTls {
+            ca_file: coll.ca_file.map(relative),
+            client_cert: coll.client_cert.map(relative),
+            client_key: coll.client_key.map(relative),
+        };
         if let Some(t) = coll.timeout_secs {
             ship.request_timeout = Duration::from_secs(t.max(1));
         }

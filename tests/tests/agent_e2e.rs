@@ -67,7 +67,15 @@ async fn counts(base: &str, t0: i64) -> BTreeMap<(i64, &'static str), u64> {
             "{base}/api/v1/series?layer=url&service=shop&name={name}&from={t0}&to={}",
             t0 + 3 * 60_000
         );
-        let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         for p in v["points"].as_array().unwrap() {
             got.insert(
                 (p["minute"].as_i64().unwrap(), series),
@@ -94,6 +102,9 @@ async fn wait_for(
     }
 }
 
+/// Reads need a viewer token once the collector has any token.
+const VIEWER: &str = "viewer-token-e2e";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_truncation_and_kill_9_lose_and_double_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +125,8 @@ async fn rotation_truncation_and_kill_9_lose_and_double_nothing() {
         "1",
         "--token",
         "tok",
+        "--api-token",
+        &format!("viewer:{VIEWER}"),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -73,6 +73,9 @@ async fn kill_9_under_load_loses_and_doubles_nothing() {
         "1",
         "--token",
         "t0ken",
+        // Reads need a viewer token once the collector has any token.
+        "--api-token",
+        "viewer:viewer-t0ken",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -163,7 +166,15 @@ async fn kill_9_under_load_loses_and_doubles_nothing() {
                     .replace('/', "%2F")
                     .replace(':', "%3A")
             );
-            let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            let v: serde_json::Value = client
+                .get(&url)
+                .bearer_auth("viewer-t0ken")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             for p in v["points"].as_array().unwrap() {
                 got.insert(
                     (p["minute"].as_i64().unwrap(), route),

@@ -15,6 +15,7 @@
 //! calls malformed) are logged at ERROR, because they need an operator, and
 //! retried at the slowest pace until someone fixes the configuration.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -38,6 +39,22 @@ pub struct ShipConfig {
     /// zstd level: 1 is fast enough to keep up with a million lines a second
     /// and still shrinks access-log batches several times.
     pub zstd_level: i32,
+    /// How `https://` collectors are trusted and how this agent proves
+    /// itself to them.
+    pub tls: ShipTls,
+}
+
+/// TLS towards the collectors (rustls; no OpenSSL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipTls {
+    /// PEM CA certificate(s) the collectors' certificates are signed by,
+    /// trusted besides the public roots (a private CA, or a self-signed
+    /// collector).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for a collector that requires one.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl ShipConfig {
@@ -50,6 +67,7 @@ impl ShipConfig {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             zstd_level: 1,
+            tls: ShipTls::default(),
         }
     }
 }
@@ -71,6 +89,14 @@ pub enum ShipError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Client(String),
+    /// A CA, certificate or key file is unreadable or wrong.
+    #[error("{path}: {reason}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The shipper's figures, for the agent's `/metrics`.
@@ -145,9 +171,10 @@ impl Shipper {
             }
             endpoints.push(format!("{}/api/v1/ingest", url.trim_end_matches('/')));
         }
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(3)))
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(3)));
+        let client = with_tls(builder, &cfg.tls)?
             .build()
             .map_err(|e| ShipError::Client(e.to_string()))?;
         Ok(Shipper {
@@ -276,6 +303,56 @@ impl Shipper {
             _ => Attempt::Retry(why, after),
         }
     }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, ShipError> {
+    std::fs::read(path).map_err(|e| ShipError::Tls {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Adds the configured CA and client identity to the client.
+fn with_tls(
+    mut b: reqwest::ClientBuilder,
+    tls: &ShipTls,
+) -> Result<reqwest::ClientBuilder, ShipError> {
+    if let Some(ca) = &tls.ca_file {
+        let pem = read(ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ShipError::Tls {
+            path: ca.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if certs.is_empty() {
+            return Err(ShipError::Tls {
+                path: ca.display().to_string(),
+                reason: "no PEM certificate in the file".into(),
+            });
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| ShipError::Tls {
+                path: cert.display().to_string(),
+                reason: format!("certificate and key: {e}"),
+            })?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        (Some(p), None) | (None, Some(p)) => {
+            return Err(ShipError::Tls {
+                path: p.display().to_string(),
+                reason: "client_cert and client_key go together".into(),
+            });
+        }
+    }
+    Ok(b)
 }
 
 /// Between half and all of `d`, so agents returning from the same outage spread out.

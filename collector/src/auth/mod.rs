@@ -23,6 +23,18 @@ use std::net::SocketAddr;
 
 pub use layer::{Auth, check};
 
+/// Bodies of routes other than ingest (forms, silences, acks) are small;
+/// ingest sets its own, larger limit on its route.
+pub const MAX_BODY_BYTES: usize = 256 << 10;
+
+/// The merged router of the process behind the auth layer, with every
+/// body bounded: what `panorama` serves, and what the route × role tests
+/// drive.
+pub fn protect(app: axum::Router, auth: std::sync::Arc<Auth>) -> axum::Router {
+    app.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(auth, check))
+}
+
 /// One API token as configured: `[[token]]` or `--token` / `--api-token`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiToken {
