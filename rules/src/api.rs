@@ -37,7 +37,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/silences", post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/rules/reload", post(reload))
-        .with_state(engine)
+        .with_state(engine.clone())
+        .merge(crate::callback::router(engine))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -5,10 +5,12 @@
 //! minute, the alert lifecycle (pending → firing → resolved, no-data),
 //! routing, silences, acknowledgement, on-call (rotas, escalation, budgets,
 //! layer-aware suppression), the persistent notification outbox and history,
-//! and the channels (SMTP mail, SMS, DingTalk, WeCom, webhook). It never
+//! and the channels (SMTP mail, SMS, voice calls acknowledged by keypress,
+//! DingTalk, WeCom, Feishu, webhook). It never
 //! talks to agents.
 
 pub mod api;
+pub mod callback;
 pub mod dispatch;
 pub mod engine;
 pub mod eval;
