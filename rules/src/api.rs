@@ -46,7 +46,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/rules/reload", post(reload))
         .with_state(engine.clone())
-        .merge(crate::incident::api::router(engine))
+        .merge(crate::incident::api::router(engine.clone()))
+        .merge(crate::callback::router(engine))
 }
 
 type Who = Option<Extension<Principal>>;

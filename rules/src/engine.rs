@@ -30,6 +30,8 @@ use crate::silence::{Matcher, Silence, SilenceError, Silences};
 
 mod incidents;
 pub use incidents::{EdgeView, IncidentView, MemberView};
+mod voice;
+pub use voice::ReceiptError;
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -132,6 +134,9 @@ struct Persisted {
     /// Alert id → the alert that suppresses it.
     #[serde(default)]
     suppressed: BTreeMap<String, String>,
+    /// Voice call plans (see `engine/voice.rs`).
+    #[serde(default)]
+    voice: voice::Calls,
 }
 
 struct StateFiles {
@@ -712,6 +717,7 @@ impl Engine {
             self.enqueue_notice(st, &loaded.set, &receiver, notice, now_ms);
         }
         self.release_digests(st, &loaded.set, now_ms);
+        self.voice_step(st, &loaded.set, now_ms);
         let set = &loaded.set;
         // While the rules directory is refused (say, at a start with a typo
         // in it), the rules in force may be none at all: forgetting their
@@ -807,9 +813,19 @@ impl Engine {
             };
             let done = st.persisted.escalated.get(&id).copied().unwrap_or(0);
             let mut taken = done;
+            // Calls that reached nobody make the next step due now.
+            let mut hurry = st.persisted.voice.hurry.remove(&id);
             for (i, step) in route.escalate.iter().enumerate().skip(done) {
-                if now_ms - fired < step.after_ms {
+                if now_ms - fired < step.after_ms && !std::mem::take(&mut hurry) {
                     break;
+                }
+                if let Some(n) = step.repeat_call {
+                    for receiver in &step.receivers {
+                        st.persisted
+                            .voice
+                            .step_repeat
+                            .insert(format!("{receiver}\u{1f}{}", rule.name), n);
+                    }
                 }
                 let na = self.notice_alert(rule, &group, &a, AlertStatus::Firing);
                 let step_route = crate::rule::Route {
@@ -902,6 +918,9 @@ impl Engine {
             }
         };
         for (key, d) in deliveries {
+            if self.voice_takes(st, set, &key, &d, now_ms) {
+                continue;
+            }
             let limits = limits(set, &d);
             if !within(&mut st.persisted.sent, &limits, now_ms) {
                 let f = st

@@ -6,10 +6,12 @@
 //! routing, silences, acknowledgement, on-call (rotas, escalation, budgets,
 //! incidents: the dependency graph and the probable cause, paged once),
 //! the persistent notification outbox and history,
-//! and the channels (SMTP mail, SMS, DingTalk, WeCom, webhook). It never
+//! and the channels (SMTP mail, SMS, voice calls acknowledged by keypress,
+//! DingTalk, WeCom, Feishu, webhook). It never
 //! talks to agents.
 
 pub mod api;
+pub mod callback;
 pub mod dispatch;
 pub mod engine;
 pub mod eval;

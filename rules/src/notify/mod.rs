@@ -12,6 +12,7 @@ mod http;
 pub mod mail;
 pub mod mailbox;
 pub mod sms;
+pub mod voice;
 pub mod webhook;
 pub mod wecom;
 
@@ -106,6 +107,8 @@ channels! {
     WeCom(wecom::WeComConfig),
     /// `[receiver.feishu]`: a Feishu (Lark) custom robot.
     Feishu(feishu::FeishuConfig),
+    /// `[receiver.voice]`: a phone call, acknowledged by keypress.
+    Voice(voice::VoiceConfig),
     /// `[receiver.webhook]`: JSON to any URL.
     Webhook(webhook::WebhookConfig),
     /// `[receiver.mailbox]`: `.eml` files in a directory.
@@ -145,6 +148,11 @@ pub trait Notifier: Send + Sync {
 
     /// `mail`, `sms`, `dingtalk`, `wecom`, `feishu`, `webhook`, …
     fn kind(&self) -> &'static str;
+
+    /// The voice channel behind this notifier, for call receipts.
+    fn voice(&self) -> Option<&voice::Voice> {
+        None
+    }
 }
 
 /// Why a notice goes out.

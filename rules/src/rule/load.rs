@@ -147,6 +147,7 @@ struct RawRoute {
 struct RawEscalation {
     after: S,
     receivers: Vec<S>,
+    repeat_call: Option<Spanned<u32>>,
 }
 
 /// A rule's `window` when none is given.
@@ -409,9 +410,15 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
                     FilePosition::at(path, text, Ctx::inner(s)),
                 ));
             }
+            if let Some(n) = &e.repeat_call
+                && !(1..=5).contains(n.get_ref())
+            {
+                cx.err(n.span().start, "`escalate.repeat_call` must be 1 to 5");
+            }
             escalate.push(Escalation {
                 after_ms,
                 receivers: e.receivers.iter().map(|s| s.get_ref().clone()).collect(),
+                repeat_call: e.repeat_call.as_ref().map(|n| *n.get_ref()),
             });
         }
         let at = cx.at(start);
@@ -780,9 +787,29 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<LoadError>> {
 }
 
 /// Rotas name people and delivering receivers defined anywhere in the
-/// directory; each person needs the contact the receivers use.
+/// directory; each person needs the contact the receivers use. A voice
+/// receiver's `fallback` names an SMS receiver.
 fn check_rotas(set: &RuleSet) -> Vec<LoadError> {
     let mut errors = Vec::new();
+    for r in set.receivers.values() {
+        let ReceiverKind::Channel(ChannelConfig::Voice(v)) = &r.kind else {
+            continue;
+        };
+        let Some(fb) = &v.fallback else { continue };
+        let ok = matches!(
+            set.receivers.get(fb).map(|f| &f.kind),
+            Some(ReceiverKind::Channel(ChannelConfig::Sms(_)))
+        );
+        if !ok {
+            errors.push(LoadError {
+                at: r.at.clone(),
+                message: format!(
+                    "receiver `{}`: voice: `fallback` names `{fb}`, which is not an SMS receiver",
+                    r.name
+                ),
+            });
+        }
+    }
     for r in set.receivers.values() {
         let ReceiverKind::Rota(rota) = &r.kind else {
             continue;

@@ -147,6 +147,8 @@ pub struct Escalation {
     pub after_ms: i64,
     /// ...these receivers are told too.
     pub receivers: Vec<String>,
+    /// A voice receiver of this step calls each person up to this many times.
+    pub repeat_call: Option<u32>,
 }
 
 /// Which alerts go to which receivers, batched how.

@@ -15,7 +15,7 @@ pub const ALIYUN_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com/";
 /// Aliyun `Code`s that say "later": flow control per minute/hour, API
 /// throttling, the service itself failing, and a nonce collision (the
 /// retry carries a fresh one).
-const ALIYUN_TRANSIENT: &[&str] = &[
+pub(crate) const ALIYUN_TRANSIENT: &[&str] = &[
     "isv.BUSINESS_LIMIT_CONTROL",
     "ServiceUnavailable",
     "InternalError",
