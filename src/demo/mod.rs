@@ -121,7 +121,9 @@ to = ["on-duty@localhost"]
 
 [[route]]
 receivers = ["mailbox"{}]
-group_wait = "10s"
+# Long enough for the call, url and business alerts of one fault to fire
+# and go out as one incident.
+group_wait = "30s"
 group_interval = "1m"
 repeat_interval = "1h"
 "#,

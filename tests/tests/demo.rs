@@ -1,6 +1,7 @@
 //! `panorama demo`, the README's first command, run for real: the simulated
 //! service's logs flow through the in-process agent, the injected incident
-//! fires the demo's rules, and the alert mail lands in the mailbox directory;
+//! fires the demo's rules, and one incident mail naming the payment gateway
+//! as the probable cause lands in the mailbox directory, then one resolved;
 //! the dashboard answers, and Ctrl-C (SIGTERM) stops everything cleanly.
 
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use panorama_tests::{Proc, binary, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_fires_on_its_incident_and_delivers_the_mail_to_the_mailbox() {
+async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = dir.path().join("demo.log");
@@ -21,28 +22,42 @@ async fn the_demo_fires_on_its_incident_and_delivers_the_mail_to_the_mailbox() {
         "--incident-after-secs",
         "10",
         "--incident-secs",
-        "600",
+        "60",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
     let mut p = Proc::start(&binary("panorama"), &args, &log);
     let mailbox = dir.path().join("demo/mailbox");
-    let start = Instant::now();
-    let mut found = None;
-    while start.elapsed() < Duration::from_secs(150) {
-        let mails: Vec<String> = std::fs::read_dir(&mailbox)
+    let read_mails = || -> Vec<String> {
+        std::fs::read_dir(&mailbox)
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.path())
                     .filter(|p| p.extension().is_some_and(|x| x == "eml"))
                     .filter_map(|p| std::fs::read_to_string(p).ok())
+                    // Undo quoted-printable's soft breaks and `=` escapes.
+                    .map(|m| {
+                        m.replace("=\r\n", "")
+                            .replace("=\n", "")
+                            .replace("=3D", "=")
+                    })
                     .collect()
             })
-            .unwrap_or_default();
-        if let Some(m) = mails
+            .unwrap_or_default()
+    };
+    let subject = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("Subject: "))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let start = Instant::now();
+    let mut found = None;
+    while start.elapsed() < Duration::from_secs(150) {
+        if let Some(m) = read_mails()
             .into_iter()
-            .find(|m| m.contains("payment-gateway-slow"))
+            .find(|m| subject(m).contains("[FIRING"))
         {
             found = Some(m);
             break;
@@ -51,20 +66,22 @@ async fn the_demo_fires_on_its_incident_and_delivers_the_mail_to_the_mailbox() {
     }
     let Some(mail) = found else {
         panic!(
-            "no payment-gateway mail within 150 s; log:\n{}",
+            "no firing mail within 150 s; log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     };
-    // Undo quoted-printable's soft breaks and `=` escapes.
-    let mail = mail
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=");
-    assert!(mail.contains("Subject: [FIRING"), "{mail}");
-    assert!(mail.contains("payment-gateway"), "{mail}");
+    // The gateway's failure shows in four alerts (call p90 and errors, the
+    // pay route, the payment event): one incident, one page, naming the
+    // gateway call as the probable cause, with one link to the incident.
+    let s = subject(&mail);
     assert!(
-        mail.contains(&format!("http://127.0.0.1:{port}/series?layer=call")),
-        "the mail links to the series on the dashboard:\n{mail}"
+        s.contains("incident 1: probable cause: call game payment-gateway"),
+        "{s}"
+    );
+    assert!(s.contains("POST /api/pay") && s.contains("payment "), "{s}");
+    assert!(
+        mail.contains(&format!("http://127.0.0.1:{port}/incidents/1")),
+        "the mail links to the incident on the dashboard:\n{mail}"
     );
     // Every layer the simulator writes reached the store.
     let client = reqwest::Client::new();
@@ -88,6 +105,44 @@ async fn the_demo_fires_on_its_incident_and_delivers_the_mail_to_the_mailbox() {
             .unwrap_or(0);
         assert!(count > 0, "layer {layer} has data: {r}");
     }
+    // The gateway recovers: one resolved mail for the whole incident, and
+    // never a second firing one.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(240)
+        && !read_mails()
+            .iter()
+            .any(|m| subject(m).contains("[RESOLVED"))
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let subjects: Vec<String> = read_mails().iter().map(|m| subject(m)).collect();
+    assert_eq!(
+        subjects.iter().filter(|s| s.contains("[FIRING")).count(),
+        1,
+        "one firing mail for the incident: {subjects:?}"
+    );
+    assert_eq!(
+        subjects.iter().filter(|s| s.contains("[RESOLVED")).count(),
+        1,
+        "one resolved mail for the incident: {subjects:?}"
+    );
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    let incidents: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = incidents["incidents"].as_array().expect("a list");
+    assert_eq!(list.len(), 1, "{incidents}");
+    assert_eq!(
+        list[0]["members"][0]["series"], "payment-gateway",
+        "{incidents}"
+    );
+    assert_eq!(list[0]["members"][0]["cause"], true, "{incidents}");
     let login = client
         .get(format!("http://127.0.0.1:{port}/login"))
         .send()

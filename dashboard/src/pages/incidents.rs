@@ -42,8 +42,6 @@ pub(crate) struct Words {
     pub(crate) learned: &'static str,
     pub(crate) declared: &'static str,
     pub(crate) rules_off: &'static str,
-    pub(crate) pending: &'static str,
-    pub(crate) firing: &'static str,
 }
 
 const EN: Words = Words {
@@ -66,8 +64,6 @@ const EN: Words = Words {
     learned: "learned",
     declared: "declared",
     rules_off: "Alert rules are not configured in this panorama.",
-    pending: "pending",
-    firing: "firing",
 };
 
 const ZH: Words = Words {
@@ -90,8 +86,6 @@ const ZH: Words = Words {
     learned: "学习",
     declared: "声明",
     rules_off: "本 panorama 未配置告警规则。",
-    pending: "待定",
-    firing: "告警中",
 };
 
 pub(crate) fn words(lang: &str) -> &'static Words {

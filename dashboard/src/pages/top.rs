@@ -156,6 +156,16 @@ async fn days_compared(
     Ok((heads, out))
 }
 
+pub(crate) struct Bar {
+    service: String,
+    name: String,
+    href: String,
+    value: String,
+    /// Bar length, 0–100.
+    width: String,
+    detail: String,
+}
+
 #[derive(Template)]
 #[template(path = "top.html")]
 struct TopPage {
