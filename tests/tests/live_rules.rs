@@ -137,7 +137,7 @@ async fn a_durable_batch_wakes_the_running_engine_long_before_every() {
     let mut bytes = Vec::new();
     binary::encode(&batch, &mut bytes);
     let sent = Instant::now();
-    collector.ingest(&batch, bytes).await.unwrap();
+    collector.ingest(batch, bytes).await.unwrap();
     assert_eq!(wait(2).await, 2, "woken by the batch");
     let took = sent.elapsed();
     // (Whether it fires is the other test's: a view started less than a

@@ -42,6 +42,22 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
         Need::Role(Role::Operator),
     ),
     ("POST", "/api/v1/rules/reload", Need::Role(Role::Admin)),
+    ("GET", "/api/v1/incidents", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/incidents/{id}", Need::Role(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/incidents/{id}/ack",
+        Need::Role(Role::Operator),
+    ),
+    ("GET", "/api/v1/graph", Need::Role(Role::Viewer)),
+    // Voice providers post call receipts here; the path carries the
+    // receiver's own callback secret, which the handler checks in
+    // constant time (a provider cannot send a bearer token).
+    (
+        "POST",
+        "/api/v1/voice/callback/{receiver}",
+        Need::Anyone,
+    ),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
