@@ -306,13 +306,13 @@ async fn a_restart_replays_the_wal_and_keeps_dedup() {
     let c = Collector::start(cfg(), store.clone()).await.unwrap();
     let decode = |b: &Vec<u8>| binary::decode(b).unwrap();
     let b1 = raw(0, 100, 7);
-    c.ingest(&decode(&b1), b1.clone()).await.unwrap();
+    c.ingest(decode(&b1), b1.clone()).await.unwrap();
     // Crash: nothing was flushed to the store; drop without shutdown.
     drop(c);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = Collector::start(cfg(), store.clone()).await.unwrap();
     // The resend after the crash is recognised.
-    let out = c.ingest(&decode(&b1), b1.clone()).await.unwrap();
+    let out = c.ingest(decode(&b1), b1.clone()).await.unwrap();
     assert!(
         matches!(out, panorama_collector::IngestOutcome::Duplicate),
         "{out:?}"
@@ -403,7 +403,7 @@ async fn two_collectors_side_by_side_merge_in_queries() {
     let (a, b) = (open("c1").await.unwrap(), open("c2").await.unwrap());
     let raw = |start, end, n| zstd::bulk::decompress(&batch(start, end, n), 1 << 20).unwrap();
     let (ba, bb) = (raw(0, 100, 30), raw(0, 100, 12));
-    a.ingest(&binary::decode(&ba).unwrap(), ba.clone())
+    a.ingest(binary::decode(&ba).unwrap(), ba.clone())
         .await
         .unwrap();
     // Behind a load balancer another agent's batch lands on the other collector.
@@ -411,7 +411,7 @@ async fn two_collectors_side_by_side_merge_in_queries() {
     other.meta.agent_id = "agent-2".into();
     let mut other_bytes = Vec::new();
     binary::encode(&other, &mut other_bytes);
-    b.ingest(&other, other_bytes).await.unwrap();
+    b.ingest(other, other_bytes).await.unwrap();
     a.flush_all().await.unwrap();
     b.flush_all().await.unwrap();
     let pts = store

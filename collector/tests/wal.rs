@@ -19,7 +19,10 @@ async fn concurrent_appends_are_group_committed_and_replayed() {
         let wal = wal.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..100u32 {
-                wal.append(format!("{t}:{i}").into_bytes()).await.unwrap();
+                wal.append(format!("{t}:{i}").into_bytes())
+                    .await
+                    .unwrap()
+                    .settle();
             }
         }));
     }
@@ -61,7 +64,7 @@ async fn a_torn_tail_is_cut_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(cfg(dir.path())).unwrap();
     for i in 0..10 {
-        wal.append(vec![i; 100]).await.unwrap();
+        wal.append(vec![i; 100]).await.unwrap().settle();
     }
     drop(wal);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -92,7 +95,9 @@ async fn segments_roll_over_and_are_deleted_in_order() {
     let wal = Wal::open(c).unwrap();
     let mut ids = Vec::new();
     for _ in 0..30 {
-        ids.push(wal.append(vec![1; 200]).await.unwrap());
+        let a = wal.append(vec![1; 200]).await.unwrap();
+        ids.push(a.segment());
+        a.settle();
     }
     let first = ids[0];
     let last = *ids.last().unwrap();
@@ -117,7 +122,7 @@ async fn over_the_cap_appends_are_refused_not_lost() {
     let mut refused = 0;
     for _ in 0..20 {
         match wal.append(vec![0; 300]).await {
-            Ok(_) => {}
+            Ok(a) => a.settle(),
             Err(WalError::Full { .. }) => refused += 1,
             Err(e) => panic!("{e}"),
         }
@@ -135,17 +140,51 @@ async fn reopening_appends_to_a_new_segment_after_the_old_ones() {
         .unwrap()
         .append(b"a".to_vec())
         .await
-        .unwrap();
+        .unwrap()
+        .segment();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let b = Wal::open(cfg(dir.path()))
         .unwrap()
         .append(b"b".to_vec())
         .await
-        .unwrap();
+        .unwrap()
+        .segment();
     assert!(b > a);
     let r = replay(dir.path()).unwrap();
     assert_eq!(
         r.records.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
         vec![b"a".to_vec(), b"b".to_vec()]
     );
+}
+
+#[tokio::test]
+async fn a_receipt_pins_its_segment_until_settled_and_an_unsettled_one_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.segment_max_bytes = 100;
+    let wal = Wal::open(c).unwrap();
+    let first = wal.append(vec![1; 200]).await.unwrap();
+    let second = wal.append(vec![2; 200]).await.unwrap();
+    assert!(second.segment() > first.segment(), "rolled");
+    assert_eq!(wal.first_pinned(), Some(first.segment()));
+    first.settle();
+    assert_eq!(wal.first_pinned(), Some(second.segment()));
+    drop(second);
+    assert_eq!(wal.first_pinned(), None);
+    assert_eq!(
+        wal.stats()
+            .abandoned
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "a receipt dropped unsettled is data given up"
+    );
+}
+
+#[tokio::test]
+async fn numbering_starts_past_the_floor_when_the_directory_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open_after(cfg(dir.path()), SegmentId(41)).unwrap();
+    let a = wal.append(b"x".to_vec()).await.unwrap();
+    assert_eq!(a.segment(), SegmentId(42));
+    a.settle();
 }
