@@ -133,3 +133,53 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panorama_model::{Event, Layer, Rollup};
+    use panorama_store::sqlite::SqliteStore;
+    use panorama_store::{HOUR_MS, SeriesQuery};
+
+    /// The running task compacts a past hour written by two collectors into
+    /// one hourly document per series, and stops on request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_task_compacts_past_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let hour = (now_ms() - 3 * HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS;
+        let key = Event::new(hour, Layer::Url, "shop", "web1", "GET /cart").series_key();
+        let mut docs = Vec::new();
+        for (collector, minute) in [("c1", 0), ("c2", 0), ("c1", 59)] {
+            let at = hour + minute * 60_000;
+            let mut r = Rollup::empty(at, key.clone(), collector);
+            for i in 0..5 {
+                let mut e = Event::new(at + i, Layer::Url, "shop", "web1", "GET /cart");
+                e.latency_ms = Some(10.0 + i as f64);
+                r.add(&e);
+            }
+            docs.push(r);
+        }
+        store.write_rollups(&docs).await.unwrap();
+        let cfg = CompactConfig {
+            every: Duration::from_millis(50),
+            ..CompactConfig::default()
+        };
+        let c = Compactor::spawn(store.clone(), cfg, Duration::from_secs(15), 14);
+        let q = SeriesQuery::layer(Layer::Url, hour, hour + HOUR_MS);
+        let mut hourly = Vec::new();
+        for _ in 0..200 {
+            hourly = store.read_hourly_rollups(&q).await.unwrap();
+            if !hourly.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.stop().await;
+        assert_eq!(hourly.len(), 1, "one hourly document for the series");
+        assert_eq!(hourly[0].count, 15, "three minute documents of 5 events");
+        let marks = store.hour_marks(hour, hour + HOUR_MS).await.unwrap();
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].events, 15);
+    }
+}

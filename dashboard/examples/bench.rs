@@ -7,14 +7,17 @@
 //! cargo run --release -p panorama-dashboard --example bench -- elasticsearch URL
 //! ```
 //!
-//! The week is 10,000 series (2,000 per layer, 40 services, 20 hosts) with
-//! one rollup per series and minute for the last 24 hours (14.4 M: what
-//! the overview's "today" and the 1 h to 24 h layer pages read, at the
-//! density a collector writes) and one per series and hour for the six
-//! days before. Beside them, one whole-layer rollup per layer and minute for the
-//! week, as the collector writes (the layer page's percentiles).
-//! A rollup per series and minute for the whole week (100 M documents, tens
-//! of gigabytes in either store) is beyond this machine's disk.
+//! The store holds 10,000 series (2,000 per layer, 40 services, 20 hosts)
+//! with one rollup per series and minute for the last 24 hours (14.4 M, at
+//! the density a collector writes; `PANORAMA_BENCH_MINUTE_HOURS` to change),
+//! compacted into the hourly tier by the compactor's own code (each hour
+//! timed), and, before them, hourly rollups as the compactor leaves them:
+//! every series for the rest of the week, the url layer's 2,000 series for
+//! the rest of 30 days (the series page's longest range). Beside them, one
+//! whole-layer rollup per layer and minute for the minute hours, and per
+//! hour before. Then each page is timed, and the footprint per tier measured
+//! (SQLite: pages per table from `dbstat`; Elasticsearch: `_cat/indices`
+//! store size after a force merge to one segment).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,13 +29,15 @@ use http_body_util::BodyExt;
 use panorama_dashboard::config::{DashboardConfig, Role, User};
 use panorama_dashboard::{Dashboard, hash_password};
 use panorama_model::{Event, Layer, MINUTE_MS, Outcome, Rollup, SeriesKey, minute_of};
-use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
 use panorama_store::sqlite::SqliteStore;
+use panorama_store::{CompactedHour, HOUR_MS, HourMark, Store};
 use tower::ServiceExt;
 
 const SERIES: usize = 10_000;
 const DAYS: i64 = 7;
+/// The url layer's series get hourly rollups this far back.
+const URL_DAYS: i64 = 30;
 /// Hours before now seeded at full density, one rollup per series and
 /// minute (`PANORAMA_BENCH_MINUTE_HOURS`, default 24: everything the
 /// overview's "today" and the 1 h, 6 h and 24 h layer pages read).
@@ -83,11 +88,9 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
     let this_minute = minute_of(now);
     let templates: Vec<Rollup> = (0..SERIES).map(|i| template(i, 0)).collect();
     let dense = minute_hours();
-    // Hourly before the dense part, so no stretch of time is seeded twice.
-    let mut minutes: Vec<i64> = (dense + 1..=DAYS * 24)
-        .map(|h| this_minute - h * 3_600_000)
+    let minutes: Vec<i64> = (0..dense * 60)
+        .map(|m| this_minute - m * MINUTE_MS)
         .collect();
-    minutes.extend((0..dense * 60).map(|m| this_minute - m * MINUTE_MS));
     let mut written = 0;
     // Two writers: Elasticsearch indexes on both cores; SQLite serializes
     // them behind its one connection anyway.
@@ -121,7 +124,7 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
         written += t.await.expect("seed task");
     }
     // The collector's whole-layer rollups, one per layer (but infra) and
-    // minute for the whole week: what the layer page's percentiles read.
+    // minute: what the layer page's percentiles read.
     let mut wholes: BTreeMap<Layer, Rollup> = BTreeMap::new();
     for t in templates.iter().filter(|t| t.key.layer != Layer::Infra) {
         wholes
@@ -129,7 +132,7 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
             .or_insert_with(|| Rollup::empty(0, SeriesKey::whole_layer(t.key.layer), "c1"))
             .merge(t);
     }
-    let week: Vec<Rollup> = (0..DAYS * 1440)
+    let week: Vec<Rollup> = (0..dense * 60)
         .flat_map(|m| {
             wholes.values().map(move |w| {
                 let mut r = w.clone();
@@ -145,6 +148,48 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
             .expect("seed whole-layer write");
     }
     written += week.len();
+    // Before the minutes: hours as the compactor leaves them (each series'
+    // hour the merge of its 60 minutes).
+    let first_dense_hour =
+        (this_minute - (dense * 60 - 1) * MINUTE_MS).div_euclid(HOUR_MS) * HOUR_MS;
+    let hourly = |t: &Rollup, hour: i64| {
+        let mut r = t.clone();
+        for _ in 1..60 {
+            r.merge(t);
+        }
+        r.minute_ms = hour;
+        r.collector = "hourly".into();
+        r
+    };
+    for h in 1..=URL_DAYS * 24 {
+        let hour = first_dense_hour - h * HOUR_MS;
+        let all = h <= (DAYS * 24 - dense).max(0);
+        let series: Vec<Rollup> = templates
+            .iter()
+            .filter(|t| all || t.key.layer == Layer::Url)
+            .map(|t| hourly(t, hour))
+            .collect();
+        let layers: Vec<Rollup> = if all {
+            wholes.values().map(|w| hourly(w, hour)).collect()
+        } else {
+            Vec::new()
+        };
+        let events = series.iter().chain(&layers).map(|r| r.count).sum();
+        written += series.len() + layers.len();
+        store
+            .write_hour(&CompactedHour {
+                mark: HourMark {
+                    hour_ms: hour,
+                    events,
+                    series: series.len() as u64,
+                    compacted_at_ms: now,
+                },
+                series,
+                layers,
+            })
+            .await
+            .expect("seed hourly write");
+    }
     // Seeding takes minutes: bring the dense part up to the present minute,
     // so the pages read a whole last hour and last five minutes, as they
     // would under a running collector.
@@ -175,6 +220,50 @@ async fn seed(store: Arc<dyn Store>, now: i64) -> (usize, Duration) {
     }
     store.sync().await.expect("sync");
     (written, started.elapsed())
+}
+
+/// Compacts every whole hour of the minute part, as the collector's
+/// compactor would, timing each: the hour of 10,000 series must take < 5 s.
+async fn compact_minutes(store: &dyn Store, now: i64) -> Vec<f64> {
+    let first = minute_of(now) - (minute_hours() * 60 - 1) * MINUTE_MS;
+    let mut times = Vec::new();
+    let mut hour = first.div_euclid(HOUR_MS) * HOUR_MS;
+    while hour + HOUR_MS <= minute_of(now) {
+        let t = Instant::now();
+        let mark = panorama_store::compact::compact_hour(store, hour, now)
+            .await
+            .expect("compaction");
+        times.push(t.elapsed().as_secs_f64());
+        assert!(
+            mark.series >= SERIES as u64 || hour < first,
+            "hour {hour}: {mark:?}"
+        );
+        hour += HOUR_MS;
+    }
+    times
+}
+
+/// Prints bytes per series-minute and series-hour and the projection for
+/// 10,000 series at the default retentions (14 days of minutes, 400 of hours).
+fn print_footprint(kind: &str, f: &panorama_store::Footprint) {
+    let per_minute = f.minute_bytes as f64 / f.minute_docs.max(1) as f64;
+    let per_hour = f.hourly_bytes as f64 / f.hourly_docs.max(1) as f64;
+    let gb = |b: f64| b / 1e9;
+    println!(
+        "{kind}: footprint: {per_minute:.0} B per series-minute ({} docs, {:.2} GB), {per_hour:.0} B per series-hour ({} docs, {:.2} GB), store total {:.2} GB",
+        f.minute_docs,
+        gb(f.minute_bytes as f64),
+        f.hourly_docs,
+        gb(f.hourly_bytes as f64),
+        gb(f.total_bytes as f64)
+    );
+    println!(
+        "{kind}: per series and day: {:.0} KB as minutes, {:.1} KB as hours; 10,000 series at 14 d of minutes + 400 d of hours: {:.1} GB + {:.1} GB",
+        per_minute * 1440.0 / 1e3,
+        per_hour * 24.0 / 1e3,
+        gb(per_minute * 1440.0 * 14.0 * 1e4),
+        gb(per_hour * 24.0 * 400.0 * 1e4)
+    );
 }
 
 /// Times `path` RUNS times. Before each request one rollup of the present
@@ -256,11 +345,14 @@ async fn main() {
     };
     let now = chrono::Utc::now().timestamp_millis();
     let mut es_cleanup = None;
+    let mut sqlite = None;
     let store: Arc<dyn Store> = match kind {
         "sqlite" => {
             let dir = std::path::PathBuf::from(&target);
             let _ = std::fs::remove_dir_all(&dir);
-            Arc::new(SqliteStore::open(&dir).expect("sqlite"))
+            let s = SqliteStore::open(&dir).expect("sqlite");
+            sqlite = Some(s.clone());
+            Arc::new(s)
         }
         "elasticsearch" => {
             let cfg = ElasticConfig::new(&target).with_prefix("pbench");
@@ -281,10 +373,20 @@ async fn main() {
     };
     let (docs, took) = seed(store.clone(), now).await;
     println!(
-        "{kind}: seeded {docs} rollups ({SERIES} series: the last {} h per minute, the rest of {DAYS} days hourly; whole layers per minute) in {:.0} s",
+        "{kind}: seeded {docs} rollups ({SERIES} series: the last {} h per minute, the rest of {DAYS} days hourly, url series hourly for {URL_DAYS} days) in {:.0} s",
         minute_hours(),
         took.as_secs_f64()
     );
+    let mut hours = compact_minutes(store.as_ref(), now).await;
+    store.sync().await.expect("sync");
+    hours.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (hours.first(), hours.last()) {
+        println!(
+            "{kind}: compacted {} hours of {SERIES} series: median {:.2} s, fastest {first:.2} s, slowest {last:.2} s per hour",
+            hours.len(),
+            hours[hours.len() / 2]
+        );
+    }
     let users = vec![User {
         name: "bench".into(),
         password_hash: hash_password("bench").unwrap(),
@@ -298,16 +400,36 @@ async fn main() {
     let cookie = login(&app).await;
     // The first request of each page, then RUNS more.
     println!("{kind}: page server time: first request, then median and p90 of {RUNS} more:");
+    // Series 1 is a url series (layer = i % 5).
+    let end = minute_of(now) + MINUTE_MS;
+    let series = "/series?layer=url&service=svc1&name=GET%20%2Fapi%2Furl%2F1";
+    let series_7d = format!("{series}&range=7d");
+    let series_30d = format!(
+        "{series}&range=custom&from={}&to={end}",
+        end - 30 * 86_400_000
+    );
     for path in [
         "/",
         "/layer/url?range=1h",
         "/layer/url?range=24h",
         "/layer/url?range=7d",
+        series_7d.as_str(),
+        series_30d.as_str(),
     ] {
         let (first, med, p90) = timed(&app, store.as_ref(), &cookie, path).await;
         println!(
-            "  {kind:<13} {path:<24} first {first:7.1} ms   median {med:7.1} ms   p90 {p90:7.1} ms"
+            "  {kind:<13} {:<24} first {first:7.1} ms   median {med:7.1} ms   p90 {p90:7.1} ms",
+            path.split("&from")
+                .next()
+                .unwrap_or(path)
+                .replace(series, "/series(url 1)")
         );
+    }
+    if let Some(s) = &sqlite {
+        print_footprint(kind, &s.footprint().await.expect("footprint"));
+    }
+    if let Some(es) = &es_cleanup {
+        print_footprint(kind, &es.footprint().await.expect("footprint"));
     }
     if let Some(es) = es_cleanup
         && std::env::var_os("PANORAMA_BENCH_KEEP").is_none()

@@ -189,8 +189,16 @@ pub(crate) async fn page(
         ..sq.clone()
     };
     let (at, points) = match at {
-        Some(m) => (Some(m), d.store().read_series(&minutes_of(m, m + MINUTE_MS)).await?),
-        None => match charted.iter().rev().find(|p| p.errors > 0).or(charted.last()) {
+        Some(m) => (
+            Some(m),
+            d.store().read_series(&minutes_of(m, m + MINUTE_MS)).await?,
+        ),
+        None => match charted
+            .iter()
+            .rev()
+            .find(|p| p.errors > 0)
+            .or(charted.last())
+        {
             Some(b) => {
                 let q = minutes_of(b.minute, b.minute + bucket);
                 let pts = d.store().read_series(&q).await?;

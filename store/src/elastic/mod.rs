@@ -753,7 +753,9 @@ impl ElasticStore {
         self.with_retry("force merge", || async {
             self.client
                 .indices()
-                .forcemerge(elasticsearch::indices::IndicesForcemergeParts::Index(&[&all]))
+                .forcemerge(elasticsearch::indices::IndicesForcemergeParts::Index(&[
+                    &all,
+                ]))
                 .max_num_segments(1)
                 .send()
                 .await
