@@ -38,6 +38,39 @@ fn token(role: Role) -> String {
     format!("{role}-token-0123456789")
 }
 
+fn dashboard(dir: &std::path::Path, store: Arc<dyn Store>, engine: Option<Engine>) -> Dashboard {
+    // One hash for every restart, as one config file would hold: a new
+    // hash is a password change, which revokes the user's sessions.
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH
+        .get_or_init(|| panorama_dashboard::hash_password(PASSWORD).unwrap())
+        .clone();
+    let mut cfg = DashboardConfig::new(vec![User {
+        name: "ana".into(),
+        password_hash: hash,
+        role: Role::Operator,
+    }]);
+    cfg.sessions_file = Some(dir.join("dashboard/sessions.json"));
+    Dashboard::new(store, engine, cfg)
+}
+
+fn auth(dash: &Dashboard) -> Arc<Auth> {
+    let tokens: Vec<ApiToken> = Role::ALL
+        .into_iter()
+        .map(|role| ApiToken {
+            name: format!("{role}-1"),
+            token: token(role),
+            role,
+        })
+        .collect();
+    Arc::new(Auth::new(
+        TokenTable::new(&tokens),
+        Some(Arc::new(Sessions(dash.clone()))),
+        Access::Checked,
+        false,
+    ))
+}
+
 async fn app(dir: &std::path::Path) -> Router {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("store")).unwrap());
     let mut cfg = CollectorConfig::new("c1", dir.join("data"));
@@ -49,43 +82,26 @@ async fn app(dir: &std::path::Path) -> Router {
         store.clone(),
     )
     .unwrap();
-    let hash = panorama_dashboard::hash_password(PASSWORD).unwrap();
-    let dash = Dashboard::new(
-        store,
-        Some(engine.clone()),
-        DashboardConfig::new(vec![User {
-            name: "ana".into(),
-            password_hash: hash,
-            role: Role::Operator,
-        }]),
-    );
-    let tokens: Vec<ApiToken> = Role::ALL
-        .into_iter()
-        .map(|role| ApiToken {
-            name: format!("{role}-1"),
-            token: token(role),
-            role,
-        })
-        .collect();
-    let auth = Auth::new(
-        TokenTable::new(&tokens),
-        Some(Arc::new(Sessions(dash.clone()))),
-        Access::Checked,
-        false,
-    );
+    let dash = dashboard(dir, store, Some(engine.clone()));
+    let auth = auth(&dash);
     let merged = api::app(collector)
         .merge(panorama_rules::api::router(engine))
         .merge(panorama_dashboard::router(dash));
-    protect(merged, Arc::new(auth))
+    protect(merged, auth)
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    send_from(app, [10, 0, 0, 7], req).await
+}
+
+async fn send_from(
+    app: &Router,
+    ip: [u8; 4],
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let mut req = req;
     req.extensions_mut()
-        .insert(axum::extract::ConnectInfo(SocketAddr::from((
-            [10, 0, 0, 7],
-            5555,
-        ))));
+        .insert(axum::extract::ConnectInfo(SocketAddr::from((ip, 5555))));
     let r = app.clone().oneshot(req).await.unwrap();
     let status = r.status();
     let headers = r.headers().clone();
@@ -108,17 +124,23 @@ fn csrf_in(html: &str) -> String {
     tag[v..v + tag[v..].find('"').unwrap()].to_owned()
 }
 
-/// Logs in through the dashboard's form; the session cookie and its CSRF token.
-async fn login(app: &Router) -> (String, String) {
-    let (s, h, html) = send(app, Request::get("/login").body(Body::empty()).unwrap()).await;
+/// Posts the login form from `ip`: status, headers.
+async fn try_login(
+    app: &Router,
+    ip: [u8; 4],
+    password: &str,
+) -> (StatusCode, axum::http::HeaderMap) {
+    let (s, h, html) =
+        send_from(app, ip, Request::get("/login").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 200);
     let form_cookie = cookies(&h).join("; ");
     let body = format!(
-        "user=ana&password={PASSWORD}&csrf={}&next=%2F",
+        "user=ana&password={password}&csrf={}&next=%2F",
         csrf_in(&html)
     );
-    let (s, h, _) = send(
+    let (s, h, _) = send_from(
         app,
+        ip,
         Request::post("/login")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::COOKIE, form_cookie)
@@ -126,6 +148,12 @@ async fn login(app: &Router) -> (String, String) {
             .unwrap(),
     )
     .await;
+    (s, h)
+}
+
+/// Logs in through the dashboard's form; the session cookie and its CSRF token.
+async fn login(app: &Router) -> (String, String) {
+    let (s, h) = try_login(app, [10, 0, 0, 7], PASSWORD).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let session = cookies(&h)
         .into_iter()
@@ -173,7 +201,7 @@ fn request(method: &str, path: &str) -> (Request<Body>, StatusCode) {
         ),
         ("POST", "/api/v1/silences") => (
             path.to_owned(),
-            r#"{"matchers":[{"label":"service","op":"=","value":"m"}],"duration":"1h","reason":"matrix"}"#,
+            r#"{"matchers":[{"label":"service","op":"eq","value":"m"}],"duration":"1h","reason":"matrix"}"#,
             StatusCode::CREATED,
         ),
         ("DELETE", "/api/v1/silences/{id}") => (
@@ -354,5 +382,73 @@ async fn every_route_answers_every_caller_as_the_policy_says() {
     assert!(
         body.contains("rules_loaded") && body.contains("admin-1 (token from 10.0.0.7)"),
         "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_throttled_sessions_survive_a_restart_and_logout_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let attacker = [192, 0, 2, 66];
+    for i in 0..5 {
+        let (s, _) = try_login(&app, attacker, "guess").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // Locked: even the right password is not looked at.
+    let (s, h) = try_login(&app, attacker, PASSWORD).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = h[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    // The real user, from their own address, is not locked out.
+    let (session, csrf) = login(&app).await;
+
+    // A restart: a new dashboard over the same data directory.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store2")).unwrap());
+    let dash = dashboard(dir.path(), store, None);
+    let again = protect(panorama_dashboard::router(dash.clone()), auth(&dash));
+    let page = |cookie: &str| {
+        Request::get("/")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, _, _) = send(&again, page(&session)).await;
+    assert_eq!(s, StatusCode::OK, "the session survived the restart");
+    let text = std::fs::read_to_string(dir.path().join("dashboard/sessions.json")).unwrap();
+    let token = session.trim_start_matches("panorama_session=");
+    assert!(!text.contains(token), "only a hash of the token is on disk");
+
+    // Logout revokes, also across the next restart.
+    let (s, _, _) = send(
+        &again,
+        Request::post("/logout")
+            .header(header::COOKIE, &session)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf={csrf}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, _, _) = send(&again, page(&session)).await;
+    assert_eq!(
+        s,
+        StatusCode::SEE_OTHER,
+        "logged out: back to the login page"
+    );
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store3")).unwrap());
+    let dash = dashboard(dir.path(), store, None);
+    let third = protect(panorama_dashboard::router(dash.clone()), auth(&dash));
+    let (s, _, _) = send(&third, page(&session)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "still logged out after a restart");
+    let mut api = Request::get("/api/v1/anything")
+        .body(Body::empty())
+        .unwrap();
+    api.headers_mut()
+        .insert(header::COOKIE, session.parse().unwrap());
+    let (s, _, _) = send(&third, api).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a revoked session is no credential"
     );
 }

@@ -16,7 +16,7 @@ struct Ca {
     pem: PathBuf,
 }
 
-fn ca(dir: &Path, name: &str) -> Ca {
+fn make_ca(dir: &Path, name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -135,6 +135,7 @@ fn write_lines(dir: &Path, n: usize) {
             "10.0.0.1 - - [{stamp}] \"GET /tls/{i} HTTP/1.1\" 200 12 \"-\" \"t\"\n"
         ));
     }
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::write(dir.join("logs/access.log"), text).unwrap();
 }
 
@@ -162,7 +163,7 @@ async fn counted(c: &reqwest::Client, base: &str) -> u64 {
 async fn the_agent_ships_over_https_and_a_renewed_certificate_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = ca(d, "test-ca");
+    let ca = make_ca(d, "test-ca");
     let (cert, key, first) = leaf(&ca, d, "server", false);
     let port = free_port();
     let base = format!("https://127.0.0.1:{port}");
@@ -236,8 +237,8 @@ async fn the_agent_ships_over_https_and_a_renewed_certificate_is_picked_up() {
 async fn a_client_certificate_required_collector_refuses_an_agent_without_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = ca(d, "test-ca");
-    let agents_ca = ca(d, "agents-ca");
+    let ca = make_ca(d, "test-ca");
+    let agents_ca = make_ca(d, "agents-ca");
     let (cert, key, _) = leaf(&ca, d, "server", false);
     let (acert, akey, _) = leaf(&agents_ca, d, "agent", true);
     let port = free_port();
