@@ -101,7 +101,7 @@ pub fn speakable(s: &str) -> String {
         if token.contains("://") || token.starts_with("www.") {
             continue;
         }
-        for w in token.split(|c: char| matches!(c, '/' | '_' | '-' | '?' | '&' | '=')) {
+        for w in token.split(['/', '_', '-', '?', '&', '=']) {
             let digits = w.chars().filter(char::is_ascii_digit).count();
             let hex = w.len() >= 8 && w.chars().all(|c| c.is_ascii_hexdigit());
             let placeholder = w.starts_with(':') || w.starts_with('{') || w.starts_with('<');
