@@ -463,3 +463,67 @@ fn bad_voice_and_feishu_tables_are_refused_with_file_line_and_column() {
         assert!(col.parse::<u32>().is_ok_and(|c| c >= 1), "{hit:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_answering_takes_the_next_escalation_step_at_once_and_it_calls_three_times() {
+    let (vms, sms) = providers().await;
+    let mut text = rules(&vms, &sms, &["+8613800000001"], "");
+    text.push_str(&format!(
+        r#"repeat_interval = "4h"
+[[route.escalate]]
+after = "30m"
+receivers = ["voice-lead"]
+repeat_call = 3
+
+[[receiver]]
+name = "voice-lead"
+[receiver.voice]
+to = ["+8613800000009"]
+callback_token_env = "{SECRET_VAR}"
+calls_per_minute = 5
+[receiver.voice.tencent]
+secret_id = "AKIDtestsecretid"
+secret_key_env = "{SECRET_VAR}"
+voice_sdk_appid = "1400000000"
+template_id = "1234"
+endpoint = "{}"
+"#,
+        vms.url("/")
+    ));
+    let env = Env::new(&text);
+    let e = env.open().await;
+    let url = serve(&e).await;
+    let lead = url.replace("voice-oncall", "voice-lead");
+    for m in 0..8 {
+        env.write(&[events(T0 + m * MIN, 20, 15)]).await;
+    }
+    step(&e, T0 + 10_000).await;
+    assert_eq!(called(&vms), ["+8613800000001"]);
+    assert_eq!(post(&url, &secret(), prompt("13800000001", "1")).await, 200);
+    // The only person did not answer: the 30-minute step is taken now.
+    step(&e, T0 + 20_000).await;
+    step(&e, T0 + 30_000).await;
+    assert_eq!(called(&vms), ["+8613800000001", "+8613800000009"]);
+    // The lead is called up to three times before the calls give up.
+    for (i, t) in [(2, T0 + 40_000), (3, T0 + 50_000)] {
+        assert_eq!(
+            post(&lead, &secret(), prompt("13800000009", "1")).await,
+            200
+        );
+        step(&e, t).await;
+        assert_eq!(called(&vms).len(), i + 1, "attempt {i}");
+    }
+    assert_eq!(
+        post(&lead, &secret(), prompt("13800000009", "1")).await,
+        200
+    );
+    step(&e, T0 + MIN + 10_000).await;
+    step(&e, T0 + 2 * MIN + 10_000).await;
+    assert_eq!(
+        called(&vms).len(),
+        4,
+        "three calls to the lead, then no more"
+    );
+    let h = e.history(None, "attempt 3/3", 10).await.unwrap();
+    assert_eq!(h.len(), 1, "{h:?}");
+}
