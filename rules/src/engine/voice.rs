@@ -533,8 +533,7 @@ impl Engine {
                 }
             }
         }
-        let set = loaded.set.clone();
-        self.voice_step(st, &set, now_ms);
+        // The next call is placed by the next tick, on the tick's clock.
         self.save(st);
         Ok(matched)
     }

@@ -39,6 +39,10 @@ pub enum Kind {
     Webhook,
     /// A Feishu custom robot: `/open-apis/bot/v2/hook/{token}`, signed in the body.
     Feishu,
+    /// Dyvmsapi `SingleCallByTts` with RPC signature V1.
+    AliyunVoice,
+    /// Tencent Cloud VMS `SendTtsVoice`, signed with TC3-HMAC-SHA256.
+    Tencent,
 }
 
 /// What the server does with the next requests.
@@ -165,6 +169,8 @@ async fn handle(
     let throttle = mode == Mode::Throttle;
     let verdict = match s.kind {
         Kind::Aliyun => aliyun(&s, &method, &hit, throttle),
+        Kind::AliyunVoice => aliyun_voice(&s, &method, &hit, throttle),
+        Kind::Tencent => tencent(&s, &method, &hit, throttle),
         Kind::DingTalk => dingtalk(&s, &method, &hit, throttle),
         Kind::WeCom => wecom(&s, &method, &hit, throttle),
         Kind::Gateway => gateway(&s, &hit, throttle),
@@ -219,6 +225,49 @@ fn aliyun_percent_encode(s: &str) -> String {
 }
 
 fn aliyun(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
+    aliyun_rpc(
+        s,
+        method,
+        hit,
+        throttle,
+        "SendSms",
+        &["PhoneNumbers", "SignName", "TemplateCode", "TemplateParam"],
+        "TemplateParam",
+    )
+}
+
+fn aliyun_voice(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
+    if let Some(v) = hit.query.get("TtsParam")
+        && v.chars().count() >= 250
+    {
+        return Err((
+            "TtsParam too long".into(),
+            json_answer(
+                StatusCode::OK,
+                json!({"Code": "isv.PARAM_LENGTH_LIMIT", "Message": "TtsParam too long"}),
+            ),
+        ));
+    }
+    aliyun_rpc(
+        s,
+        method,
+        hit,
+        throttle,
+        "SingleCallByTts",
+        &["CalledNumber", "TtsCode", "TtsParam", "OutId"],
+        "TtsParam",
+    )
+}
+
+fn aliyun_rpc(
+    s: &Inner,
+    method: &Method,
+    hit: &Hit,
+    throttle: bool,
+    action: &str,
+    mandatory: &[&str],
+    json_param: &str,
+) -> Verdict {
     let request_id = "0A6B8F0E-77D4-5C33-9B1E-1B2C3D4E5F60";
     let refuse = |status: StatusCode, code: &str, message: String| {
         Err((
@@ -241,7 +290,7 @@ fn aliyun(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
     for (k, want) in [
         ("SignatureMethod", "HMAC-SHA1"),
         ("SignatureVersion", "1.0"),
-        ("Action", "SendSms"),
+        ("Action", action),
         ("Version", "2017-05-25"),
         ("Format", "JSON"),
     ] {
@@ -307,7 +356,7 @@ fn aliyun(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
             "Specified signature nonce was used already.".into(),
         );
     }
-    for k in ["PhoneNumbers", "SignName", "TemplateCode", "TemplateParam"] {
+    for &k in mandatory {
         if q.get(k).is_none_or(|v| v.is_empty()) {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -316,7 +365,7 @@ fn aliyun(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
             );
         }
     }
-    if serde_json::from_str::<Value>(&q["TemplateParam"]).is_err() {
+    if serde_json::from_str::<Value>(&q[json_param]).is_err() {
         return Err((
             "isv.INVALID_JSON_PARAM".into(),
             json_answer(
@@ -340,6 +389,140 @@ fn aliyun(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
         StatusCode::OK,
         json!({"RequestId": request_id, "Code": "OK", "Message": "OK",
                "BizId": "900619746936498440^0"}),
+    ))
+}
+
+// ---- Tencent VMS ----
+
+fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hmac256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg)
+        .as_ref()
+        .to_vec()
+}
+
+/// Recomputes TC3-HMAC-SHA256 from the request as Tencent's signature v3
+/// page describes it, with the headers the request names as signed.
+fn tencent(s: &Inner, method: &Method, hit: &Hit, throttle: bool) -> Verdict {
+    let refuse = |code: &str, msg: String| {
+        Err((
+            format!("{code}: {msg}"),
+            json_answer(
+                StatusCode::OK,
+                json!({"Response": {"Error": {"Code": code, "Message": msg},
+                       "RequestId": "6d8bb2a1-3c2a-4c5e-9a4e-1f2e3d4c5b6a"}}),
+            ),
+        ))
+    };
+    let header = |name: &str| {
+        hit.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    if method != Method::POST
+        || header("x-tc-action") != "SendTtsVoice"
+        || header("x-tc-version") != "2020-09-02"
+    {
+        return refuse(
+            "InvalidAction",
+            "expected POST SendTtsVoice 2020-09-02".into(),
+        );
+    }
+    let auth = header("authorization");
+    let Some(rest) = auth.strip_prefix("TC3-HMAC-SHA256 ") else {
+        return refuse("AuthFailure.SignatureFailure", "not TC3-HMAC-SHA256".into());
+    };
+    let parts: BTreeMap<&str, &str> = rest.split(", ").filter_map(|p| p.split_once('=')).collect();
+    let credential: Vec<&str> = parts.get("Credential").unwrap_or(&"").split('/').collect();
+    if credential.len() != 4
+        || credential[0] != s.id
+        || credential[2] != "vms"
+        || credential[3] != "tc3_request"
+    {
+        return refuse(
+            "AuthFailure.SecretIdNotFound",
+            format!("credential {credential:?}"),
+        );
+    }
+    let date = credential[1];
+    let Ok(ts) = header("x-tc-timestamp").parse::<i64>() else {
+        return refuse("AuthFailure.InvalidAuthorization", "X-TC-Timestamp".into());
+    };
+    if (ts - now_secs()).abs() > 300 {
+        return refuse("AuthFailure.SignatureExpire", "signature expired".into());
+    }
+    if chrono::DateTime::from_timestamp(ts, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string()
+        != date
+    {
+        return refuse(
+            "AuthFailure.SignatureFailure",
+            "date does not match the timestamp".into(),
+        );
+    }
+    let signed = parts.get("SignedHeaders").copied().unwrap_or("");
+    let mut canonical_headers = String::new();
+    for h in signed.split(';') {
+        canonical_headers.push_str(&format!("{h}:{}\n", header(h).trim().to_lowercase()));
+    }
+    let canonical = format!(
+        "POST\n/\n\n{canonical_headers}\n{signed}\n{}",
+        sha256_hex(&hit.body)
+    );
+    let to_sign = format!(
+        "TC3-HMAC-SHA256\n{ts}\n{date}/vms/tc3_request\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    let secret = s.secret.clone().unwrap_or_default();
+    let k = hmac256(format!("TC3{secret}").as_bytes(), date.as_bytes());
+    let k = hmac256(&k, b"vms");
+    let k = hmac256(&k, b"tc3_request");
+    let expected: String = hmac256(&k, to_sign.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if !signed.split(';').any(|h| h == "host") || parts.get("Signature") != Some(&expected.as_str())
+    {
+        return refuse(
+            "AuthFailure.SignatureFailure",
+            "The provided credentials could not be validated.".into(),
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&hit.body) else {
+        return refuse("InvalidParameter", "body is not JSON".into());
+    };
+    let number_ok = body["CalledNumber"]
+        .as_str()
+        .is_some_and(|n| n.starts_with('+') && n.len() > 8);
+    let params_ok = body["TemplateParamSet"]
+        .as_array()
+        .is_some_and(|p| p.iter().all(Value::is_string));
+    if !number_ok
+        || !params_ok
+        || !body["TemplateId"].is_string()
+        || !body["VoiceSdkAppid"].is_string()
+    {
+        return refuse("InvalidParameterValue", format!("bad body {body}"));
+    }
+    if throttle {
+        return refuse("RequestLimitExceeded", "request limit exceeded".into());
+    }
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"Response": {"SendStatus": {"CallId": "12582bce-403c-11eb-96b8-525400476c37",
+               "SessionContext": body["SessionContext"]},
+               "RequestId": "6d8bb2a1-3c2a-4c5e-9a4e-1f2e3d4c5b6a"}}),
     ))
 }
 

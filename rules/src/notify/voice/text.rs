@@ -97,18 +97,19 @@ impl Spoken {
 /// hex, UUIDs), route placeholders; path separators become spaces.
 pub fn speakable(s: &str) -> String {
     let mut words = Vec::new();
-    for w in s.split(|c: char| c.is_whitespace() || matches!(c, '/' | '_' | '-' | '?' | '&' | '='))
-    {
-        if w.is_empty() || w.contains("://") || w.starts_with("http") && w.contains('.') {
+    for token in s.split_whitespace() {
+        if token.contains("://") || token.starts_with("www.") {
             continue;
         }
-        let digits = w.chars().filter(char::is_ascii_digit).count();
-        let hex = w.chars().all(|c| c.is_ascii_hexdigit()) && w.len() >= 8;
-        let placeholder = w.starts_with(':') || w.starts_with('{') || w.starts_with('<');
-        if digits >= 5 || hex || placeholder {
-            continue;
+        for w in token.split(['/', '_', '-', '?', '&', '=']) {
+            let digits = w.chars().filter(char::is_ascii_digit).count();
+            let hex = w.len() >= 8 && w.chars().all(|c| c.is_ascii_hexdigit());
+            let placeholder = w.starts_with(':') || w.starts_with('{') || w.starts_with('<');
+            if w.is_empty() || digits >= 5 || hex || placeholder {
+                continue;
+            }
+            words.push(w);
         }
-        words.push(w);
     }
     words.join(" ")
 }
