@@ -59,6 +59,9 @@ enum RulesCommand {
     Check {
         /// The directory of *.toml rule files.
         dir: PathBuf,
+        /// Also print one rule's effective settings, defaults included.
+        #[arg(long, value_name = "RULE")]
+        explain: Option<String>,
     },
 }
 
@@ -154,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::HashPassword => hash_password(),
         Command::Rules {
-            command: RulesCommand::Check { dir },
-        } => rules_check(&dir),
+            command: RulesCommand::Check { dir, explain },
+        } => rules_check(&dir, explain.as_deref()),
     }
 }
 
@@ -251,9 +254,14 @@ fn dashboard_config(
     cfg
 }
 
-fn rules_check(dir: &std::path::Path) -> anyhow::Result<()> {
+fn rules_check(dir: &std::path::Path, explain: Option<&str>) -> anyhow::Result<()> {
     match panorama_rules::rule::load_dir(dir) {
         Ok(set) => {
+            if let Some(name) = explain {
+                let text = panorama_rules::rule::explain::explain(&set, name)
+                    .with_context(|| format!("{}: no rule named `{name}`", dir.display()))?;
+                print!("{text}");
+            }
             println!(
                 "{}: {} rule(s), {} receiver(s), {} route(s) in {} file(s): OK",
                 dir.display(),
@@ -412,6 +420,7 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             .dashboard_url
             .unwrap_or_else(|| format!("{scheme}://{listen}"));
         let engine = Engine::open(ecfg, store.clone()).context("starting the rules engine")?;
+        engine.attach_live(collector.live());
         app = app.merge(panorama_rules::api::router(engine.clone()));
         dashboard_engine = Some(engine.clone());
         engine_task = Some(tokio::spawn(engine.run(stopped)));

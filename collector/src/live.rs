@@ -103,11 +103,10 @@ impl Live {
                 let slices = st.series.entry(key).or_default();
                 slices
                     .entry(start)
-                    .or_insert_with(|| {
-                        let mut r = Rollup::default();
-                        r.minute_ms = minute_of(start);
-                        r.collector.clone_from(&self.collector);
-                        r
+                    .or_insert_with(|| Rollup {
+                        minute_ms: minute_of(start),
+                        collector: self.collector.clone(),
+                        ..Rollup::default()
                     })
                     .add(e);
                 any = true;
