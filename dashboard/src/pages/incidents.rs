@@ -89,7 +89,7 @@ const ZH: Words = Words {
 };
 
 pub(crate) fn words(lang: &str) -> &'static Words {
-    if lang == "zh" { &ZH } else { &EN }
+    if lang.starts_with("zh") { &ZH } else { &EN }
 }
 
 /// An incident in a list.
