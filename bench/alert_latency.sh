@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Alert latency: first bad log line written (the agent tails the file) →
 # mail accepted by a real SMTP server, p50 and p99 over 20 incidents
-# (ALERT_LATENCY_INCIDENTS to change). Target: p99 ≤ 30 s.
+# (ALERT_LATENCY_INCIDENTS to change). Target: p99 ≤ 30 s. Then one fault
+# in two layers (gateway calls and the route waiting for them fail): the time
+# from its first bad line to the incident mail naming the gateway call as
+# the cause.
 #
 #   bench/alert_latency.sh
 #

@@ -536,3 +536,170 @@ summary = "{{series}} failing {{value}}"
     feeder.abort();
     println!("screenshots in {}", shots_dir().display());
 }
+
+/// Posts a second's worth of one fault in two layers: `shop`'s calls to
+/// `stock-db` fail (with raw lines, the samples the page leads to) and so
+/// does the route waiting for them.
+async fn post_incident(http: &reqwest::Client, url: &str) {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut body = String::new();
+    for i in 0..5 {
+        for (layer, name) in [("call", "stock-db"), ("url", "GET /api/cart")] {
+            body.push_str(
+                &json!({
+                    "ts": ts, "layer": layer, "service": "shop", "host": "web2",
+                    "name": name, "ok": i == 0, "code": if i == 0 { "200" } else { "503" },
+                    "latency_ms": 900 + i,
+                    "raw": format!("{layer} {name} failed: stock-db timeout #{i}"),
+                })
+                .to_string(),
+            );
+            body.push('\n');
+        }
+    }
+    let r = http
+        .post(format!("{url}/api/v1/ingest"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("ingest");
+    assert!(r.status().is_success(), "ingest: {}", r.status());
+}
+
+/// The incident mail's one link opens the incident page, whose probable
+/// cause leads to its raw error samples in one more click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_mail_link_leads_to_the_cause_samples_in_two_clicks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    let mailbox = dir.path().join("mailbox");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("shop.toml"),
+        format!(
+            r#"
+[[rule]]
+name = "stock-db-errors"
+layer = "call"
+service = "shop"
+window = "5m"
+every = "1s"
+when = "error_ratio > 20%"
+min_count = 3
+severity = "critical"
+
+[[rule]]
+name = "cart-errors"
+layer = "url"
+service = "shop"
+window = "5m"
+every = "1s"
+when = "error_ratio > 20%"
+min_count = 3
+severity = "critical"
+
+[[receiver]]
+name = "mailbox"
+[receiver.mailbox]
+dir = "{}"
+to = ["oncall@localhost"]
+
+[[route]]
+receivers = ["mailbox"]
+group_wait = "3s"
+"#,
+            mailbox.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("panorama.log");
+    let user = format!("ana:operator:{}", hash("e2e-secret"));
+    let _panorama = Proc::start(
+        &binary("panorama"),
+        &[
+            "collector".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--rules".into(),
+            rules.display().to_string(),
+            "--grace-secs".into(),
+            "2".into(),
+            "--dashboard-user".into(),
+            user,
+        ],
+        &log,
+    );
+    wait_healthy(&format!("{url}/health"), Duration::from_secs(30), &log).await;
+    let http = reqwest::Client::new();
+    let feeder = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            loop {
+                post_incident(&http, &url).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    // The incident's mail, and the one dashboard link in it.
+    let start = Instant::now();
+    let link = loop {
+        let mail = std::fs::read_dir(&mailbox)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .map(|m| {
+                m.replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=")
+            })
+            .find(|m| m.contains("probable cause: call shop stock-db"));
+        if let Some(m) = mail {
+            let at = m
+                .find(&format!("{url}/incidents/"))
+                .expect("an incident link");
+            let rest = &m[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || ":/.".contains(c)))
+                .unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no incident mail in 60 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let b = Browser::start(&dir.path().join("chromedriver.log")).await;
+    b.goto(&link).await;
+    b.type_into("#user", "ana").await;
+    b.type_into("#password", "e2e-secret").await;
+    b.click_away("#login").await;
+    // Click one: the mail's link (after logging in, back on it).
+    assert_eq!(b.current_url().await, link);
+    assert!(b.text("#cause-name").await.contains("call shop stock-db"));
+    assert!(b.find("#lane-call").await.is_some() && b.find("#lane-url").await.is_some());
+    assert!(
+        b.find("#cause-span").await.is_some(),
+        "the cause is highlighted"
+    );
+    b.screenshot("20-incident").await;
+    // Click two: the cause's samples.
+    b.click_away("#cause-samples").await;
+    assert!(b.current_url().await.contains("/series?layer=call"));
+    let samples = b.text("#samples-error").await;
+    assert!(
+        samples.contains("call stock-db failed: stock-db timeout"),
+        "the cause's raw error samples: {samples}"
+    );
+    b.screenshot("21-incident-cause-samples").await;
+    b.close().await;
+    feeder.abort();
+}

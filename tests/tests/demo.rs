@@ -46,11 +46,15 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
             })
             .unwrap_or_default()
     };
+    // The Subject header, unfolded (a long one continues on indented lines).
     let subject = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("Subject: "))
-            .unwrap_or("")
-            .to_owned()
+        let mut lines = m.lines().skip_while(|l| !l.starts_with("Subject: "));
+        let mut s = lines.next().unwrap_or("").to_owned();
+        for l in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+            s.push(' ');
+            s.push_str(l.trim_start());
+        }
+        s
     };
     let start = Instant::now();
     let mut found = None;

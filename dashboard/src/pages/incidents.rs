@@ -89,7 +89,7 @@ const ZH: Words = Words {
 };
 
 pub(crate) fn words(lang: &str) -> &'static Words {
-    if lang == "zh" { &ZH } else { &EN }
+    if lang.starts_with("zh") { &ZH } else { &EN }
 }
 
 /// An incident in a list.
@@ -313,7 +313,8 @@ pub(crate) async fn one(
             error_now: ratio
                 .iter()
                 .flatten()
-                .fold(None::<f64>, |a, &b| Some(a.map_or(b, |a| a.max(b))))
+                .copied()
+                .reduce(f64::max)
                 .map_or_else(|| "–".into(), format::pct),
             p99_now: format::opt(p99.iter().flatten().copied().reduce(f64::max)),
         });

@@ -389,9 +389,7 @@ impl Engine {
             return;
         };
         for m in &mut i.members {
-            if m.notice.status != AlertStatus::Resolved {
-                m.notice.status = AlertStatus::Resolved;
-            }
+            m.notice.status = AlertStatus::Resolved;
         }
         let i = i.clone();
         for m in i.members.iter().filter(|m| m.carrier == Carrier::Incident) {
