@@ -22,6 +22,11 @@
 //! [source.parse]
 //! format = "combined"
 //! service = "login"
+//!
+//! [[probe]]                 # active checks; see crate::probe::config
+//! name = "cache1"
+//! kind = "redis"
+//! target = "127.0.0.1:6379"
 //! ```
 
 use std::net::SocketAddr;
@@ -33,6 +38,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::parse::{Format, ParseSpec, Pipeline};
+use crate::probe::ProbeConfig;
+use crate::probe::config::RawProbe;
 use crate::ship::ShipConfig;
 use crate::tail::{StartAt, TailConfig};
 
@@ -49,6 +56,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
+    #[serde(default, rename = "probe")]
+    probes: Vec<Spanned<RawProbe>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +142,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The sources.
     pub sources: Vec<SourceConfig>,
+    /// The active probes (`[[probe]]`).
+    pub probes: Vec<ProbeConfig>,
 }
 
 /// A configuration error, with where it is.
@@ -297,6 +308,26 @@ impl AgentConfig {
                 raw.host_metrics.service,
             )
         });
+        let mut probes = Vec::new();
+        for p in raw.probes {
+            let table_at = p.span().start;
+            let probe = crate::probe::config::check(p.into_inner(), table_at, &host)
+                .map_err(|(offset, message)| invalid(offset, message))?;
+            if probes
+                .iter()
+                .any(|q: &ProbeConfig| q.name == probe.name && q.kind.word() == probe.kind.word())
+            {
+                return Err(invalid(
+                    table_at,
+                    format!(
+                        "probe {}@{} is defined twice",
+                        probe.kind.word(),
+                        probe.name
+                    ),
+                ));
+            }
+            probes.push(probe);
+        }
         Ok(AgentConfig {
             agent_id,
             host,
@@ -305,6 +336,7 @@ impl AgentConfig {
             host_metrics,
             metrics_listen: raw.metrics.listen,
             sources,
+            probes,
         })
     }
 
@@ -363,6 +395,7 @@ impl AgentConfig {
             host_metrics: Some((Duration::from_secs(10), host_service())),
             metrics_listen: None,
             sources,
+            probes: Vec::new(),
         })
     }
 }
