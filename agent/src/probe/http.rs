@@ -138,15 +138,17 @@ fn error_code(e: &reqwest::Error) -> String {
             return tls_code(tls);
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            // io::Error's source() skips the error it wraps; look inside.
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return tls_code(tls);
-            }
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::TimedOut => return super::io_code(io),
                 _ => {}
+            }
+            // io::Error's source() skips the error it wraps (hyper-rustls
+            // wraps rustls' error in two of them): go inside instead.
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
+                continue;
             }
         }
         cause = c.source();
