@@ -534,5 +534,49 @@ mod fixture_tests {
             "url, business, call and two component sources"
         );
         assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9464));
+        let kinds: Vec<&str> = c.probes.iter().map(|p| p.kind.word()).collect();
+        assert_eq!(kinds, ["redis", "mysql", "http", "tcp", "dns", "process"]);
+        assert!(c.probes.iter().all(|p| p.timeout < p.interval));
+    }
+
+    #[test]
+    fn probe_errors_name_file_line_and_column() {
+        let base = "data_dir = \"/tmp/pa\"\n[collector]\nurls = [\"http://127.0.0.1:7070\"]\n[[probe]]\nname = \"c\"\n";
+        let cases = [
+            (
+                "kind = \"redis\"\ntarget = \"127.0.0.1:6379\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+                "agent.toml:9:11",
+                "below `interval`",
+            ),
+            ("kind = \"rediss\"\n", "agent.toml:6:8", "probe kind"),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1\"\n",
+                "agent.toml:7:10",
+                "host:port",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1:1\"\nurl = \"http://x/\"\n",
+                "agent.toml:8:7",
+                "does not apply",
+            ),
+            (
+                "kind = \"http\"\nurl = \"ftp://x/\"\n",
+                "agent.toml:7:7",
+                "expected http",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1:1\"\ninterval = \"10\"\n",
+                "agent.toml:8:12",
+                "duration",
+            ),
+            ("kind = \"process\"\n", "agent.toml:4:1", "exactly one"),
+        ];
+        for (probe, at, needle) in cases {
+            let err = AgentConfig::parse(Path::new("agent.toml"), &format!("{base}{probe}"))
+                .expect_err(needle)
+                .to_string();
+            assert!(err.starts_with(at), "{err:?} should start with {at}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
     }
 }
