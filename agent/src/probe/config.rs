@@ -343,13 +343,13 @@ pub(crate) fn check(
                     format!("`expect_status` {expect_status}: expected 100 to 599"),
                 ));
             }
-            if let Some(ca) = &raw.ca_file {
-                if let Err(e) = std::fs::metadata(ca.get_ref()) {
-                    return Err((
-                        ca.span().start,
-                        format!("`ca_file` {}: {e}", ca.get_ref().display()),
-                    ));
-                }
+            if let Some(ca) = &raw.ca_file
+                && let Err(e) = std::fs::metadata(ca.get_ref())
+            {
+                return Err((
+                    ca.span().start,
+                    format!("`ca_file` {}: {e}", ca.get_ref().display()),
+                ));
             }
             ProbeKind::Http(HttpSpec {
                 method,

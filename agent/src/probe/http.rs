@@ -82,10 +82,10 @@ impl HttpProbe {
             Err(e) => return Report::failed(&self.operation, error_code(&e), started.elapsed()),
         };
         let mut figures = Vec::new();
-        if let Some(info) = response.extensions().get::<reqwest::tls::TlsInfo>() {
-            if let Some(not_after) = info.peer_certificate().and_then(not_after) {
-                figures.push(("cert_days", (not_after - now_unix_s) as f64 / 86_400.0));
-            }
+        if let Some(info) = response.extensions().get::<reqwest::tls::TlsInfo>()
+            && let Some(not_after) = info.peer_certificate().and_then(not_after)
+        {
+            figures.push(("cert_days", (not_after - now_unix_s) as f64 / 86_400.0));
         }
         let status = response.status().as_u16();
         let mut result = if status == self.spec.expect_status {

@@ -152,10 +152,10 @@ fn figures(info: &str) -> Vec<(&'static str, f64)> {
         let Some((key, value)) = line.trim_end().split_once(':') else {
             continue;
         };
-        if let Some((_, figure)) = WANTED.iter().find(|(k, _)| *k == key) {
-            if let Ok(v) = value.parse::<f64>() {
-                out.push((*figure, v));
-            }
+        if let Some((_, figure)) = WANTED.iter().find(|(k, _)| *k == key)
+            && let Ok(v) = value.parse::<f64>()
+        {
+            out.push((*figure, v));
         }
     }
     out

@@ -325,7 +325,10 @@ pub(crate) async fn page(
         series.truncate(TABLE_ROWS);
     }
     let hidden = total - series.len();
-    let zh = matches!(crate::auth::lang(&d, req.headers()), crate::config::Lang::Zh);
+    let zh = matches!(
+        crate::auth::lang(&d, req.headers()),
+        crate::config::Lang::Zh
+    );
     let (more, all_label) = match (hidden, zh) {
         (0, _) => (String::new(), String::new()),
         (n, false) => (
