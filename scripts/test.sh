@@ -47,6 +47,12 @@ step "smtp"
 # Mail tests start their own servers on free ports; this only installs one.
 scripts/smtp.sh install
 
+step "redis and mariadb"
+# The agent's probe tests start their own servers on free ports in temporary
+# directories; this only installs them.
+scripts/redis.sh install
+scripts/mariadb.sh install
+
 step "chromium"
 scripts/chromium.sh
 

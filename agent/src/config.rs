@@ -25,6 +25,11 @@
 //! [source.parse]
 //! format = "combined"
 //! service = "login"
+//!
+//! [[probe]]                 # active checks; see crate::probe::config
+//! name = "cache1"
+//! kind = "redis"
+//! target = "127.0.0.1:6379"
 //! ```
 
 use std::net::SocketAddr;
@@ -36,6 +41,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::parse::{Format, ParseSpec, Pipeline};
+use crate::probe::ProbeConfig;
+use crate::probe::config::RawProbe;
 use crate::ship::{ShipConfig, ShipTls};
 use crate::tail::{StartAt, TailConfig};
 
@@ -52,6 +59,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
+    #[serde(default, rename = "probe")]
+    probes: Vec<Spanned<RawProbe>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +148,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The sources.
     pub sources: Vec<SourceConfig>,
+    /// The active probes (`[[probe]]`).
+    pub probes: Vec<ProbeConfig>,
 }
 
 /// A configuration error, with where it is.
@@ -316,6 +327,26 @@ impl AgentConfig {
                 raw.host_metrics.service,
             )
         });
+        let mut probes = Vec::new();
+        for p in raw.probes {
+            let table_at = p.span().start;
+            let probe = crate::probe::config::check(p.into_inner(), table_at, &host)
+                .map_err(|(offset, message)| invalid(offset, message))?;
+            if probes
+                .iter()
+                .any(|q: &ProbeConfig| q.name == probe.name && q.kind.word() == probe.kind.word())
+            {
+                return Err(invalid(
+                    table_at,
+                    format!(
+                        "probe {}@{} is defined twice",
+                        probe.kind.word(),
+                        probe.name
+                    ),
+                ));
+            }
+            probes.push(probe);
+        }
         Ok(AgentConfig {
             agent_id,
             host,
@@ -324,6 +355,7 @@ impl AgentConfig {
             host_metrics,
             metrics_listen: raw.metrics.listen,
             sources,
+            probes,
         })
     }
 
@@ -382,6 +414,7 @@ impl AgentConfig {
             host_metrics: Some((Duration::from_secs(10), host_service())),
             metrics_listen: None,
             sources,
+            probes: Vec::new(),
         })
     }
 }
@@ -520,5 +553,49 @@ mod fixture_tests {
             "url, business, call and two component sources"
         );
         assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9464));
+        let kinds: Vec<&str> = c.probes.iter().map(|p| p.kind.word()).collect();
+        assert_eq!(kinds, ["redis", "mysql", "http", "tcp", "dns", "process"]);
+        assert!(c.probes.iter().all(|p| p.timeout < p.interval));
+    }
+
+    #[test]
+    fn probe_errors_name_file_line_and_column() {
+        let base = "data_dir = \"/tmp/pa\"\n[collector]\nurls = [\"http://127.0.0.1:7070\"]\n[[probe]]\nname = \"c\"\n";
+        let cases = [
+            (
+                "kind = \"redis\"\ntarget = \"127.0.0.1:6379\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+                "agent.toml:9:11",
+                "below `interval`",
+            ),
+            ("kind = \"rediss\"\n", "agent.toml:6:8", "probe kind"),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1\"\n",
+                "agent.toml:7:10",
+                "host:port",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1:1\"\nurl = \"http://x/\"\n",
+                "agent.toml:8:7",
+                "does not apply",
+            ),
+            (
+                "kind = \"http\"\nurl = \"ftp://x/\"\n",
+                "agent.toml:7:7",
+                "expected http",
+            ),
+            (
+                "kind = \"tcp\"\ntarget = \"127.0.0.1:1\"\ninterval = \"10\"\n",
+                "agent.toml:8:12",
+                "duration",
+            ),
+            ("kind = \"process\"\n", "agent.toml:4:1", "exactly one"),
+        ];
+        for (probe, at, needle) in cases {
+            let err = AgentConfig::parse(Path::new("agent.toml"), &format!("{base}{probe}"))
+                .expect_err(needle)
+                .to_string();
+            assert!(err.starts_with(at), "{err:?} should start with {at}");
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
     }
 }

@@ -8,13 +8,19 @@
 //!   (combined access log, JSON lines, syslog, MySQL slow log, Redis log),
 //!   user regexes, field mapping, route normalization and cardinality caps.
 //!
+//! - [`probe`]: active probes (HTTP, TCP, DNS, Redis, MySQL, processes)
+//!   whose results are component-layer events, shipped exactly once under
+//!   a persisted sequence.
+//!
 //! Shipping (batching in [`panorama_model::wire::binary`], compression,
 //! failover, retries), host metrics and the agent's own figures come next.
 //! It knows nothing about storage.
 
+pub mod check;
 pub mod config;
 pub mod host;
 pub mod parse;
+pub mod probe;
 pub mod run;
 pub mod ship;
 pub mod tail;

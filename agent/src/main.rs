@@ -1,11 +1,12 @@
 //! `panorama-agent`: parses flags, loads the config, runs the agent library
-//! until SIGTERM or Ctrl-C, then checkpoints.
+//! until SIGTERM or Ctrl-C, then checkpoints. `panorama-agent check-routes
+//! FILE` prints the series a log file would produce instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use panorama_agent::config::AgentConfig;
 use panorama_agent::run::{AgentFigures, run};
 
@@ -13,6 +14,8 @@ use panorama_agent::run::{AgentFigures, run};
 #[derive(Parser, Debug)]
 #[command(name = "panorama-agent", version = panorama_agent::VERSION)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Agent configuration file (TOML). Without it, the flags below describe the agent.
     #[arg(long, conflicts_with_all = ["collector", "tail"])]
     config: Option<PathBuf>,
@@ -31,6 +34,69 @@ struct Args {
     tail: Vec<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prints the series a log file would produce and how many lines each
+    /// gets, busiest first, to tune `routes` before deploying.
+    CheckRoutes {
+        /// The log file.
+        file: PathBuf,
+        /// Agent configuration whose `--source` says how to parse the file
+        /// (format, routes, series template).
+        #[arg(long, requires = "source")]
+        config: Option<PathBuf>,
+        /// The `[[source]]` of `--config` to parse the file as.
+        #[arg(long, requires = "config")]
+        source: Option<String>,
+        /// Without `--config`: the format (combined, json, syslog,
+        /// mysql_slow, redis).
+        #[arg(long, default_value = "combined", conflicts_with = "config")]
+        format: String,
+    },
+}
+
+fn check_routes(
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    source: Option<&str>,
+    format: &str,
+) -> anyhow::Result<()> {
+    use panorama_agent::parse::{Format, ParseSpec};
+    let spec = match (config, source) {
+        (Some(config), Some(source)) => {
+            let cfg = AgentConfig::load(config)?;
+            let known: Vec<String> = cfg.sources.iter().map(|s| s.tail.name.clone()).collect();
+            cfg.sources
+                .into_iter()
+                .find(|s| s.tail.name == source)
+                .map(|s| s.parse)
+                .with_context(|| {
+                    format!(
+                        "{}: no [[source]] named {source:?} (there are: {})",
+                        config.display(),
+                        known.join(", ")
+                    )
+                })?
+        }
+        _ => {
+            let f = Format::ALL
+                .into_iter()
+                .find(|f| f.as_str() == format)
+                .with_context(|| {
+                    format!(
+                        "--format {format:?}: expected combined, json, syslog, mysql_slow or redis"
+                    )
+                })?;
+            ParseSpec::new(f, "check")
+        }
+    };
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let counts = panorama_agent::check::series_of(spec, std::io::BufReader::new(input))
+        .with_context(|| file.display().to_string())?;
+    print!("{}", counts.render());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -39,6 +105,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::CheckRoutes {
+        file,
+        config,
+        source,
+        format,
+    }) = &args.command
+    {
+        return check_routes(file, config.as_deref(), source.as_deref(), format);
+    }
     let cfg = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::from_flags(args.collector, args.token, args.data_dir, &args.tail)?,

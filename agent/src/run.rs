@@ -1,5 +1,6 @@
 //! The running agent: one task per source (tail → parse → ship → ack), one
-//! for host metrics, and the agent's own `/metrics`.
+//! for host metrics, one per probe plus the probes' shipper, and the
+//! agent's own `/metrics`.
 //!
 //! A source's task handles one chunk at a time: parse it, ship it as one
 //! batch carrying the chunk's source id and byte range, and acknowledge the
@@ -53,6 +54,8 @@ pub struct SourceFigures {
 #[derive(Debug, Default)]
 pub struct AgentFigures {
     sources: Mutex<BTreeMap<String, Arc<SourceFigures>>>,
+    /// Probe results dropped because shipping was behind for too long.
+    pub probe_results_dropped: Arc<AtomicU64>,
 }
 
 impl AgentFigures {
@@ -141,6 +144,10 @@ impl AgentFigures {
                 "panorama_agent_lag_seconds{{source=\"{source}\"}} {lag}\n"
             ));
         }
+        out.push_str(&format!(
+            "# HELP panorama_agent_probe_results_dropped_total Probe runs whose results were dropped while shipping was behind.\n# TYPE panorama_agent_probe_results_dropped_total counter\npanorama_agent_probe_results_dropped_total {}\n",
+            self.probe_results_dropped.load(Ordering::Relaxed)
+        ));
         out
     }
 }
@@ -187,6 +194,27 @@ pub async fn run(
         };
         let stop = stop.clone();
         tasks.spawn(async move { task.run(sampler, stop).await });
+    }
+    if !cfg.probes.is_empty() {
+        let runners = cfg
+            .probes
+            .iter()
+            .map(|p| {
+                crate::probe::schedule::Runner::new(p.clone())
+                    .map_err(|e| anyhow::anyhow!("probe {}@{}: {e}", p.kind.word(), p.name))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let shipper = Shipper::new(cfg.ship.clone())?;
+        let dropped = figures.probe_results_dropped.clone();
+        tasks.spawn(crate::probe::schedule::run(
+            cfg.agent_id.clone(),
+            cfg.host.clone(),
+            runners,
+            cfg.data_dir.join("probes"),
+            shipper,
+            dropped,
+            stop.clone(),
+        ));
     }
     if let Some(addr) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;

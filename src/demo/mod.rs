@@ -31,6 +31,12 @@ pub(crate) struct DemoArgs {
     /// Seconds the incident lasts.
     #[arg(long, default_value_t = 180)]
     incident_secs: u64,
+    /// Seconds before the sessions Redis hangs (a probe sees it first).
+    #[arg(long, default_value_t = 90)]
+    redis_outage_after_secs: u64,
+    /// Seconds the Redis outage lasts.
+    #[arg(long, default_value_t = 60)]
+    redis_outage_secs: u64,
     /// Also mail alerts through this SMTP server (plain, no auth).
     #[arg(long, value_name = "HOST:PORT")]
     smtp: Option<String>,
@@ -113,6 +119,16 @@ when = "absent"
 severity = "critical"
 summary = "{{{{host}}}} has sent nothing for 2 minutes"
 
+[[rule]]
+name = "sessions-redis-down"
+layer = "component"
+series = "redis@sessions ping"
+window = "30s"
+when = "error_ratio >= 100%"
+min_count = 3
+severity = "critical"
+summary = "{{{{series}}}}: the sessions Redis has not answered for 30 s (its log is still quiet)"
+
 [[receiver]]
 name = "mailbox"
 [receiver.mailbox]
@@ -147,7 +163,12 @@ to = ["{to}"]
     out
 }
 
-fn agent_config(dir: &Path, logs: &simulator::Logs, listen: SocketAddr) -> String {
+fn agent_config(
+    dir: &Path,
+    logs: &simulator::Logs,
+    listen: SocketAddr,
+    redis: SocketAddr,
+) -> String {
     let mut out = format!(
         "data_dir = \"{}\"\n\n[collector]\nurls = [\"http://{listen}\"]\n\n[host_metrics]\ninterval_secs = 10\n",
         dir.join("agent").display()
@@ -171,6 +192,10 @@ fn agent_config(dir: &Path, logs: &simulator::Logs, listen: SocketAddr) -> Strin
             path.display()
         ));
     }
+    // The sessions Redis writes nothing while it hangs; its probe says so.
+    out.push_str(&format!(
+        "\n[[probe]]\nname = \"sessions\"\nkind = \"redis\"\ntarget = \"{redis}\"\ninterval = \"2s\"\ntimeout = \"1s\"\njitter = \"200ms\"\nservice = \"game\"\n"
+    ));
     out
 }
 
@@ -199,8 +224,15 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Runni
         rules(&dir.join("mailbox"), smtp),
     )?;
     let logs = simulator::Logs::under(&dir.join("logs"));
+    let redis_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("the simulated Redis's port")?;
+    let redis_addr = redis_listener.local_addr()?;
     let agent_toml = dir.join("agent.toml");
-    std::fs::write(&agent_toml, agent_config(&dir, &logs, args.listen))?;
+    std::fs::write(
+        &agent_toml,
+        agent_config(&dir, &logs, args.listen, redis_addr),
+    )?;
     let agent_cfg = panorama_agent::config::AgentConfig::load(&agent_toml)
         .with_context(|| format!("the demo's agent config {}", agent_toml.display()))?;
 
@@ -208,8 +240,16 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Runni
     let schedule = simulator::Schedule {
         incident_after: Duration::from_secs(args.incident_after_secs),
         incident_for: Duration::from_secs(args.incident_secs),
+        redis_after: Duration::from_secs(args.redis_outage_after_secs),
+        redis_for: Duration::from_secs(args.redis_outage_secs),
     };
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(simulator::fake_redis(
+        redis_listener,
+        schedule,
+        std::time::Instant::now(),
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(simulator::run(
         logs,
         schedule,
@@ -227,7 +267,9 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Runni
          \x20 dashboard  {url}/   (user demo, password demo)\n\
          \x20 logs       {logs}/   (a simulated game service; the built-in agent tails them)\n\
          \x20 mailbox    {mail}/   (alert mails as .eml files{smtp})\n\
-         \x20 incident   in {after} s: the payment gateway slows down and fails, for {dur} s\n\n\
+         \x20 incident   in {after} s: the payment gateway slows down and fails, for {dur} s\n\
+         \x20 redis      in {redis_after} s: the sessions Redis hangs for {redis_for} s; its probe\n\
+         \x20            (redis@sessions ping) fails at once, its log only {log_delay} s later\n\n\
          What to look at: the overview's call layer turns red first (payment-gateway p90\n\
          and errors), then url (POST /api/pay) and business (payment); the Alerts page\n\
          lists them and the mails appear in the mailbox within a minute. Ctrl-C stops.\n",
@@ -239,6 +281,9 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Runni
             .map(|s| format!(", and via SMTP at {s}"))
             .unwrap_or_default(),
         after = args.incident_after_secs,
+        redis_after = args.redis_outage_after_secs,
+        redis_for = args.redis_outage_secs,
+        log_delay = simulator::REDIS_LOG_DELAY.as_secs(),
         dur = args.incident_secs,
     );
     let argv = vec![

@@ -4,6 +4,13 @@
 //! slow log and a Redis log), at a steady rate, and injects an incident on
 //! schedule: the payment gateway slows down and its errors burst, which
 //! shows in every layer above it.
+//!
+//! It also plays the sessions Redis ([`fake_redis`]): a small RESP server
+//! that the agent's redis probe asks every 2 s. Its outage (`redis_after`,
+//! `redis_for`) is silent at first, as a hung Redis is: it accepts and
+//! never answers, and the Redis log gets its first warning only
+//! [`REDIS_LOG_DELAY`] into the outage, so the probe's `redis@sessions
+//! ping` errors come first.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,79 @@ pub(crate) struct Schedule {
     pub(crate) incident_after: Duration,
     /// The incident lasts this long, then the gateway recovers.
     pub(crate) incident_for: Duration,
+    /// The sessions Redis stops answering after this.
+    pub(crate) redis_after: Duration,
+    /// And answers again after this much longer.
+    pub(crate) redis_for: Duration,
+}
+
+/// How long the Redis outage stays out of the Redis log.
+pub(crate) const REDIS_LOG_DELAY: Duration = Duration::from_secs(20);
+
+impl Schedule {
+    fn redis_down(&self, elapsed: Duration) -> bool {
+        elapsed >= self.redis_after && elapsed < self.redis_after + self.redis_for
+    }
+}
+
+/// The sessions Redis: answers `PING` and `INFO` (and `QUIT`) on
+/// `listener`, except during its outage, when it accepts and stays silent.
+pub(crate) async fn fake_redis(
+    listener: tokio::net::TcpListener,
+    schedule: Schedule,
+    start: std::time::Instant,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let (conn, _) = tokio::select! {
+            c = listener.accept() => c?,
+            _ = stop.changed() => return Ok(()),
+        };
+        tokio::spawn(async move {
+            let _ = serve_redis(conn, schedule, start).await;
+        });
+    }
+}
+
+async fn serve_redis(
+    conn: tokio::net::TcpStream,
+    schedule: Schedule,
+    start: std::time::Instant,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut conn = BufReader::new(conn);
+    loop {
+        // One command: `*N` then N `$len` / value line pairs.
+        let mut line = String::new();
+        if conn.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let n: usize = line.trim().trim_start_matches('*').parse().unwrap_or(0);
+        let mut args = Vec::new();
+        for _ in 0..n * 2 {
+            line.clear();
+            conn.read_line(&mut line).await?;
+            if !line.starts_with('$') {
+                args.push(line.trim().to_ascii_uppercase());
+            }
+        }
+        while schedule.redis_down(start.elapsed()) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let reply = match args.first().map(String::as_str) {
+            Some("PING") => "+PONG\r\n".to_owned(),
+            Some("INFO") => {
+                let body = "# Clients\r\nconnected_clients:12\r\n# Memory\r\nused_memory:48234496\r\n# Stats\r\ninstantaneous_ops_per_sec:350\r\n";
+                format!("${}\r\n{body}\r\n", body.len())
+            }
+            Some("QUIT") => {
+                conn.write_all(b"+OK\r\n").await?;
+                return Ok(());
+            }
+            _ => "-ERR unknown command\r\n".to_owned(),
+        };
+        conn.write_all(reply.as_bytes()).await?;
+    }
 }
 
 /// The log files, under one directory.
@@ -82,7 +162,7 @@ pub(crate) async fn run(
     let start = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n: u64 = 0;
-    let mut announced = (false, false);
+    let mut announced = (false, false, false);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -195,6 +275,21 @@ pub(crate) async fn run(
                 rng.random_range(1000..2_000_000),
                 now.timestamp(),
                 rng.random_range(1..100_000)
+            )?;
+        }
+        let redis_down = schedule.redis_down(elapsed);
+        if redis_down && !announced.2 {
+            announced.2 = true;
+            eprintln!(
+                "\n>>> demo: the sessions Redis hangs; its probe fails at once, its log stays quiet for {} s\n",
+                REDIS_LOG_DELAY.as_secs()
+            );
+        }
+        if redis_down && elapsed >= schedule.redis_after + REDIS_LOG_DELAY && n.is_multiple_of(50) {
+            writeln!(
+                redis,
+                "4242:M {} # Client id=7 addr=10.0.1.11:52100 closed: output buffer limit reached",
+                now.format("%d %b %Y %H:%M:%S%.3f"),
             )?;
         }
         if n.is_multiple_of(100) {

@@ -160,3 +160,100 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
     let banner = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(banner.contains("user demo, password demo"), "{banner}");
 }
+
+/// The demo's two promises of issue 20: its URL layer stays readable
+/// (hashed asset names and ids normalized into a few routes), and the
+/// sessions Redis that hangs is seen by its probe before its log says
+/// anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_has_few_url_series_and_its_redis_probe_fires_before_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("demo.log");
+    let args: Vec<String> = [
+        "demo",
+        "--dir",
+        &dir.path().join("demo").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--incident-after-secs",
+        "600",
+        "--redis-outage-after-secs",
+        "15",
+        "--redis-outage-secs",
+        "600",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut p = Proc::start(&binary("panorama"), &args, &log);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let now = || chrono::Utc::now().timestamp_millis();
+    // The probe's errors reach the store while the Redis log is quiet
+    // (its first warning comes 20 s into the outage).
+    let start = Instant::now();
+    let mut probe_errors = 0;
+    while start.elapsed() < Duration::from_secs(120) {
+        let r: serde_json::Value = match client
+            .get(format!(
+                "{base}/api/v1/series?layer=component&service=game&name=redis@sessions%20ping&from={}&to={}",
+                now() - 600_000,
+                now() + 60_000
+            ))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        probe_errors = r["points"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|x| x["errors"].as_u64()).sum())
+            .unwrap_or(0);
+        if probe_errors > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let redis_log =
+        std::fs::read_to_string(dir.path().join("demo/logs/redis.log")).unwrap_or_default();
+    assert!(
+        probe_errors > 0,
+        "the redis probe failed within 120 s; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        !redis_log.contains(" # "),
+        "the Redis log has no warning yet when the probe already failed:\n{redis_log}"
+    );
+    // Let the access log run a while, then count the url layer's series.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // The last whole minute, once the collector has written it.
+    let (mut rows, mut top) = (Vec::new(), serde_json::Value::Null);
+    let start = Instant::now();
+    while rows.is_empty() && start.elapsed() < Duration::from_secs(120) {
+        top = client
+            .get(format!(
+                "{base}/api/v1/top?layer=url&minute={}&by=count&limit=1000",
+                (now() / 60_000 - 1) * 60_000
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        rows = top["series"].as_array().cloned().unwrap_or_default();
+        if rows.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    assert!(!rows.is_empty(), "the url layer has series: {top}");
+    assert!(
+        rows.len() < 20,
+        "the url layer has {} series, fewer than 20 expected: {top}",
+        rows.len()
+    );
+    assert!(p.terminate(Duration::from_secs(30)), "the demo stops");
+}

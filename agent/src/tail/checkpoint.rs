@@ -129,22 +129,28 @@ impl Checkpointer {
 
     fn write(&self, file: &CheckpointFile) -> io::Result<()> {
         let body = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&dir)?;
-        let mut tmp_name = self.path.clone().into_os_string();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        sync_dir(&dir)
+        write_atomic(&self.path, &body)
     }
+}
+
+/// Writes `body` to `path` so that a crash leaves the old or the new
+/// content, never a mix: tmp → fsync → rename → fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir)?;
+    let mut tmp_name = path.to_path_buf().into_os_string();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(&dir)
 }
 
 /// Makes the rename itself durable.

@@ -62,7 +62,7 @@
 //! flush), `checkpoint` (the persisted format), `watch` (notify), `tailer`
 //! (scan, match, read, ack).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod fingerprint;
 mod lines;
 mod tailer;

@@ -18,8 +18,12 @@ use crate::{Dashboard, format};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// How many series the table lists (the busiest; sorting reorders them).
-const TABLE_ROWS: usize = 500;
+/// How many series the table lists (the busiest by the chosen order);
+/// a longer table is a wall nobody on duty reads. `?all=1` lists them all.
+const TABLE_ROWS: usize = 100;
+/// Most series read for the table, so that it can say how many it leaves
+/// out and `?all=1` has them.
+const ALL_ROWS: usize = 10_000;
 
 /// The ranges offered, with their length.
 pub(crate) const RANGES: [(&str, i64); 4] = [
@@ -35,6 +39,8 @@ pub(crate) struct RangeQuery {
     pub(crate) from: Option<String>,
     pub(crate) to: Option<String>,
     pub(crate) sort: Option<String>,
+    /// `1`: the layer page lists every series, not the busiest hundred.
+    pub(crate) all: Option<String>,
 }
 
 /// A checked time range: `[from, to)` on minute bounds, and its name.
@@ -136,6 +142,10 @@ struct LayerPage {
     charts: Vec<String>,
     sort: String,
     rows: Vec<Row>,
+    /// "N more series…" when the table is cut, with `all_href` to see them.
+    more: String,
+    all_href: String,
+    all_label: String,
 }
 
 /// The bucket starts of a range.
@@ -206,7 +216,7 @@ pub(crate) async fn page(
         range: TotalsQuery::range(range.from, range.to).layer(layer),
         by_host: false,
         order: Metric::Count,
-        limit: TABLE_ROWS,
+        limit: ALL_ROWS,
     };
     let (now_rows, then_rows, series, now_pts, then_pts) = tokio::join!(
         store.layer_totals(&now_q),
@@ -316,6 +326,37 @@ pub(crate) async fn page(
         series.sort_by(|a, b| key(&b.totals).total_cmp(&key(&a.totals)));
     }
     let span_secs = (range.to - range.from) as f64 / 1000.0;
+    let show_all = q.all.as_deref() == Some("1");
+    let total = series.len();
+    if !show_all {
+        series.truncate(TABLE_ROWS);
+    }
+    let hidden = total - series.len();
+    let zh = matches!(
+        crate::auth::lang(&d, req.headers()),
+        crate::config::Lang::Zh
+    );
+    let (more, all_label) = match (hidden, zh) {
+        (0, _) => (String::new(), String::new()),
+        (n, false) => (
+            format!("The busiest {TABLE_ROWS} of {total} series; {n} more not shown."),
+            format!("Show all {total}"),
+        ),
+        (n, true) => (
+            format!("显示最繁忙的 {TABLE_ROWS} 个序列（共 {total} 个），另有 {n} 个未显示。"),
+            format!("显示全部 {total} 个"),
+        ),
+    };
+    let all_href = format!(
+        "?range={}&sort={}&all=1{}",
+        range.name,
+        sort,
+        if range.name == "custom" {
+            format!("&from={}&to={}", range.from, range.to)
+        } else {
+            String::new()
+        }
+    );
     let rows = series
         .iter()
         .map(|r| Row {
@@ -349,5 +390,8 @@ pub(crate) async fn page(
         charts,
         sort,
         rows,
+        more,
+        all_href,
+        all_label,
     }))
 }

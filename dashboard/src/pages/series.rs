@@ -161,6 +161,7 @@ pub(crate) async fn page(
                 from: q.from.clone(),
                 to: q.to.clone(),
                 sort: None,
+                all: None,
             },
             tz,
             now,
