@@ -22,8 +22,8 @@ pub mod auth;
 pub mod compact;
 pub mod config;
 pub mod ledger;
-pub mod serve;
 pub mod live;
+pub mod serve;
 pub mod service;
 pub mod wal;
 

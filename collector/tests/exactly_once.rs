@@ -19,8 +19,9 @@ use panorama_model::wire::binary::{self, Batch, BatchMeta};
 use panorama_model::{Event, Layer, Outcome, Rollup, Sample};
 use panorama_store::sqlite::SqliteStore;
 use panorama_store::{
-    LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery, SeriesTotals,
-    SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, TotalsQuery,
+    CompactedHour, HourMark, LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries,
+    SeriesQuery, SeriesTotals, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery,
+    TotalsQuery,
 };
 use proptest::prelude::*;
 use tower::ServiceExt;
@@ -335,6 +336,39 @@ impl Store for Refusing {
         keep_days: u32,
     ) -> Result<RetentionReport, StoreError> {
         self.inner.apply_retention(now_ms, keep_days).await
+    }
+    async fn read_hourly_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
+        self.inner.read_hourly_rollups(q).await
+    }
+    async fn read_hourly_layer_rollups(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        self.inner
+            .read_hourly_layer_rollups(layer, from_ms, to_ms)
+            .await
+    }
+    async fn write_hour(&self, hour: &CompactedHour) -> Result<(), StoreError> {
+        self.inner.write_hour(hour).await
+    }
+    async fn hour_marks(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourMark>, StoreError> {
+        self.inner.hour_marks(from_ms, to_ms).await
+    }
+    async fn minute_events_by_hour(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<BTreeMap<i64, u64>, StoreError> {
+        self.inner.minute_events_by_hour(from_ms, to_ms).await
+    }
+    async fn apply_hourly_retention(
+        &self,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Result<RetentionReport, StoreError> {
+        self.inner.apply_hourly_retention(now_ms, keep_days).await
     }
     async fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync().await

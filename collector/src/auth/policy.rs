@@ -53,11 +53,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // Voice providers post call receipts here; the path carries the
     // receiver's own callback secret, which the handler checks in
     // constant time (a provider cannot send a bearer token).
-    (
-        "POST",
-        "/api/v1/voice/callback/{receiver}",
-        Need::Anyone,
-    ),
+    ("POST", "/api/v1/voice/callback/{receiver}", Need::Anyone),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
