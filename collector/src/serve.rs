@@ -136,11 +136,15 @@ fn stamp(files: &TlsFiles) -> Option<[(SystemTime, u64); 2]> {
     Some([one(&files.cert_file)?, one(&files.key_file)?])
 }
 
+/// Modification time and size of the certificate and key files, as last
+/// loaded: a change in either means a renewal to pick up.
+type FileStamps = Option<[(SystemTime, u64); 2]>;
+
 /// The certificate in force, swapped when its files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
     files: TlsFiles,
-    current: RwLock<(Arc<CertifiedKey>, Option<[(SystemTime, u64); 2]>)>,
+    current: RwLock<(Arc<CertifiedKey>, FileStamps)>,
 }
 
 impl ReloadingCert {

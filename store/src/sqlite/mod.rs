@@ -649,10 +649,11 @@ struct RollupRow {
     body: String,
 }
 
-/// Whole-layer rollups encoded for their rows: id, layer, minute, count, body.
-fn layer_rows(
-    rollups: &[Rollup],
-) -> Result<Vec<(String, &'static str, i64, i64, String)>, StoreError> {
+/// One whole-layer rollup's row: id, layer, minute, count, body.
+type LayerRow = (String, &'static str, i64, i64, String);
+
+/// Whole-layer rollups encoded for their rows.
+fn layer_rows(rollups: &[Rollup]) -> Result<Vec<LayerRow>, StoreError> {
     rollups
         .iter()
         .map(|r| {
