@@ -6,7 +6,10 @@ tail), ids in paths so that route normalization has work to do, about 2 %
 errors, request times from 1 ms to a few seconds. Deterministic: the same
 arguments always write the same file.
 
-    bench/gen_access_log.py OUT [LINES]     (default 2,000,000 lines)
+    bench/gen_access_log.py OUT [LINES [START]]
+
+LINES defaults to 2,000,000; START (Unix seconds of the first line, 2000
+lines a second after it) to 2026-11-22 00:00 UTC.
 """
 import random
 import sys
@@ -28,7 +31,7 @@ def main():
     templates.append(("GET", "/static/app.{hex}.js"))
     # Zipf-like weights: route k gets 1/(k+1).
     weights = [1.0 / (k + 1) for k in range(len(templates))]
-    start = int(time.mktime((2026, 11, 22, 0, 0, 0, 0, 0, -1)))
+    start = int(sys.argv[3]) if len(sys.argv) > 3 else int(time.mktime((2026, 11, 22, 0, 0, 0, 0, 0, -1)))
     statuses = [200] * 90 + [201] * 3 + [304] * 3 + [404] * 2 + [500, 503]
     agents = ['"Mozilla/5.0 (iPhone; CPU iPhone OS 18_0)"', '"okhttp/4.12.0"', '"curl/8.5.0"']
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
