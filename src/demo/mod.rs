@@ -123,8 +123,10 @@ summary = "{{{{host}}}} has sent nothing for 2 minutes"
 name = "sessions-redis-down"
 layer = "component"
 series = "redis@sessions ping"
-window = "30s"
-when = "error_ratio >= 100%"
+# Windows are whole (sliding) minutes; the probe runs every 2 s, so 15
+# failed runs in the last minute are 30 s without an answer.
+window = "1m"
+when = "errors >= 15"
 min_count = 3
 severity = "critical"
 summary = "{{{{series}}}}: the sessions Redis has not answered for 30 s (its log is still quiet)"
