@@ -232,10 +232,6 @@ impl Incidents {
             i.resolved_ms.is_none()
                 && i.members.iter().any(|x| {
                     (x.started_ms - m.started_ms).abs() <= window_ms
-                        // Two alerts of one layer on the same node (two routes
-                        // of one service) are two faults unless something
-                        // below explains both; they then join through it.
-                        && !(x.node == m.node && x.layer == m.layer)
                         && graph.connected(&x.node, &m.node)
                 })
         });
