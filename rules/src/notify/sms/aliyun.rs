@@ -109,6 +109,19 @@ pub(super) async fn send(
     // Aliyun keeps OutId with the delivery report: the notice id ties
     // a report back to the page.
     params.insert("OutId".into(), notice.id.chars().take(256).collect());
+    let url = signed_get_url(cfg.endpoint(), params, secret);
+    let answer = http::execute("sms", client.get(url)).await?;
+    outcome(&answer)
+}
+
+/// A GET URL for an Aliyun RPC API (SMS and voice alike): the request's
+/// own nonce and timestamp added to `params`, then signed (RPC signature
+/// V1).
+pub(crate) fn signed_get_url(
+    endpoint: &str,
+    mut params: BTreeMap<String, String>,
+    secret: &str,
+) -> String {
     params.insert(
         "SignatureNonce".into(),
         format!("{:032x}", rand::random::<u128>()),
@@ -118,14 +131,11 @@ pub(super) async fn send(
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     );
     let sig = signature("GET", &params, secret);
-    let url = format!(
-        "{}?Signature={}&{}",
-        cfg.endpoint(),
+    format!(
+        "{endpoint}?Signature={}&{}",
         http::percent_encode(&sig),
         canonical_query(&params)
-    );
-    let answer = http::execute("sms", client.get(url)).await?;
-    outcome(&answer)
+    )
 }
 
 /// Aliyun's RPC signature V1: `Base64(HMAC-SHA1(secret + "&",

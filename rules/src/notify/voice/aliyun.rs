@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::notify::http::{self, Answer};
-use crate::notify::sms::aliyun::{ALIYUN_TRANSIENT, canonical_query, signature};
+use crate::notify::sms::aliyun::{ALIYUN_TRANSIENT, signed_get_url};
 use crate::notify::{DeliveryError, Notice};
 
 /// Aliyun's public endpoint for Dyvmsapi.
@@ -114,21 +114,7 @@ pub(super) async fn call(
     p.insert("TtsParam".into(), tts_param);
     p.insert("PlayTimes".into(), play_times.to_string());
     p.insert("OutId".into(), notice.id.chars().take(128).collect());
-    p.insert(
-        "SignatureNonce".into(),
-        format!("{:032x}", rand::random::<u128>()),
-    );
-    p.insert(
-        "Timestamp".into(),
-        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    );
-    let sig = signature("GET", &p, secret);
-    let url = format!(
-        "{}?Signature={}&{}",
-        cfg.endpoint(),
-        http::percent_encode(&sig),
-        canonical_query(&p)
-    );
+    let url = signed_get_url(cfg.endpoint(), p, secret);
     let answer = http::execute("voice", client.get(url)).await?;
     outcome(&answer)
 }
