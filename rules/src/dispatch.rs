@@ -133,10 +133,9 @@ impl Dispatcher {
     /// incident's notice will carry it instead. True when some receiver was
     /// already told it fires: then it stays where it is.
     pub fn withdraw(&mut self, rule: &str, group_key: &str) -> bool {
-        let mut told = false;
+        let told = self.told(rule, group_key);
         for b in self.batches.values_mut().filter(|b| b.facts.rule == rule) {
             if b.firing.contains_key(group_key) {
-                told = true;
                 continue;
             }
             if b.changed.remove(group_key).is_some() && b.changed.is_empty() {
@@ -144,6 +143,13 @@ impl Dispatcher {
             }
         }
         told
+    }
+
+    /// True when some receiver of `rule`'s batches was told this alert fires.
+    pub fn told(&self, rule: &str, group_key: &str) -> bool {
+        self.batches
+            .values()
+            .any(|b| b.facts.rule == rule && b.firing.contains_key(group_key))
     }
 
     /// Marks an alert acknowledged in every batch: it is named as such and

@@ -1,7 +1,8 @@
 //! Incidents through the engine, with mail received by a real SMTP server:
 //! the demo's shape (a failing gateway call and the url and business alerts
 //! it causes) is one page naming the call; a host outage names the host;
-//! two unrelated faults are two incidents; a cause found a minute after its
+//! two unrelated faults are two incidents, and so is a second dependency
+//! of one service failing during the first fault; a cause found a minute after its
 //! effect is named again; a restart mid-incident pages nobody twice; a
 //! silence on the cause quiets its effects; `[[depends]]` links what the
 //! data does not.
@@ -357,6 +358,103 @@ severity = "critical"
         "{s:?}"
     );
     assert_eq!(e.incidents().await.len(), 2);
+}
+
+/// The demo's gateway fault, and a minute on, while it lasts, the sessions
+/// Redis of the same service stops answering and its login route fails:
+/// the service depends on both, but the gateway's calls do not depend on
+/// Redis, so Redis is a second incident with the login route as its effect
+/// (and two routes of one service are never each other's cause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_dependency_failing_during_an_incident_is_paged_as_its_own() {
+    let smtp = SmtpServer::start();
+    let rules = format!(
+        r#"{}
+[[rule]]
+name = "sessions-down"
+layer = "component"
+series = "redis@sessions ping"
+window = "1m"
+every = "10s"
+when = "errors >= 5"
+severity = "critical"
+
+[[rule]]
+name = "login-errors"
+layer = "url"
+series = "POST /api/login"
+window = "1m"
+every = "10s"
+when = "error_ratio > 10%"
+severity = "critical"
+"#,
+        demo_rules(&smtp, "10s")
+    );
+    let env = Env::new(&rules);
+    let e = env.open().await;
+    let gateway = |m: i64| -> Vec<Rollup> {
+        demo_minute(m, 40)
+            .into_iter()
+            .filter(|r| r.key.name != "POST /api/login")
+            .collect()
+    };
+    env.write(&gateway(T0)).await;
+    env.write(&[events(
+        T0,
+        Layer::Url,
+        "game",
+        "app1",
+        "POST /api/login",
+        300,
+        0,
+    )])
+    .await;
+    step(&e, T0 + 5 * SEC).await;
+    step(&e, T0 + 20 * SEC).await;
+    let got = exactly(&smtp, 1).await;
+    assert!(
+        got[0]
+            .subject()
+            .contains("incident 1: probable cause: call game payment-gateway"),
+        "{}",
+        got[0].subject()
+    );
+    let mut minute = gateway(T0 + MIN);
+    minute.push(events(
+        T0 + MIN,
+        Layer::Component,
+        "game",
+        "app1",
+        "redis@sessions ping",
+        20,
+        20,
+    ));
+    minute.push(events(
+        T0 + MIN,
+        Layer::Url,
+        "game",
+        "app1",
+        "POST /api/login",
+        300,
+        90,
+    ));
+    env.write(&minute).await;
+    step(&e, T0 + MIN + 5 * SEC).await;
+    step(&e, T0 + MIN + 20 * SEC).await;
+    let got = exactly(&smtp, 2).await;
+    assert_eq!(
+        got[1].subject(),
+        "[FIRING 2] critical incident 2: probable cause: component game redis@sessions ping 20 \
+         (sessions-down); 1 effect: POST /api/login 30%"
+    );
+    let list = e.incidents().await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let first = list.iter().find(|i| i.id == 1).expect("incident 1");
+    assert_eq!(
+        first.members.len(),
+        3,
+        "the gateway's incident is as it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! `panorama demo`, the README's first command, run for real: the simulated
 //! service's logs flow through the in-process agent, the injected incident
 //! fires the demo's rules, and one incident mail naming the payment gateway
-//! as the probable cause lands in the mailbox directory, then one resolved;
+//! as the probable cause lands in the mailbox directory, then one resolved
+//! (a Redis outage of the same service meanwhile is paged on its own);
 //! the dashboard answers, and Ctrl-C (SIGTERM) stops everything cleanly.
 
 use std::time::{Duration, Instant};
@@ -22,6 +23,13 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
         "--incident-after-secs",
         "10",
         "--incident-secs",
+        "60",
+        // The sessions Redis hangs while the gateway fails: the same
+        // service depends on both, but it is a second fault and is paged
+        // as such, never folded into the gateway's incident.
+        "--redis-outage-after-secs",
+        "40",
+        "--redis-outage-secs",
         "60",
     ]
     .iter()
@@ -61,7 +69,7 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
     while start.elapsed() < Duration::from_secs(150) {
         if let Some(m) = read_mails()
             .into_iter()
-            .find(|m| subject(m).contains("[FIRING"))
+            .find(|m| subject(m).contains("[FIRING") && subject(m).contains("incident 1"))
         {
             found = Some(m);
             break;
@@ -110,28 +118,47 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
         assert!(count > 0, "layer {layer} has data: {r}");
     }
     // The gateway recovers: one resolved mail for the whole incident, and
-    // never a second firing one.
+    // never a second firing one. The Redis outage is paged on its own.
     let start = Instant::now();
+    let is_gateway = |s: &str| {
+        s.contains("incident 1")
+            || ["payment-gateway", "pay-route-errors", "payments-failing"]
+                .iter()
+                .any(|r| s.contains(r))
+    };
     while start.elapsed() < Duration::from_secs(240)
-        && !read_mails()
-            .iter()
-            .any(|m| subject(m).contains("[RESOLVED"))
+        && !read_mails().iter().any(|m| {
+            let s = subject(m);
+            s.contains("[RESOLVED") && is_gateway(&s)
+        })
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let subjects: Vec<String> = read_mails().iter().map(|m| subject(m)).collect();
+    let gateway: Vec<&String> = subjects.iter().filter(|s| is_gateway(s)).collect();
     assert_eq!(
-        subjects.iter().filter(|s| s.contains("[FIRING")).count(),
+        gateway.iter().filter(|s| s.contains("[FIRING")).count(),
         1,
         "one firing mail for the incident: {subjects:?}"
     );
     assert_eq!(
-        subjects.iter().filter(|s| s.contains("[RESOLVED")).count(),
+        gateway.iter().filter(|s| s.contains("[RESOLVED")).count(),
         1,
         "one resolved mail for the incident: {subjects:?}"
     );
-    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert_eq!(gateway.len(), 2, "{subjects:?}");
+    let redis: Vec<&String> = subjects.iter().filter(|s| !is_gateway(s)).collect();
+    assert!(
+        redis
+            .iter()
+            .all(|s| s.contains("sessions-redis-down") && !s.contains("incident")),
+        "the only other page is the Redis outage, alone: {subjects:?}"
+    );
+    assert!(
+        redis.iter().any(|s| s.contains("[FIRING")),
+        "the Redis outage during the incident was paged: {subjects:?}"
+    );
     let incidents: serde_json::Value = client
         .get(format!("http://127.0.0.1:{port}/api/v1/incidents"))
         .send()
@@ -141,12 +168,21 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
         .await
         .unwrap();
     let list = incidents["incidents"].as_array().expect("a list");
-    assert_eq!(list.len(), 1, "{incidents}");
+    let first = list
+        .iter()
+        .find(|i| i["id"] == 1)
+        .unwrap_or_else(|| panic!("incident 1: {incidents}"));
     assert_eq!(
-        list[0]["members"][0]["series"], "payment-gateway",
+        first["members"][0]["series"], "payment-gateway",
         "{incidents}"
     );
-    assert_eq!(list[0]["members"][0]["cause"], true, "{incidents}");
+    assert_eq!(first["members"][0]["cause"], true, "{incidents}");
+    assert!(
+        first["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["layer"] != "component")),
+        "Redis is not in the gateway's incident: {incidents}"
+    );
     let login = client
         .get(format!("http://127.0.0.1:{port}/login"))
         .send()

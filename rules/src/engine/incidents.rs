@@ -186,11 +186,51 @@ impl Engine {
             carrier: Carrier::Rule,
             notice: na.clone(),
         };
-        let j = st
-            .incidents
-            .join(m, self.inner.cfg.incident_window_ms, now_ms);
+        let dispatcher = &st.persisted.dispatcher;
+        let j = st.incidents.join(
+            m,
+            self.inner.cfg.incident_window_ms,
+            now_ms,
+            |i: &Incident| {
+                i.members
+                    .iter()
+                    .any(|m| m.carrier == Carrier::Incident && dispatcher.told(&i.key(), &m.alert))
+            },
+        );
         if !j.new {
             return;
+        }
+        for (gone, alerts) in &j.absorbed {
+            // Nobody was told of the absorbed incident as such: its members
+            // leave its batch and, as not yet told, move to this one's with
+            // the next change (see `record_firing`).
+            if let Some(i) = st.incidents.get_mut(j.id) {
+                for m in i
+                    .members
+                    .iter_mut()
+                    .filter(|m| m.carrier == Carrier::Incident && alerts.contains(&m.alert))
+                {
+                    if st
+                        .persisted
+                        .dispatcher
+                        .withdraw(&incident::key(*gone), &m.alert)
+                    {
+                        continue;
+                    }
+                    m.carrier = Carrier::Rule;
+                }
+            }
+            st.history.append(Record {
+                at_ms: now_ms,
+                event: "incident_merged".into(),
+                rule: rule.name.clone(),
+                group: group.key.clone(),
+                detail: format!(
+                    "incident {gone} merged into incident {}: {} explains both",
+                    j.id,
+                    id.replace('\u{1f}', " ")
+                ),
+            });
         }
         let cause = j.cause.replace('\u{1f}', " ");
         let detail = if j.cause == id {

@@ -162,6 +162,9 @@ pub struct Joined {
     pub new: bool,
     /// The cause changed by this join.
     pub cause_changed: bool,
+    /// Incidents merged into this one by the join (this alert explains
+    /// their causes too), each with its members' alert ids.
+    pub absorbed: Vec<(u64, Vec<String>)>,
 }
 
 /// Every incident, open and recently resolved, and the graph.
@@ -205,11 +208,43 @@ impl Incidents {
         }
     }
 
-    /// A firing alert joins the open incident it is connected to (a member
-    /// within `window_ms` of its start whose node depends on its node or
-    /// the other way round), or starts one. A member firing again only
-    /// updates its line.
-    pub fn join(&mut self, m: Member, window_ms: i64, now_ms: i64) -> Joined {
+    /// True when `c` may explain `e`: `e`'s node depends on `c`'s, or both
+    /// stand for one part of the system (the same series measured by two
+    /// rules, a host's or a component's readings, a service's route and
+    /// the business event it serves, lower layer first). Two routes or two
+    /// events of one service explain nothing of each other: they fail for
+    /// their own reasons unless something below them both is failing.
+    pub fn explains(&self, c: &Member, e: &Member) -> bool {
+        if c.node != e.node {
+            return self.graph.reaches(&e.node, &c.node);
+        }
+        let distinct = c.node.starts_with("svc:")
+            && c.layer == e.layer
+            && !c.series.is_empty()
+            && !e.series.is_empty()
+            && c.series != e.series;
+        !distinct && rank(c.layer) <= rank(e.layer)
+    }
+
+    /// A firing alert joins the open incidents it belongs to, or starts
+    /// one. A member firing again only updates its line.
+    ///
+    /// It belongs to an incident (one with a member started within
+    /// `window_ms` of it) when it explains the incident's cause (it is a
+    /// deeper cause: it becomes the cause) or the cause explains it (it is
+    /// an effect). Connected only to an incident's effects, it is another
+    /// fault (a second dependency of the same service failing) and does not
+    /// join. An effect that two incidents' causes explain joins the one
+    /// whose cause started nearer to it; a cause of several incidents
+    /// merges them into the oldest, except those `told` says were already
+    /// paged as incidents of their own (their readers keep their number).
+    pub fn join(
+        &mut self,
+        m: Member,
+        window_ms: i64,
+        now_ms: i64,
+        told: impl Fn(&Incident) -> bool,
+    ) -> Joined {
         if let Some(i) = self
             .list
             .iter_mut()
@@ -225,49 +260,86 @@ impl Incidents {
                 cause: i.cause.clone(),
                 new: false,
                 cause_changed: false,
+                absorbed: Vec::new(),
             };
         }
-        let graph = &self.graph;
-        let found = self.list.iter().position(|i| {
-            i.resolved_ms.is_none()
-                && i.members.iter().any(|x| {
-                    (x.started_ms - m.started_ms).abs() <= window_ms
-                        && graph.connected(&x.node, &m.node)
-                })
-        });
-        match found {
-            Some(pos) => {
-                let i = &mut self.list[pos];
-                let before = i.cause.clone();
-                i.started_ms = i.started_ms.min(m.started_ms);
-                i.members.push(m);
-                i.pick_cause();
-                Joined {
-                    id: i.id,
-                    cause: i.cause.clone(),
-                    new: true,
-                    cause_changed: i.cause != before,
+        let mut targets: Vec<usize> = Vec::new();
+        let mut effect_of: Option<(usize, i64)> = None;
+        for (pos, i) in self.list.iter().enumerate() {
+            if i.resolved_ms.is_some()
+                || !i
+                    .members
+                    .iter()
+                    .any(|x| (x.started_ms - m.started_ms).abs() <= window_ms)
+            {
+                continue;
+            }
+            let Some(c) = i.cause() else { continue };
+            if self.explains(&m, c) {
+                targets.push(pos);
+            } else if self.explains(c, &m) {
+                let gap = (c.started_ms - m.started_ms).abs();
+                if effect_of.is_none_or(|(_, g)| gap < g) {
+                    effect_of = Some((pos, gap));
                 }
             }
-            None => {
-                self.next_id += 1;
-                let id = self.next_id;
-                let cause = m.alert.clone();
-                self.list.push(Incident {
-                    id,
-                    started_ms: m.started_ms.min(now_ms),
-                    resolved_ms: None,
-                    cause: cause.clone(),
-                    members: vec![m],
-                    named: BTreeMap::new(),
-                });
-                Joined {
-                    id,
-                    cause,
-                    new: true,
-                    cause_changed: false,
-                }
-            }
+        }
+        if let Some((pos, _)) = effect_of
+            && !targets.contains(&pos)
+        {
+            targets.push(pos);
+        }
+        targets.sort_unstable();
+        let Some((&keep, rest)) = targets.split_first() else {
+            self.next_id += 1;
+            let id = self.next_id;
+            let cause = m.alert.clone();
+            self.list.push(Incident {
+                id,
+                started_ms: m.started_ms.min(now_ms),
+                resolved_ms: None,
+                cause: cause.clone(),
+                members: vec![m],
+                named: BTreeMap::new(),
+            });
+            return Joined {
+                id,
+                cause,
+                new: true,
+                cause_changed: false,
+                absorbed: Vec::new(),
+            };
+        };
+        let absorb: Vec<usize> = rest
+            .iter()
+            .copied()
+            .filter(|&p| !told(&self.list[p]))
+            .collect();
+        let mut absorbed = Vec::new();
+        // Highest position first, so that the others (and `keep`, the
+        // lowest) stay where they are.
+        for &p in absorb.iter().rev() {
+            let gone = self.list.remove(p);
+            absorbed.push((
+                gone.id,
+                gone.members.iter().map(|m| m.alert.clone()).collect(),
+            ));
+            let i = &mut self.list[keep];
+            i.started_ms = i.started_ms.min(gone.started_ms);
+            i.members.extend(gone.members);
+        }
+        absorbed.reverse();
+        let i = &mut self.list[keep];
+        let before = i.cause.clone();
+        i.started_ms = i.started_ms.min(m.started_ms);
+        i.members.push(m);
+        i.pick_cause();
+        Joined {
+            id: i.id,
+            cause: i.cause.clone(),
+            new: true,
+            cause_changed: i.cause != before,
+            absorbed,
         }
     }
 
@@ -351,34 +423,162 @@ mod tests {
         }
     }
 
+    fn on(mut m: Member, host: &str) -> Member {
+        m.host = host.into();
+        m.node = graph::node_of(m.layer, &m.service, &m.series, host);
+        m
+    }
+
+    /// Joins at time 0, nothing told yet.
+    fn join(s: &mut Incidents, m: Member) -> Joined {
+        s.join(m, DEFAULT_WINDOW_MS, 0, |_| false)
+    }
+
     #[test]
     fn a_call_and_its_callers_routes_are_one_incident_with_the_call_as_cause() {
         let mut s = Incidents::default();
-        let a = s.join(
-            member("pay", Layer::Url, "game", "POST /pay", 0),
-            DEFAULT_WINDOW_MS,
-            0,
-        );
-        let b = s.join(
-            member("gw", Layer::Call, "game", "gateway", 60_000),
-            DEFAULT_WINDOW_MS,
-            0,
-        );
+        let a = join(&mut s, member("pay", Layer::Url, "game", "POST /pay", 0));
+        let b = join(&mut s, member("gw", Layer::Call, "game", "gateway", 60_000));
         assert_eq!(a.id, b.id);
         assert!(b.cause_changed);
         assert_eq!(b.cause, "gw\u{1f}game/gateway");
-        let c = s.join(
-            member("other", Layer::Url, "shop", "GET /", 0),
-            DEFAULT_WINDOW_MS,
-            0,
-        );
+        let c = join(&mut s, member("other", Layer::Url, "shop", "GET /", 0));
         assert_ne!(c.id, a.id, "unconnected");
-        let d = s.join(
+        let d = join(
+            &mut s,
             member("late", Layer::Business, "game", "payment", 10 * 60_000),
-            DEFAULT_WINDOW_MS,
-            0,
         );
         assert_ne!(d.id, a.id, "outside the window");
+    }
+
+    #[test]
+    fn two_routes_of_one_service_are_two_faults_until_a_cause_below_joins_them() {
+        let mut s = Incidents::default();
+        let mut g = Graph::default();
+        g.learn(
+            [
+                graph::SeenSeries {
+                    layer: Layer::Url,
+                    service: "shop",
+                    name: "POST /pay",
+                    host: "web1",
+                },
+                graph::SeenSeries {
+                    layer: Layer::Url,
+                    service: "shop",
+                    name: "POST /login",
+                    host: "web1",
+                },
+            ],
+            1,
+        );
+        s.graph = g;
+        let pay = join(
+            &mut s,
+            on(member("pay", Layer::Url, "shop", "POST /pay", 0), "web1"),
+        );
+        let login = join(
+            &mut s,
+            on(
+                member("login", Layer::Url, "shop", "POST /login", 0),
+                "web1",
+            ),
+        );
+        assert_ne!(pay.id, login.id, "two routes fail for their own reasons");
+        // The route's business event is the route's effect.
+        let paid = join(
+            &mut s,
+            member("paid", Layer::Business, "shop", "payment", 0),
+        );
+        assert_eq!(paid.id, pay.id);
+        // The host under both explains both: one incident, the older number.
+        let cpu = join(
+            &mut s,
+            on(member("cpu", Layer::Infra, "", "cpu.busy", 0), "web1"),
+        );
+        assert_eq!(cpu.id, pay.id);
+        assert_eq!(
+            cpu.absorbed,
+            vec![(login.id, vec!["login\u{1f}shop/POST /login".to_owned()])]
+        );
+        assert!(cpu.cause_changed);
+        assert_eq!(s.list.len(), 1);
+        assert_eq!(s.list[0].members.len(), 4);
+        assert_eq!(s.list[0].cause, "cpu\u{1f}/cpu.busy");
+    }
+
+    #[test]
+    fn an_incident_already_paged_keeps_its_number_when_a_cause_below_appears() {
+        let mut s = Incidents::default();
+        let a = join(
+            &mut s,
+            on(member("a", Layer::Url, "shop", "GET /a", 0), "web1"),
+        );
+        let b = join(
+            &mut s,
+            on(member("b", Layer::Url, "shop", "GET /b", 0), "web1"),
+        );
+        s.graph.learn(
+            ["GET /a", "GET /b"].map(|name| graph::SeenSeries {
+                layer: Layer::Url,
+                service: "shop",
+                name,
+                host: "web1",
+            }),
+            1,
+        );
+        let told = b.id;
+        let cpu = s.join(
+            on(member("cpu", Layer::Infra, "", "cpu.busy", 0), "web1"),
+            DEFAULT_WINDOW_MS,
+            0,
+            |i| i.id == told,
+        );
+        assert_eq!(cpu.id, a.id);
+        assert!(cpu.absorbed.is_empty());
+        assert_eq!(s.list.len(), 2, "{:?}", s.list);
+    }
+
+    #[test]
+    fn a_second_dependency_failing_is_its_own_incident_and_effects_go_to_the_nearer_cause() {
+        let mut s = Incidents::default();
+        s.graph.learn(
+            [graph::SeenSeries {
+                layer: Layer::Component,
+                service: "game",
+                name: "redis@sessions ping",
+                host: "",
+            }],
+            1,
+        );
+        // The gateway fails; the pay route is its effect.
+        let gw = join(&mut s, member("gw", Layer::Call, "game", "gateway", 0));
+        let pay = join(
+            &mut s,
+            member("pay", Layer::Url, "game", "POST /pay", 5_000),
+        );
+        assert_eq!(pay.id, gw.id);
+        // The sessions Redis stops answering while it lasts: the game
+        // depends on both, but the gateway's calls do not depend on Redis.
+        let redis = join(
+            &mut s,
+            member(
+                "redis",
+                Layer::Component,
+                "game",
+                "redis@sessions ping",
+                90_000,
+            ),
+        );
+        assert_ne!(redis.id, gw.id, "another fault");
+        // A route failing with Redis is the nearer cause's effect.
+        let login = join(
+            &mut s,
+            member("login", Layer::Url, "game", "POST /login", 95_000),
+        );
+        assert_eq!(login.id, redis.id);
+        assert_eq!(s.list.len(), 2);
+        assert_eq!(s.list[0].members.len(), 2);
     }
 
     #[test]
@@ -386,12 +586,8 @@ mod tests {
         let mut s = Incidents::default();
         let m = member("pay", Layer::Url, "game", "POST /pay", 0);
         let n = m.notice.clone();
-        s.join(m, DEFAULT_WINDOW_MS, 0);
-        s.join(
-            member("gw", Layer::Call, "game", "gateway", 0),
-            DEFAULT_WINDOW_MS,
-            0,
-        );
+        join(&mut s, m);
+        join(&mut s, member("gw", Layer::Call, "game", "gateway", 0));
         let gw = "gw\u{1f}game/gateway";
         assert!(s.resolved(gw, n.clone(), |a| a != gw, 10).is_none());
         assert!(
