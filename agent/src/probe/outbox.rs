@@ -26,7 +26,7 @@ use panorama_model::Event;
 use panorama_model::wire::binary::{self, Batch, BatchMeta};
 use serde::{Deserialize, Serialize};
 
-use crate::tail::checkpoint::write_atomic;
+use panorama_durable::write_atomic;
 
 /// The source id of probe batches. Log sources' ids are a name and a
 /// fingerprint (`nginx-5f1c…`); the colon keeps this one apart from any.

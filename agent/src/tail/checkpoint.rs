@@ -37,9 +37,9 @@
 //! file with another `version` is refused rather than guessed at: starting
 //! over would re-read (and, under new source ids, re-count) every log.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -129,33 +129,8 @@ impl Checkpointer {
 
     fn write(&self, file: &CheckpointFile) -> io::Result<()> {
         let body = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-        write_atomic(&self.path, &body)
+        panorama_durable::write_atomic(&self.path, &body)
     }
-}
-
-/// Writes `body` to `path` so that a crash leaves the old or the new
-/// content, never a mix: tmp → fsync → rename → fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir)?;
-    let mut tmp_name = path.to_path_buf().into_os_string();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(&dir)
-}
-
-/// Makes the rename itself durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// u64 as 16 hex digits: JSON readers that hold numbers in doubles would
