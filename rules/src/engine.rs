@@ -1237,7 +1237,13 @@ impl Engine {
             return;
         }
         let loaded = self.rules();
+        // A channel that just failed is not tried again in this pass: its
+        // later notices must not overtake the failed one.
+        let mut failed: BTreeSet<String> = BTreeSet::new();
         for e in due {
+            if failed.contains(&e.channel) {
+                continue;
+            }
             let d = &e.payload;
             let result = match loaded.channels.get(&d.via) {
                 Some(c) => c
@@ -1260,6 +1266,9 @@ impl Engine {
                 ),
                 Err((permanent, why)) => {
                     let give_up = permanent || attempts >= self.inner.cfg.max_attempts;
+                    if !give_up {
+                        failed.insert(e.channel.clone());
+                    }
                     let retry = (!give_up).then(|| {
                         let backoff = (5_000_i64 << (attempts - 1).min(6)).min(300_000);
                         now_ms + backoff

@@ -146,13 +146,24 @@ impl<T: Serialize + DeserializeOwned + Clone> Outbox<T> {
         Ok(true)
     }
 
-    /// Pending entries whose time has come, oldest first.
+    /// Pending entries whose time has come, oldest first, in order per
+    /// channel: an entry waiting for its retry holds back every later one
+    /// of its channel, so that a receiver never reads an alert's resolved
+    /// notice before the firing one still being retried.
     pub fn due(&self, now_ms: i64) -> Vec<Entry<T>> {
-        self.entries
-            .iter()
-            .filter(|e| e.status == Status::Pending && e.next_try_ms <= now_ms)
-            .cloned()
-            .collect()
+        let mut blocked: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for e in self.entries.iter().filter(|e| e.status == Status::Pending) {
+            if blocked.contains(e.channel.as_str()) {
+                continue;
+            }
+            if e.next_try_ms <= now_ms {
+                out.push(e.clone());
+            } else {
+                blocked.insert(&e.channel);
+            }
+        }
+        out
     }
 
     /// Records a delivery.
@@ -252,6 +263,25 @@ mod tests {
             o.due(12).len(),
             2,
             "undelivered entries are still due after the restart"
+        );
+    }
+
+    #[test]
+    fn a_notification_waiting_for_its_retry_holds_back_later_ones_of_its_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o: Outbox<String> = Outbox::open(&dir.path().join("outbox.json")).unwrap();
+        o.enqueue("a:1", "mail", "firing".into(), 0).unwrap();
+        o.failed("a:1", "mail", "refused", Some(5_000), 0).unwrap();
+        o.enqueue("a:2", "mail", "resolved".into(), 1_000).unwrap();
+        o.enqueue("b:1", "sms", "other".into(), 1_000).unwrap();
+        let ids = |v: Vec<Entry<String>>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(o.due(1_000)), ["b:1"], "mail waits for a:1's retry");
+        assert_eq!(ids(o.due(5_000)), ["a:1", "a:2", "b:1"], "then in order");
+        o.failed("a:1", "mail", "refused", None, 5_000).unwrap();
+        assert_eq!(
+            ids(o.due(5_000)),
+            ["a:2", "b:1"],
+            "given up, it holds nothing back"
         );
     }
 

@@ -147,6 +147,21 @@ impl Mail {
             .unwrap_or("")
     }
 
+    /// The `Message-ID:` header: the same notice delivered twice (a crash
+    /// between the server's acceptance and the outbox's record) carries the
+    /// same one, and a mail reader shows it once.
+    pub fn message_id(&self) -> &str {
+        self.raw
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("message-id"))
+                    .map(|(_, v)| v.trim())
+            })
+            .unwrap_or("")
+    }
+
     /// The bodies of every part, decoded from quoted-printable or base64.
     pub fn text(&self) -> String {
         let mut out = String::new();
