@@ -48,6 +48,8 @@ pub struct Live {
     slice_ms: i64,
     horizon_ms: i64,
     started_ms: i64,
+    /// See [`LiveView::settled`].
+    settled: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     wakers: Mutex<Vec<Waker>>,
 }
@@ -76,6 +78,7 @@ impl Live {
             slice_ms,
             horizon_ms: horizon_ms.max(60_000 + slice_ms),
             started_ms,
+            settled: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(State::default()),
             wakers: Mutex::new(Vec::new()),
         })
@@ -128,6 +131,13 @@ impl Live {
         }
     }
 
+    /// Marks whether the store holds everything this collector counted
+    /// before the view started (see [`LiveView::settled`]).
+    pub fn set_settled(&self, settled: bool) {
+        self.settled
+            .store(settled, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Series held, for the collector's self-metrics and tests.
     pub fn series_held(&self) -> usize {
         lock(&self.state).series.len()
@@ -141,6 +151,10 @@ impl LiveView for Live {
 
     fn slice_ms(&self) -> i64 {
         self.slice_ms
+    }
+
+    fn settled(&self) -> bool {
+        self.settled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn covers_from(&self, now_ms: i64) -> i64 {

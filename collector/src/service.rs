@@ -336,8 +336,12 @@ impl Collector {
                 source: std::io::Error::other(other.to_string()),
             },
         })?;
+        let live = crate::live::Live::new(&cfg.id);
+        // What was replayed reaches the store with the first flush; until
+        // then the store's recent minutes of this collector are stale.
+        live.set_settled(replayed_events == 0);
         let inner = Arc::new(Inner {
-            live: crate::live::Live::new(&cfg.id),
+            live,
             cfg,
             wal,
             ledger: Mutex::new(ledger),
@@ -833,8 +837,14 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         if open {
             last_open = std::time::Instant::now();
         }
-        if let Err(e) = flush_once(&inner, open).await {
-            tracing::warn!(error = %e, "flush failed; will retry");
+        let settling = !panorama_model::live::LiveView::settled(&*inner.live);
+        match flush_once(&inner, open || settling).await {
+            Ok(()) if settling => {
+                inner.live.set_settled(true);
+                tracing::info!("the minutes replayed from the write-ahead log are in the store");
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "flush failed; will retry"),
         }
         // Retention once at start and then hourly: whole days go at once.
         if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {

@@ -42,6 +42,16 @@ pub trait LiveView: Send + Sync {
     /// what came before it.
     fn covers_from(&self, now_ms: i64) -> i64;
 
+    /// False from a restart until what the collector replayed from its
+    /// write-ahead log is in the store again: until then the store's
+    /// minutes of this collector from before [`covers_from`](Self::covers_from)
+    /// are stale (they lack what was durable but not yet flushed when the
+    /// process died), and a window read from them would dip and resolve
+    /// alerts that still fire.
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// The slices of `layer`'s series for which `keep` is true, starting in
     /// `[from_ms, to_ms)`.
     fn slices(

@@ -193,6 +193,13 @@ async fn grouped_live(
     } else {
         Some(minute_of(covered + 59_999))
     };
+    if split.is_some() && !live.settled() {
+        // Alerts keep their state for the few seconds this takes.
+        return Err(StoreError::Unavailable(format!(
+            "collector {} restarted and its minutes replayed from the write-ahead log are not in the store yet",
+            live.collector()
+        )));
+    }
     let own = live.collector();
     let mut out = Grouped::new();
     for r in read_store(rule, store, minute_of(from + 30_000), to_ms).await? {
@@ -429,6 +436,7 @@ mod tests {
     /// `c1` from `covers_from` on, 5 s wide.
     struct Slices {
         covers_from: i64,
+        settled: bool,
         slices: Mutex<Vec<Slice>>,
     }
 
@@ -436,6 +444,7 @@ mod tests {
         fn new(covers_from: i64) -> Slices {
             Slices {
                 covers_from,
+                settled: true,
                 slices: Mutex::new(Vec::new()),
             }
         }
@@ -470,6 +479,9 @@ mod tests {
         }
         fn covers_from(&self, _now_ms: i64) -> i64 {
             self.covers_from
+        }
+        fn settled(&self) -> bool {
+            self.settled
         }
         fn slices(
             &self,
@@ -606,6 +618,41 @@ mod tests {
             .unwrap();
         // The store's minutes from T0-30 s rounded (T0-1m): all 800, once.
         assert_eq!(v[0].count, 800);
+    }
+
+    /// Killed with a minute durable in its WAL but not yet flushed, a
+    /// collector restarts: until the replayed minute is in the store, the
+    /// store's part of the window lacks it, and judging the window then
+    /// would resolve an alert that still fires.
+    #[tokio::test]
+    async fn a_window_is_not_judged_before_the_replayed_minutes_reach_the_store() {
+        let t0 = 1_795_352_400_000;
+        let (_dir, store) = store();
+        // The store has the minute as of the last flush before the kill:
+        // healthy; the 200 errors after it were durable only in the WAL.
+        flush(&store, &healthy(t0, t0 + 20 * SEC), "c1").await;
+        let mut live = Slices::new(t0 + 30 * SEC);
+        live.settled = false;
+        for e in healthy(t0 + 30 * SEC, t0 + 40 * SEC) {
+            live.add(&e);
+        }
+        let r = rule("window = \"1m\"\nwhen = \"error_ratio > 5%\"");
+        let err = evaluate(&r, &store, Some(&live), t0 + 40 * SEC, 0, &[])
+            .await
+            .expect_err("not judged while unsettled");
+        assert!(err.to_string().contains("replayed"), "{err}");
+        // Once the replayed minute is flushed, the window is whole again.
+        let errors: Vec<Event> = (0..200)
+            .map(|i| ev(t0 + 20 * SEC + i * 50, false, 20.0))
+            .collect();
+        let mut minute = healthy(t0, t0 + 20 * SEC);
+        minute.extend(errors);
+        flush(&store, &minute, "c1").await;
+        live.settled = true;
+        let v = evaluate(&r, &store, Some(&live), t0 + 40 * SEC, 0, &[])
+            .await
+            .unwrap();
+        assert!(breach(&v), "{v:?}");
     }
 
     #[tokio::test]
