@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use panorama_model::Layer;
 use panorama_model::wire::binary::{Batch, BatchMeta};
+use panorama_model::{Layer, agent};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{AgentConfig, SourceConfig};
@@ -425,17 +425,32 @@ fn figure_events(
         let before = previous.insert(name.clone(), current).unwrap_or([0; 5]);
         let newest = g(&f.newest_acked_ms);
         let metrics = [
-            ("lines_read", current[0].saturating_sub(before[0]) as f64),
-            ("bytes_read", current[1].saturating_sub(before[1]) as f64),
-            ("lines_failed", current[2].saturating_sub(before[2]) as f64),
-            ("bytes_acked", current[3].saturating_sub(before[3]) as f64),
             (
-                "bytes_given_up",
+                agent::LINES_READ,
+                current[0].saturating_sub(before[0]) as f64,
+            ),
+            (
+                agent::BYTES_READ,
+                current[1].saturating_sub(before[1]) as f64,
+            ),
+            (
+                agent::LINES_FAILED,
+                current[2].saturating_sub(before[2]) as f64,
+            ),
+            (
+                agent::BYTES_ACKED,
+                current[3].saturating_sub(before[3]) as f64,
+            ),
+            (
+                agent::BYTES_GIVEN_UP,
                 current[4].saturating_sub(before[4]) as f64,
             ),
-            ("lag_bytes", current[1].saturating_sub(current[3]) as f64),
             (
-                "lag_seconds",
+                agent::LAG_BYTES,
+                current[1].saturating_sub(current[3]) as f64,
+            ),
+            (
+                agent::LAG_SECONDS,
                 if newest == 0 {
                     0.0
                 } else {
@@ -449,7 +464,7 @@ fn figure_events(
                 Layer::Infra,
                 service,
                 host,
-                format!("agent.{name}.{metric}"),
+                agent::source_series(&name, metric),
             );
             e.value = Some(value);
             out.push(e);
