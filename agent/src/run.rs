@@ -14,20 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use panorama_model::Layer;
 use panorama_model::wire::binary::{Batch, BatchMeta};
+use panorama_model::{Layer, agent};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{AgentConfig, SourceConfig};
 use crate::host::HostSampler;
-use crate::parse::{Format, ParseFailure, Pipeline};
+use crate::parse::{Format, Pipeline};
 use crate::ship::{Delivery, ShipConfig, Shipper};
-use crate::tail::Tailer;
+use crate::tail::{Chunk, Tailer};
 
-/// The series lines that fail to parse are counted in.
-pub const PARSE_ERROR_SERIES: &str = "(parse error)";
-/// Failed lines per chunk that travel with their raw text.
-const MAX_RAW_PER_CHUNK: usize = 5;
+pub use crate::parse::PARSE_ERROR_SERIES;
 
 /// Per-source figures: the agent's half of end-to-end loss accounting.
 #[derive(Debug, Default)]
@@ -266,90 +263,19 @@ async fn source_task(
     // collector counted.
     tail_cfg.checkpoint_interval = Duration::ZERO;
     let mut tailer = Tailer::new(tail_cfg)?;
-    let multi_line = src.parse.format == Format::MysqlSlow;
-    let parse_error_layer = src.parse.layer.unwrap_or(match src.parse.format {
-        Format::Combined => Layer::Url,
-        Format::Json | Format::Regex => Layer::Business,
-        Format::Syslog => Layer::Infra,
-        Format::MysqlSlow | Format::Redis => Layer::Component,
-    });
-    let mut pipeline = Pipeline::new(src.parse.clone(), &host)?;
+    let mut parser = SourceParser::new(agent_id, &host, &src)?;
     let mut shipper = Shipper::new(ship)?;
     'outer: loop {
         let chunks = tokio::select! {
             c = tailer.next_chunks() => c,
             _ = stop.changed() => break,
         };
-        for chunk in chunks {
-            let before = pipeline.stats();
-            let mut events = Vec::with_capacity(chunk.line_count());
-            let mut kept_raw = 0;
-            // A line that does not parse is still a line the service
-            // wrote: it becomes an error event of the source's "(parse
-            // error)" series, so it is counted, charted and alertable, and
-            // the first few carry the raw line as a sample.
-            let mut parse_error = |line: &[u8], failure: ParseFailure| {
-                let mut e = panorama_model::Event::new(
-                    chrono::Utc::now().timestamp_millis(),
-                    parse_error_layer,
-                    src.parse.service.clone(),
-                    host.clone(),
-                    PARSE_ERROR_SERIES,
-                );
-                e.outcome = panorama_model::Outcome::Error(Some("parse".into()));
-                if kept_raw < MAX_RAW_PER_CHUNK {
-                    kept_raw += 1;
-                    let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
-                    e.raw = Some(format!("{text}  [{failure}]"));
-                }
-                e
+        for mut chunk in chunks {
+            let Some(mut batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
+                tailer.recycle(chunk);
+                continue;
             };
-            match chunk.text_lines() {
-                Some(lines) => {
-                    for line in lines {
-                        if let Err(failure) = pipeline.feed_str(line, &mut events) {
-                            events.push(parse_error(line.as_bytes(), failure));
-                        }
-                    }
-                }
-                None => {
-                    for line in chunk.lines() {
-                        if let Err(failure) = pipeline.feed(line, &mut events) {
-                            events.push(parse_error(line, failure));
-                        }
-                    }
-                }
-            }
-            if multi_line {
-                // A record is not held across chunks: its lines' range is
-                // acknowledged with this chunk, so holding it would lose it
-                // in a crash. A record split by a chunk boundary (rare: the
-                // writer is mid-record) becomes a counted parse failure.
-                pipeline.flush(&mut events);
-            }
-            let after = pipeline.stats();
-            let failed = after.failed - before.failed;
-            let lines = chunk.line_count() as u64;
-            figs.lines_read.fetch_add(lines, Ordering::Relaxed);
-            figs.bytes_read
-                .fetch_add(chunk.end_offset - chunk.start_offset, Ordering::Relaxed);
-            figs.events
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-            figs.lines_failed.fetch_add(failed, Ordering::Relaxed);
-            // The pipeline's own samples are superseded by the events above.
-            let _ = pipeline.take_failed_samples();
-            let newest = events.iter().map(|e| e.ts_ms).max();
-            let mut batch = Batch {
-                meta: BatchMeta {
-                    agent_id: agent_id.clone(),
-                    source_id: chunk.source_id.clone(),
-                    start_offset: chunk.start_offset,
-                    end_offset: chunk.end_offset,
-                    lines_read: lines,
-                    lines_failed: failed,
-                },
-                events,
-            };
+            let newest = batch.events.iter().map(|e| e.ts_ms).max();
             let delivery = tokio::select! {
                 d = shipper.ship(&batch) => d,
                 _ = stop.changed() => break 'outer,
@@ -361,7 +287,7 @@ async fn source_task(
                 figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
                 tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
             }
-            pipeline.recycle(&mut batch.events);
+            parser.pipeline.recycle(&mut batch.events);
             tailer.ack(&chunk.source_id, chunk.end_offset);
             figs.batches_acked.fetch_add(1, Ordering::Relaxed);
             figs.bytes_acked
@@ -375,6 +301,96 @@ async fn source_task(
     }
     tailer.checkpoint()?;
     Ok(())
+}
+
+/// One source's chunks parsed into the batches that carry their ranges.
+///
+/// A batch covers exactly the bytes of its chunk, and its events are every
+/// record those bytes hold: a MySQL slow-log record (many lines, nothing
+/// marking its end) is never split between two batches. When a read cut
+/// a record in two, the record's lines go back to the tailer
+/// ([`Tailer::give_back`]) and come again, whole, at the start of the next
+/// chunk; so a checkpoint never passes a record that was not shipped, and
+/// a resend after a crash repeats the same ranges.
+pub(crate) struct SourceParser {
+    agent_id: String,
+    pipeline: Pipeline,
+    multi_line: bool,
+}
+
+impl SourceParser {
+    pub(crate) fn new(
+        agent_id: String,
+        host: &str,
+        src: &SourceConfig,
+    ) -> Result<SourceParser, crate::parse::SpecError> {
+        Ok(SourceParser {
+            agent_id,
+            pipeline: Pipeline::new(src.parse.clone(), host)?,
+            multi_line: src.parse.format == Format::MysqlSlow,
+        })
+    }
+
+    /// Parses `chunk` into its batch, after handing back to `tailer` a
+    /// record the chunk holds only the beginning of. `None` when nothing is
+    /// left to ship (the chunk was all one unfinished record).
+    pub(crate) fn batch(
+        &mut self,
+        tailer: &mut Tailer,
+        chunk: &mut Chunk,
+        figs: &SourceFigures,
+    ) -> Option<Batch> {
+        if self.multi_line
+            && chunk.cut_by_read_size()
+            && let Some(first) = self.pipeline.open_record_start(chunk.lines())
+        {
+            tailer.give_back(chunk, first);
+            if chunk.line_count() == 0 {
+                return None;
+            }
+        }
+        let pipeline = &mut self.pipeline;
+        let before = pipeline.stats();
+        let mut events = Vec::with_capacity(chunk.line_count());
+        match chunk.text_lines() {
+            Some(lines) => {
+                for line in lines {
+                    // A failure is counted and kept by the pipeline.
+                    let _ = pipeline.feed_str(line, &mut events);
+                }
+            }
+            None => {
+                for line in chunk.lines() {
+                    let _ = pipeline.feed(line, &mut events);
+                }
+            }
+        }
+        if self.multi_line {
+            // What is left is a complete record: one cut by the read went
+            // back to the tailer above.
+            pipeline.flush(&mut events);
+        }
+        pipeline.parse_error_events(chrono::Utc::now().timestamp_millis(), &mut events);
+        let failed = pipeline.stats().failed - before.failed;
+        let lines = chunk.line_count() as u64;
+        figs.lines_read.fetch_add(lines, Ordering::Relaxed);
+        figs.bytes_read
+            .fetch_add(chunk.end_offset - chunk.start_offset, Ordering::Relaxed);
+        figs.events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        figs.lines_failed.fetch_add(failed, Ordering::Relaxed);
+        Some(Batch {
+            meta: BatchMeta {
+                agent_id: self.agent_id.clone(),
+                source_id: chunk.source_id.clone(),
+                start_offset: chunk.start_offset,
+                end_offset: chunk.end_offset,
+                lines_read: lines,
+                lines_failed: failed,
+            },
+            events,
+        })
+    }
 }
 
 /// The agent's own figures as infra events, so the collector's charts and
@@ -409,17 +425,32 @@ fn figure_events(
         let before = previous.insert(name.clone(), current).unwrap_or([0; 5]);
         let newest = g(&f.newest_acked_ms);
         let metrics = [
-            ("lines_read", current[0].saturating_sub(before[0]) as f64),
-            ("bytes_read", current[1].saturating_sub(before[1]) as f64),
-            ("lines_failed", current[2].saturating_sub(before[2]) as f64),
-            ("bytes_acked", current[3].saturating_sub(before[3]) as f64),
             (
-                "bytes_given_up",
+                agent::LINES_READ,
+                current[0].saturating_sub(before[0]) as f64,
+            ),
+            (
+                agent::BYTES_READ,
+                current[1].saturating_sub(before[1]) as f64,
+            ),
+            (
+                agent::LINES_FAILED,
+                current[2].saturating_sub(before[2]) as f64,
+            ),
+            (
+                agent::BYTES_ACKED,
+                current[3].saturating_sub(before[3]) as f64,
+            ),
+            (
+                agent::BYTES_GIVEN_UP,
                 current[4].saturating_sub(before[4]) as f64,
             ),
-            ("lag_bytes", current[1].saturating_sub(current[3]) as f64),
             (
-                "lag_seconds",
+                agent::LAG_BYTES,
+                current[1].saturating_sub(current[3]) as f64,
+            ),
+            (
+                agent::LAG_SECONDS,
                 if newest == 0 {
                     0.0
                 } else {
@@ -433,7 +464,7 @@ fn figure_events(
                 Layer::Infra,
                 service,
                 host,
-                format!("agent.{name}.{metric}"),
+                agent::source_series(&name, metric),
             );
             e.value = Some(value);
             out.push(e);
@@ -511,6 +542,8 @@ impl HostTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::ParseSpec;
+    use crate::tail::TailConfig;
 
     #[test]
     fn figures_become_infra_events_with_increases_and_lags() {
@@ -542,5 +575,165 @@ mod tests {
             "the increase since the last sample"
         );
         assert!(figure_events(&AgentFigures::default(), &mut prev, 0, "h", "s").is_empty());
+    }
+
+    /// Tails `text` as one file read `read_chunk_bytes` at a time and
+    /// parses it as `spec`, acknowledging every batch: the batches, in order.
+    fn batches(text: &[u8], spec: &ParseSpec, read_chunk_bytes: usize) -> Vec<Batch> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.log");
+        std::fs::write(&path, text).unwrap();
+        let mut tail = TailConfig::new("db", vec![path.display().to_string()]);
+        tail.read_chunk_bytes = read_chunk_bytes;
+        tail.poll_interval = Duration::ZERO;
+        let src = SourceConfig {
+            tail: tail.clone(),
+            parse: spec.clone(),
+        };
+        let mut tailer = Tailer::new(tail).unwrap();
+        let mut parser = SourceParser::new("a1".into(), "db1", &src).unwrap();
+        let figs = SourceFigures::default();
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..10 * text.len() {
+            for mut chunk in tailer.poll_at(now) {
+                if let Some(batch) = parser.batch(&mut tailer, &mut chunk, &figs) {
+                    assert!(tailer.ack(&chunk.source_id, batch.meta.end_offset));
+                    out.push(batch);
+                }
+            }
+            if out
+                .last()
+                .is_some_and(|b| b.meta.end_offset == text.len() as u64)
+            {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Events without their parse-error times (the wall clock).
+    fn events(batches: &[Batch]) -> Vec<panorama_model::Event> {
+        batches
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .map(|mut e| {
+                if e.name == PARSE_ERROR_SERIES {
+                    e.ts_ms = 0;
+                }
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slow_log_records_split_at_any_read_boundary_parse_as_whole() {
+        let text = include_bytes!("../tests/fixtures/parse/mysql_slow.log");
+        let spec = ParseSpec::new(Format::MysqlSlow, "db");
+        let whole = batches(text, &spec, 1 << 20);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(events(&whole).len(), 4, "the fixture's four records");
+        assert_eq!(whole[0].meta.lines_failed, 0);
+        for k in 1..text.len() {
+            let split = batches(text, &spec, k);
+            let mut at = 0;
+            for b in &split {
+                assert_eq!(
+                    b.meta.start_offset, at,
+                    "read size {k}: ranges follow each other"
+                );
+                at = b.meta.end_offset;
+            }
+            assert_eq!(
+                at,
+                text.len() as u64,
+                "read size {k}: the whole file shipped"
+            );
+            assert_eq!(events(&split), events(&whole), "read size {k}");
+            let sum = |f: fn(&BatchMeta) -> u64| split.iter().map(|b| f(&b.meta)).sum::<u64>();
+            assert_eq!(
+                (sum(|m| m.lines_read), sum(|m| m.lines_failed)),
+                (whole[0].meta.lines_read, 0),
+                "read size {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resend_after_a_crash_repeats_the_range_a_record_was_cut_back_to() {
+        let text = include_bytes!("../tests/fixtures/parse/mysql_slow.log");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.log");
+        std::fs::write(&path, text).unwrap();
+        let mut tail = TailConfig::new("db", vec![path.display().to_string()]);
+        // The first read ends inside the first record's query.
+        tail.read_chunk_bytes = 400;
+        tail.checkpoint_path = Some(dir.path().join("checkpoint.json"));
+        tail.checkpoint_interval = Duration::ZERO;
+        let src = SourceConfig {
+            tail: tail.clone(),
+            parse: ParseSpec::new(Format::MysqlSlow, "db"),
+        };
+        let figs = SourceFigures::default();
+        let first_batch = || {
+            let mut tailer = Tailer::new(tail.clone()).unwrap();
+            let mut parser = SourceParser::new("a1".into(), "db1", &src).unwrap();
+            let mut chunk = tailer.poll().remove(0);
+            let batch = parser.batch(&mut tailer, &mut chunk, &figs).unwrap();
+            // Shipped, and killed before the acknowledgement.
+            (batch.meta.start_offset, batch.meta.end_offset, batch.events)
+        };
+        let before = first_batch();
+        assert_eq!(
+            (before.0, before.1, before.2.len()),
+            (0, 181, 0),
+            "the banner alone: the record it cut went back"
+        );
+        assert_eq!(first_batch(), before, "the resend is the same range");
+    }
+
+    #[test]
+    fn a_slow_log_record_without_time_is_a_parse_error_event() {
+        // The second record has neither `# Time:` nor `SET timestamp=`.
+        let text = b"# Time: 2026-11-22T13:00:01Z\n# Query_time: 1.0  Lock_time: 0.0\nSELECT 1;\n\
+            # User@Host: app[app] @ web1 []  Id: 1\n# Query_time: 2.0  Lock_time: 0.0\nSELECT 2;\n\
+            junk before any record? no: still the record\n";
+        let spec = ParseSpec::new(Format::MysqlSlow, "db");
+        let b = batches(text, &spec, 1 << 20);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].meta.lines_failed, 1);
+        let errors: Vec<_> = b[0]
+            .events
+            .iter()
+            .filter(|e| e.name == PARSE_ERROR_SERIES)
+            .collect();
+        assert_eq!(errors.len(), 1, "a counted failure is an event too");
+        assert_eq!(errors[0].layer, Layer::Component);
+        assert!(!errors[0].outcome.is_ok());
+        let raw = errors[0].raw.as_deref().unwrap();
+        assert!(raw.starts_with("# User@Host: app[app]"), "{raw}");
+        assert!(raw.contains("SET timestamp="), "{raw}");
+    }
+
+    #[test]
+    fn failed_lines_become_parse_error_events_with_a_few_samples() {
+        let mut text = String::new();
+        for i in 0..8 {
+            text.push_str(&format!("not json {i}\n"));
+        }
+        text.push_str("{\"ts\":\"2026-11-22T13:00:01Z\",\"name\":\"login\"}\n");
+        let spec = ParseSpec::new(Format::Json, "login");
+        let b = batches(text.as_bytes(), &spec, 1 << 20);
+        assert_eq!((b[0].meta.lines_read, b[0].meta.lines_failed), (9, 8));
+        let errors: Vec<_> = b[0]
+            .events
+            .iter()
+            .filter(|e| e.name == PARSE_ERROR_SERIES)
+            .collect();
+        assert_eq!(errors.len(), 8);
+        assert!(errors.iter().all(|e| e.layer == Layer::Business));
+        let raws: Vec<&str> = errors.iter().filter_map(|e| e.raw.as_deref()).collect();
+        assert_eq!(raws.len(), crate::parse::MAX_FAILED_SAMPLES);
+        assert!(raws[0].starts_with("not json 0  ["), "{}", raws[0]);
     }
 }

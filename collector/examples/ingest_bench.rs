@@ -78,17 +78,7 @@ async fn series_memory(n: usize) -> anyhow::Result<()> {
                 e
             })
             .collect();
-        let batch = Batch {
-            meta: BatchMeta {
-                agent_id: "a".into(),
-                source_id: String::new(),
-                start_offset: 0,
-                end_offset: 0,
-                lines_read: 0,
-                lines_failed: 0,
-            },
-            events,
-        };
+        let batch = Batch::unranged("a", events);
         let mut bytes = Vec::new();
         binary::encode(&batch, &mut bytes);
         collector.ingest(batch, bytes).await?;
@@ -161,17 +151,8 @@ async fn main() -> anyhow::Result<()> {
         let (batch, wal_bytes) = if format == "ndjson" {
             let events: Vec<Event> =
                 ndjson::parse_body(&body, "127.0.0.1").collect::<Result<_, _>>()?;
-            let batch = Batch {
-                meta: BatchMeta {
-                    agent_id: "ndjson:bench".into(),
-                    source_id: String::new(),
-                    start_offset: 0,
-                    end_offset: 0,
-                    lines_read: 0,
-                    lines_failed: 0,
-                },
-                events,
-            };
+            // As the ingest handler builds it.
+            let batch = Batch::third_party("bench", events);
             let mut b = Vec::new();
             binary::encode(&batch, &mut b);
             (batch, b)

@@ -62,7 +62,7 @@ impl Compactor {
         let (stop, rx) = watch::channel(false);
         let policy = CompactPolicy {
             grace_ms: grace.as_millis() as i64,
-            lookback_ms: i64::from(minute_retention_days) * 86_400_000,
+            lookback_ms: i64::from(minute_retention_days) * panorama_model::DAY_MS,
             max_hours: cfg.max_hours_per_pass.max(1),
         };
         let task = tokio::spawn(run(store, cfg, policy, rx));

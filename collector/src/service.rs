@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use panorama_model::Event;
 use panorama_model::wire::binary;
+use panorama_model::{DAY_MS, Event};
 use panorama_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -218,7 +218,7 @@ impl Accounting {
     /// Keeps a week of minutes: enough to explain any recent difference,
     /// bounded whatever the traffic.
     fn prune(&mut self, now_ms: i64) {
-        let oldest = now_ms - 7 * 86_400_000;
+        let oldest = now_ms - 7 * DAY_MS;
         self.minutes = self.minutes.split_off(&oldest);
     }
 }
@@ -786,7 +786,7 @@ async fn append_and_count(
         a.last_seen_ms = now;
         for e in &batch.events {
             let minute = panorama_model::minute_of(e.ts_ms);
-            if e.ts_ms >= now - i64::from(inner.cfg.retention_days) * 86_400_000 {
+            if e.ts_ms >= now - i64::from(inner.cfg.retention_days) * DAY_MS {
                 acct.minutes.entry(minute).or_default().accepted += 1;
             }
         }
@@ -802,7 +802,7 @@ async fn append_and_count(
 
 fn aggregate(inner: &Inner, segment: SegmentId, events: &[Event]) -> usize {
     let now = now_ms();
-    let oldest = now - i64::from(inner.cfg.retention_days) * 86_400_000;
+    let oldest = now - i64::from(inner.cfg.retention_days) * DAY_MS;
     let grace = inner.cfg.grace.as_millis() as i64;
     let mut agg = lock(&inner.agg);
     let mut counted = 0;

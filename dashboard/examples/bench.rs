@@ -406,7 +406,7 @@ async fn main() {
     let series_7d = format!("{series}&range=7d");
     let series_30d = format!(
         "{series}&range=custom&from={}&to={end}",
-        end - 30 * 86_400_000
+        end - 30 * panorama_model::DAY_MS
     );
     for path in [
         "/",

@@ -61,7 +61,7 @@ pub(crate) fn start_of_day(tz: Tz, now_ms: i64) -> i64 {
     local
         .and_hms_opt(0, 0, 0)
         .and_then(|m| tz.from_local_datetime(&m).earliest())
-        .map_or(now_ms - now_ms.rem_euclid(86_400_000), |t| {
+        .map_or(now_ms - now_ms.rem_euclid(panorama_model::DAY_MS), |t| {
             t.timestamp_millis()
         })
 }

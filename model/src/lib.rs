@@ -8,12 +8,14 @@
 //!   merge (count, errors, latency [`Histogram`], gauge), so documents written
 //!   by several collectors, or for several minutes, combine into correct
 //!   percentiles; [`Point`] is what a merged rollup says to a reader.
+//! - [`agent`] names the series an agent reports about itself (heartbeat,
+//!   per-source figures), which the dashboard reads back.
 //! - [`auth`] names the roles routes are checked against and the principal
 //!   a checked request carries.
 //! - [`live`] is the sub-minute view a collector keeps of its open minutes,
 //!   which the rules engine reads without depending on the collector.
-//! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
-//!   for third parties.
+//! - [`wire`] holds the agent's binary batch encoding, the NDJSON format
+//!   for third parties, and the collector's [`wire::IngestReply`].
 //!
 //! ```
 //! use panorama_model::{Histogram, Rollup};
@@ -26,6 +28,7 @@
 //! # let _ = Rollup::default;
 //! ```
 
+pub mod agent;
 pub mod auth;
 mod event;
 mod histogram;
@@ -44,4 +47,4 @@ pub use layer::{Layer, ParseLayerError};
 pub use position::FilePosition;
 pub use rollup::{ErrorClass, Gauge, Point, Rollup, Sample, SampleKind};
 pub use series::SeriesKey;
-pub use time::{MINUTE_MS, minute_of};
+pub use time::{DAY_MS, HOUR_MS, MINUTE_MS, minute_of};

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use panorama_model::{
-    Event, Layer, MINUTE_MS, Outcome, Point, Rollup, Sample, SampleKind, SeriesKey,
+    DAY_MS, Event, Layer, MINUTE_MS, Outcome, Point, Rollup, Sample, SampleKind, SeriesKey,
 };
 
 use crate::compact::{CompactPolicy, compact_due, compact_hour};
@@ -79,8 +79,6 @@ macro_rules! conformance_tests {
 
 /// 2026-11-20T10:00:00Z, the minute most cases write around.
 pub const BASE_MS: i64 = 1_795_168_800_000;
-
-const DAY_MS: i64 = 86_400_000;
 
 /// The start of minute `i` after [`BASE_MS`].
 fn minute(i: i64) -> i64 {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use panorama_model::{Point, Rollup};
+use panorama_model::{DAY_MS, Point, Rollup};
 
 use crate::{Metric, TopEntry};
 
@@ -77,9 +77,6 @@ pub(crate) fn rank<I: IntoIterator<Item = Rollup>>(
     entries.truncate(limit);
     entries
 }
-
-/// Milliseconds in a UTC day.
-const DAY_MS: i64 = 86_400_000;
 
 /// The retention rule both backends apply: everything before the returned
 /// instant goes. It is the start of `now_ms`'s UTC day minus `keep_days`

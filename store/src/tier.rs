@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds in an hour.
-pub const HOUR_MS: i64 = 3_600_000;
+/// Milliseconds in an hour (re-exported from `model`, where it is defined).
+pub use panorama_model::HOUR_MS;
 
 /// The collector name hourly rollups carry: part of their deterministic
 /// document id, `{hour}-{series}-hourly-0`, the same whichever collector

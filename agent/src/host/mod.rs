@@ -85,12 +85,10 @@ pub const DEFAULT_PROC_ROOT: &str = "/proc";
 /// The service name host events carry unless configured otherwise.
 pub const DEFAULT_SERVICE: &str = "host";
 
-/// The liveness series: one event per sample, so the collector can tell a
-/// silent host from a quiet one.
-pub const HEARTBEAT: &str = "agent.heartbeat";
-
-/// The heartbeat's dim naming the agent's release.
-pub const VERSION_DIM: &str = "version";
+/// The liveness series (one event per sample, so the collector can tell a
+/// silent host from a quiet one) and its dim naming the agent's release:
+/// defined in `model`, which the dashboard reads them by.
+pub use panorama_model::agent::{HEARTBEAT, VERSION_DIM};
 
 /// This agent's release, the value of [`VERSION_DIM`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,7 +15,8 @@
 //!    to `(other)`.
 //!
 //! A line that does not parse is counted ([`ParseStats::failed`]), a few are
-//! kept ([`Pipeline::take_failed_samples`]) to ship as parse-error samples,
+//! kept ([`Pipeline::take_failed_samples`]) to ship as parse-error samples
+//! ([`Pipeline::parse_error_events`] turns each failure into an event),
 //! and the next line is read as if nothing happened: bad input never stops
 //! a source. Invalid UTF-8 is replaced, not rejected.
 //!
@@ -91,6 +92,13 @@ pub const DEFAULT_MAX_SERIES: usize = 2000;
 
 /// How many failed lines are kept between two [`Pipeline::take_failed_samples`].
 pub const MAX_FAILED_SAMPLES: usize = 5;
+
+/// The series a source's parse failures are counted in, one error event
+/// each (see [`Pipeline::parse_error_events`]).
+pub const PARSE_ERROR_SERIES: &str = "(parse error)";
+
+/// Most bytes of a failed line an event of [`PARSE_ERROR_SERIES`] carries.
+const MAX_PARSE_ERROR_RAW: usize = 4096;
 
 /// Severities counted as errors by default (syslog, and `level` fields of
 /// JSON lines and regexes).
@@ -368,6 +376,8 @@ pub struct Pipeline {
     clock: Clock,
     stats: ParseStats,
     samples: Vec<FailedLine>,
+    /// Failures not yet turned into events by [`Pipeline::parse_error_events`].
+    unreported: u64,
 }
 
 impl fmt::Debug for Pipeline {
@@ -466,6 +476,7 @@ impl Pipeline {
             clock: Box::new(system_now_ms),
             stats: ParseStats::default(),
             samples: Vec::new(),
+            unreported: 0,
         })
     }
 
@@ -581,6 +592,43 @@ impl Pipeline {
         std::mem::take(&mut self.samples)
     }
 
+    /// Appends one error event of [`PARSE_ERROR_SERIES`] at `now_ms` for
+    /// every failure since the last call, of a line or of a multi-line
+    /// record: a line the service wrote is counted, charted and alertable
+    /// even when it cannot be read. The failed lines kept meanwhile (see
+    /// [`Pipeline::take_failed_samples`], which this empties) travel with
+    /// the first events as their raw line.
+    pub fn parse_error_events(&mut self, now_ms: i64, out: &mut Vec<Event>) {
+        let mut samples = std::mem::take(&mut self.samples).into_iter();
+        for _ in 0..std::mem::take(&mut self.unreported) {
+            let mut e = Event::new(
+                now_ms,
+                self.mapper.mapping.layer,
+                self.mapper.service.clone(),
+                self.mapper.host.clone(),
+                PARSE_ERROR_SERIES,
+            );
+            e.outcome = panorama_model::Outcome::Error(Some("parse".into()));
+            e.raw = samples.next().map(|FailedLine { mut line, failure }| {
+                truncate(&mut line, MAX_PARSE_ERROR_RAW);
+                format!("{line}  [{failure}]")
+            });
+            out.push(e);
+        }
+    }
+
+    /// For a multi-line format, the index in `lines` (the lines of one
+    /// chunk, fed from a fresh record) of the first line of the record
+    /// still open after them: nothing marks a record's end, so it may go
+    /// on in the next chunk. `None` for line formats, and when no record
+    /// is open.
+    pub fn open_record_start<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> Option<usize> {
+        match &self.parser {
+            Parser::MysqlSlow(_) => mysql_slow::open_record_start(lines),
+            _ => None,
+        }
+    }
+
     fn parse(&mut self, text: &str, out: &mut Vec<Event>) -> Result<(), ParseFailure> {
         let mapper = &mut self.mapper;
         match &mut self.parser {
@@ -633,6 +681,7 @@ impl Pipeline {
 
     fn fail(&mut self, line: &str, failure: ParseFailure) {
         self.stats.failed += 1;
+        self.unreported += 1;
         if self.samples.len() < MAX_FAILED_SAMPLES {
             let mut line = line.to_owned();
             truncate(&mut line, MAX_RAW_BYTES);

@@ -76,6 +76,8 @@ pub(crate) struct MysqlSlow {
     pub(crate) tz: Tz,
     cur: Option<Slow>,
     done: Option<Slow>,
+    /// Records started so far.
+    opened: u64,
 }
 
 fn fail(at: usize, expected: &'static str) -> ParseFailure {
@@ -88,6 +90,7 @@ impl MysqlSlow {
             tz,
             cur: None,
             done: None,
+            opened: 0,
         }
     }
 
@@ -111,6 +114,7 @@ impl MysqlSlow {
 
     fn start(&mut self, line: &str) -> &mut Slow {
         self.finish();
+        self.opened += 1;
         self.cur.insert(Slow {
             head: line.to_owned(),
             ..Slow::default()
@@ -217,6 +221,28 @@ impl MysqlSlow {
             )),
         }
     }
+}
+
+/// See [`super::Pipeline::open_record_start`]: the lines are read by a
+/// parser of their own, which only looks at where records start (their
+/// times are not checked, hence any zone).
+pub(crate) fn open_record_start<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<usize> {
+    let mut p = MysqlSlow::new(Tz::Utc);
+    let mut start = None;
+    for (i, line) in lines.enumerate() {
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        // Blank lines are skipped before the parser, as in the pipeline.
+        if text.bytes().all(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        let opened = p.opened;
+        let _ = p.push(text);
+        if p.opened != opened {
+            start = Some(i);
+        }
+    }
+    p.cur.as_ref().and(start)
 }
 
 fn is_banner(line: &str) -> bool {

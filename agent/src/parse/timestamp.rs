@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Offset, TimeZone};
 
-const MS_PER_DAY: i64 = 86_400_000;
+const MS_PER_DAY: i64 = panorama_model::DAY_MS;
 
 /// Days from 1970-01-01 to the given proleptic Gregorian date.
 ///
@@ -126,7 +126,7 @@ impl Tz {
             Tz::Utc => naive_ms,
             Tz::Fixed(off) => naive_ms - *off * 1000,
             Tz::Local { hour, offset_s } => {
-                let h = naive_ms.div_euclid(3_600_000);
+                let h = naive_ms.div_euclid(panorama_model::HOUR_MS);
                 if *hour != h {
                     *hour = h;
                     *offset_s = local_offset(naive_ms);

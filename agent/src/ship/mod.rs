@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use panorama_model::wire::IngestReply;
 use panorama_model::wire::binary::{self, Batch};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
@@ -277,8 +278,8 @@ impl Shipper {
         }
         if status == StatusCode::CONFLICT {
             let bytes = resp.bytes().await.unwrap_or_default();
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            if let Some(counted) = body["counted_offset"].as_u64() {
+            let reply: IngestReply = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(counted) = reply.counted_offset {
                 return Attempt::Overlap(counted);
             }
             return Attempt::Refused("409 without counted_offset".into());

@@ -190,6 +190,11 @@ pub struct Chunk {
     used: usize,
     /// Where each line is in `data`.
     spans: Vec<(usize, usize)>,
+    /// The chunk ends where a read filled its buffer, not where the file
+    /// did (see [`Chunk::cut_by_read_size`]); and every line but the first
+    /// is in `data` byte for byte as in the file, so that
+    /// [`Tailer::give_back`] can find any line's offset.
+    cut: bool,
 }
 
 impl Chunk {
@@ -226,6 +231,15 @@ impl Chunk {
     /// How many lines.
     pub fn line_count(&self) -> usize {
         self.spans.len()
+    }
+
+    /// Whether the chunk ends only because the read that made it filled
+    /// its buffer: the file goes on, and the chunk's last lines may be the
+    /// first of a multi-line record that [`Tailer::give_back`] can take
+    /// back. False for a chunk that ends where the file ended, and for a
+    /// chunk resent after a restart, whose end was chosen before it.
+    pub fn cut_by_read_size(&self) -> bool {
+        self.cut
     }
 }
 

@@ -69,6 +69,10 @@ struct Source {
     open: Option<OpenFile>,
     /// The partial line of a file just detached; see [`Source::detach`].
     stash: Option<LineAssembler>,
+    /// After a whole chunk went back ([`Tailer::give_back`]): the next read
+    /// goes on to this offset, so that the record that filled the chunk
+    /// comes back in a longer one.
+    read_through: Option<u64>,
     stats: SourceStats,
 }
 
@@ -192,6 +196,108 @@ impl Tailer {
     /// only costs that.
     pub fn recycle(&mut self, chunk: Chunk) {
         self.bufs.give(chunk.data);
+    }
+
+    /// Takes back the lines of `chunk` from its line `keep` on, as if its
+    /// read had stopped before them: they are read again, at the start of
+    /// the next chunk. This is how a multi-line record that a read cut in
+    /// two travels whole. With `keep == 0` the whole chunk goes back
+    /// (leaving it empty, nothing to ship or acknowledge) and the next
+    /// read is made twice as long, so the record comes back in a longer
+    /// chunk.
+    ///
+    /// The shortened range is checkpointed before this returns: a resend
+    /// after a crash repeats the range that was shipped. Returns false,
+    /// changing nothing, when `chunk` is not the source's latest or not
+    /// [`Chunk::cut_by_read_size`], when the checkpoint cannot be written,
+    /// or when a whole chunk given back would need a read longer than
+    /// `max_inflight_bytes_per_source`; the chunk is then shipped as it is.
+    pub fn give_back(&mut self, chunk: &mut Chunk, keep: usize) -> bool {
+        let lines = chunk.spans.len();
+        if !chunk.cut || keep >= lines {
+            return false;
+        }
+        let len = chunk.end_offset - chunk.start_offset;
+        let max_line = self.cfg.max_line_bytes as u64;
+        let (end, used, cut_back) = if keep == 0 {
+            if 2 * (len + self.cfg.read_chunk_bytes as u64) > self.cfg.max_inflight_bytes_per_source
+            {
+                return false;
+            }
+            (chunk.start_offset, 0, chunk.cut_lines)
+        } else {
+            // Lines after the first are in `data` as in the file (that is
+            // what `cut` promises), newlines included: their starts give
+            // their offsets and lengths.
+            let from = chunk.spans[keep].0;
+            let mut starts: Vec<usize> = chunk.spans[keep..].iter().map(|s| s.0).collect();
+            starts.push(chunk.used);
+            let cut_back = starts
+                .windows(2)
+                .filter(|w| (w[1] - w[0] - 1) as u64 > max_line)
+                .count() as u64;
+            (
+                chunk.end_offset - (chunk.used - from) as u64,
+                from,
+                cut_back,
+            )
+        };
+        let Some(src) = self.sources.get_mut(&chunk.source_id) else {
+            return false;
+        };
+        if src.emitted != chunk.end_offset
+            || src.pending.back() != Some(&(chunk.end_offset, false))
+            || src.open.is_none()
+        {
+            return false;
+        }
+        let set_end = |src: &mut Source, to: u64| {
+            src.emitted = to;
+            src.pending.pop_back();
+            if to > chunk.start_offset {
+                src.pending.push_back((to, false));
+            }
+        };
+        set_end(src, end);
+        if self.checkpointer.is_some()
+            && let Err(e) = self.checkpoint_at(Instant::now())
+        {
+            tracing::warn!(source = %chunk.source_id, error = %e, "checkpoint not written; the chunk is shipped whole");
+            if let Some(src) = self.sources.get_mut(&chunk.source_id) {
+                set_end(src, chunk.end_offset);
+            }
+            return false;
+        }
+        let Some(src) = self.sources.get_mut(&chunk.source_id) else {
+            return false;
+        };
+        if let Some(of) = src.open.as_mut() {
+            if keep == 0 {
+                // Twice what was read, the partial line after the chunk
+                // included: the record's next line may be longer than all
+                // of the chunk.
+                src.read_through = Some(end + 2 * (of.read_offset - end));
+            }
+            of.read_offset = end;
+            of.asm = LineAssembler::new(self.cfg.max_line_bytes);
+        }
+        let (lines_back, bytes_back) = ((lines - keep) as u64, chunk.end_offset - end);
+        for s in [&mut src.stats.lines, &mut self.totals.lines] {
+            *s -= lines_back;
+        }
+        for s in [&mut src.stats.bytes_read, &mut self.totals.bytes_read] {
+            *s -= bytes_back;
+        }
+        for s in [&mut src.stats.cut_lines, &mut self.totals.cut_lines] {
+            *s -= cut_back;
+        }
+        chunk.end_offset = end;
+        chunk.spans.truncate(keep);
+        chunk.used = used;
+        chunk.cut_lines -= cut_back;
+        chunk.cut = false;
+        self.more_ready = true;
+        true
     }
 
     /// The acknowledged offset of a source, if it is known.
@@ -564,6 +670,7 @@ impl Tailer {
             last_seen: Utc::now(),
             open: None,
             stash: None,
+            read_through: None,
             stats: SourceStats::empty(&id),
         };
         src.stats.acked_offset = start;
@@ -648,10 +755,15 @@ impl Tailer {
             // restart, up to the end of a chunk handed out before it), read
             // on to that end so the resent chunk is the same range.
             let replaying = src.replay.front().copied();
+            let through = src
+                .read_through
+                .filter(|&t| t > of.read_offset && replaying.is_none());
             let mut want = match (budget, replaying) {
                 (0, _) => 0,
                 (_, Some(end)) => end.saturating_sub(of.read_offset),
-                (_, None) => budget.min(c.read_chunk_bytes as u64),
+                (_, None) => budget
+                    .min(c.read_chunk_bytes as u64)
+                    .max(through.map_or(0, |t| t - of.read_offset)),
             };
             let mut lines = Lines::with_buffer(if want > 0 {
                 self.bufs.take()
@@ -659,8 +771,15 @@ impl Tailer {
                 Vec::new()
             });
             let mut total = 0;
+            // Whether the last read filled its buffer, and whether every
+            // line but the first is in the buffer as in the file (a long
+            // line waiting between two reads loses its bytes past the cut).
+            let (mut filled, mut exact) = (false, true);
             while want > 0 {
                 let step = want.min(c.read_chunk_bytes as u64) as usize;
+                if total > 0 && of.asm.pending() > c.max_line_bytes as u64 {
+                    exact = false;
+                }
                 // Straight into the chunk's buffer: lines are not copied.
                 let room = of.asm.room(&mut lines, step);
                 let n = match of.file.read_at(room, of.read_offset) {
@@ -672,13 +791,15 @@ impl Tailer {
                     }
                 };
                 if n == 0 {
+                    filled = false;
                     break;
                 }
                 of.asm.commit(&mut lines, n, now);
                 of.read_offset += n as u64;
                 total += n;
                 want -= n as u64;
-                if replaying.is_none() {
+                filled = n == step;
+                if replaying.is_none() && through.is_none() {
                     if n == step {
                         self.more_ready = true;
                     }
@@ -687,7 +808,8 @@ impl Tailer {
             }
             if total > 0 {
                 of.active_at = now;
-                if replaying.is_some() {
+                src.read_through = None;
+                if replaying.is_some() || through.is_some() {
                     self.more_ready = true;
                 }
             }
@@ -716,7 +838,8 @@ impl Tailer {
                 let small = lines.data[..lines.used].to_vec();
                 self.bufs.give(std::mem::replace(&mut lines.data, small));
             }
-            if src.emit(lines, out, &mut self.totals) {
+            let cut = filled && want == 0 && exact && replaying.is_none() && lines.flushed == 0;
+            if src.emit(lines, cut, out, &mut self.totals) {
                 self.dirty = true;
             }
             if idle_close {
@@ -753,6 +876,7 @@ impl Source {
             last_seen: e.last_seen,
             open: None,
             stash: None,
+            read_through: None,
             stats,
         }
     }
@@ -778,7 +902,13 @@ impl Source {
 
     /// Turns `lines` into the next chunk of this source. Returns whether a
     /// chunk was made.
-    fn emit(&mut self, lines: Lines, out: &mut Vec<Chunk>, totals: &mut TailStats) -> bool {
+    fn emit(
+        &mut self,
+        lines: Lines,
+        cut: bool,
+        out: &mut Vec<Chunk>,
+        totals: &mut TailStats,
+    ) -> bool {
         if lines.is_empty() {
             return false;
         }
@@ -812,6 +942,7 @@ impl Source {
             data: lines.data,
             used: lines.used,
             spans: lines.spans,
+            cut,
         });
         true
     }
@@ -840,7 +971,7 @@ impl Source {
         }
         let mut lines = Lines::default();
         asm.flush(&mut lines);
-        self.emit(lines, out, totals)
+        self.emit(lines, false, out, totals)
     }
 }
 

@@ -18,10 +18,9 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use panorama_model::wire::binary::{self, Batch, BatchMeta};
-use panorama_model::wire::ndjson;
+use panorama_model::wire::binary::{self, Batch};
+use panorama_model::wire::{IngestReply, ndjson};
 use panorama_model::{Credential, Principal};
-use serde_json::json;
 
 use super::AppState;
 use crate::wal::WalError;
@@ -35,7 +34,7 @@ struct Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({ "error": self.msg }))).into_response();
+        let mut resp = (self.status, Json(IngestReply::error(self.msg))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -141,19 +140,7 @@ async fn handle(
         if events.is_empty() {
             return Err(bad("no events in body".into()));
         }
-        // Third parties have no byte ranges to deduplicate by; the batch is
-        // unranged and counted once per request.
-        let batch = Batch {
-            meta: BatchMeta {
-                agent_id: format!("ndjson:{producer}"),
-                source_id: String::new(),
-                start_offset: 0,
-                end_offset: 0,
-                lines_read: 0,
-                lines_failed: 0,
-            },
-            events,
-        };
+        let batch = Batch::third_party(&producer, events);
         let mut bytes = Vec::new();
         binary::encode(&batch, &mut bytes);
         (batch, bytes)
@@ -168,21 +155,31 @@ async fn handle(
         ));
     };
     match c.ingest(batch, wal_bytes).await {
-        Ok(IngestOutcome::Accepted { events }) => Ok(Json(json!({ "accepted": events })).into_response()),
-        Ok(IngestOutcome::Duplicate) => Ok(Json(json!({ "accepted": 0, "duplicate": true })).into_response()),
+        Ok(IngestOutcome::Accepted { events }) => {
+            Ok(Json(IngestReply::accepted(events as u64)).into_response())
+        }
+        Ok(IngestOutcome::Duplicate) => Ok(Json(IngestReply {
+            duplicate: true,
+            ..IngestReply::accepted(0)
+        })
+        .into_response()),
         // An earlier copy of the range is still being written: retry soon.
         Ok(IngestOutcome::InFlight) => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-            Json(json!({ "error": "an earlier copy of this batch is still being written; retry" })),
+            Json(IngestReply::error(
+                "an earlier copy of this batch is still being written; retry",
+            )),
         )
             .into_response()),
         Ok(IngestOutcome::Overlap { counted }) => Ok((
             StatusCode::CONFLICT,
-            Json(json!({
-                "error": format!("batch straddles the counted offset {counted}; resume reading there"),
-                "counted_offset": counted,
-            })),
+            Json(IngestReply {
+                counted_offset: Some(counted),
+                ..IngestReply::error(format!(
+                    "batch straddles the counted offset {counted}; resume reading there"
+                ))
+            }),
         )
             .into_response()),
         Err(e) => {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
-use panorama_model::{Layer, Point, Sample, SampleKind, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, Point, Sample, SampleKind, minute_of};
 use panorama_store::{Metric, SampleQuery, SeriesQuery, TopEntry, TopQuery};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -14,9 +14,9 @@ use super::{ApiError, AppState};
 
 /// Longest range one series query may span: 31 days of minutes is 44,640
 /// points, already more than any chart can show.
-const MAX_RANGE_MS: i64 = 31 * 86_400_000;
+const MAX_RANGE_MS: i64 = 31 * DAY_MS;
 /// Default range when `from` is absent.
-const DEFAULT_RANGE_MS: i64 = 3_600_000;
+const DEFAULT_RANGE_MS: i64 = HOUR_MS;
 const DEFAULT_TOP: usize = 10;
 const MAX_TOP: usize = 1_000;
 const DEFAULT_SAMPLES: usize = 50;
@@ -115,7 +115,7 @@ pub(super) async fn series(
     if to - from > MAX_RANGE_MS {
         return Err(ApiError::BadRequest(format!(
             "range too long: at most 31 days, got {} hours",
-            (to - from) / 3_600_000
+            (to - from) / HOUR_MS
         )));
     }
     let q = SeriesQuery {

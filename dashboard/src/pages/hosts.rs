@@ -11,7 +11,7 @@ use askama::Template;
 use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::response::Response;
-use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_model::{DAY_MS, Layer, MINUTE_MS, agent, minute_of};
 use panorama_store::{Metric, SeriesQuery, SeriesTotalsQuery, TotalsQuery};
 use serde::Deserialize;
 
@@ -72,10 +72,10 @@ pub(crate) async fn page(
     let now = now_ms();
     let end = minute_of(now) + MINUTE_MS;
     let store = d.store();
-    let mut beats = TotalsQuery::range(end - 7 * 86_400_000, end).layer(Layer::Infra);
-    beats.name = Some("agent.heartbeat".into());
+    let mut beats = TotalsQuery::range(end - 7 * DAY_MS, end).layer(Layer::Infra);
+    beats.name = Some(agent::HEARTBEAT.into());
     let mut figures = TotalsQuery::range(end - 15 * MINUTE_MS, end).layer(Layer::Infra);
-    figures.name_prefix = Some("agent.".into());
+    figures.name_prefix = Some(agent::SERIES_PREFIX.into());
     let q = |range| SeriesTotalsQuery {
         range,
         by_host: true,
@@ -90,11 +90,7 @@ pub(crate) async fn page(
     // Per host, per source: (lag seconds, failed lines).
     let mut sources: BTreeMap<&str, BTreeMap<&str, (Option<f64>, f64)>> = BTreeMap::new();
     for f in &figures {
-        let Some((source, metric)) = f
-            .name
-            .strip_prefix("agent.")
-            .and_then(|n| n.rsplit_once('.'))
-        else {
+        let Some((source, metric)) = agent::parse_source_series(&f.name) else {
             continue;
         };
         let e = sources
@@ -103,8 +99,8 @@ pub(crate) async fn page(
             .entry(source)
             .or_insert((None, 0.0));
         match metric {
-            "lag_seconds" => e.0 = f.totals.value_max,
-            "lines_failed" => e.1 += f.totals.value_sum,
+            agent::LAG_SECONDS => e.0 = f.totals.value_max,
+            agent::LINES_FAILED => e.1 += f.totals.value_sum,
             _ => {}
         }
     }
@@ -202,7 +198,7 @@ async fn agent_versions(
     let heartbeats = |from_ms, to_ms, host: Option<String>| SeriesQuery {
         layer: Layer::Infra,
         service: None,
-        name: Some("agent.heartbeat".into()),
+        name: Some(agent::HEARTBEAT.into()),
         host,
         dims: Default::default(),
         from_ms,
@@ -227,7 +223,7 @@ async fn agent_versions(
     docs.sort_by_key(|r| r.minute_ms);
     let mut out = BTreeMap::new();
     for r in docs {
-        if let Some(v) = r.key.dims.get("version") {
+        if let Some(v) = r.key.dims.get(agent::VERSION_DIM) {
             out.insert(r.key.host.clone(), v.clone());
         }
     }

@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use chrono_tz::Tz;
-use panorama_model::{Layer, MINUTE_MS, Point, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, MINUTE_MS, Point, minute_of};
 use panorama_store::{LayerTotals, Metric, SeriesTotalsQuery, TotalsQuery};
 use serde::Deserialize;
 
@@ -15,8 +15,6 @@ use super::{Chrome, PageError, html, now_ms, parse_layer};
 use crate::auth::Session;
 use crate::chart::{Line, Unit, line_chart};
 use crate::{Dashboard, format};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// How many series the table lists (the busiest by the chosen order);
 /// a longer table is a wall nobody on duty reads. `?all=1` lists them all.
@@ -27,8 +25,8 @@ const ALL_ROWS: usize = 10_000;
 
 /// The ranges offered, with their length.
 pub(crate) const RANGES: [(&str, i64); 4] = [
-    ("1h", 3_600_000),
-    ("6h", 6 * 3_600_000),
+    ("1h", HOUR_MS),
+    ("6h", 6 * HOUR_MS),
     ("24h", DAY_MS),
     ("7d", 7 * DAY_MS),
 ];

@@ -12,7 +12,7 @@ use askama::Template;
 use axum::Extension;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, MINUTE_MS, agent, minute_of};
 use panorama_store::{
     LayerTotals, Metric, SeriesTotalsQuery, Store, StoreError, Totals, TotalsQuery,
 };
@@ -172,7 +172,7 @@ pub(crate) async fn page(
     let store = d.store();
     // Today = the whole hours before this one (cached) + this hour, summed
     // from the per-minute buckets of the last hour.
-    let hour_start = (now - now.rem_euclid(3_600_000)).max(day_start);
+    let hour_start = (now - now.rem_euclid(HOUR_MS)).max(day_start);
     let mut hour_q = TotalsQuery::range(hour_from.min(hour_start), end).buckets(MINUTE_MS);
     hour_q.sums_only = true;
     // One document per layer and minute, not one per series.
@@ -186,8 +186,8 @@ pub(crate) async fn page(
         limit: 1,
     };
     let silent_after = d.cfg().silent_after.as_millis() as i64;
-    let mut beats = TotalsQuery::range(now - 7 * 86_400_000, end).layer(Layer::Infra);
-    beats.name = Some("agent.heartbeat".into());
+    let mut beats = TotalsQuery::range(now - 7 * DAY_MS, end).layer(Layer::Infra);
+    beats.name = Some(agent::HEARTBEAT.into());
     let (past, hour, worst, beats) = tokio::join!(
         d.past_hours().get(store, day_start, hour_start),
         store.layer_totals(&hour_q),

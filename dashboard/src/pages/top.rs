@@ -9,7 +9,7 @@ use askama::Template;
 use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::response::Response;
-use panorama_model::{Layer, MINUTE_MS, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, MINUTE_MS, minute_of};
 use panorama_store::{Metric, TopQuery};
 use serde::Deserialize;
 
@@ -32,8 +32,6 @@ pub(crate) struct TopParams {
 
 /// How many days `compare=days` shows.
 const DAYS: i64 = 7;
-const DAY_MS: i64 = 86_400_000;
-const HOUR_MS: i64 = 3_600_000;
 /// A count this many times its day's median (and at least
 /// [`FAR_MIN_COUNT`]) is marked.
 const FAR_FACTOR: f64 = 5.0;

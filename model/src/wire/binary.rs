@@ -140,6 +140,26 @@ pub struct Batch {
     pub events: Vec<Event>,
 }
 
+impl Batch {
+    /// The batch of events posted by a third party (NDJSON) as `producer`:
+    /// there is no byte range to deduplicate by, so it is unranged (no
+    /// source, offsets 0) and counted once per request.
+    pub fn third_party(producer: &str, events: Vec<Event>) -> Batch {
+        Batch::unranged(format!("ndjson:{producer}"), events)
+    }
+
+    /// An unranged batch of `agent_id`: see [`Batch::third_party`].
+    pub fn unranged(agent_id: impl Into<String>, events: Vec<Event>) -> Batch {
+        Batch {
+            meta: BatchMeta {
+                agent_id: agent_id.into(),
+                ..BatchMeta::default()
+            },
+            events,
+        }
+    }
+}
+
 /// Why a byte string is not a valid batch. Offsets count from the first
 /// byte of the input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

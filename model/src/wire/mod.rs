@@ -11,6 +11,47 @@
 pub mod binary;
 pub mod ndjson;
 
+use serde::{Deserialize, Serialize};
+
+/// The JSON body the collector answers `POST /api/v1/ingest` with, and the
+/// agent reads: `{"accepted": N}` (with `"duplicate": true` for a range
+/// already counted), or `{"error": "..."}`, which for a 409 carries the
+/// `counted_offset` the agent resumes reading at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Events counted from this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<u64>,
+    /// The range was counted before; nothing was counted again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// Why the request was not accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With a 409: the batch straddles this offset, up to which the source
+    /// is already counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_offset: Option<u64>,
+}
+
+impl IngestReply {
+    /// `{"accepted": events}`.
+    pub fn accepted(events: u64) -> IngestReply {
+        IngestReply {
+            accepted: Some(events),
+            ..IngestReply::default()
+        }
+    }
+
+    /// `{"error": message}`.
+    pub fn error(message: impl Into<String>) -> IngestReply {
+        IngestReply {
+            error: Some(message.into()),
+            ..IngestReply::default()
+        }
+    }
+}
+
 /// The most dims one event may carry, in either encoding.
 ///
 /// Dims are meant to be a few low-cardinality labels (device model,

@@ -34,7 +34,7 @@ use elasticsearch::indices::{
     IndicesPutMappingParts, IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
-use panorama_model::{Layer, Rollup, Sample, minute_of};
+use panorama_model::{DAY_MS, Layer, Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
@@ -289,14 +289,13 @@ impl ElasticStore {
     /// or the pattern when it spans many days: fewer shards searched for
     /// the common short ranges.
     fn daily_indices(&self, from_ms: i64, to_ms: i64, kind: &str) -> String {
-        const DAY: i64 = 86_400_000;
         let prefix = &self.cfg.index_prefix;
-        let (first, last) = (from_ms.div_euclid(DAY), (to_ms - 1).div_euclid(DAY));
+        let (first, last) = (from_ms.div_euclid(DAY_MS), (to_ms - 1).div_euclid(DAY_MS));
         if last - first > 2 {
             return format!("{prefix}-{kind}-*");
         }
         (first..=last)
-            .map(|d| format!("{prefix}-{kind}-{}", day(d * DAY)))
+            .map(|d| format!("{prefix}-{kind}-{}", day(d * DAY_MS)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -1017,12 +1016,11 @@ impl Store for ElasticStore {
         // changes: each shard's answer stays in its request cache until
         // the shard takes a write, so a pass over two weeks recomputes
         // only today (and days that got late minutes).
-        const DAY: i64 = 86_400_000;
         let p = &self.cfg.index_prefix;
         let mut names = Vec::new();
-        for d in from_ms.div_euclid(DAY)..=(to_ms - 1).div_euclid(DAY) {
+        for d in from_ms.div_euclid(DAY_MS)..=(to_ms - 1).div_euclid(DAY_MS) {
             for kind in ["rollups", "layers"] {
-                names.push(format!("{p}-{kind}-{}", day(d * DAY)));
+                names.push(format!("{p}-{kind}-{}", day(d * DAY_MS)));
             }
         }
         let aggs = json!({"h": {
@@ -1236,7 +1234,7 @@ impl Store for ElasticStore {
     async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
         let range = TotalsQuery {
-            to_ms: now.max(q.from_ms) + 366 * 86_400_000,
+            to_ms: now.max(q.from_ms) + 366 * DAY_MS,
             ..q.clone()
         };
         let aggs = json!({"l": {"terms": {"field": "layer", "size": 16}, "aggs": {
