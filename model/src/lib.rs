@@ -12,6 +12,9 @@
 //!   a checked request carries.
 //! - [`live`] is the sub-minute view a collector keeps of its open minutes,
 //!   which the rules engine reads without depending on the collector.
+//! - [`ConfigError`] is the one error every configuration check returns,
+//!   beside the [`FilePosition`] it names; [`ConfigSource`] says whether the
+//!   values came from a file or from flags.
 //! - [`wire`] holds the agent's binary batch encoding and the NDJSON format
 //!   for third parties.
 //!
@@ -27,6 +30,7 @@
 //! ```
 
 pub mod auth;
+mod config_error;
 mod event;
 mod histogram;
 mod layer;
@@ -38,6 +42,7 @@ mod time;
 pub mod wire;
 
 pub use auth::{Credential, Principal, Role};
+pub use config_error::{ConfigError, ConfigSource};
 pub use event::{Event, Outcome};
 pub use histogram::{Histogram, MAX_TRACKABLE_MS, MIN_TRACKABLE_MS, RELATIVE_ACCURACY};
 pub use layer::{Layer, ParseLayerError};
