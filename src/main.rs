@@ -147,11 +147,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Collector(args) => collector(configure(&args)?).await,
         Command::Demo(args) => {
-            let (argv, running) = demo::start(&args).await?;
-            let Command::Collector(c) = Cli::parse_from(argv).command else {
-                unreachable!("the demo builds collector arguments");
-            };
-            let result = collector(configure(&c)?).await;
+            let (config, running) = demo::start(&args).await?;
+            let result = collector(config).await;
             running.stop().await;
             result
         }
