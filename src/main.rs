@@ -3,6 +3,7 @@
 //! This file parses arguments, sets up logging and wires libraries together;
 //! everything it starts lives in a crate that tests drive directly.
 
+mod config;
 mod demo;
 
 use std::net::SocketAddr;
@@ -12,15 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use config::{Config, FileConfig};
+use panorama_collector::Collector;
 use panorama_collector::auth::{
-    Access, ApiToken, Auth, SessionInfo, SessionLookup, TokenTable, decide_access,
+    Access, Auth, SessionInfo, SessionLookup, TokenTable, decide_access,
 };
-use panorama_collector::config::{
-    AuthSection, DashboardSection, DashboardUser, FileConfig, RulesSection, StoreChoice,
-};
-use panorama_collector::serve::{ServeConfig, TlsFiles};
-use panorama_collector::{Collector, CollectorConfig};
-use panorama_model::Role;
+use panorama_collector::config::{CollectorSettings, StoreChoice};
+use panorama_collector::serve::ServeConfig;
+use panorama_model::{ConfigSource, Role};
 use panorama_rules::engine::{Engine, EngineConfig};
 use panorama_store::Store;
 use panorama_store::elastic::{ElasticConfig, ElasticStore};
@@ -145,13 +145,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Collector(args) => collector(*args).await,
+        Command::Collector(args) => collector(configure(&args)?).await,
         Command::Demo(args) => {
-            let (argv, running) = demo::start(&args).await?;
-            let Command::Collector(c) = Cli::parse_from(argv).command else {
-                unreachable!("the demo builds collector arguments");
-            };
-            let result = collector(*c).await;
+            let (config, running) = demo::start(&args).await?;
+            let result = collector(config).await;
             running.stop().await;
             result
         }
@@ -177,81 +174,17 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--dashboard-user` and related flags, checked like the file's section.
-fn dashboard_from_flags(args: &CollectorArgs) -> anyhow::Result<Option<DashboardSection>> {
-    if args.dashboard_users.is_empty() {
-        return Ok(None);
-    }
-    let mut users = Vec::new();
-    for u in &args.dashboard_users {
-        let mut parts = u.splitn(3, ':');
-        let (Some(name), Some(role), Some(hash)) = (parts.next(), parts.next(), parts.next())
-        else {
-            anyhow::bail!("--dashboard-user {u:?}: expected NAME:ROLE:HASH");
-        };
-        anyhow::ensure!(
-            ["viewer", "operator", "admin"].contains(&role),
-            "--dashboard-user {name}: role {role:?}: expected viewer, operator or admin"
-        );
-        anyhow::ensure!(
-            panorama_dashboard::config::is_valid_hash(hash),
-            "--dashboard-user {name}: expected an argon2 hash from `panorama hash-password`"
-        );
-        users.push(DashboardUser {
-            name: name.to_owned(),
-            password_hash: hash.to_owned(),
-            role: role.to_owned(),
-        });
-    }
-    let time_zone = args.time_zone.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "--time-zone {:?}: expected an IANA zone such as Asia/Shanghai",
-            args.time_zone
-        )
-    })?;
-    anyhow::ensure!(
-        ["en", "zh"].contains(&args.language.as_str()),
-        "--language {:?}: expected en or zh",
-        args.language
-    );
-    Ok(Some(DashboardSection {
-        users,
-        time_zone,
-        language: args.language.clone(),
-        secure_cookies: args.secure_cookies,
-        session_idle: Duration::from_secs(12 * 3600),
-        session_max: Duration::from_secs(7 * 86_400),
-        silent_after: Duration::from_secs(180),
-    }))
-}
-
-/// The dashboard's checked configuration from the section; sessions are
-/// kept in `data_dir`.
-fn dashboard_config(
-    s: DashboardSection,
-    data_dir: &std::path::Path,
-    tls: bool,
-) -> panorama_dashboard::DashboardConfig {
-    use panorama_dashboard::config::{Lang, User};
-    let users = s
-        .users
-        .into_iter()
-        .map(|u| User {
-            role: Role::parse(&u.role).unwrap_or(Role::Viewer),
-            name: u.name,
-            password_hash: u.password_hash,
-        })
-        .collect();
-    let mut cfg = panorama_dashboard::DashboardConfig::new(users);
-    cfg.time_zone = s.time_zone;
-    cfg.default_lang = Lang::parse(&s.language).unwrap_or(Lang::En);
-    // Served over TLS the cookies are always Secure.
-    cfg.secure_cookies = s.secure_cookies || tls;
-    cfg.session_idle = s.session_idle;
-    cfg.session_max = s.session_max;
-    cfg.sessions_file = Some(data_dir.join("dashboard").join("sessions.json"));
-    cfg.silent_after = s.silent_after;
-    cfg
+/// The configuration of `panorama collector`: its file, or its flags
+/// filling the same sections.
+fn configure(args: &CollectorArgs) -> anyhow::Result<Config> {
+    Ok(match &args.config {
+        Some(path) => {
+            let mut config = FileConfig::load(path)?;
+            config.collector.auth.insecure_open |= args.insecure_open;
+            config
+        }
+        None => FileConfig::from_flags(args)?.check(&ConfigSource::Flags)?,
+    })
 }
 
 fn rules_check(dir: &std::path::Path, explain: Option<&str>) -> anyhow::Result<()> {
@@ -293,81 +226,19 @@ impl SessionLookup for DashboardSessions {
     }
 }
 
-async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
-    let (listen, choice, cfg, rules, dashboard, auth, tls) = match &args.config {
-        Some(path) => {
-            let mut f = FileConfig::load(path)?;
-            f.auth.insecure_open |= args.insecure_open;
-            (
-                f.listen,
-                f.store,
-                f.collector,
-                f.rules,
-                f.dashboard,
-                f.auth,
-                f.tls,
-            )
-        }
-        None => {
-            let mut cfg = CollectorConfig::new(&args.collector_id, &args.data_dir);
-            cfg.grace = Duration::from_secs(args.grace_secs);
-            cfg.tokens = args
-                .tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.clone(), format!("token{}", i + 1)))
-                .collect();
-            let mut tokens: Vec<ApiToken> = cfg
-                .tokens
-                .iter()
-                .map(|(t, name)| ApiToken {
-                    name: name.clone(),
-                    token: t.clone(),
-                    role: Role::Agent,
-                })
-                .collect();
-            for (i, flag) in args.api_tokens.iter().enumerate() {
-                let t = ApiToken::from_flag(flag, i + 1).map_err(anyhow::Error::msg)?;
-                if t.role == Role::Agent {
-                    cfg.tokens.insert(t.token.clone(), t.name.clone());
-                }
-                tokens.push(t);
-            }
-            let choice = match &args.elasticsearch {
-                Some(url) => StoreChoice::Elasticsearch {
-                    url: url.clone(),
-                    index_prefix: args.index_prefix.clone(),
-                },
-                None => StoreChoice::Sqlite,
-            };
-            let rules = args.rules.clone().map(|dir| RulesSection {
-                dir,
-                dashboard_url: args.dashboard_url.clone(),
-            });
-            let tls = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert_file), Some(key_file)) => Some(TlsFiles {
-                    cert_file: cert_file.clone(),
-                    key_file: key_file.clone(),
-                    client_ca_file: args.tls_client_ca.clone(),
-                }),
-                _ => None,
-            };
-            let auth = AuthSection {
-                tokens,
-                metrics_public: args.metrics_public,
-                insecure_open: args.insecure_open,
-            };
-            (
-                args.listen,
-                choice,
-                cfg,
-                rules,
-                dashboard_from_flags(&args)?,
+async fn collector(config: Config) -> anyhow::Result<()> {
+    let Config {
+        collector:
+            CollectorSettings {
+                listen,
+                store: choice,
+                collector: cfg,
                 auth,
                 tls,
-            )
-        }
-    };
+            },
+        rules,
+        dashboard,
+    } = config;
     // Decided before anything is opened: a collector that must not start
     // leaves no files behind.
     let table = TokenTable::new(&auth.tokens);
@@ -429,13 +300,12 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let mut sessions: Option<Arc<dyn SessionLookup>> = None;
     let mut served_dashboard = None;
     match dashboard {
-        Some(d) if !d.users.is_empty() => {
+        Some(mut d) if !d.users.is_empty() => {
             let users = d.users.len();
-            let dash = panorama_dashboard::Dashboard::new(
-                store.clone(),
-                dashboard_engine,
-                dashboard_config(d, &data_dir, tls.is_some()),
-            );
+            // Served over TLS the cookies are always Secure.
+            d.secure_cookies |= tls.is_some();
+            d.sessions_file = Some(data_dir.join("dashboard").join("sessions.json"));
+            let dash = panorama_dashboard::Dashboard::new(store.clone(), dashboard_engine, d);
             app = app.merge(panorama_dashboard::router(dash.clone()));
             sessions = Some(Arc::new(DashboardSessions(dash.clone())));
             served_dashboard = Some(dash);

@@ -152,29 +152,9 @@ pub struct AgentConfig {
     pub probes: Vec<ProbeConfig>,
 }
 
-/// A configuration error, with where it is.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Something in the file is wrong.
-    #[error("{at}: {message}")]
-    Invalid {
-        /// Where.
-        at: FilePosition,
-        /// What is wrong and what was expected.
-        message: String,
-    },
-    /// A command-line setting is wrong.
-    #[error("{0}")]
-    Flag(String),
-}
+/// A configuration error, with where it is (one type for every crate's
+/// configuration, defined beside [`FilePosition`]).
+pub use panorama_model::ConfigError;
 
 /// This machine's host name, the default agent id and host.
 pub fn hostname() -> String {

@@ -1,5 +1,9 @@
-//! The collector's configuration file: TOML parsed strictly, checked before
-//! anything is opened, every error with file:line:col.
+//! The collector's part of the `panorama` configuration file: every
+//! top-level key except the `[rules]` and `[dashboard]` sections, which the
+//! rules engine and the dashboard own. [`CollectorSection`] is the raw form,
+//! filled by the file or by `panorama collector`'s flags;
+//! [`CollectorSection::check`] turns it into [`CollectorSettings`] before
+//! anything is opened, every file error with file:line:col.
 //!
 //! ```toml
 //! listen = "0.0.0.0:7070"
@@ -28,19 +32,6 @@
 //!
 //! [wal]
 //! max_total_mb = 4096
-//!
-//! [dashboard]                  # absent: no users, so no dashboard
-//! time_zone = "Asia/Shanghai"  # IANA name; default UTC
-//! language = "zh"              # en | zh, for users who have not chosen
-//! secure_cookies = true        # behind TLS that sends no X-Forwarded-Proto
-//! session_idle_hours = 12
-//! session_max_hours = 168      # a login ends after this however busy
-//! silent_after_secs = 180      # a host without heartbeat this long is silent
-//!
-//! [[dashboard.user]]           # hash with `panorama hash-password`
-//! name = "ana"
-//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$…"
-//! role = "operator"            # viewer | operator | admin
 //! ```
 
 use std::collections::HashMap;
@@ -48,132 +39,109 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use panorama_model::FilePosition;
+use panorama_model::{ConfigSource, Role};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::CollectorConfig;
 use crate::auth::{ApiToken, MIN_TOKEN_LEN};
 use crate::serve::TlsFiles;
-use panorama_model::Role;
 
+/// A configuration error, with where it is (one type for every crate's
+/// configuration).
+pub use panorama_model::ConfigError;
+
+/// The address served when neither the file nor a flag names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// The collector id when none is given.
+pub const DEFAULT_COLLECTOR_ID: &str = "c1";
+
+/// The Elasticsearch index prefix when none is given.
+pub const DEFAULT_INDEX_PREFIX: &str = "panorama";
+
+/// The collector's keys as written (or as the flags give them), unchecked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
-    listen: Option<SocketAddr>,
-    data_dir: PathBuf,
-    collector_id: Option<Spanned<String>>,
-    grace_secs: Option<u64>,
-    open_flush_secs: Option<u64>,
-    retention_days: Option<Spanned<u32>>,
-    hourly_retention_days: Option<Spanned<u32>>,
+pub struct CollectorSection {
+    /// Address to listen on; [`DEFAULT_LISTEN`] without one.
+    pub listen: Option<SocketAddr>,
+    /// Where the WAL, the ledger and the embedded store live.
+    pub data_dir: PathBuf,
+    /// This collector's id, unique among collectors sharing a store.
+    pub collector_id: Option<Spanned<String>>,
+    /// Seconds a minute stays open for late events.
+    pub grace_secs: Option<u64>,
+    /// Seconds between writes of open minutes; 0 writes a minute only
+    /// once its grace has passed.
+    pub open_flush_secs: Option<u64>,
+    /// Days of minute rollups kept.
+    pub retention_days: Option<Spanned<u32>>,
+    /// Days of hourly rollups kept.
+    pub hourly_retention_days: Option<Spanned<u32>>,
+    /// `[store]`.
     #[serde(default)]
-    store: RawStore,
+    pub store: StoreSection,
+    /// Every `[[token]]`.
     #[serde(default, rename = "token")]
-    tokens: Vec<Spanned<RawToken>>,
-    metrics_public: Option<bool>,
-    insecure_open: Option<bool>,
-    tls: Option<Spanned<RawTls>>,
+    pub tokens: Vec<Spanned<TokenSection>>,
+    /// `/metrics` without a token.
+    pub metrics_public: Option<bool>,
+    /// Serve without any credential on a non-loopback address.
+    pub insecure_open: Option<bool>,
+    /// `[tls]`.
+    pub tls: Option<Spanned<TlsSection>>,
+    /// `[wal]`.
     #[serde(default)]
-    wal: RawWal,
-    rules: Option<RawRules>,
-    dashboard: Option<RawDashboard>,
+    pub wal: WalSection,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDashboard {
-    time_zone: Option<Spanned<String>>,
-    language: Option<Spanned<String>>,
-    secure_cookies: Option<bool>,
-    session_idle_hours: Option<Spanned<u64>>,
-    session_max_hours: Option<Spanned<u64>>,
-    silent_after_secs: Option<Spanned<u64>>,
-    #[serde(default, rename = "user")]
-    users: Vec<Spanned<RawUser>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: Spanned<String>,
-    password_hash: Spanned<String>,
-    role: Spanned<String>,
-}
-
-/// The `[dashboard]` section: who may log in and how pages show times and
-/// words. Checked here, with positions, like the rest of the file;
-/// `panorama` hands it to the dashboard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DashboardSection {
-    /// Accounts.
-    pub users: Vec<DashboardUser>,
-    /// IANA time zone every time is shown in.
-    pub time_zone: chrono_tz::Tz,
-    /// `en` or `zh`.
-    pub language: String,
-    /// Mark cookies `Secure` regardless of `X-Forwarded-Proto`.
-    pub secure_cookies: bool,
-    /// Idle time after which a login ends.
-    pub session_idle: Duration,
-    /// Time after which a login ends however busy.
-    pub session_max: Duration,
-    /// Heartbeat age after which a host is listed as silent.
-    pub silent_after: Duration,
-}
-
-/// One `[[dashboard.user]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DashboardUser {
-    /// Login name.
-    pub name: String,
-    /// argon2 hash in PHC form.
-    pub password_hash: String,
-    /// `viewer`, `operator` or `admin`.
-    pub role: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRules {
-    dir: PathBuf,
-    dashboard_url: Option<Spanned<String>>,
-}
-
-/// The `[rules]` section: where alert rules live. The collector does not
-/// evaluate them; `panorama` hands this to the rules engine, and it is
-/// checked here only so that one file has one parser and one error style.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RulesSection {
-    /// The rules directory (relative paths are relative to the config file).
-    pub dir: PathBuf,
-    /// Base URL of the dashboard, for links in notifications.
-    pub dashboard_url: Option<String>,
-}
-
+/// `[store]`: absent, the embedded SQLite store.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStore {
-    elasticsearch: Option<Spanned<String>>,
-    index_prefix: Option<String>,
+pub struct StoreSection {
+    /// Base URL of an Elasticsearch cluster.
+    pub elasticsearch: Option<Spanned<String>>,
+    /// Index name prefix; [`DEFAULT_INDEX_PREFIX`] without one.
+    pub index_prefix: Option<String>,
 }
 
+/// One `[[token]]`: a name, exactly one source of the secret, a role.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawToken {
-    name: String,
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
-    role: Option<Spanned<String>>,
+pub struct TokenSection {
+    /// Who holds it (logs and refusals name it).
+    pub name: String,
+    /// The secret itself.
+    pub token: Option<String>,
+    /// An environment variable holding the secret.
+    pub token_env: Option<String>,
+    /// A file holding the secret (relative to the config file).
+    pub token_file: Option<PathBuf>,
+    /// `agent` (default), `viewer`, `operator` or `admin`.
+    pub role: Option<Spanned<String>>,
 }
 
+/// `[tls]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    client_ca_file: Option<PathBuf>,
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// Its PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CAs client certificates must be signed by (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[wal]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// Total size past which ingest answers 503.
+    pub max_total_mb: Option<u64>,
+    /// Size of one segment.
+    pub segment_mb: Option<u64>,
 }
 
 /// Who may call what, from the file: every `[[token]]` with its role, and
@@ -187,13 +155,6 @@ pub struct AuthSection {
     pub metrics_public: bool,
     /// Serve without credentials on a non-loopback address.
     pub insecure_open: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWal {
-    max_total_mb: Option<u64>,
-    segment_mb: Option<u64>,
 }
 
 /// Where the collector keeps its rollups.
@@ -210,70 +171,51 @@ pub enum StoreChoice {
     },
 }
 
-/// A checked configuration file.
+/// The collector's checked settings.
 #[derive(Debug, Clone)]
-pub struct FileConfig {
+pub struct CollectorSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// The store.
     pub store: StoreChoice,
     /// Everything else.
     pub collector: CollectorConfig,
-    /// Alert rules, if configured.
-    pub rules: Option<RulesSection>,
-    /// The dashboard, if configured.
-    pub dashboard: Option<DashboardSection>,
     /// Tokens and their roles.
     pub auth: AuthSection,
     /// TLS, if configured.
     pub tls: Option<TlsFiles>,
 }
 
-/// A configuration error with its place.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Something in it is wrong.
-    #[error("{at}: {message}")]
-    Invalid {
-        /// Where.
-        at: FilePosition,
-        /// What, and what was expected.
-        message: String,
-    },
-}
-
-impl FileConfig {
-    /// Reads and checks a configuration file.
-    ///
-    /// # Errors
-    /// Unreadable file, TOML syntax, unknown or missing keys, bad values.
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        FileConfig::parse(path, &text)
+impl CollectorSection {
+    /// The section with nothing set but the data directory: what flags
+    /// start from.
+    pub fn new(data_dir: impl Into<PathBuf>) -> CollectorSection {
+        CollectorSection {
+            listen: None,
+            data_dir: data_dir.into(),
+            collector_id: None,
+            grace_secs: None,
+            open_flush_secs: None,
+            retention_days: None,
+            hourly_retention_days: None,
+            store: StoreSection::default(),
+            tokens: Vec::new(),
+            metrics_public: None,
+            insecure_open: None,
+            tls: None,
+            wal: WalSection::default(),
+        }
     }
 
-    /// Checks configuration text read from `path`.
+    /// Checks the section, reading token secrets from their variables and
+    /// files (relative to the config file).
     ///
     /// # Errors
-    /// As for [`FileConfig::load`].
-    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-        let invalid = |offset: usize, message: String| ConfigError::Invalid {
-            at: FilePosition::at(path, text, offset),
-            message,
-        };
-        let raw: Raw = toml::from_str(text)
-            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), e.message().to_owned()))?;
+    /// A bad collector id, retention, token, or Elasticsearch URL, at its
+    /// place in the file.
+    pub fn check(self, source: &ConfigSource<'_>) -> Result<CollectorSettings, ConfigError> {
+        let raw = self;
+        let invalid = |offset: usize, message: String| source.invalid(offset, message);
         let id = match raw.collector_id {
             Some(id) => {
                 let ok = !id.get_ref().is_empty()
@@ -285,14 +227,15 @@ impl FileConfig {
                     return Err(invalid(
                         id.span().start,
                         format!(
-                            "`collector_id` {:?}: expected letters, digits, '-', '_' or '.'",
+                            "{} {:?}: expected letters, digits, '-', '_' or '.'",
+                            source.key("collector_id"),
                             id.get_ref()
                         ),
                     ));
                 }
                 id.into_inner()
             }
-            None => "c1".into(),
+            None => DEFAULT_COLLECTOR_ID.into(),
         };
         let mut c = CollectorConfig::new(id, &raw.data_dir);
         if let Some(g) = raw.grace_secs {
@@ -305,18 +248,20 @@ impl FileConfig {
             if *r.get_ref() == 0 {
                 return Err(invalid(
                     r.span().start,
-                    "`retention_days` must be at least 1".into(),
+                    format!("{} must be at least 1", source.key("retention_days")),
                 ));
             }
             c.retention_days = r.into_inner();
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         if let Some(r) = raw.hourly_retention_days {
             if *r.get_ref() < c.retention_days {
                 return Err(invalid(
                     r.span().start,
-                    "`hourly_retention_days` must be at least `retention_days`".into(),
+                    format!(
+                        "{} must be at least {}",
+                        source.key("hourly_retention_days"),
+                        source.key("retention_days")
+                    ),
                 ));
             }
             c.compact.hourly_retention_days = r.into_inner();
@@ -326,6 +271,10 @@ impl FileConfig {
         for t in raw.tokens {
             let span = t.span();
             let t = t.into_inner();
+            // `--token` has always taken a secret of any length (test set-ups
+            // on loopback use short ones); every other token is held to
+            // MIN_TOKEN_LEN.
+            let any_length = source.is_flags() && t.role.is_none();
             let role = match &t.role {
                 None => Role::Agent,
                 Some(r) => Role::parse(r.get_ref()).ok_or_else(|| {
@@ -350,7 +299,7 @@ impl FileConfig {
                     )
                 })?,
                 (None, None, Some(file)) => {
-                    let file = relative(file);
+                    let file = source.resolve(file);
                     std::fs::read_to_string(&file)
                         .map(|v| v.trim().to_owned())
                         .map_err(|e| {
@@ -370,7 +319,7 @@ impl FileConfig {
                     ));
                 }
             };
-            if secret.len() < MIN_TOKEN_LEN {
+            if secret.len() < MIN_TOKEN_LEN && !any_length {
                 return Err(invalid(
                     span.start,
                     format!(
@@ -403,9 +352,9 @@ impl FileConfig {
         let tls = raw.tls.map(|t| {
             let t = t.into_inner();
             TlsFiles {
-                cert_file: relative(t.cert_file),
-                key_file: relative(t.key_file),
-                client_ca_file: t.client_ca_file.map(relative),
+                cert_file: source.resolve(t.cert_file),
+                key_file: source.resolve(t.key_file),
+                client_ca_file: t.client_ca_file.map(|f| source.resolve(f)),
             }
         });
         if let Some(mb) = raw.wal.max_total_mb {
@@ -421,147 +370,45 @@ impl FileConfig {
                     return Err(invalid(
                         url.span().start,
                         format!(
-                            "`elasticsearch` {:?}: expected http://host:port",
+                            "{} {:?}: expected http://host:port",
+                            source.key("elasticsearch"),
                             url.get_ref()
                         ),
                     ));
                 }
                 StoreChoice::Elasticsearch {
                     url: url.into_inner(),
-                    index_prefix: raw.store.index_prefix.unwrap_or_else(|| "panorama".into()),
+                    index_prefix: raw
+                        .store
+                        .index_prefix
+                        .unwrap_or_else(|| DEFAULT_INDEX_PREFIX.into()),
                 }
             }
             None => StoreChoice::Sqlite,
         };
-        let rules = match raw.rules {
-            Some(r) => {
-                if let Some(u) = &r.dashboard_url
-                    && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
-                {
-                    return Err(invalid(
-                        u.span().start,
-                        format!(
-                            "`dashboard_url` {:?}: expected http(s)://host:port",
-                            u.get_ref()
-                        ),
-                    ));
-                }
-                let dir = if r.dir.is_relative() {
-                    path.parent().unwrap_or(Path::new(".")).join(&r.dir)
-                } else {
-                    r.dir
-                };
-                Some(RulesSection {
-                    dir,
-                    dashboard_url: r.dashboard_url.map(Spanned::into_inner),
-                })
-            }
-            None => None,
-        };
-        let dashboard = match raw.dashboard {
-            Some(d) => Some(check_dashboard(d, &invalid)?),
-            None => None,
-        };
-        Ok(FileConfig {
-            rules,
-            dashboard,
+        Ok(CollectorSettings {
             auth,
             tls,
             listen: raw
                 .listen
-                .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("a valid address")),
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address")),
             store,
             collector: c,
         })
     }
 }
 
-fn check_dashboard(
-    d: RawDashboard,
-    invalid: &impl Fn(usize, String) -> ConfigError,
-) -> Result<DashboardSection, ConfigError> {
-    let time_zone = match d.time_zone {
-        Some(tz) => tz.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
-            invalid(
-                tz.span().start,
-                format!(
-                    "`time_zone` {:?}: expected an IANA zone such as \"Asia/Shanghai\" or \"UTC\"",
-                    tz.get_ref()
-                ),
-            )
-        })?,
-        None => chrono_tz::Tz::UTC,
-    };
-    let language = match d.language {
-        Some(l) if ["en", "zh"].contains(&l.get_ref().as_str()) => l.into_inner(),
-        Some(l) => {
-            return Err(invalid(
-                l.span().start,
-                format!("`language` {:?}: expected \"en\" or \"zh\"", l.get_ref()),
-            ));
-        }
-        None => "en".into(),
-    };
-    let positive = |v: Option<Spanned<u64>>, what: &str, default: u64| match v {
-        Some(v) if *v.get_ref() == 0 => Err(invalid(
-            v.span().start,
-            format!("`{what}` must be at least 1"),
-        )),
-        Some(v) => Ok(v.into_inner()),
-        None => Ok(default),
-    };
-    let idle_hours = positive(d.session_idle_hours, "session_idle_hours", 12)?;
-    let max_hours = positive(d.session_max_hours, "session_max_hours", 168)?;
-    let silent_secs = positive(d.silent_after_secs, "silent_after_secs", 180)?;
-    let mut users: Vec<DashboardUser> = Vec::new();
-    for u in d.users {
-        let u = u.into_inner();
-        let name = u.name.get_ref();
-        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(invalid(
-                u.name.span().start,
-                format!("user name {name:?}: expected a non-empty name without spaces"),
-            ));
-        }
-        if users.iter().any(|x| &x.name == name) {
-            return Err(invalid(
-                u.name.span().start,
-                format!("user {name:?} is defined twice"),
-            ));
-        }
-        if !u.password_hash.get_ref().starts_with("$argon2") {
-            return Err(invalid(
-                u.password_hash.span().start,
-                format!(
-                    "`password_hash` of {name:?}: expected an argon2 hash ($argon2id$...); \
-                     make one with `panorama hash-password`"
-                ),
-            ));
-        }
-        if !["viewer", "operator", "admin"].contains(&u.role.get_ref().as_str()) {
-            return Err(invalid(
-                u.role.span().start,
-                format!(
-                    "`role` {:?}: expected \"viewer\", \"operator\" or \"admin\"",
-                    u.role.get_ref()
-                ),
-            ));
-        }
-        users.push(DashboardUser {
-            name: u.name.into_inner(),
-            password_hash: u.password_hash.into_inner(),
-            role: u.role.into_inner(),
-        });
-    }
-    Ok(DashboardSection {
-        users,
-        time_zone,
-        language,
-        secure_cookies: d.secure_cookies.unwrap_or(false),
-        session_idle: Duration::from_secs(idle_hours * 3600),
-        session_max: Duration::from_secs(max_hours * 3600),
-        silent_after: Duration::from_secs(silent_secs),
-    })
+/// Parses `text` as a file holding only the collector's keys: for tests and
+/// tools that check the collector alone.
+///
+/// # Errors
+/// TOML syntax, unknown or missing keys, and everything
+/// [`CollectorSection::check`] refuses.
+pub fn parse(path: &Path, text: &str) -> Result<CollectorSettings, ConfigError> {
+    let source = ConfigSource::File { path, text };
+    let raw: CollectorSection = toml::from_str(text)
+        .map_err(|e| source.invalid(e.span().map_or(0, |s| s.start), e.message()))?;
+    raw.check(&source)
 }
 
 #[cfg(test)]
@@ -580,8 +427,8 @@ name = "web-agents"
 token = "0123456789abcdef"
 "#;
 
-    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        FileConfig::parse(Path::new("collector.toml"), text)
+    fn parse(text: &str) -> Result<CollectorSettings, ConfigError> {
+        super::parse(Path::new("collector.toml"), text)
     }
 
     #[test]
@@ -597,55 +444,6 @@ token = "0123456789abcdef"
             Some("web-agents")
         );
         assert!(matches!(c.store, StoreChoice::Elasticsearch { .. }));
-    }
-
-    const DASH: &str = r#"
-[dashboard]
-time_zone = "Asia/Shanghai"
-language = "zh"
-
-[[dashboard.user]]
-name = "ana"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
-role = "operator"
-"#;
-
-    #[test]
-    fn the_dashboard_section_checks() {
-        let c = parse(&format!("{GOOD}{DASH}")).unwrap();
-        let d = c.dashboard.expect("a dashboard section");
-        assert_eq!(d.time_zone, chrono_tz::Tz::Asia__Shanghai);
-        assert_eq!(d.language, "zh");
-        assert_eq!(d.users.len(), 1);
-        assert_eq!(d.users[0].role, "operator");
-        assert_eq!(d.silent_after, Duration::from_secs(180));
-        for (from, to, at, needle) in [
-            (
-                "Asia/Shanghai",
-                "Mars/Olympus",
-                "collector.toml:13:13",
-                "IANA zone",
-            ),
-            (
-                "\"zh\"",
-                "\"fr\"",
-                "collector.toml:14:12",
-                "\"en\" or \"zh\"",
-            ),
-            ("\"operator\"", "\"root\"", "collector.toml:19:8", "viewer"),
-            (
-                "\"$argon2id$v=19",
-                "\"plain$v=19",
-                "collector.toml:18:17",
-                "hash-password",
-            ),
-            ("language", "lang", "collector.toml:14:1", "unknown field"),
-        ] {
-            let text = format!("{GOOD}{}", DASH.replace(from, to));
-            let err = parse(&text).expect_err(needle).to_string();
-            assert!(err.starts_with(at), "{err:?} should start with {at}");
-            assert!(err.contains(needle), "{err:?} should mention {needle}");
-        }
     }
 
     #[test]
@@ -673,7 +471,7 @@ metrics_public = true
         let text = format!(
             "metrics_public = true\n{text}\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"/k.pem\"\n"
         );
-        let c = FileConfig::parse(&dir.path().join("collector.toml"), &text).unwrap();
+        let c = super::parse(&dir.path().join("collector.toml"), &text).unwrap();
         let roles: Vec<_> = c
             .auth
             .tokens
@@ -749,18 +547,5 @@ metrics_public = true
             assert!(err.starts_with(at), "{err:?} should start with {at}");
             assert!(err.contains(needle), "{err:?} should mention {needle}");
         }
-    }
-}
-
-#[cfg(test)]
-mod fixture_tests {
-    use super::*;
-
-    #[test]
-    fn the_example_file_checks() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/collector.toml");
-        let c = FileConfig::load(&path).unwrap();
-        assert_eq!(c.store, StoreChoice::Sqlite);
-        assert_eq!(c.collector.tokens.len(), 1);
     }
 }

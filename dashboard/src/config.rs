@@ -1,15 +1,36 @@
 //! Who may log in and how times and words are shown.
 //!
-//! The file format lives with the rest of panorama's configuration (the
-//! `[dashboard]` section in `panorama_collector::config`); this is the
-//! checked form the dashboard runs with.
+//! [`DashboardSection`] is the `[dashboard]` section of the `panorama` file
+//! as written (or as `panorama collector`'s flags give it);
+//! [`DashboardSection::check`] turns it into the [`DashboardConfig`] the
+//! dashboard runs with, every file error with file:line:col.
+//!
+//! ```toml
+//! [dashboard]                  # absent: no users, so no dashboard
+//! time_zone = "Asia/Shanghai"  # IANA name; default UTC
+//! language = "zh"              # en | zh, for users who have not chosen
+//! secure_cookies = true        # behind TLS that sends no X-Forwarded-Proto
+//! session_idle_hours = 12
+//! session_max_hours = 168      # a login ends after this however busy
+//! silent_after_secs = 180      # a host without heartbeat this long is silent
+//!
+//! [[dashboard.user]]           # hash with `panorama hash-password`
+//! name = "ana"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$…"
+//! role = "operator"            # viewer | operator | admin
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use chrono_tz::Tz;
+use panorama_model::{ConfigError, ConfigSource};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// An IANA time zone, as [`DashboardConfig::time_zone`] holds it.
+pub use chrono_tz::Tz;
 
 /// What a user may do: `viewer`, `operator` or `admin` (the roles API
 /// tokens have too; `agent` is for agents, not people).
@@ -79,22 +100,31 @@ pub struct DashboardConfig {
     pub silent_after: Duration,
 }
 
+/// Hours a login lasts without activity, unless configured.
+pub const DEFAULT_SESSION_IDLE_HOURS: u64 = 12;
+/// Hours a login lasts however busy (7 days), unless configured.
+pub const DEFAULT_SESSION_MAX_HOURS: u64 = 168;
+/// Seconds without heartbeat after which a host is silent, unless
+/// configured: the agent beats every 10 s and the collector writes a minute
+/// within about 20 s, so 3 minutes is no single late write.
+pub const DEFAULT_SILENT_AFTER_SECS: u64 = 180;
+
 impl DashboardConfig {
-    /// Defaults: UTC, English, sessions idle out after 12 h and end after
-    /// 7 days, kept in memory, failed logins throttled, hosts silent
-    /// after 3 minutes (the agent beats every 10 s and the collector writes
-    /// a minute within about 20 s).
+    /// Defaults: UTC, English, sessions idle out after
+    /// [`DEFAULT_SESSION_IDLE_HOURS`] and end after
+    /// [`DEFAULT_SESSION_MAX_HOURS`], kept in memory, failed logins
+    /// throttled, hosts silent after [`DEFAULT_SILENT_AFTER_SECS`].
     pub fn new(users: Vec<User>) -> DashboardConfig {
         DashboardConfig {
             users,
             time_zone: Tz::UTC,
             default_lang: Lang::En,
             secure_cookies: false,
-            session_idle: Duration::from_secs(12 * 3600),
-            session_max: Duration::from_secs(7 * 86_400),
+            session_idle: Duration::from_secs(DEFAULT_SESSION_IDLE_HOURS * 3600),
+            session_max: Duration::from_secs(DEFAULT_SESSION_MAX_HOURS * 3600),
             sessions_file: None,
             throttle: crate::throttle::ThrottlePolicy::default(),
-            silent_after: Duration::from_secs(180),
+            silent_after: Duration::from_secs(DEFAULT_SILENT_AFTER_SECS),
         }
     }
 
@@ -108,6 +138,158 @@ impl DashboardConfig {
                 None
             }
         }
+    }
+}
+
+/// The `[dashboard]` section as written, unchecked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSection {
+    /// IANA zone every time is shown in; UTC without one.
+    pub time_zone: Option<Spanned<String>>,
+    /// `en` or `zh`, for users who have not chosen.
+    pub language: Option<Spanned<String>>,
+    /// Mark cookies `Secure` regardless of `X-Forwarded-Proto`.
+    pub secure_cookies: Option<bool>,
+    /// Hours a login lasts without activity.
+    pub session_idle_hours: Option<Spanned<u64>>,
+    /// Hours a login lasts however busy.
+    pub session_max_hours: Option<Spanned<u64>>,
+    /// Seconds without heartbeat after which a host is listed as silent.
+    pub silent_after_secs: Option<Spanned<u64>>,
+    /// Every `[[dashboard.user]]`.
+    #[serde(default, rename = "user")]
+    pub users: Vec<Spanned<UserSection>>,
+}
+
+/// One `[[dashboard.user]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    /// Login name.
+    pub name: Spanned<String>,
+    /// argon2 hash in PHC form, from `panorama hash-password`.
+    pub password_hash: Spanned<String>,
+    /// `viewer`, `operator` or `admin`.
+    pub role: Spanned<String>,
+}
+
+impl DashboardSection {
+    /// Checks the section into the dashboard's configuration (sessions kept
+    /// in memory until the caller names a file).
+    ///
+    /// # Errors
+    /// An unknown zone or language, a zero duration, a bad or repeated user
+    /// name, a password hash argon2 cannot verify, a role people cannot
+    /// have; at its place in the file.
+    pub fn check(self, source: &ConfigSource<'_>) -> Result<DashboardConfig, ConfigError> {
+        let d = self;
+        let invalid = |offset: usize, message: String| source.invalid(offset, message);
+        let time_zone = match d.time_zone {
+            Some(tz) => tz.get_ref().parse::<Tz>().map_err(|_| {
+                invalid(
+                    tz.span().start,
+                    format!(
+                        "{} {:?}: expected an IANA zone such as \"Asia/Shanghai\" or \"UTC\"",
+                        source.key("time_zone"),
+                        tz.get_ref()
+                    ),
+                )
+            })?,
+            None => Tz::UTC,
+        };
+        let default_lang = match d.language {
+            // Only the two codes a user types; `Lang::parse` also takes the
+            // browser's `zh-CN`, which the file never needed.
+            Some(l) => match l.get_ref().as_str() {
+                "en" => Lang::En,
+                "zh" => Lang::Zh,
+                _ => {
+                    return Err(invalid(
+                        l.span().start,
+                        format!(
+                            "{} {:?}: expected \"en\" or \"zh\"",
+                            source.key("language"),
+                            l.get_ref()
+                        ),
+                    ));
+                }
+            },
+            None => Lang::En,
+        };
+        let positive = |v: Option<Spanned<u64>>, what: &str, default: u64| match v {
+            Some(v) if *v.get_ref() == 0 => Err(invalid(
+                v.span().start,
+                format!("{} must be at least 1", source.key(what)),
+            )),
+            Some(v) => Ok(v.into_inner()),
+            None => Ok(default),
+        };
+        let idle_hours = positive(
+            d.session_idle_hours,
+            "session_idle_hours",
+            DEFAULT_SESSION_IDLE_HOURS,
+        )?;
+        let max_hours = positive(
+            d.session_max_hours,
+            "session_max_hours",
+            DEFAULT_SESSION_MAX_HOURS,
+        )?;
+        let silent_secs = positive(
+            d.silent_after_secs,
+            "silent_after_secs",
+            DEFAULT_SILENT_AFTER_SECS,
+        )?;
+        let mut users: Vec<User> = Vec::new();
+        for u in d.users {
+            let u = u.into_inner();
+            let name = u.name.get_ref();
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(invalid(
+                    u.name.span().start,
+                    format!("user name {name:?}: expected a non-empty name without spaces"),
+                ));
+            }
+            if users.iter().any(|x| &x.name == name) {
+                return Err(invalid(
+                    u.name.span().start,
+                    format!("user {name:?} is defined twice"),
+                ));
+            }
+            if !is_valid_hash(u.password_hash.get_ref()) {
+                return Err(invalid(
+                    u.password_hash.span().start,
+                    format!(
+                        "`password_hash` of {name:?}: expected an argon2 hash ($argon2id$...); \
+                         make one with `panorama hash-password`"
+                    ),
+                ));
+            }
+            let role = Role::parse(u.role.get_ref())
+                .filter(|r| *r != Role::Agent)
+                .ok_or_else(|| {
+                    invalid(
+                        u.role.span().start,
+                        format!(
+                            "`role` {:?}: expected \"viewer\", \"operator\" or \"admin\"",
+                            u.role.get_ref()
+                        ),
+                    )
+                })?;
+            users.push(User {
+                name: u.name.into_inner(),
+                password_hash: u.password_hash.into_inner(),
+                role,
+            });
+        }
+        let mut cfg = DashboardConfig::new(users);
+        cfg.time_zone = time_zone;
+        cfg.default_lang = default_lang;
+        cfg.secure_cookies = d.secure_cookies.unwrap_or(false);
+        cfg.session_idle = Duration::from_secs(idle_hours * 3600);
+        cfg.session_max = Duration::from_secs(max_hours * 3600);
+        cfg.silent_after = Duration::from_secs(silent_secs);
+        Ok(cfg)
     }
 }
 

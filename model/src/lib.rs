@@ -14,6 +14,9 @@
 //!   a checked request carries.
 //! - [`live`] is the sub-minute view a collector keeps of its open minutes,
 //!   which the rules engine reads without depending on the collector.
+//! - [`ConfigError`] is the one error every configuration check returns,
+//!   beside the [`FilePosition`] it names; [`ConfigSource`] says whether the
+//!   values came from a file or from flags.
 //! - [`wire`] holds the agent's binary batch encoding, the NDJSON format
 //!   for third parties, and the collector's [`wire::IngestReply`].
 //!
@@ -30,6 +33,7 @@
 
 pub mod agent;
 pub mod auth;
+mod config_error;
 mod event;
 mod histogram;
 mod layer;
@@ -41,6 +45,7 @@ mod time;
 pub mod wire;
 
 pub use auth::{Credential, Principal, Role};
+pub use config_error::{ConfigError, ConfigSource};
 pub use event::{Event, Outcome};
 pub use histogram::{Histogram, MAX_TRACKABLE_MS, MIN_TRACKABLE_MS, RELATIVE_ACCURACY};
 pub use layer::{Layer, ParseLayerError};

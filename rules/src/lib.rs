@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod callback;
+pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod eval;

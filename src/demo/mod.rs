@@ -13,8 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use panorama_collector::CollectorConfig;
+use panorama_collector::config::{
+    AuthSection, CollectorSettings, DEFAULT_COLLECTOR_ID, StoreChoice,
+};
+use panorama_dashboard::DashboardConfig;
+use panorama_dashboard::config::{Role, User};
+use panorama_rules::config::RulesConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::config::Config;
 
 /// `panorama demo` options.
 #[derive(clap::Args, Debug)]
@@ -202,8 +211,8 @@ fn agent_config(
 }
 
 /// Prepares the demo directory, starts the simulator and the agent, and
-/// returns the `panorama collector` arguments that serve the rest.
-pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Running)> {
+/// returns the configuration of the collector that serves the rest.
+pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Config, Running)> {
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("demo directory {}", args.dir.display()))?;
     for sub in ["logs", "rules", "data", "agent", "mailbox"] {
@@ -288,19 +297,27 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Vec<String>, Runni
         log_delay = simulator::REDIS_LOG_DELAY.as_secs(),
         dur = args.incident_secs,
     );
-    let argv = vec![
-        "panorama".to_owned(),
-        "collector".to_owned(),
-        "--listen".to_owned(),
-        args.listen.to_string(),
-        "--data-dir".to_owned(),
-        dir.join("data").display().to_string(),
-        "--rules".to_owned(),
-        rules_dir.display().to_string(),
-        "--dashboard-url".to_owned(),
-        url,
-        "--dashboard-user".to_owned(),
-        format!("demo:operator:{hash}"),
-    ];
-    Ok((argv, Running { stop, tasks }))
+    let collector = CollectorSettings {
+        listen: args.listen,
+        store: StoreChoice::Sqlite,
+        collector: CollectorConfig::new(DEFAULT_COLLECTOR_ID, dir.join("data")),
+        // No tokens: open, and so served only on loopback.
+        auth: AuthSection::default(),
+        tls: None,
+    };
+    let rules = RulesConfig {
+        dir: rules_dir,
+        dashboard_url: Some(url),
+    };
+    let dashboard = DashboardConfig::new(vec![User {
+        name: "demo".into(),
+        password_hash: hash,
+        role: Role::Operator,
+    }]);
+    let config = Config {
+        collector,
+        rules: Some(rules),
+        dashboard: Some(dashboard),
+    };
+    Ok((config, Running { stop, tasks }))
 }
