@@ -8,7 +8,7 @@
 //! is the same two calls on the wall clock.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +23,7 @@ use crate::eval::{self, Group};
 use crate::history::{History, Record};
 use crate::lifecycle::{Ack, AlertKey, Lifecycle, State, Transition};
 use crate::notify::Notifier;
+use crate::notify::template::AlertField;
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
 use crate::outbox::{Outbox, Status};
 use crate::rule::{LoadError, ReceiverKind, Rule, RuleSet, load_dir};
@@ -199,20 +200,6 @@ fn audited(detail: String, who: &str) -> String {
     } else {
         format!("{detail} [{who}]")
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
@@ -751,7 +738,7 @@ impl Engine {
         let write = |name: &str, bytes: serde_json::Result<Vec<u8>>| {
             if let Err(e) = bytes
                 .map_err(io::Error::other)
-                .and_then(|b| write_atomic(&sd.join(name), &b))
+                .and_then(|b| panorama_durable::write_atomic(&sd.join(name), &b))
             {
                 tracing::error!(error = %e, file = name, "saving engine state failed");
             }
@@ -1184,24 +1171,27 @@ impl Engine {
             (fmt(alert.value), fmt(alert.threshold))
         };
         let link = self.link(group, alert.fired_ms.unwrap_or(alert.started_ms));
-        let vars = [
-            ("rule", rule.name.as_str()),
-            ("layer", group.layer.as_str()),
-            ("service", group.service.as_str()),
-            ("series", group.series.as_str()),
-            ("host", group.host.as_str()),
-            ("value", value.as_str()),
-            ("threshold", threshold.as_str()),
-            ("severity", rule.severity.as_str()),
-            ("link", link.as_str()),
-        ];
+        let summary = rule.summary.render(|f| {
+            match f {
+                AlertField::Rule => &rule.name,
+                AlertField::Layer => group.layer.as_str(),
+                AlertField::Service => &group.service,
+                AlertField::Series => &group.series,
+                AlertField::Host => &group.host,
+                AlertField::Value => &value,
+                AlertField::Threshold => &threshold,
+                AlertField::Severity => &rule.severity,
+                AlertField::Link => &link,
+            }
+            .to_owned()
+        });
         NoticeAlert {
             status,
             layer: group.layer.as_str().into(),
             service: group.service.clone(),
             series: group.series.clone(),
             host: group.host.clone(),
-            summary: render(&rule.summary, &vars),
+            summary,
             value,
             threshold,
             link,
@@ -1218,7 +1208,7 @@ impl Engine {
             ("host", &g.host),
         ] {
             if !v.is_empty() {
-                q.push_str(&format!("&{k}={}", encode(v)));
+                q.push_str(&format!("&{k}={}", crate::notify::http::percent_encode(v)));
             }
         }
         format!(
@@ -1778,36 +1768,4 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
         .collect();
     out.sort();
     out
-}
-
-fn render(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find("}}") else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let name = rest[open + 2..open + close].trim();
-        match vars.iter().find(|(k, _)| *k == name) {
-            Some((_, v)) => out.push_str(v),
-            None => out.push_str(&rest[open..open + close + 2]),
-        }
-        rest = &rest[open + close + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Everything but RFC 3986's unreserved characters is escaped in query values.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
