@@ -1,7 +1,7 @@
 //! Delivery from the outbox: every due entry is sent through its channel,
 //! and the outcome (delivered, retried with backoff, given up) recorded.
 
-use crate::history::Record;
+use crate::history::{Event, Record};
 
 use super::Engine;
 
@@ -32,7 +32,7 @@ impl Engine {
             let attempts = e.attempts + 1;
             let (event, detail, r) = match result {
                 Ok(()) => (
-                    "delivered",
+                    Event::Delivered,
                     format!("{} to {} after {attempts} attempt(s)", e.id, e.channel),
                     st.outbox.delivered(&e.id, &e.channel, now_ms),
                 ),
@@ -44,7 +44,11 @@ impl Engine {
                     });
                     tracing::warn!(notice = %e.id, receiver = %e.channel, attempts, give_up, error = %why, "delivery failed");
                     (
-                        if give_up { "gave_up" } else { "retrying" },
+                        if give_up {
+                            Event::GaveUp
+                        } else {
+                            Event::Retrying
+                        },
                         format!("{} to {}: attempt {attempts}: {why}", e.id, e.channel),
                         st.outbox.failed(&e.id, &e.channel, &why, retry, now_ms),
                     )
@@ -55,7 +59,7 @@ impl Engine {
             }
             st.history.append(Record {
                 at_ms: now_ms,
-                event: event.into(),
+                event,
                 rule: e.payload.notice.rule.clone(),
                 group: String::new(),
                 detail,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::history::Record;
+use crate::history::{Event, Record};
 use crate::lifecycle::{Ack, AlertKey};
 use crate::silence::{Matcher, SilenceError};
 
@@ -66,7 +66,7 @@ impl Engine {
             .add(req.matchers, starts, ends, &req.author, &req.reason)?;
         st.history.append(Record {
             at_ms: now_ms,
-            event: "silence_added".into(),
+            event: Event::SilenceAdded,
             rule: String::new(),
             group: String::new(),
             detail: audited(format!("{id} by {}: {}", req.author, req.reason), who),
@@ -87,7 +87,7 @@ impl Engine {
         if ok {
             st.history.append(Record {
                 at_ms: now_ms,
-                event: "silence_expired".into(),
+                event: Event::SilenceExpired,
                 rule: String::new(),
                 group: String::new(),
                 detail: audited(format!("{id} by {by}"), who),
@@ -140,7 +140,7 @@ impl Engine {
             self.acknowledge_in_incident(&mut st, &key, by);
             st.history.append(Record {
                 at_ms: now_ms,
-                event: "acknowledged".into(),
+                event: Event::Acknowledged,
                 rule: rule.to_owned(),
                 group: group.to_owned(),
                 detail: audited(format!("by {by}: {comment}"), who),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use crate::history::Record;
+use crate::history::{Event, Record};
 use crate::notify::Notifier;
 use crate::rule::{LoadError, ReceiverKind, RuleSet, load_dir};
 
@@ -114,9 +114,9 @@ impl Engine {
         let r = self.load_now();
         let mut st = self.inner.state.lock().await;
         let (event, detail) = match &r {
-            Ok(n) => ("rules_loaded", format!("{n} rules")),
+            Ok(n) => (Event::RulesLoaded, format!("{n} rules")),
             Err(e) => (
-                "rules_rejected",
+                Event::RulesRejected,
                 e.iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
@@ -125,7 +125,7 @@ impl Engine {
         };
         st.history.append(Record {
             at_ms: now_ms(),
-            event: event.into(),
+            event,
             rule: String::new(),
             group: String::new(),
             detail: audited(detail, who),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::dispatch::RuleFacts;
-use crate::history::Record;
+use crate::history::{Event, Record};
 use crate::lifecycle::State;
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
 use crate::rule::{ReceiverKind, Rule, RuleSet};
@@ -163,7 +163,7 @@ impl Engine {
                 }
                 st.history.append(Record {
                     at_ms: now_ms,
-                    event: "escalated".into(),
+                    event: Event::Escalated,
                     rule: rule.name.clone(),
                     group: group.key.clone(),
                     detail: format!(
@@ -198,7 +198,7 @@ impl Engine {
             tracing::error!(receiver, notice = %notice.id, "notice for a receiver that is no longer configured");
             st.history.append(Record {
                 at_ms: now_ms,
-                event: "gave_up".into(),
+                event: Event::GaveUp,
                 rule: notice.rule.clone(),
                 group: String::new(),
                 detail: format!("{}: receiver `{receiver}` is not configured", notice.id),
@@ -256,7 +256,7 @@ impl Engine {
                 f.titles.push(notice.title());
                 st.history.append(Record {
                     at_ms: now_ms,
-                    event: "folded".into(),
+                    event: Event::Folded,
                     rule: notice.rule.clone(),
                     group: String::new(),
                     detail: format!(
@@ -276,7 +276,7 @@ impl Engine {
             match st.outbox.enqueue(&notice.id, &key, d, now_ms) {
                 Ok(true) => st.history.append(Record {
                     at_ms: now_ms,
-                    event: "notified".into(),
+                    event: Event::Notified,
                     rule: notice.rule.clone(),
                     group: notice
                         .alerts
@@ -350,7 +350,7 @@ impl Engine {
                 Ok(_) => {
                     st.history.append(Record {
                         at_ms: now_ms,
-                        event: "notified".into(),
+                        event: Event::Notified,
                         rule: digest.rule.clone(),
                         group: String::new(),
                         detail: format!("{} to {key}: digest of {n}", digest.id),

@@ -7,12 +7,28 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::eval::{self, Group};
-use crate::history::Record;
+use crate::history::{Event, Record};
 use crate::lifecycle::{AlertKey, State, Transition};
 use crate::notify::AlertStatus;
 use crate::rule::{Rule, RuleSet};
 
 use super::{Engine, KEEP_FINISHED_MS, StateFiles, alert_id, lock};
+
+/// What the decisions of one tick share: the engine's state, the rules in
+/// force and the tick's clock.
+pub(super) struct Tick<'a> {
+    pub(super) st: &'a mut StateFiles,
+    pub(super) set: &'a RuleSet,
+    pub(super) now_ms: i64,
+}
+
+/// The alert a decision is about.
+#[derive(Clone, Copy)]
+pub(super) struct Subject<'a> {
+    pub(super) rule: &'a Rule,
+    pub(super) group: &'a Group,
+    pub(super) key: &'a AlertKey,
+}
 
 impl Engine {
     /// Reads this collector's recent events from `live` (sliding windows at
@@ -162,14 +178,28 @@ impl Engine {
                     st.persisted.groups.insert(alert_id(&key), v.group.clone());
                 }
                 if let Some(t) = t {
-                    self.transition(&mut st, &loaded.set, rule, &v.group, &key, t, now_ms);
+                    let mut cx = Tick {
+                        st: &mut st,
+                        set: &loaded.set,
+                        now_ms,
+                    };
+                    let a = Subject {
+                        rule,
+                        group: &v.group,
+                        key: &key,
+                    };
+                    self.transition(&mut cx, a, t);
                 }
             }
         }
         *lock(&self.inner.store_error) = any_error;
         let mut st = self.inner.state.lock().await;
         let st = &mut *st;
-        self.release_held(st, &loaded.set, now_ms);
+        self.release_held(&mut Tick {
+            st,
+            set: &loaded.set,
+            now_ms,
+        });
         self.escalate(st, &loaded.set, now_ms);
         for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
             let notice = self.incident_notice(st, &loaded.set, &receiver, notice);
@@ -204,34 +234,39 @@ impl Engine {
 
     /// Alerts a silence held back that still fire once it ended are
     /// notified now, as if they had just fired.
-    pub(super) fn release_held(&self, st: &mut StateFiles, set: &RuleSet, now_ms: i64) {
-        let held: Vec<String> = st.persisted.held.iter().cloned().collect();
+    pub(super) fn release_held(&self, cx: &mut Tick<'_>) {
+        let held: Vec<String> = cx.st.persisted.held.iter().cloned().collect();
         for id in held {
             let Some((rule_name, group_key)) = id.split_once('\u{1f}') else {
-                st.persisted.held.remove(&id);
+                cx.st.persisted.held.remove(&id);
                 continue;
             };
             let key = AlertKey {
                 rule: rule_name.to_owned(),
                 group: group_key.to_owned(),
             };
-            let active = st
+            let active = cx
+                .st
                 .lifecycle
                 .get(&key)
                 .map(|a| a.state)
                 .filter(|s| matches!(s, State::Firing | State::NoData));
             let (Some(state), Some(rule), Some(group)) = (
                 active,
-                set.rule(rule_name),
-                st.persisted.groups.get(&id).cloned(),
+                cx.set.rule(rule_name),
+                cx.st.persisted.groups.get(&id).cloned(),
             ) else {
                 if active.is_none() {
-                    st.persisted.held.remove(&id);
+                    cx.st.persisted.held.remove(&id);
                 }
                 continue;
             };
-            if st.silences.silencing(&group.labels(rule), now_ms).is_some()
-                || self.cause_silence(st, set, &id, now_ms).is_some()
+            if cx
+                .st
+                .silences
+                .silencing(&group.labels(rule), cx.now_ms)
+                .is_some()
+                || self.cause_silence(cx.st, cx.set, &id, cx.now_ms).is_some()
             {
                 continue;
             }
@@ -240,22 +275,21 @@ impl Engine {
             } else {
                 Transition::NoData
             };
-            self.transition(st, set, rule, &group, &key, t, now_ms);
+            let a = Subject {
+                rule,
+                group: &group,
+                key: &key,
+            };
+            self.transition(cx, a, t);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn transition(
-        &self,
-        st: &mut StateFiles,
-        set: &RuleSet,
-        rule: &Rule,
-        group: &Group,
-        key: &AlertKey,
-        t: Transition,
-        now_ms: i64,
-    ) {
-        let Some(alert) = st.lifecycle.get(key).cloned() else {
+    /// Records a lifecycle transition and decides what it means: resolved
+    /// alerts are resolved everywhere they were told; firing ones join
+    /// their incident, are held by a silence, or are routed.
+    pub(super) fn transition(&self, cx: &mut Tick<'_>, a: Subject<'_>, t: Transition) {
+        let Subject { rule, group, key } = a;
+        let Some(alert) = cx.st.lifecycle.get(key).cloned() else {
             return;
         };
         let status = match t {
@@ -264,47 +298,49 @@ impl Engine {
             Transition::Resolved => AlertStatus::Resolved,
         };
         let na = self.notice_alert(rule, group, &alert, status);
-        st.history.append(Record {
-            at_ms: now_ms,
+        cx.st.history.append(Record {
+            at_ms: cx.now_ms,
             event: match t {
-                Transition::Fired => "fired",
-                Transition::NoData => "no_data",
-                Transition::Resolved => "resolved",
-            }
-            .into(),
+                Transition::Fired => Event::Fired,
+                Transition::NoData => Event::NoData,
+                Transition::Resolved => Event::Resolved,
+            },
             rule: rule.name.clone(),
             group: group.key.clone(),
             detail: format!("value {} threshold {}", na.value, na.threshold),
         });
         let labels = group.labels(rule);
         if t == Transition::Resolved {
-            st.persisted.held.remove(&alert_id(key));
-            st.persisted.suppressed.remove(&alert_id(key));
+            cx.st.persisted.held.remove(&alert_id(key));
+            cx.st.persisted.suppressed.remove(&alert_id(key));
             // Everyone who was told it fires (its routes, escalation steps)
             // is told it resolved; an incident's receivers when all of it has.
-            st.persisted
-                .dispatcher
-                .resolve_everywhere(&rule.name, &group.key, na.clone(), now_ms);
-            self.resolve_in_incident(st, key, na, now_ms);
+            cx.st.persisted.dispatcher.resolve_everywhere(
+                &rule.name,
+                &group.key,
+                na.clone(),
+                cx.now_ms,
+            );
+            self.resolve_in_incident(cx.st, key, na, cx.now_ms);
             return;
         }
-        self.join_incident(st, rule, group, key, &alert, &na, now_ms);
-        if let Some(s) = st.silences.silencing(&labels, now_ms) {
-            st.history.append(Record {
-                at_ms: now_ms,
-                event: "silenced".into(),
+        self.join_incident(cx, a, &alert, &na);
+        if let Some(s) = cx.st.silences.silencing(&labels, cx.now_ms) {
+            cx.st.history.append(Record {
+                at_ms: cx.now_ms,
+                event: Event::Silenced,
                 rule: rule.name.clone(),
                 group: group.key.clone(),
                 detail: format!("by silence {} of {}: {}", s.id, s.author, s.reason),
             });
-            st.persisted.held.insert(alert_id(key));
+            cx.st.persisted.held.insert(alert_id(key));
             return;
         }
-        if let Some(s) = self.cause_silence(st, set, &alert_id(key), now_ms) {
-            if st.persisted.held.insert(alert_id(key)) {
-                st.history.append(Record {
-                    at_ms: now_ms,
-                    event: "silenced".into(),
+        if let Some(s) = self.cause_silence(cx.st, cx.set, &alert_id(key), cx.now_ms) {
+            if cx.st.persisted.held.insert(alert_id(key)) {
+                cx.st.history.append(Record {
+                    at_ms: cx.now_ms,
+                    event: Event::Silenced,
                     rule: rule.name.clone(),
                     group: group.key.clone(),
                     detail: format!("by silence {s} on its incident's probable cause"),
@@ -312,7 +348,7 @@ impl Engine {
             }
             return;
         }
-        st.persisted.held.remove(&alert_id(key));
-        self.record_firing(st, set, rule, group, key, na, now_ms);
+        cx.st.persisted.held.remove(&alert_id(key));
+        self.record_firing(cx, a, na);
     }
 }
