@@ -20,7 +20,7 @@
 //! arguments, which is what makes the rules testable without waiting.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -377,21 +377,12 @@ impl Lifecycle {
     /// # Errors
     /// The file could not be written.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            let saved = Saved {
-                version: VERSION,
-                alerts: self.alerts.values().cloned().collect(),
-            };
-            f.write_all(&serde_json::to_vec(&saved).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let saved = Saved {
+            version: VERSION,
+            alerts: self.alerts.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
+        panorama_durable::write_atomic(path, &bytes)
     }
 
     /// Reads the state saved by [`Lifecycle::save`]; none yet is empty.

@@ -9,7 +9,7 @@
 //! comes back. Delivery attempts, errors and outcomes stay as the
 //! notification history.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -93,21 +93,12 @@ impl<T: Serialize + DeserializeOwned + Clone> Outbox<T> {
     }
 
     fn save(&self) -> io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            let saved = Saved {
-                version: 1,
-                entries: self.entries.clone(),
-            };
-            f.write_all(&serde_json::to_vec(&saved).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let saved = Saved {
+            version: 1,
+            entries: self.entries.clone(),
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
+        panorama_durable::write_atomic(&self.path, &bytes)
     }
 
     /// Adds a notification, durably. Returns false (and changes nothing)

@@ -230,7 +230,7 @@ pub(crate) async fn page(
                     .into_iter()
                     .map(|r| HistoryRow {
                         at: format::minute(tz, r.at_ms),
-                        event: r.event,
+                        event: r.event.to_string(),
                         rule: r.rule,
                         group: r.group,
                         detail: r.detail,

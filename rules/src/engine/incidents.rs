@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::tick::{Subject, Tick};
 use super::{Engine, StateFiles, alert_id, facts};
 use crate::dispatch::RuleFacts;
 use crate::eval::Group;
-use crate::history::Record;
+use crate::history::{Event, Record};
 use crate::incident::{self, Carrier, Incident, Member, graph};
 use crate::lifecycle::{Ack, Alert, AlertKey, State};
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
@@ -159,17 +160,14 @@ impl Engine {
     }
 
     /// Puts a firing alert in its incident and records the join.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn join_incident(
         &self,
-        st: &mut StateFiles,
-        rule: &Rule,
-        group: &Group,
-        key: &AlertKey,
+        cx: &mut Tick<'_>,
+        a: Subject<'_>,
         alert: &Alert,
         na: &NoticeAlert,
-        now_ms: i64,
     ) {
+        let Subject { rule, group, key } = a;
         let id = alert_id(key);
         let m = Member {
             alert: id.clone(),
@@ -182,15 +180,15 @@ impl Engine {
             node: graph::node_of(group.layer, &group.service, &group.series, &group.host),
             severity: rule.severity.clone(),
             started_ms: alert.started_ms,
-            joined_ms: now_ms,
+            joined_ms: cx.now_ms,
             carrier: Carrier::Rule,
             notice: na.clone(),
         };
-        let dispatcher = &st.persisted.dispatcher;
-        let j = st.incidents.join(
+        let dispatcher = &cx.st.persisted.dispatcher;
+        let j = cx.st.incidents.join(
             m,
             self.inner.cfg.incident_window_ms,
-            now_ms,
+            cx.now_ms,
             |i: &Incident| {
                 i.members
                     .iter()
@@ -204,13 +202,14 @@ impl Engine {
             // Nobody was told of the absorbed incident as such: its members
             // leave its batch and, as not yet told, move to this one's with
             // the next change (see `record_firing`).
-            if let Some(i) = st.incidents.get_mut(j.id) {
+            if let Some(i) = cx.st.incidents.get_mut(j.id) {
                 for m in i
                     .members
                     .iter_mut()
                     .filter(|m| m.carrier == Carrier::Incident && alerts.contains(&m.alert))
                 {
-                    if st
+                    if cx
+                        .st
                         .persisted
                         .dispatcher
                         .withdraw(&incident::key(*gone), &m.alert)
@@ -220,9 +219,9 @@ impl Engine {
                     m.carrier = Carrier::Rule;
                 }
             }
-            st.history.append(Record {
-                at_ms: now_ms,
-                event: "incident_merged".into(),
+            cx.st.history.append(Record {
+                at_ms: cx.now_ms,
+                event: Event::IncidentMerged,
                 rule: rule.name.clone(),
                 group: group.key.clone(),
                 detail: format!(
@@ -241,18 +240,18 @@ impl Engine {
                 j.id
             )
         };
-        st.history.append(Record {
-            at_ms: now_ms,
-            event: "incident".into(),
+        cx.st.history.append(Record {
+            at_ms: cx.now_ms,
+            event: Event::Incident,
             rule: rule.name.clone(),
             group: group.key.clone(),
             detail,
         });
         if j.cause_changed {
             tracing::info!(incident = j.id, cause = %cause, "incident cause changed");
-            st.history.append(Record {
-                at_ms: now_ms,
-                event: "incident_cause".into(),
+            cx.st.history.append(Record {
+                at_ms: cx.now_ms,
+                event: Event::IncidentCause,
                 rule: rule.name.clone(),
                 group: group.key.clone(),
                 detail: format!("incident {}: cause now {cause}", j.id),
@@ -284,113 +283,88 @@ impl Engine {
     /// Records a firing alert's change where its incident says: its rule's
     /// batch while the incident has one rule, the incident's batch once it
     /// has several (moving members nobody was told about yet).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn record_firing(
-        &self,
-        st: &mut StateFiles,
-        set: &RuleSet,
-        rule: &Rule,
-        group: &Group,
-        key: &AlertKey,
-        na: NoticeAlert,
-        now_ms: i64,
-    ) {
+    pub(super) fn record_firing(&self, cx: &mut Tick<'_>, a: Subject<'_>, na: NoticeAlert) {
+        let Subject { rule, group, key } = a;
         let id = alert_id(key);
-        let Some(inc) = st.incidents.open_with(&id).cloned() else {
-            self.record_in_rule(st, set, rule, group, na, now_ms);
+        let Some(inc) = cx.st.incidents.open_with(&id).cloned() else {
+            self.record_in_rule(cx, rule, group, na);
             return;
         };
         if inc.rules() >= 2 {
             let mut moved = Vec::new();
             for m in inc.members.iter().filter(|m| m.carrier == Carrier::Rule) {
-                if !st.persisted.dispatcher.withdraw(&m.rule, &m.group) {
+                if !cx.st.persisted.dispatcher.withdraw(&m.rule, &m.group) {
                     moved.push(m.alert.clone());
                 }
             }
-            if let Some(i) = st.incidents.get_mut(inc.id) {
+            if let Some(i) = cx.st.incidents.get_mut(inc.id) {
                 for m in i.members.iter_mut().filter(|m| moved.contains(&m.alert)) {
                     m.carrier = Carrier::Incident;
                 }
             }
             for m in inc.members.iter().filter(|m| moved.contains(&m.alert)) {
-                if m.alert == id || !active(st, &m.alert) {
+                if m.alert == id || !active(cx.st, &m.alert) {
                     continue;
                 }
                 if let (Some(r), Some(g)) = (
-                    set.rule(&m.rule),
-                    st.persisted.groups.get(&m.alert).cloned(),
+                    cx.set.rule(&m.rule),
+                    cx.st.persisted.groups.get(&m.alert).cloned(),
                 ) {
-                    self.record_in_incident(
-                        st,
-                        set,
-                        &inc,
-                        r,
-                        &g,
-                        &m.alert,
-                        m.notice.clone(),
-                        now_ms,
-                    );
+                    self.record_in_incident(cx, &inc, r, &g, &m.alert, m.notice.clone());
                 }
             }
         }
-        let carrier = st
+        let carrier = cx
+            .st
             .incidents
             .open_with(&id)
             .and_then(|i| i.member(&id))
             .map_or(Carrier::Rule, |m| m.carrier);
         match carrier {
-            Carrier::Incident => {
-                self.record_in_incident(st, set, &inc, rule, group, &id, na, now_ms)
-            }
-            Carrier::Rule => self.record_in_rule(st, set, rule, group, na, now_ms),
+            Carrier::Incident => self.record_in_incident(cx, &inc, rule, group, &id, na),
+            Carrier::Rule => self.record_in_rule(cx, rule, group, na),
         }
     }
 
-    fn record_in_rule(
-        &self,
-        st: &mut StateFiles,
-        set: &RuleSet,
-        rule: &Rule,
-        group: &Group,
-        na: NoticeAlert,
-        now_ms: i64,
-    ) {
+    fn record_in_rule(&self, cx: &mut Tick<'_>, rule: &Rule, group: &Group, na: NoticeAlert) {
         let facts = facts(rule);
-        for route in set.routes_for(&group.labels(rule)) {
+        for route in cx.set.routes_for(&group.labels(rule)) {
             for receiver in &route.receivers {
-                st.persisted.dispatcher.record(
+                cx.st.persisted.dispatcher.record(
                     &route,
                     receiver,
                     &facts,
                     &group.key,
                     na.clone(),
-                    now_ms,
+                    cx.now_ms,
                 );
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record_in_incident(
         &self,
-        st: &mut StateFiles,
-        set: &RuleSet,
+        cx: &mut Tick<'_>,
         inc: &Incident,
         rule: &Rule,
         group: &Group,
         id: &str,
         na: NoticeAlert,
-        now_ms: i64,
     ) {
         let facts = RuleFacts {
             rule: inc.key(),
             ..facts(rule)
         };
-        for route in set.routes_for(&group.labels(rule)) {
+        for route in cx.set.routes_for(&group.labels(rule)) {
             for receiver in &route.receivers {
-                st.persisted
-                    .dispatcher
-                    .record(&route, receiver, &facts, id, na.clone(), now_ms);
+                cx.st.persisted.dispatcher.record(
+                    &route,
+                    receiver,
+                    &facts,
+                    id,
+                    na.clone(),
+                    cx.now_ms,
+                );
             }
         }
     }
@@ -442,7 +416,7 @@ impl Engine {
         }
         st.history.append(Record {
             at_ms: now_ms,
-            event: "incident_resolved".into(),
+            event: Event::IncidentResolved,
             rule: i.cause().map(|c| c.rule.clone()).unwrap_or_default(),
             group: i.cause().map(|c| c.group.clone()).unwrap_or_default(),
             detail: format!("incident {n}: all {} alerts resolved", i.members.len()),

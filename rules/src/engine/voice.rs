@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Delivery, Engine, StateFiles, alert_id};
-use crate::history::Record;
+use crate::history::{self, Record};
 use crate::lifecycle::{Ack, AlertKey, State};
 use crate::notify::voice::{Event, VoiceConfig, receipt};
 use crate::notify::{AlertStatus, ChannelConfig, Notice, NoticeKind};
@@ -81,10 +81,10 @@ fn voice_config<'a>(set: &'a RuleSet, name: &str) -> Option<&'a VoiceConfig> {
     }
 }
 
-fn record(st: &mut StateFiles, now_ms: i64, event: &str, rule: &str, detail: String) {
+fn record(st: &mut StateFiles, now_ms: i64, event: history::Event, rule: &str, detail: String) {
     st.history.append(Record {
         at_ms: now_ms,
-        event: event.into(),
+        event,
         rule: rule.to_owned(),
         group: String::new(),
         detail,
@@ -116,7 +116,7 @@ impl Engine {
                 None => record(
                     st,
                     now_ms,
-                    "notified",
+                    history::Event::Notified,
                     &notice.rule,
                     format!("{} to {key}: resolved; not called (no fallback)", notice.id),
                 ),
@@ -218,7 +218,7 @@ impl Engine {
             Ok(true) => record(
                 st,
                 now_ms,
-                "notified",
+                history::Event::Notified,
                 &d.notice.rule,
                 format!(
                     "{id} to {fallback} (SMS for {}): {title}",
@@ -279,7 +279,7 @@ impl Engine {
                 record(
                     st,
                     now_ms,
-                    "not_answered",
+                    history::Event::NotAnswered,
                     &plan.notice.rule,
                     format!("{}: {why}; calling the next", call.id),
                 );
@@ -324,7 +324,7 @@ impl Engine {
                             record(
                                 st,
                                 now_ms,
-                                "call_limited",
+                                history::Event::CallLimited,
                                 &plan.notice.rule,
                                 format!(
                                     "{call_id}: {number} is at the provider's limit of {limit}: SMS via `{fb}` instead of a call"
@@ -342,7 +342,7 @@ impl Engine {
                         None => record(
                             st,
                             now_ms,
-                            "call_limited",
+                            history::Event::CallLimited,
                             &plan.notice.rule,
                             format!(
                                 "{call_id}: {number} is at the provider's limit of {limit} and there is no fallback: passed over"
@@ -367,7 +367,7 @@ impl Engine {
                             record(
                                 st,
                                 now_ms,
-                                "called",
+                                history::Event::Called,
                                 &plan.notice.rule,
                                 format!(
                                     "{call_id}: calling {number}{who}, attempt {attempt}/{}",
@@ -393,7 +393,7 @@ impl Engine {
                 record(
                     st,
                     now_ms,
-                    "escalated",
+                    history::Event::Escalated,
                     &plan.notice.rule,
                     format!(
                         "{id}: nobody acknowledged the calls; the next escalation step is due now"
@@ -466,7 +466,7 @@ impl Engine {
                 record(
                     st,
                     now_ms,
-                    "receipt",
+                    history::Event::Receipt,
                     "",
                     format!(
                         "{receiver}: receipt for {} matches no pending call",
@@ -503,7 +503,7 @@ impl Engine {
                             st.persisted.dispatcher.acknowledge(rule, group, &number);
                             st.history.append(Record {
                                 at_ms: now_ms,
-                                event: "acknowledged".into(),
+                                event: history::Event::Acknowledged,
                                 rule: rule.clone(),
                                 group: group.clone(),
                                 detail: format!("by {number}, keypress"),
@@ -521,7 +521,7 @@ impl Engine {
                     record(
                         st,
                         now_ms,
-                        "receipt",
+                        history::Event::Receipt,
                         &plan.notice.rule,
                         format!("{id}: {what}"),
                     );

@@ -246,19 +246,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// RFC 3986 percent-encoding: everything but `A–Z a–z 0–9 - _ . ~`, space
-/// as `%20`. This is exactly Aliyun's `percentEncode`, and a safe encoding
-/// of a query value for everyone else.
+/// What RFC 3986 leaves unescaped: `A–Z a–z 0–9 - _ . ~`.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding: everything but the unreserved characters,
+/// space as `%20`. This is exactly Aliyun's `percentEncode`, and a safe
+/// encoding of a query value for everyone else (dashboard links included).
 pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// The notice as chat markdown (DingTalk and WeCom render the same

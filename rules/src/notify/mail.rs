@@ -429,7 +429,7 @@ fn message_id(id: &str) -> String {
         if atext || dot_ok {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push_str(percent_encoding::percent_encode_byte(b));
         }
     }
     if out.is_empty() {

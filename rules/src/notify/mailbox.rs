@@ -2,11 +2,12 @@
 //!
 //! It needs no server, so `panorama demo` (and a laptop without an SMTP
 //! relay) can show exactly the mail an on-duty engineer would get; any mail
-//! client opens the files. Files are written to a temporary name, fsynced
-//! and renamed, so a reader never sees half a message, and are named by the
-//! notice id, so a retried delivery replaces rather than duplicates.
+//! client opens the files. Files are replaced atomically (through
+//! `panorama-durable`, directory fsync included), so a reader never sees
+//! half a message and an accepted delivery survives a power cut, and are
+//! named by the notice id, so a retried delivery replaces rather than
+//! duplicates.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use lettre::message::Mailbox;
@@ -116,14 +117,8 @@ impl Notifier for MailboxWriter {
             .map_err(|e| DeliveryError::Permanent(e.to_string()))?;
         let bytes = message.formatted();
         let path = self.dir.join(file_name(notice));
-        let tmp = self.dir.join(format!(".{}.tmp", file_name(notice)));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| DeliveryError::Transient(format!("mailbox {}: {e}", path.display())))
+        panorama_durable::write_atomic(&path, &bytes)
+            .map_err(|e| DeliveryError::Transient(format!("mailbox {}: {e}", path.display())))
     }
 
     fn kind(&self) -> &'static str {

@@ -8,10 +8,11 @@
 
 pub mod dingtalk;
 pub mod feishu;
-mod http;
+pub(crate) mod http;
 pub mod mail;
 pub mod mailbox;
 pub mod sms;
+pub mod template;
 pub mod voice;
 pub mod webhook;
 pub mod wecom;

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
+use crate::notify::template::{AlertField, Placeholder as _, Template};
 use crate::rota::{Person, RotaConfig};
 
 /// One problem in a rules directory.
@@ -159,19 +160,6 @@ pub const DEFAULT_EVERY_MS: i64 = 10_000;
 /// trigger an evaluation at most once a second.
 pub const DEFAULT_MIN_INTERVAL_MS: i64 = 1_000;
 
-/// Placeholders a summary or description may use.
-pub(crate) const PLACEHOLDERS: [&str; 9] = [
-    "rule",
-    "layer",
-    "service",
-    "series",
-    "host",
-    "value",
-    "threshold",
-    "severity",
-    "link",
-];
-
 const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
 
 struct Ctx<'a> {
@@ -237,35 +225,19 @@ impl Ctx<'_> {
         }
     }
 
-    fn template(&mut self, key: &str, v: &Option<S>, default: &str) -> String {
+    fn template(&mut self, key: &str, v: &Option<S>, default: &str) -> Template<AlertField> {
         let Some(v) = v else {
-            return default.to_owned();
+            return Template::parse(default).unwrap_or_default();
         };
-        let text = v.get_ref();
-        let mut rest = text.as_str();
-        let mut base = 0;
-        while let Some(open) = rest.find("{{") {
-            let Some(close) = rest[open..].find("}}") else {
-                self.err(
-                    Self::inner(v) + base + open,
-                    format!("`{key}`: `{{{{` without `}}}}`"),
-                );
-                break;
-            };
-            let name = rest[open + 2..open + close].trim();
-            if !PLACEHOLDERS.contains(&name) {
-                self.err(
-                    Self::inner(v) + base + open,
-                    format!(
-                        "`{key}`: unknown placeholder `{{{{{name}}}}}`; expected one of {}",
-                        PLACEHOLDERS.join(", ")
-                    ),
-                );
+        match Template::parse_all(v.get_ref()) {
+            Ok(t) => t,
+            Err(errors) => {
+                for e in errors {
+                    self.err(Self::inner(v) + e.offset(), format!("`{key}`: {e}"));
+                }
+                Template::default()
             }
-            base += open + close + 2;
-            rest = &text[base..];
         }
-        text.clone()
     }
 }
 
@@ -604,7 +576,7 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
         }
     };
     for k in r.labels.keys() {
-        if PLACEHOLDERS.contains(&k.as_str()) || k == "alertname" {
+        if AlertField::names().any(|n| n == k) || k == "alertname" {
             cx.err(
                 start,
                 format!("label `{k}` is set by the engine and cannot be given in `labels`"),

@@ -25,6 +25,7 @@ pub use pattern::Pattern;
 
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
+use crate::notify::template::{AlertField, Template};
 use crate::rota::{Person, Rota};
 
 /// What one alert stands for.
@@ -112,9 +113,9 @@ pub struct Rule {
     /// Extra labels for routing and silences.
     pub labels: BTreeMap<String, String>,
     /// One-line summary template.
-    pub summary: String,
+    pub summary: Template<AlertField>,
     /// Longer description template.
-    pub description: String,
+    pub description: Template<AlertField>,
 }
 
 /// A named channel.

@@ -64,7 +64,7 @@ impl GatewayConfig {
     pub(crate) fn validate(&self) -> Result<(Template, Option<Template>, reqwest::Method), String> {
         let url = Template::parse(&self.url).map_err(|e| format!("gateway: `url`: {e}"))?;
         // The URL must be one once the placeholders are filled in.
-        http::check_url("url", &url.render(&Vars::sample()))
+        http::check_url("url", &url.render(|v| Vars::sample().get(v)))
             .map_err(|e| format!("gateway: {e}"))?;
         let body = self
             .body
@@ -149,12 +149,12 @@ pub(super) async fn send(
             text,
             notice,
         };
-        let target = r.url.render(&vars);
+        let target = r.url.render(|v| vars.get(v));
         let mut request = client
             .request(r.method.clone(), &target)
             .headers(r.headers.clone());
         if let Some(b) = r.body {
-            request = request.body(b.render(&vars));
+            request = request.body(b.render(|v| vars.get(v)));
         }
         let answer = http::execute("sms", request).await?;
         outcome(g, &answer)?;
@@ -205,7 +205,8 @@ pub(crate) enum Var {
     NoticeId,
 }
 
-impl Var {
+impl crate::notify::template::Placeholder for Var {
+    const FILTERS: bool = true;
     const ALL: &'static [(&'static str, Var)] = &[
         ("phone", Var::Phone),
         ("phones", Var::Phones),
@@ -218,23 +219,9 @@ impl Var {
     ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Filter {
-    Raw,
-    Json,
-    Url,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Lit(String),
-    Var(Var, Filter),
-}
-
-/// A `{{name|filter}}` template, parsed at load time so a typo in a
+/// A gateway's `url` or `body`, parsed at load time so a typo in a
 /// placeholder is a load error.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Template(Vec<Part>);
+pub(crate) type Template = crate::notify::template::Template<Var>;
 
 pub(crate) struct Vars<'a> {
     pub(crate) phones: &'a [String],
@@ -263,7 +250,7 @@ impl Vars<'_> {
         }
     }
 
-    fn get(&self, v: Var) -> String {
+    pub(crate) fn get(&self, v: Var) -> String {
         match v {
             Var::Phone => self.phones.first().cloned().unwrap_or_default(),
             Var::Phones => self.phones.join(","),
@@ -274,80 +261,5 @@ impl Vars<'_> {
             Var::Kind => self.notice.kind.word().to_lowercase(),
             Var::NoticeId => self.notice.id.clone(),
         }
-    }
-}
-
-impl Template {
-    pub(crate) fn parse(s: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Lit(rest[..start].to_owned()));
-            }
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| format!("`{{{{` at byte {start} is not closed"))?;
-            let inner = after[..end].trim();
-            let (name, filter) = match inner.split_once('|') {
-                Some((n, f)) => (n.trim(), f.trim()),
-                None => (inner, ""),
-            };
-            let var = Var::ALL
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown placeholder `{name}`; expected one of {}",
-                        Var::ALL
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?;
-            let filter = match filter {
-                "" => Filter::Raw,
-                "json" => Filter::Json,
-                "url" => Filter::Url,
-                other => {
-                    return Err(format!("unknown filter `{other}`; expected json or url"));
-                }
-            };
-            parts.push(Part::Var(var, filter));
-            rest = &after[end + 2..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Lit(rest.to_owned()));
-        }
-        Ok(Template(parts))
-    }
-
-    pub(crate) fn uses(&self, v: Var) -> bool {
-        self.0
-            .iter()
-            .any(|p| matches!(p, Part::Var(x, _) if *x == v))
-    }
-
-    pub(crate) fn render(&self, vars: &Vars<'_>) -> String {
-        let mut out = String::new();
-        for p in &self.0 {
-            match p {
-                Part::Lit(s) => out.push_str(s),
-                Part::Var(v, f) => {
-                    let value = vars.get(*v);
-                    match f {
-                        Filter::Raw => out.push_str(&value),
-                        Filter::Json => {
-                            out.push_str(&serde_json::to_string(&value).unwrap_or_default())
-                        }
-                        Filter::Url => out.push_str(&http::percent_encode(&value)),
-                    }
-                }
-            }
-        }
-        out
     }
 }

@@ -371,10 +371,10 @@ impl Voice {
                 };
                 let mut request = self
                     .client
-                    .request(method.clone(), url.render(&vars))
+                    .request(method.clone(), url.render(|v| vars.get(v)))
                     .headers(headers.clone());
                 if let Some(b) = body {
-                    request = request.body(b.render(&vars));
+                    request = request.body(b.render(|v| vars.get(v)));
                 }
                 let answer = http::execute("voice", request).await?;
                 super::sms::gateway::outcome(g, &answer).map_err(|e| match e {
