@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::config::{Lang, Role};
 use crate::now_ms;
@@ -145,7 +146,7 @@ impl IntoResponse for Refusal {
 /// # Errors
 /// [`Refusal::Csrf`].
 pub(crate) fn check_csrf(s: &Session, sent: &str) -> Result<(), Refusal> {
-    if constant_eq(s.csrf.as_bytes(), sent.as_bytes()) {
+    if bool::from(s.csrf.as_bytes().ct_eq(sent.as_bytes())) {
         Ok(())
     } else {
         Err(Refusal::Csrf)
@@ -162,10 +163,6 @@ pub(crate) fn require_operator(s: &Session) -> Result<(), Refusal> {
     } else {
         Err(Refusal::NotOperator)
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]
@@ -235,7 +232,7 @@ pub(crate) async fn login(
 ) -> Response {
     let addr = peer.map(|p| p.0.0.ip());
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_eq(expected.as_bytes(), f.csrf.as_bytes()) {
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
         return login_form(
             &d,
             &headers,
