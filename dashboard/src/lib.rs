@@ -1,5 +1,9 @@
 //! The web dashboard for on-duty staff.
 //!
+//! **Owns** the axum routes and askama templates of the pages, logins and
+//! sessions. **Must not** write rollups: it reads only through
+//! [`panorama_store::Store`] and the rules engine's alert state.
+//!
 //! Server-rendered pages (axum + askama, no JavaScript build step) that
 //! answer the on-duty questions in order: is something wrong (overview,
 //! alerts), in which layer and series (layer, top-N), and why (series with
