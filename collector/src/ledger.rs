@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -206,16 +206,8 @@ impl Ledger {
                 })
                 .collect(),
         };
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&snap).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
+        let body = serde_json::to_vec(&snap).map_err(io::Error::other)?;
+        panorama_durable::write_atomic(&self.path, &body)?;
         Ok(())
     }
 

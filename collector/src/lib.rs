@@ -1,12 +1,25 @@
-//! The collector inside `panorama`.
+//! The collector inside `panorama`: everything between an agent's batch
+//! and the store.
 //!
-//! Today it serves the read side: the query API of DESIGN.md
-//! (`/api/v1/series`, `/api/v1/top`, `/api/v1/samples`) and `/health`, over
-//! any [`panorama_store::Store`]. The collector issue adds the rest of what
-//! it owns: the ingest API (binary batches and NDJSON, bearer tokens), the
-//! write-ahead log, deduplication of resent byte ranges, per-minute
-//! aggregation into [`panorama_model::Rollup`]s flushed after the grace
-//! period, samples, self-metrics and process wiring. It never renders HTML.
+//! **Owns** the ingest API, auth, the WAL, deduplication, per-minute
+//! aggregation, flushing rollups and samples, self-metrics and process
+//! wiring. **Must not** render HTML (that is the dashboard's room) nor know
+//! a backend's internals (it writes through [`panorama_store::Store`]).
+//!
+//! - [`api`]: the HTTP routes of DESIGN.md: `POST /api/v1/ingest` (the
+//!   agent's binary batches and NDJSON), the query API (`series`, `top`,
+//!   `samples`), `/health`, `/metrics` and `/api/v1/accounting`.
+//! - [`auth`]: API tokens with roles, and the layer in front of every route
+//!   of the merged router.
+//! - [`service`]: the [`Collector`]: an accepted batch is appended to the
+//!   [`wal`], checked against the [`ledger`] of counted byte ranges (so a
+//!   resend is never counted twice), and aggregated by [`aggregate`] into
+//!   per-minute [`panorama_model::Rollup`]s, flushed after the grace period
+//!   and rewritten when late events arrive; a restart replays the WAL.
+//! - [`live`]: the open minutes in fine slices, for the rules engine.
+//! - [`compact`]: the hourly tier built from minute rollups.
+//! - [`config`]: the collector's part of the configuration file.
+//! - [`serve`]: the accept loop, plain HTTP or TLS.
 //!
 //! ```no_run
 //! # async fn run(store: std::sync::Arc<dyn panorama_store::Store>) {

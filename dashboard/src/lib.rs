@@ -1,5 +1,9 @@
 //! The web dashboard for on-duty staff.
 //!
+//! **Owns** the axum routes and askama templates of the pages, logins and
+//! sessions. **Must not** write rollups: it reads only through
+//! [`panorama_store::Store`] and the rules engine's alert state.
+//!
 //! Server-rendered pages (axum + askama, no JavaScript build step) that
 //! answer the on-duty questions in order: is something wrong (overview,
 //! alerts), in which layer and series (layer, top-N), and why (series with
@@ -8,11 +12,13 @@
 //! writes rollups.
 //!
 //! - `config`: users (argon2 hashes, roles), time zone, language.
-//! - `auth`: login, sessions in secure cookies, CSRF tokens, language cookie.
+//! - `auth`: sessions in secure cookies, CSRF tokens, the language cookie;
+//!   the login, logout and language handlers are the page `pages::login`.
 //! - `sessions`: sessions persisted as hashes of their tokens, with idle and
 //!   absolute lifetimes, revoked by logout and by a password change.
 //! - `throttle`: failed logins slowed per user, per address and per both.
-//! - `pages`: one module per page; templates in `templates/`.
+//! - `pages`: one module per page, sharing `pages::layout` (the `Chrome`
+//!   around every page, `html`); templates in `templates/`.
 //! - `chart`: hand-written SVG; `static/app.js` adds hover, minute picking and
 //!   the 10 s refresh that swaps the page body without moving the scroll.
 //! - `i18n`: English and Simplified Chinese.
@@ -157,15 +163,18 @@ pub fn router(d: Dashboard) -> Router {
         .route("/incidents/{id}", get(pages::incidents::one))
         .route("/incidents/ack", post(pages::incidents::ack))
         .route("/graph", get(pages::incidents::graph))
-        .route("/logout", post(auth::logout))
+        .route("/logout", post(pages::login::logout))
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(
             d.clone(),
             auth::require_login,
         ));
     Router::new()
-        .route("/login", get(auth::login_page).post(auth::login))
-        .route("/lang/{code}", get(auth::switch_lang))
+        .route(
+            "/login",
+            get(pages::login::login_page).post(pages::login::login),
+        )
+        .route("/lang/{code}", get(pages::login::switch_lang))
         .route("/static/app.js", get(script))
         .route("/static/app.css", get(style))
         .route(

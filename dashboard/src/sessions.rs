@@ -15,7 +15,7 @@
 //! dashboard does not write a file per request.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -124,7 +124,7 @@ impl Sessions {
         st.file.version = 1;
         let r = serde_json::to_vec(&st.file)
             .map_err(io::Error::other)
-            .and_then(|b| write_private(path, &b));
+            .and_then(|b| panorama_durable::write_atomic_private(path, &b));
         if let Err(e) = r {
             tracing::error!(path = %path.display(), error = %e, "writing dashboard sessions failed; logins last until restart");
         }
@@ -191,30 +191,6 @@ impl Sessions {
         let mut st = self.lock();
         self.flush(&mut st, now_ms);
     }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename,
-/// fsync of the directory), readable by this user only: the CSRF tokens
-/// in it are not for other accounts on the machine.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        let mut f = o.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

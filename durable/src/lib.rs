@@ -24,11 +24,27 @@ pub fn temporary(path: &Path) -> PathBuf {
 /// file holds the old content or the new, never a mix, and once this
 /// returns the new content survives one.
 pub fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
+    replace(path, body, false)
+}
+
+/// [`write_atomic`] for a file only its owner may read (mode 0600 from
+/// the moment it exists): the dashboard's sessions, whose CSRF tokens are
+/// not for other accounts on the machine.
+pub fn write_atomic_private(path: &Path, body: &[u8]) -> io::Result<()> {
+    replace(path, body, true)
+}
+
+fn replace(path: &Path, body: &[u8], private: bool) -> io::Result<()> {
     let dir = directory_of(path);
     fs::create_dir_all(&dir)?;
     let tmp = temporary(path);
     {
-        let mut f = File::create(&tmp)?;
+        let mut o = fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        if private {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        }
+        let mut f: File = o.open(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
     }
@@ -72,6 +88,16 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"old");
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_private_file_is_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        write_atomic_private(&path, b"tokens").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

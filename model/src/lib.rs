@@ -1,5 +1,10 @@
 //! The vocabulary every Panorama crate speaks, and nothing else: no I/O lives here.
 //!
+//! **Owns** every fact two crates share: the event, layer, series key,
+//! rollup, mergeable histogram, wire encodings and replies, the agent's
+//! self-series names, time units. **Must not** do I/O (files, sockets,
+//! clocks beyond what a caller passes in).
+//!
 //! - [`Layer`] names the five layers a series belongs to.
 //! - [`Event`] is one parsed log line or posted measurement.
 //! - [`SeriesKey`] identifies a series; its [`SeriesKey::id`] is stable across

@@ -1,5 +1,10 @@
 //! Where rollups and samples live, behind one trait with two backends.
 //!
+//! **Owns** the [`Store`] trait, its Elasticsearch and SQLite backends,
+//! tiers and retention, and the one conformance suite both pass. **Must
+//! not** know about HTTP ingest, agents or alerting: callers hand it
+//! rollups and queries.
+//!
 //! - [`Store`] is the only way the collector writes and the dashboard, rules
 //!   engine and query API read. Writes are idempotent by deterministic
 //!   document id ([`panorama_model::Rollup::doc_id`]); reads merge the

@@ -1,8 +1,12 @@
 //! End-to-end and fault-injection tests across real processes: real
-//! collectors and agents started from their binaries, a real Elasticsearch,
-//! and later a real SMTP server. Nothing depends on this crate; its tests
-//! live in `tests/tests/`, and this library holds what they share: building
-//! and starting the binaries, free ports, waiting for health.
+//! collectors and agents started from their binaries, a real
+//! Elasticsearch, a real SMTP server, real Chromium.
+//!
+//! **Owns** what crosses processes: kill -9 drills, restarts, the
+//! exactly-once counts end to end. **Must not** be needed by anything
+//! else. Its tests live in `tests/tests/`; this library holds what they
+//! share: building and starting the binaries, free ports, waiting for
+//! health, and [`fault`] injection.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use panorama_model::{Credential, Principal, Role};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use super::policy::{self, Need};
 use super::{Access, SessionLookup, TokenTable};
@@ -136,7 +137,7 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if !constant_eq(sent.as_bytes(), s.csrf.as_bytes()) {
+            if !bool::from(sent.as_bytes().ct_eq(s.csrf.as_bytes())) {
                 tracing::info!(%path, user = %s.user, "refused: session write without CSRF token");
                 return auth.refuse(
                     StatusCode::FORBIDDEN,
@@ -176,8 +177,4 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

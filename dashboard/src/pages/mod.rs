@@ -5,6 +5,8 @@ pub(crate) mod alerts;
 pub(crate) mod hosts;
 pub(crate) mod incidents;
 pub(crate) mod layer;
+mod layout;
+pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod series;
 pub(crate) mod top;
@@ -12,106 +14,15 @@ pub(crate) mod top;
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use panorama_model::Layer;
 use panorama_store::StoreError;
 
+use crate::Dashboard;
 use crate::auth::Session;
-use crate::config::{Lang, Role};
-use crate::i18n::{Texts, texts};
-use crate::{Dashboard, format};
 
-/// What every page's layout needs: words, who is logged in, the form
-/// token, the navigation.
-pub(crate) struct Chrome {
-    pub(crate) t: &'static Texts,
-    pub(crate) lang: &'static str,
-    /// Link that switches to the other language and comes back here.
-    pub(crate) lang_href: String,
-    pub(crate) user: String,
-    pub(crate) operator: bool,
-    pub(crate) csrf: String,
-    /// Which navigation entry is current.
-    pub(crate) nav: &'static str,
-    pub(crate) now: String,
-    pub(crate) tz: String,
-    pub(crate) layers: Vec<(&'static str, &'static str)>,
-}
-
-impl Chrome {
-    pub(crate) fn new(
-        d: &Dashboard,
-        headers: &HeaderMap,
-        s: &Session,
-        path: &str,
-        nav: &'static str,
-    ) -> Chrome {
-        let lang = crate::auth::lang(d, headers);
-        let mut c = Chrome::anonymous(d, lang, path);
-        c.user = s.user.clone();
-        c.operator = s.role >= Role::Operator;
-        c.csrf = s.csrf.clone();
-        c.nav = nav;
-        c
-    }
-
-    pub(crate) fn anonymous(d: &Dashboard, lang: Lang, path: &str) -> Chrome {
-        let t = texts(lang);
-        let other = if lang == Lang::Zh { "en" } else { "zh" };
-        let tz = d.cfg().time_zone;
-        Chrome {
-            t,
-            lang: lang.code(),
-            lang_href: format!("/lang/{other}?next={}", format::encode(path)),
-            user: String::new(),
-            operator: false,
-            csrf: String::new(),
-            nav: "",
-            now: format::minute(tz, now_ms()),
-            tz: tz.name().to_owned(),
-            layers: Layer::ALL
-                .iter()
-                .map(|l| (l.as_str(), t.layer(*l)))
-                .collect(),
-        }
-    }
-}
-
-/// The request's path and query, for the language switch to come back to.
-pub(crate) fn here(req_uri: &axum::http::Uri) -> String {
-    req_uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Renders a template as an HTML response; a template error is a 500 that
-/// names nothing internal.
-pub(crate) fn html<T: Template>(t: &T) -> Response {
-    match t.render() {
-        Ok(body) => (
-            [(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard template failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page failed to render",
-            )
-                .into_response()
-        }
-    }
-}
+pub(crate) use layout::{Chrome, here, html, now_ms};
 
 /// Why a page could not be shown.
 #[derive(Debug, thiserror::Error)]
@@ -160,15 +71,6 @@ pub(crate) fn parse_layer(s: &str) -> Result<Layer, PageError> {
 }
 
 #[derive(Template)]
-#[template(path = "login.html")]
-pub(crate) struct LoginPage {
-    pub(crate) c: Chrome,
-    pub(crate) next: String,
-    pub(crate) csrf: String,
-    pub(crate) error: Option<&'static str>,
-}
-
-#[derive(Template)]
 #[template(path = "not_found.html")]
 struct NotFoundPage {
     c: Chrome,
@@ -195,21 +97,7 @@ pub(crate) async fn not_found(
 
 /// Decodes `%XX` escapes so the page shows the path as typed.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
