@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::notify::{AlertStatus, Notice, NoticeAlert, NoticeKind};
-use crate::rule::Route;
+use crate::rule::{Route, Severity};
 
 /// What a notice needs to know about the rule, copied so that a notice can
 /// be built after the rule changed or went away.
@@ -22,7 +22,7 @@ pub struct RuleFacts {
     /// Name.
     pub rule: String,
     /// Severity.
-    pub severity: String,
+    pub severity: Severity,
     /// The condition as written.
     pub condition: String,
     /// Rule labels.
@@ -225,7 +225,7 @@ impl Dispatcher {
             id: format!("{}:{}:{}", b.receiver, b.facts.rule, b.seq),
             kind,
             rule: b.facts.rule.clone(),
-            severity: b.facts.severity.clone(),
+            severity: b.facts.severity.as_str().into(),
             condition: b.facts.condition.clone(),
             labels: b.facts.labels.clone(),
             alerts,
@@ -268,7 +268,7 @@ mod tests {
     fn facts() -> RuleFacts {
         RuleFacts {
             rule: "errors".into(),
-            severity: "critical".into(),
+            severity: Severity::Critical,
             condition: "error_ratio > 5%".into(),
             labels: Vec::new(),
         }

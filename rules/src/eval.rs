@@ -75,7 +75,7 @@ impl Group {
         let mut l = rule.labels.clone();
         l.insert("alertname".into(), rule.name.clone());
         l.insert("rule".into(), rule.name.clone());
-        l.insert("severity".into(), rule.severity.clone());
+        l.insert("severity".into(), rule.severity.as_str().into());
         l.insert("layer".into(), self.layer.as_str().into());
         for (k, v) in [
             ("service", &self.service),

@@ -178,7 +178,7 @@ impl Engine {
             series: group.series.clone(),
             host: group.host.clone(),
             node: graph::node_of(group.layer, &group.service, &group.series, &group.host),
-            severity: rule.severity.clone(),
+            severity: rule.severity.as_str().into(),
             started_ms: alert.started_ms,
             joined_ms: cx.now_ms,
             carrier: Carrier::Rule,

@@ -40,7 +40,7 @@ impl Engine {
                 AlertField::Host => &group.host,
                 AlertField::Value => &value,
                 AlertField::Threshold => &threshold,
-                AlertField::Severity => &rule.severity,
+                AlertField::Severity => rule.severity.as_str(),
                 AlertField::Link => &link,
             }
             .to_owned()

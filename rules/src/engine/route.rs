@@ -15,7 +15,7 @@ use super::{Delivery, Engine, Folded, HOUR_MS, StateFiles, alert_id};
 pub(super) fn facts(rule: &Rule) -> RuleFacts {
     RuleFacts {
         rule: rule.name.clone(),
-        severity: rule.severity.clone(),
+        severity: rule.severity,
         condition: rule.when_text.clone(),
         labels: rule
             .labels

@@ -216,7 +216,7 @@ impl Engine {
                 .map(|r| RuleView {
                     name: r.name.clone(),
                     layer: r.layer.as_str().into(),
-                    severity: r.severity.clone(),
+                    severity: r.severity.as_str().into(),
                     when: r.when_text.clone(),
                     at: r.at.to_string(),
                 })
@@ -299,7 +299,7 @@ impl Engine {
             let rule = loaded.set.rule(&a.key.rule);
             let (severity, na) = match rule {
                 Some(r) => (
-                    r.severity.clone(),
+                    r.severity.as_str().into(),
                     Some(self.notice_alert(r, group, a, AlertStatus::Firing)),
                 ),
                 None => (String::new(), None),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::{
     Align, DEFAULT_EVERY_MS, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS,
     DEFAULT_MIN_INTERVAL_MS, DEFAULT_REPEAT_INTERVAL_MS, DEFAULT_WINDOW_MS, GroupBy, Pattern,
-    RuleSet,
+    RuleSet, Severity,
 };
 use crate::lifecycle::Timing;
 
@@ -166,13 +166,18 @@ pub fn explain(set: &RuleSet, name: &str) -> Option<String> {
             "a silent group is remembered this long",
         );
     }
-    line("severity", r.severity.clone(), r.severity == "warning", "");
+    line(
+        "severity",
+        r.severity.as_str().into(),
+        r.severity == Severity::Warning,
+        "",
+    );
     // The labels every alert of the rule carries; routes matching on
     // service, series or host are shown for the rule's exact selectors.
     let mut labels: BTreeMap<String, String> = r.labels.clone();
     labels.insert("alertname".into(), r.name.clone());
     labels.insert("rule".into(), r.name.clone());
-    labels.insert("severity".into(), r.severity.clone());
+    labels.insert("severity".into(), r.severity.as_str().into());
     labels.insert("layer".into(), r.layer.as_str().into());
     for (k, p) in [
         ("service", &r.service),

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::expr::{self, Expr};
 use super::{
     Align, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, Depends,
-    Escalation, GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet,
+    Escalation, GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet, Severity,
 };
 use crate::lifecycle::Timing;
 use crate::notify::ChannelConfig;
@@ -159,8 +159,6 @@ pub const DEFAULT_EVERY_MS: i64 = 10_000;
 /// A rule's `min_interval` when none is given: events for its series
 /// trigger an evaluation at most once a second.
 pub const DEFAULT_MIN_INTERVAL_MS: i64 = 1_000;
-
-const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
 
 struct Ctx<'a> {
     path: &'a Path,
@@ -562,9 +560,8 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
     }
     let absent_lookback_ms = cx.duration("absent_lookback", &r.absent_lookback, 3_600_000, 60_000);
     let severity = match &r.severity {
-        None => "warning".to_owned(),
-        Some(s) if SEVERITIES.contains(&s.get_ref().as_str()) => s.get_ref().clone(),
-        Some(s) => {
+        None => Severity::Warning,
+        Some(s) => Severity::from_name(s.get_ref()).unwrap_or_else(|| {
             cx.err(
                 Ctx::inner(s),
                 format!(
@@ -572,8 +569,9 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
                     s.get_ref()
                 ),
             );
-            String::new()
-        }
+            // The rule is refused below; any value will do.
+            Severity::Warning
+        }),
     };
     for k in r.labels.keys() {
         if AlertField::names().any(|n| n == k) || k == "alertname" {

@@ -28,6 +28,51 @@ use crate::notify::ChannelConfig;
 use crate::notify::template::{AlertField, Template};
 use crate::rota::{Person, Rota};
 
+/// How urgent a rule's alerts are. Serialized (and written in rule files,
+/// labels and notices) as `critical`, `warning` or `info`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Page now.
+    Critical,
+    /// The default.
+    Warning,
+    /// For the record.
+    Info,
+}
+
+impl Severity {
+    /// Every severity with its name, most urgent first: the one list the
+    /// loader, its error message and [`Severity::as_str`] read.
+    pub const ALL: [(&'static str, Severity); 3] = [
+        ("critical", Severity::Critical),
+        ("warning", Severity::Warning),
+        ("info", Severity::Info),
+    ];
+
+    /// As written in a rule file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    /// The severity named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What one alert stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,8 +153,8 @@ pub struct Rule {
     pub absent_lookback_ms: i64,
     /// Lifecycle timings.
     pub timing: Timing,
-    /// `critical`, `warning` or `info`.
-    pub severity: String,
+    /// How urgent its alerts are.
+    pub severity: Severity,
     /// Extra labels for routing and silences.
     pub labels: BTreeMap<String, String>,
     /// One-line summary template.
