@@ -173,7 +173,10 @@ async fn grouped(
 
 /// The sliding window `[from_ms, to_ms)` at `now_ms`, this collector's
 /// part from the live view (and, for what it no longer holds, the store's
-/// minutes), every other collector's from the store's minutes.
+/// minutes), every other collector's from the store's minutes. True beside
+/// it when this collector's recent part came from the store: its open
+/// minute there is only as fresh as the last flush, and whole minutes
+/// stand for the window's edge, so the figure may lag or jump.
 async fn grouped_live(
     rule: &Rule,
     store: &dyn Store,
@@ -181,7 +184,7 @@ async fn grouped_live(
     from_ms: i64,
     to_ms: i64,
     now_ms: i64,
-) -> Result<Grouped, StoreError> {
+) -> Result<(Grouped, bool), StoreError> {
     let from = nearest(from_ms, live.slice_ms());
     let covered = live.covers_from(now_ms);
     // Where the slices take over from the store for this collector: the
@@ -215,7 +218,7 @@ async fn grouped_live(
             add_to(&mut out, rule, &s.rollup);
         }
     }
-    Ok(out)
+    Ok((out, split.is_some()))
 }
 
 async fn read_store(
@@ -306,9 +309,9 @@ pub async fn evaluate(
 ) -> Result<Vec<Verdict>, StoreError> {
     let (start, end) = span(rule, now_ms, lag_ms, live);
     let sliding = rule.align == Align::Sliding && live.is_some();
-    let current = match live {
+    let (current, partial) = match live {
         Some(live) if sliding => grouped_live(rule, store, live, start, end, now_ms).await?,
-        _ => grouped(rule, store, start, end).await?,
+        _ => (grouped(rule, store, start, end).await?, false),
     };
     let mut offsets: Vec<i64> = rule.when.offsets();
     if let Some(r) = &rule.recover {
@@ -358,7 +361,13 @@ pub async fn evaluate(
             window_s,
         };
         let count = now.map_or(0, |r| r.count);
-        let observation = judge(rule, &f, count);
+        let observation = match judge(rule, &f, count) {
+            // Part of the window came from store minutes that lag what the
+            // collector counted (it restarted within the window): enough to
+            // see a breach, not to call a firing alert recovered.
+            Observation::Ok { value: Some(value) } if partial => Observation::Between { value },
+            o => o,
+        };
         out.push(Verdict {
             group,
             observation,
@@ -653,6 +662,37 @@ mod tests {
             .await
             .unwrap();
         assert!(breach(&v), "{v:?}");
+    }
+
+    /// The collector restarted 5 s ago: the window's recent part comes from
+    /// its store minutes, which lag; they may show a breach, but never
+    /// recover a firing alert. A view that covers the window does.
+    #[tokio::test]
+    async fn a_window_read_partly_from_lagging_store_minutes_does_not_recover_an_alert() {
+        let t0 = 1_795_352_400_000;
+        let (_dir, store) = store();
+        let events = healthy(t0 - 60 * SEC, t0 + 20 * SEC);
+        flush(&store, &events, "c1").await;
+        let r = rule("window = \"1m\"\nwhen = \"error_ratio > 5%\"");
+        let young = Slices::new(t0 + 15 * SEC);
+        let old = Slices::new(t0 - 120 * SEC);
+        for e in &events {
+            old.add(e);
+            if e.ts_ms >= t0 + 15 * SEC {
+                young.add(e);
+            }
+        }
+        let v = evaluate(&r, &store, Some(&young), t0 + 20 * SEC, 0, &[])
+            .await
+            .unwrap();
+        assert!(
+            matches!(v[0].observation, Observation::Between { .. }),
+            "{v:?}"
+        );
+        let v = evaluate(&r, &store, Some(&old), t0 + 20 * SEC, 0, &[])
+            .await
+            .unwrap();
+        assert!(matches!(v[0].observation, Observation::Ok { .. }), "{v:?}");
     }
 
     #[tokio::test]
