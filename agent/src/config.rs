@@ -273,6 +273,7 @@ impl AgentConfig {
                 ));
             }
             let mut tail = TailConfig::new(&name, paths);
+            tail.max_read_chunk_bytes = crate::tail::CATCH_UP_CHUNK_BYTES;
             tail.checkpoint_path = Some(
                 raw.data_dir
                     .join("checkpoints")
@@ -383,6 +384,7 @@ impl AgentConfig {
             Pipeline::new(parse.clone(), &host)
                 .map_err(|e| ConfigError::Flag(format!("--tail {t:?}: {e}")))?;
             let mut tail = TailConfig::new(&name, vec![glob.to_owned()]);
+            tail.max_read_chunk_bytes = crate::tail::CATCH_UP_CHUNK_BYTES;
             tail.checkpoint_path = Some(data_dir.join("checkpoints").join(format!("{name}.json")));
             sources.push(SourceConfig { tail, parse });
         }

@@ -2,9 +2,11 @@
 //! for host metrics, one per probe plus the probes' shipper, and the
 //! agent's own `/metrics`.
 //!
-//! A source's task handles one chunk at a time: parse it, ship it as one
-//! batch carrying the chunk's source id and byte range, and acknowledge the
-//! range to the tailer only once a collector acknowledged the batch. So the
+//! A source's task parses each chunk into one batch carrying the chunk's
+//! source id and byte range, ships it, and acknowledges the range to the
+//! tailer only once a collector acknowledged the batch; the next chunk is
+//! read and parsed meanwhile, but not sent before that acknowledgement, so
+//! a source's ranges reach the collector in order. So the
 //! checkpoint never runs ahead of what a collector holds durably, and after
 //! any crash the tailer resends from the last acknowledged offset, which
 //! the collector recognises.
@@ -264,43 +266,110 @@ async fn source_task(
     tail_cfg.checkpoint_interval = Duration::ZERO;
     let mut tailer = Tailer::new(tail_cfg)?;
     let mut parser = SourceParser::new(agent_id, &host, &src)?;
-    let mut shipper = Shipper::new(ship)?;
+    let mut shipper = Some(Shipper::new(ship)?);
+    // The batch being shipped while the next chunk is read and parsed. One
+    // at a time per source, so the collector sees the source's ranges in
+    // order, as its ledger needs; but chunk N+1 is parsed on this core
+    // while chunk N waits for the collector's fsync on the other.
+    let mut inflight: Option<InFlight> = None;
     'outer: loop {
-        let chunks = tokio::select! {
-            c = tailer.next_chunks() => c,
-            _ = stop.changed() => break,
+        let next = match inflight.as_mut() {
+            Some(f) => tokio::select! {
+                c = tailer.next_chunks() => Next::Chunks(c),
+                r = &mut f.handle => Next::Shipped(r),
+                _ = stop.changed() => Next::Stop,
+            },
+            None => tokio::select! {
+                c = tailer.next_chunks() => Next::Chunks(c),
+                _ = stop.changed() => Next::Stop,
+            },
+        };
+        let chunks = match next {
+            Next::Chunks(c) => c,
+            Next::Shipped(r) => {
+                let f = inflight.take().expect("a batch in flight");
+                shipper = Some(settle(&mut tailer, &mut parser, &figs, f, r)?);
+                continue;
+            }
+            Next::Stop => break,
         };
         for mut chunk in chunks {
-            let Some(mut batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
+            let Some(batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
                 tailer.recycle(chunk);
                 continue;
             };
             let newest = batch.events.iter().map(|e| e.ts_ms).max();
-            let delivery = tokio::select! {
-                d = shipper.ship(&batch) => d,
-                _ = stop.changed() => break 'outer,
-            };
-            if let Delivery::Overlap { counted } = delivery {
-                let lost = chunk
-                    .end_offset
-                    .saturating_sub(counted.max(chunk.start_offset));
-                figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
-                tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
+            if let Some(mut f) = inflight.take() {
+                let r = tokio::select! {
+                    r = &mut f.handle => r,
+                    _ = stop.changed() => {
+                        // Not acknowledged: resent after the restart.
+                        f.handle.abort();
+                        break 'outer;
+                    }
+                };
+                shipper = Some(settle(&mut tailer, &mut parser, &figs, f, r)?);
             }
-            parser.pipeline.recycle(&mut batch.events);
-            tailer.ack(&chunk.source_id, chunk.end_offset);
-            figs.batches_acked.fetch_add(1, Ordering::Relaxed);
-            figs.bytes_acked
-                .fetch_add(chunk.end_offset - chunk.start_offset, Ordering::Relaxed);
-            if let Some(ts) = newest {
-                figs.newest_acked_ms
-                    .fetch_max(ts.max(0) as u64, Ordering::Relaxed);
-            }
-            tailer.recycle(chunk);
+            let mut sh = shipper.take().expect("the shipper is home");
+            inflight = Some(InFlight {
+                handle: tokio::spawn(async move {
+                    let d = sh.ship(&batch).await;
+                    (sh, batch, d)
+                }),
+                chunk,
+                newest,
+            });
         }
+    }
+    if let Some(f) = inflight {
+        f.handle.abort();
     }
     tailer.checkpoint()?;
     Ok(())
+}
+
+/// A batch on its way, and what its acknowledgement settles.
+struct InFlight {
+    handle: tokio::task::JoinHandle<(Shipper, Batch, Delivery)>,
+    chunk: crate::tail::Chunk,
+    newest: Option<i64>,
+}
+
+enum Next {
+    Chunks(Vec<crate::tail::Chunk>),
+    Shipped(Result<(Shipper, Batch, Delivery), tokio::task::JoinError>),
+    Stop,
+}
+
+/// The collector acknowledged a batch: its range is acknowledged to the
+/// tailer and its buffers go back for reuse. Returns the shipper.
+fn settle(
+    tailer: &mut Tailer,
+    parser: &mut SourceParser,
+    figs: &SourceFigures,
+    f: InFlight,
+    shipped: Result<(Shipper, Batch, Delivery), tokio::task::JoinError>,
+) -> anyhow::Result<Shipper> {
+    let (shipper, mut batch, delivery) = shipped?;
+    let chunk = f.chunk;
+    if let Delivery::Overlap { counted } = delivery {
+        let lost = chunk
+            .end_offset
+            .saturating_sub(counted.max(chunk.start_offset));
+        figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
+        tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
+    }
+    parser.pipeline.recycle(&mut batch.events);
+    tailer.ack(&chunk.source_id, chunk.end_offset);
+    figs.batches_acked.fetch_add(1, Ordering::Relaxed);
+    figs.bytes_acked
+        .fetch_add(chunk.end_offset - chunk.start_offset, Ordering::Relaxed);
+    if let Some(ts) = f.newest {
+        figs.newest_acked_ms
+            .fetch_max(ts.max(0) as u64, Ordering::Relaxed);
+    }
+    tailer.recycle(chunk);
+    Ok(shipper)
 }
 
 /// One source's chunks parsed into the batches that carry their ranges.

@@ -994,3 +994,36 @@ proptest! {
         run_model(ops, read_chunk, inflight, close_idle);
     }
 }
+
+/// A backlog is read in chunks that double up to `max_read_chunk_bytes`;
+/// once caught up, a live line comes in a chunk of its own at once.
+#[test]
+fn a_backlog_is_read_in_growing_chunks_and_live_lines_in_small_ones() {
+    let env = Env::new();
+    let path = env.log("app.log");
+    append(&path, numbered("a", 0..20_000).as_bytes());
+    let mut cfg = env.cfg("app.log");
+    cfg.read_chunk_bytes = 1_000;
+    cfg.max_read_chunk_bytes = 16_000;
+    cfg.max_inflight_bytes_per_source = u64::MAX / 4;
+    cfg.max_inflight_bytes = u64::MAX / 4;
+    let mut t = Tailer::new(cfg).unwrap();
+    let chunks = drain(&mut t);
+    assert_contiguous(&chunks);
+    assert_eq!(text(&chunks), expected("a", 0..20_000));
+    let sizes: Vec<u64> = chunks
+        .iter()
+        .map(|c| c.end_offset - c.start_offset)
+        .collect();
+    assert!(sizes[0] <= 1_000 && sizes.len() < 40, "{sizes:?}");
+    let largest = *sizes.iter().max().unwrap();
+    // A read's bytes plus the partial line the previous one left.
+    assert!(largest > 8_000 && largest <= 16_000 + 15, "{sizes:?}");
+    append(&path, b"live\n");
+    let live = drain(&mut t);
+    assert_eq!(text(&live), ["live"]);
+    // The next backlog starts small again.
+    append(&path, numbered("b", 0..2_000).as_bytes());
+    let again = t.poll();
+    assert!(again[0].end_offset - again[0].start_offset <= 1_000);
+}

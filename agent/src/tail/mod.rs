@@ -104,8 +104,13 @@ pub struct TailConfig {
     pub max_line_bytes: usize,
     /// A last line still without newline after this long is emitted as it is.
     pub partial_line_flush: Duration,
-    /// Most bytes read from one file in one round.
+    /// Bytes read from one file in one round while tailing live.
     pub read_chunk_bytes: usize,
+    /// Most bytes read from one file in one round while catching up: reads
+    /// that come back full double up to this; at or below
+    /// `read_chunk_bytes` (the default of [`TailConfig::new`]: 0) chunks
+    /// stay fixed. The agent's sources use [`CATCH_UP_CHUNK_BYTES`].
+    pub max_read_chunk_bytes: usize,
     /// How often the globs are scanned, whatever the file-system events say.
     /// Zero scans on every [`Tailer::poll`].
     pub poll_interval: Duration,
@@ -138,6 +143,12 @@ pub struct TailConfig {
     pub prune_after: Duration,
 }
 
+/// How far the agent's reads grow while a source has a backlog: a batch
+/// of about 20,000 access-log lines, so that one acknowledgement round
+/// trip (and one fsync on each side) carries that many, well within the
+/// per-source in-flight cap.
+pub const CATCH_UP_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
 impl TailConfig {
     /// Defaults for one source.
     pub fn new(name: impl Into<String>, globs: Vec<String>) -> TailConfig {
@@ -148,6 +159,7 @@ impl TailConfig {
             max_line_bytes: 64 * 1024,
             partial_line_flush: Duration::from_secs(5),
             read_chunk_bytes: 256 * 1024,
+            max_read_chunk_bytes: 0,
             poll_interval: Duration::from_secs(1),
             max_open_deleted: Duration::from_secs(300),
             close_idle_after: Duration::from_secs(60),

@@ -73,6 +73,11 @@ struct Source {
     /// goes on to this offset, so that the record that filled the chunk
     /// comes back in a longer one.
     read_through: Option<u64>,
+    /// How much the next read asks for: doubles while reads come back full
+    /// (a backlog: fewer, larger batches, each costing one acknowledgement
+    /// round trip and fsync on both sides), back to `read_chunk_bytes` as
+    /// soon as one does not (tailing live: small batches, low latency).
+    chunk_bytes: usize,
     stats: SourceStats,
 }
 
@@ -133,7 +138,9 @@ impl Tailer {
         Ok(Tailer {
             bufs: Buffers {
                 kept: Vec::new(),
-                sizes: cfg.read_chunk_bytes..=2 * (cfg.read_chunk_bytes + cfg.max_line_bytes),
+                sizes: cfg.read_chunk_bytes
+                    ..=2 * (cfg.read_chunk_bytes.max(cfg.max_read_chunk_bytes)
+                        + cfg.max_line_bytes),
             },
             cfg,
             sources,
@@ -671,6 +678,7 @@ impl Tailer {
             open: None,
             stash: None,
             read_through: None,
+            chunk_bytes: 0,
             stats: SourceStats::empty(&id),
         };
         src.stats.acked_offset = start;
@@ -762,7 +770,7 @@ impl Tailer {
                 (0, _) => 0,
                 (_, Some(end)) => end.saturating_sub(of.read_offset),
                 (_, None) => budget
-                    .min(c.read_chunk_bytes as u64)
+                    .min(src.chunk_bytes.max(c.read_chunk_bytes) as u64)
                     .max(through.map_or(0, |t| t - of.read_offset)),
             };
             let mut lines = Lines::with_buffer(if want > 0 {
@@ -776,7 +784,7 @@ impl Tailer {
             // line waiting between two reads loses its bytes past the cut).
             let (mut filled, mut exact) = (false, true);
             while want > 0 {
-                let step = want.min(c.read_chunk_bytes as u64) as usize;
+                let step = want.min(src.chunk_bytes.max(c.read_chunk_bytes) as u64) as usize;
                 if total > 0 && of.asm.pending() > c.max_line_bytes as u64 {
                     exact = false;
                 }
@@ -802,6 +810,11 @@ impl Tailer {
                 if replaying.is_none() && through.is_none() {
                     if n == step {
                         self.more_ready = true;
+                        src.chunk_bytes = (step * 2)
+                            .min(c.max_read_chunk_bytes.max(c.read_chunk_bytes))
+                            .max(c.read_chunk_bytes);
+                    } else {
+                        src.chunk_bytes = c.read_chunk_bytes;
                     }
                     break;
                 }
@@ -877,6 +890,7 @@ impl Source {
             open: None,
             stash: None,
             read_through: None,
+            chunk_bytes: 0,
             stats,
         }
     }
