@@ -173,7 +173,7 @@ impl Engine {
                 };
                 let t = st
                     .lifecycle
-                    .observe(&key, &rule.timing, v.observation, now_ms);
+                    .observe(&key, &timing_of(rule, &v), v.observation, now_ms);
                 if st.lifecycle.get(&key).is_some() {
                     st.persisted.groups.insert(alert_id(&key), v.group.clone());
                 }
@@ -351,4 +351,14 @@ impl Engine {
         cx.st.persisted.held.remove(&alert_id(key));
         self.record_firing(cx, a, na);
     }
+}
+
+/// The rule's timings for this verdict: a recovery seen through a partial
+/// window (see [`eval::Verdict::partial`]) must hold a little longer.
+fn timing_of(rule: &crate::rule::Rule, v: &eval::Verdict) -> crate::lifecycle::Timing {
+    let mut t = rule.timing;
+    if v.partial {
+        t.recover_for_ms = t.recover_for_ms.max(eval::PARTIAL_RECOVER_MS);
+    }
+    t
 }
