@@ -314,7 +314,7 @@ async fn source_task(
             inflight = Some(InFlight {
                 handle: tokio::spawn(async move {
                     let d = sh.ship(&batch).await;
-                    (sh, batch, d)
+                    Box::new((sh, batch, d))
                 }),
                 chunk,
                 newest,
@@ -328,16 +328,20 @@ async fn source_task(
     Ok(())
 }
 
+/// What a shipping task hands back: the shipper, the batch (its buffers
+/// are reused) and the collector's answer.
+type Shipped = Box<(Shipper, Batch, Delivery)>;
+
 /// A batch on its way, and what its acknowledgement settles.
 struct InFlight {
-    handle: tokio::task::JoinHandle<(Shipper, Batch, Delivery)>,
+    handle: tokio::task::JoinHandle<Shipped>,
     chunk: crate::tail::Chunk,
     newest: Option<i64>,
 }
 
 enum Next {
     Chunks(Vec<crate::tail::Chunk>),
-    Shipped(Result<(Shipper, Batch, Delivery), tokio::task::JoinError>),
+    Shipped(Result<Shipped, tokio::task::JoinError>),
     Stop,
 }
 
@@ -348,9 +352,9 @@ fn settle(
     parser: &mut SourceParser,
     figs: &SourceFigures,
     f: InFlight,
-    shipped: Result<(Shipper, Batch, Delivery), tokio::task::JoinError>,
+    shipped: Result<Shipped, tokio::task::JoinError>,
 ) -> anyhow::Result<Shipper> {
-    let (shipper, mut batch, delivery) = shipped?;
+    let (shipper, mut batch, delivery) = *shipped?;
     let chunk = f.chunk;
     if let Delivery::Overlap { counted } = delivery {
         let lost = chunk
