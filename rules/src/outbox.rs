@@ -157,6 +157,17 @@ impl<T: Serialize + DeserializeOwned + Clone> Outbox<T> {
         out
     }
 
+    /// True when a pending entry of `channel` comes after entry `id`: it
+    /// waits until this one is delivered or given up.
+    pub fn waiting_behind(&self, id: &str, channel: &str) -> bool {
+        self.entries
+            .iter()
+            .filter(|e| e.channel == channel && e.status == Status::Pending)
+            .skip_while(|e| e.id != id)
+            .nth(1)
+            .is_some()
+    }
+
     /// Records a delivery.
     ///
     /// # Errors
@@ -267,6 +278,7 @@ mod tests {
         o.enqueue("b:1", "sms", "other".into(), 1_000).unwrap();
         let ids = |v: Vec<Entry<String>>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(o.due(1_000)), ["b:1"], "mail waits for a:1's retry");
+        assert!(o.waiting_behind("a:1", "mail") && !o.waiting_behind("a:2", "mail"));
         assert_eq!(ids(o.due(5_000)), ["a:1", "a:2", "b:1"], "then in order");
         o.failed("a:1", "mail", "refused", None, 5_000).unwrap();
         assert_eq!(

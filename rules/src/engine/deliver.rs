@@ -43,12 +43,25 @@ impl Engine {
                     st.outbox.delivered(&e.id, &e.channel, now_ms),
                 ),
                 Err((permanent, why)) => {
-                    let give_up = permanent || attempts >= self.inner.cfg.max_attempts;
+                    // Closer retries of a held-back notice (below) do not
+                    // make it give up sooner than the plain schedule would.
+                    let give_up = permanent
+                        || (attempts >= self.inner.cfg.max_attempts
+                            && (!st.outbox.waiting_behind(&e.id, &e.channel)
+                                || now_ms - e.created_ms >= GIVE_UP_AFTER_MS));
                     if !give_up {
                         failed.insert(e.channel.clone());
                     }
                     let retry = (!give_up).then(|| {
-                        let backoff = (5_000_i64 << (attempts - 1).min(6)).min(300_000);
+                        // Later notices of this receiver wait behind this
+                        // one (order per receiver): keep its retries close
+                        // so that they follow soon after the receiver is back.
+                        let cap = if st.outbox.waiting_behind(&e.id, &e.channel) {
+                            HELD_BACK_MAX_BACKOFF_MS
+                        } else {
+                            300_000
+                        };
+                        let backoff = (5_000_i64 << (attempts - 1).min(6)).min(cap);
                         now_ms + backoff
                     });
                     tracing::warn!(notice = %e.id, receiver = %e.channel, attempts, give_up, error = %why, "delivery failed");
@@ -76,3 +89,11 @@ impl Engine {
         }
     }
 }
+
+/// Longest wait between retries of a notice that others of its receiver
+/// wait behind.
+const HELD_BACK_MAX_BACKOFF_MS: i64 = 20_000;
+
+/// A held-back notice still failing after its attempts and this long is
+/// given up (the plain schedule's 12 attempts take about as long).
+const GIVE_UP_AFTER_MS: i64 = 40 * 60_000;
