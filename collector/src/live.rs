@@ -138,6 +138,11 @@ impl Live {
             .store(settled, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// See [`LiveView::settled`].
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Series held, for the collector's self-metrics and tests.
     pub fn series_held(&self) -> usize {
         lock(&self.state).series.len()
@@ -154,7 +159,7 @@ impl LiveView for Live {
     }
 
     fn settled(&self) -> bool {
-        self.settled.load(std::sync::atomic::Ordering::SeqCst)
+        self.is_settled()
     }
 
     fn covers_from(&self, now_ms: i64) -> i64 {

@@ -837,7 +837,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         if open {
             last_open = std::time::Instant::now();
         }
-        let settling = !panorama_model::live::LiveView::settled(&*inner.live);
+        let settling = !inner.live.is_settled();
         match flush_once(&inner, open || settling).await {
             Ok(()) if settling => {
                 inner.live.set_settled(true);

@@ -43,20 +43,19 @@ impl Engine {
                     st.outbox.delivered(&e.id, &e.channel, now_ms),
                 ),
                 Err((permanent, why)) => {
-                    // Closer retries of a held-back notice (below) do not
-                    // make it give up sooner than the plain schedule would.
+                    // Later notices of this receiver wait behind this one
+                    // (order per receiver): its retries stay close, so that
+                    // they follow soon after the receiver is back, and do
+                    // not make it give up sooner than the plain schedule.
+                    let held_back = st.outbox.waiting_behind(&e.id, &e.channel);
                     let give_up = permanent
                         || (attempts >= self.inner.cfg.max_attempts
-                            && (!st.outbox.waiting_behind(&e.id, &e.channel)
-                                || now_ms - e.created_ms >= GIVE_UP_AFTER_MS));
+                            && (!held_back || now_ms - e.created_ms >= GIVE_UP_AFTER_MS));
                     if !give_up {
                         failed.insert(e.channel.clone());
                     }
                     let retry = (!give_up).then(|| {
-                        // Later notices of this receiver wait behind this
-                        // one (order per receiver): keep its retries close
-                        // so that they follow soon after the receiver is back.
-                        let cap = if st.outbox.waiting_behind(&e.id, &e.channel) {
+                        let cap = if held_back {
                             HELD_BACK_MAX_BACKOFF_MS
                         } else {
                             300_000
