@@ -5,6 +5,7 @@
 //! offset, so "Monday 10:00 in Shanghai" needs no time-zone database and
 //! cannot drift: handover `k` is `first_handover + k * every`.
 
+use panorama_model::{DAY_MS, HOUR_MS};
 use serde::{Deserialize, Serialize};
 
 /// One person who can be on duty.
@@ -93,10 +94,10 @@ impl RotaConfig {
         }
         let first_ms = instant(&self.first_handover, "first_handover")?;
         let every_ms = match &self.every {
-            None => 7 * 86_400_000,
+            None => 7 * DAY_MS,
             Some(e) => crate::rule::expr::parse_duration(e).map_err(|m| format!("`every`: {m}"))?,
         };
-        if every_ms < 3_600_000 {
+        if every_ms < HOUR_MS {
             return Err("`every` must be at least 1h".into());
         }
         let mut overrides = Vec::new();

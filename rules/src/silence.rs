@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use panorama_model::DAY_MS;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +104,7 @@ pub enum SilenceError {
 }
 
 /// Longest silence accepted: a forgotten silence is a missed outage.
-pub const MAX_SILENCE_MS: i64 = 7 * 86_400_000;
+pub const MAX_SILENCE_MS: i64 = 7 * DAY_MS;
 
 /// Every silence, active or not.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]

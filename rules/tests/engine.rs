@@ -22,7 +22,7 @@ use support::{Env, SmtpOptions, SmtpServer};
 const T0: i64 = 1_795_352_400_000;
 const SEC: i64 = 1_000;
 const MIN: i64 = 60_000;
-const DAY: i64 = 86_400_000;
+const DAY: i64 = panorama_model::DAY_MS;
 const WEEK: i64 = 7 * DAY;
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use panorama_model::HOUR_MS;
 use serde::Serialize;
 
 use super::tick::{Subject, Tick};
@@ -26,7 +27,7 @@ use crate::rule::{Rule, RuleSet};
 /// How often the graph is learned again from the store.
 const LEARN_EVERY_MS: i64 = 60_000;
 /// How far back series count for the graph.
-const LEARN_LOOKBACK_MS: i64 = 3 * 3_600_000;
+const LEARN_LOOKBACK_MS: i64 = 3 * HOUR_MS;
 
 fn key_of(id: &str) -> Option<AlertKey> {
     id.split_once('\u{1f}').map(|(r, g)| AlertKey {

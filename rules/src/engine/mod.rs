@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use panorama_model::{DAY_MS, HOUR_MS};
 use panorama_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -74,7 +75,7 @@ impl EngineConfig {
             dashboard_url: "http://127.0.0.1:7070".into(),
             tick: Duration::from_secs(1),
             max_attempts: 12,
-            resolved_keep_ms: 3_600_000,
+            resolved_keep_ms: HOUR_MS,
             open_minute_lag_ms: eval::OPEN_MINUTE_LAG_MS,
             incident_window_ms: crate::incident::DEFAULT_WINDOW_MS,
         }
@@ -155,10 +156,8 @@ fn audited(detail: String, who: &str) -> String {
     }
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
 /// How long expired silences and finished notifications stay listed.
-const KEEP_FINISHED_MS: i64 = 7 * 86_400_000;
+const KEEP_FINISHED_MS: i64 = 7 * DAY_MS;
 
 impl Engine {
     /// Runs on the wall clock until `stop` turns true: evaluation and

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use panorama_model::DAY_MS;
+
 use crate::eval::{self, Group};
 use crate::history::{Event, Record};
 use crate::lifecycle::{AlertKey, State, Transition};
@@ -213,11 +215,8 @@ impl Engine {
         // alerts would page again for incidents already paged.
         let refused = !lock(&self.inner.load_errors).is_empty();
         let exists = |r: &str| refused || set.rule(r).is_some();
-        st.lifecycle.prune(
-            now_ms,
-            self.inner.cfg.resolved_keep_ms.max(86_400_000),
-            exists,
-        );
+        st.lifecycle
+            .prune(now_ms, self.inner.cfg.resolved_keep_ms.max(DAY_MS), exists);
         let alive: BTreeSet<String> = st.lifecycle.alerts().map(|a| alert_id(&a.key)).collect();
         st.persisted.groups.retain(|k, _| alive.contains(k));
         st.persisted.dispatcher.prune(exists);

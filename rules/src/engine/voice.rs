@@ -22,9 +22,7 @@ use crate::notify::{AlertStatus, ChannelConfig, Notice, NoticeKind};
 use crate::outbox::Status;
 use crate::rule::{ReceiverKind, RuleSet};
 
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+use panorama_model::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// Everything voice escalation remembers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ pub mod notice;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use panorama_model::Layer;
+use panorama_model::{DAY_MS, Layer};
 use serde::{Deserialize, Serialize};
 
 use crate::notify::NoticeAlert;
@@ -27,7 +27,7 @@ pub use graph::Graph;
 pub const DEFAULT_WINDOW_MS: i64 = 5 * 60_000;
 
 /// Resolved incidents stay listed this long.
-pub const KEEP_RESOLVED_MS: i64 = 7 * 86_400_000;
+pub const KEEP_RESOLVED_MS: i64 = 7 * DAY_MS;
 
 /// The rank of a layer in the cause chain: lower is more likely the cause.
 pub fn rank(layer: Layer) -> u8 {

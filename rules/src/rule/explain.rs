@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use panorama_model::HOUR_MS;
+
 use super::{
     Align, DEFAULT_EVERY_MS, DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS,
     DEFAULT_MIN_INTERVAL_MS, DEFAULT_REPEAT_INTERVAL_MS, DEFAULT_WINDOW_MS, GroupBy, Pattern,
@@ -16,7 +18,7 @@ use crate::lifecycle::Timing;
 pub fn duration(ms: i64) -> String {
     match ms {
         0 => "0s".into(),
-        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % HOUR_MS == 0 => format!("{}h", ms / HOUR_MS),
         ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
         ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),

@@ -18,6 +18,7 @@
 
 use std::fmt;
 
+use panorama_model::{DAY_MS, HOUR_MS, MINUTE_MS};
 use serde::Serialize;
 
 /// A per-window figure of a group.
@@ -564,8 +565,8 @@ impl Parser<'_> {
                     "%" => 0.01,
                     "ms" => 1.0,
                     "s" => 1_000.0,
-                    "m" => 60_000.0,
-                    "h" => 3_600_000.0,
+                    "m" => MINUTE_MS as f64,
+                    "h" => HOUR_MS as f64,
                     "us" => 0.001,
                     other => {
                         return Err(ExprError {
@@ -658,10 +659,10 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     let scale = match unit {
         "ms" => 1.0,
         "s" => 1_000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        "w" => 604_800_000.0,
+        "m" => MINUTE_MS as f64,
+        "h" => HOUR_MS as f64,
+        "d" => DAY_MS as f64,
+        "w" => (7 * DAY_MS) as f64,
         "" => return Err(format!("`{s}` needs a unit: ms, s, m, h, d or w")),
         other => {
             return Err(format!(

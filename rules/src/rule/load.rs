@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use panorama_model::{FilePosition, Layer};
+use panorama_model::{FilePosition, HOUR_MS, Layer, MINUTE_MS};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -558,7 +558,7 @@ fn rule(cx: &mut Ctx<'_>, start: usize, r: RawRule) -> Option<Rule> {
     {
         cx.err(m.span().start, "`flap_max` must be at least 2");
     }
-    let absent_lookback_ms = cx.duration("absent_lookback", &r.absent_lookback, 3_600_000, 60_000);
+    let absent_lookback_ms = cx.duration("absent_lookback", &r.absent_lookback, HOUR_MS, MINUTE_MS);
     let severity = match &r.severity {
         None => Severity::Warning,
         Some(s) => Severity::from_name(s.get_ref()).unwrap_or_else(|| {

@@ -16,7 +16,7 @@ pub mod pattern;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use panorama_model::{FilePosition, Layer};
+use panorama_model::{FilePosition, HOUR_MS, Layer};
 
 pub use expr::{Expr, Metric};
 pub use load::{DEFAULT_EVERY_MS, DEFAULT_MIN_INTERVAL_MS, DEFAULT_WINDOW_MS};
@@ -273,7 +273,7 @@ pub const DEFAULT_GROUP_WAIT_MS: i64 = 10_000;
 /// See [`DEFAULT_GROUP_WAIT_MS`].
 pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 60_000;
 /// See [`DEFAULT_GROUP_WAIT_MS`].
-pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
+pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * HOUR_MS;
 
 impl RuleSet {
     /// The routes an alert with these labels takes: the first matching
