@@ -225,7 +225,7 @@ impl Dispatcher {
             id: format!("{}:{}:{}", b.receiver, b.facts.rule, b.seq),
             kind,
             rule: b.facts.rule.clone(),
-            severity: b.facts.severity.as_str().into(),
+            severity: b.facts.severity,
             condition: b.facts.condition.clone(),
             labels: b.facts.labels.clone(),
             alerts,
@@ -268,7 +268,7 @@ mod tests {
     fn facts() -> RuleFacts {
         RuleFacts {
             rule: "errors".into(),
-            severity: Severity::Critical,
+            severity: crate::rule::Severity::Critical,
             condition: "error_ratio > 5%".into(),
             labels: Vec::new(),
         }
@@ -277,7 +277,7 @@ mod tests {
     fn alert(series: &str, status: AlertStatus) -> NoticeAlert {
         NoticeAlert {
             status,
-            layer: "url".into(),
+            layer: Some(panorama_model::Layer::Url),
             service: "login".into(),
             series: series.into(),
             host: String::new(),

@@ -47,7 +47,7 @@ fn link(series: &str) -> String {
 fn alert(series: &str) -> NoticeAlert {
     NoticeAlert {
         status: AlertStatus::Firing,
-        layer: "url".into(),
+        layer: Some(panorama_model::Layer::Url),
         service: "login".into(),
         series: series.into(),
         host: "web1".into(),
@@ -65,7 +65,7 @@ fn notice(alerts: Vec<NoticeAlert>) -> Notice {
         id: "url-error-ratio/login/fired/1".into(),
         kind: NoticeKind::Firing,
         rule: "url-error-ratio".into(),
-        severity: "critical".into(),
+        severity: panorama_rules::rule::Severity::Critical,
         condition: "error_ratio > 5% over 5m".into(),
         labels: vec![("team".into(), "pay".into())],
         alerts,

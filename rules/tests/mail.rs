@@ -19,7 +19,7 @@ const T0: i64 = 1_795_352_400_000;
 fn alert(series: &str) -> NoticeAlert {
     NoticeAlert {
         status: AlertStatus::Firing,
-        layer: "url".into(),
+        layer: Some(panorama_model::Layer::Url),
         service: "login".into(),
         series: series.into(),
         host: "web1".into(),
@@ -40,7 +40,7 @@ fn notice(id: &str, alerts: Vec<NoticeAlert>) -> Notice {
         id: id.into(),
         kind: NoticeKind::Firing,
         rule: "url-error-ratio".into(),
-        severity: "critical".into(),
+        severity: panorama_rules::rule::Severity::Critical,
         condition: "error_ratio > 5% over 5m".into(),
         labels: vec![
             ("team".into(), "payments".into()),

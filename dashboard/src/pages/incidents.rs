@@ -141,7 +141,9 @@ pub(crate) fn row(i: &IncidentView, tz: chrono_tz::Tz) -> Row {
             .map(|t| format::minute(tz, t))
             .unwrap_or_default(),
         acked: i.acknowledged,
-        severity: cause.map(|c| c.severity.clone()).unwrap_or_default(),
+        severity: cause
+            .map(|c| c.severity.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
 

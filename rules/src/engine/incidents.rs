@@ -22,7 +22,7 @@ use crate::history::{Event, Record};
 use crate::incident::{self, Carrier, Incident, Member, graph};
 use crate::lifecycle::{Ack, Alert, AlertKey, State};
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
-use crate::rule::{Rule, RuleSet};
+use crate::rule::{Rule, RuleSet, Severity};
 
 /// How often the graph is learned again from the store.
 const LEARN_EVERY_MS: i64 = 60_000;
@@ -42,14 +42,6 @@ fn active(st: &StateFiles, id: &str) -> bool {
         .is_some_and(|s| matches!(s, State::Firing | State::NoData))
 }
 
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 0,
-        "warning" => 1,
-        _ => 2,
-    }
-}
-
 /// One member as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberView {
@@ -66,7 +58,7 @@ pub struct MemberView {
     /// Host.
     pub host: String,
     /// Severity.
-    pub severity: String,
+    pub severity: Severity,
     /// pending, firing, no_data or resolved (as the lifecycle has it now).
     pub state: String,
     /// Latest value, formatted.
@@ -179,7 +171,7 @@ impl Engine {
             series: group.series.clone(),
             host: group.host.clone(),
             node: graph::node_of(group.layer, &group.service, &group.series, &group.host),
-            severity: rule.severity.as_str().into(),
+            severity: rule.severity,
             started_ms: alert.started_ms,
             joined_ms: cx.now_ms,
             carrier: Carrier::Rule,
@@ -482,13 +474,8 @@ impl Engine {
             return notice;
         };
         notice.alerts = incident::notice::alerts(i, &link);
-        if let Some(s) = i
-            .members
-            .iter()
-            .map(|m| m.severity.as_str())
-            .min_by_key(|s| severity_rank(s))
-        {
-            notice.severity = s.to_owned();
+        if let Some(s) = i.members.iter().map(|m| m.severity).min() {
+            notice.severity = s;
         }
         let rule = set.rule(&cause.rule);
         notice.rule = cause.rule.clone();
@@ -649,7 +636,7 @@ fn view_of(st: &StateFiles, i: &Incident) -> IncidentView {
                 service: m.service.clone(),
                 series: m.series.clone(),
                 host: m.host.clone(),
-                severity: m.severity.clone(),
+                severity: m.severity,
                 state: serde_json::to_value(state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

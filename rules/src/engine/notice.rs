@@ -47,7 +47,7 @@ impl Engine {
         });
         NoticeAlert {
             status,
-            layer: group.layer.as_str().into(),
+            layer: Some(group.layer),
             service: group.service.clone(),
             series: group.series.clone(),
             host: group.host.clone(),

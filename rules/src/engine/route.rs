@@ -7,7 +7,7 @@ use crate::dispatch::RuleFacts;
 use crate::history::{Event, Record};
 use crate::lifecycle::State;
 use crate::notify::{AlertStatus, Notice, NoticeAlert};
-use crate::rule::{ReceiverKind, Rule, RuleSet};
+use crate::rule::{ReceiverKind, Rule, RuleSet, Severity};
 
 use super::{Delivery, Engine, Folded, HOUR_MS, StateFiles, alert_id};
 
@@ -309,7 +309,7 @@ impl Engine {
                 id: format!("digest:{key}:{}", f.seq + 1),
                 kind: crate::notify::NoticeKind::Firing,
                 rule: format!("digest of {n} held-back notices"),
-                severity: "warning".into(),
+                severity: Severity::Warning,
                 condition: "hourly budget".into(),
                 labels: Vec::new(),
                 alerts: f
@@ -317,7 +317,7 @@ impl Engine {
                     .iter()
                     .map(|t| NoticeAlert {
                         status: AlertStatus::Firing,
-                        layer: String::new(),
+                        layer: None,
                         service: String::new(),
                         series: t.clone(),
                         host: String::new(),

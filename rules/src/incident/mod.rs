@@ -21,6 +21,7 @@ use panorama_model::{DAY_MS, Layer};
 use serde::{Deserialize, Serialize};
 
 use crate::notify::NoticeAlert;
+use crate::rule::Severity;
 pub use graph::Graph;
 
 /// Alerts that start within this of each other may form one incident.
@@ -72,7 +73,7 @@ pub struct Member {
     pub node: String,
     /// Its rule's severity.
     #[serde(default)]
-    pub severity: String,
+    pub severity: Severity,
     /// When its episode started (pending), Unix ms.
     pub started_ms: i64,
     /// When it joined (fired), Unix ms.
@@ -403,13 +404,13 @@ mod tests {
             series: series.into(),
             host: String::new(),
             node: graph::node_of(layer, service, series, ""),
-            severity: "critical".into(),
+            severity: Severity::Critical,
             started_ms: started,
             joined_ms: started,
             carrier: Carrier::Incident,
             notice: NoticeAlert {
                 status: AlertStatus::Firing,
-                layer: layer.as_str().into(),
+                layer: Some(layer),
                 service: service.into(),
                 series: series.into(),
                 host: String::new(),

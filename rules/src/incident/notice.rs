@@ -22,7 +22,7 @@ fn label<'a>(n: &'a Notice, k: &str) -> Option<&'a str> {
 /// `layer service series host value`, the parts that are set.
 fn what(a: &NoticeAlert) -> String {
     [
-        a.layer.as_str(),
+        a.layer_name(),
         a.service.as_str(),
         a.series.as_str(),
         a.host.as_str(),
@@ -125,7 +125,7 @@ pub fn alerts(i: &Incident, link: &str) -> Vec<NoticeAlert> {
                 a.link = String::new();
                 a.summary = format!(
                     "effect ({} layer){}{}",
-                    a.layer,
+                    a.layer_name(),
                     if a.summary.is_empty() { "" } else { ": " },
                     a.summary
                 );
@@ -143,7 +143,7 @@ mod tests {
     fn line(layer: &str, series: &str, value: &str) -> NoticeAlert {
         NoticeAlert {
             status: AlertStatus::Firing,
-            layer: layer.into(),
+            layer: Some(layer.parse().expect("a layer")),
             service: "game".into(),
             series: series.into(),
             host: String::new(),
@@ -162,7 +162,7 @@ mod tests {
             id: "mail:incident-3:1".into(),
             kind: NoticeKind::Firing,
             rule: "payment-gateway-errors".into(),
-            severity: "critical".into(),
+            severity: crate::rule::Severity::Critical,
             condition: String::new(),
             labels: vec![(LABEL.into(), "3".into())],
             alerts: vec![

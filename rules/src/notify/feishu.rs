@@ -251,10 +251,10 @@ fn card(notice: &Notice, mentions: &[String], shown: usize) -> Value {
     let mut elements = Vec::new();
     if !notice.condition.is_empty() {
         elements.push(json!({"tag": "div", "text": {"tag": "lark_md",
-            "content": format!("**{}** · {}", plain(&notice.severity), plain(&notice.condition))}}));
+            "content": format!("**{}** · {}", plain(notice.severity.as_str()), plain(&notice.condition))}}));
     }
     for a in notice.alerts.iter().take(shown) {
-        let what = [&a.layer, &a.service, &a.series, &a.host]
+        let what = [a.layer_name(), &a.service, &a.series, &a.host]
             .iter()
             .filter(|x| !x.is_empty())
             .map(|x| plain(x))

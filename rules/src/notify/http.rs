@@ -288,7 +288,7 @@ pub(crate) fn markdown(notice: &Notice) -> String {
         s.push_str(&format!(
             "- **{}** {} {}: **{}**{threshold}",
             a.status.word(),
-            a.layer,
+            a.layer_name(),
             what,
             a.value
         ));

@@ -19,8 +19,10 @@ pub mod wecom;
 
 use std::sync::Arc;
 
+use panorama_model::Layer;
 use serde::{Deserialize, Serialize};
 
+use crate::rule::Severity;
 /// One kind of channel: the table `[receiver.<KIND>]` it reads and the
 /// client it builds. A new channel is one file implementing this for its
 /// config type, plus one line in the registration list below.
@@ -207,8 +209,10 @@ impl AlertStatus {
 pub struct NoticeAlert {
     /// Where it is.
     pub status: AlertStatus,
-    /// Layer (`business`, `url`, `call`, `component`, `infra`).
-    pub layer: String,
+    /// The layer it lives in; `None` for a digest's lines, which stand for
+    /// held-back notices rather than series.
+    #[serde(with = "layer_or_empty")]
+    pub layer: Option<Layer>,
     /// Service.
     pub service: String,
     /// Series name, or empty when the rule groups by host or service.
@@ -229,6 +233,26 @@ pub struct NoticeAlert {
     pub acked_by: Option<String>,
 }
 
+/// `NoticeAlert::layer` on the wire and in the outbox: the layer's name, or
+/// the empty string a digest's lines have always carried, so outboxes and
+/// webhook payloads written before the field was typed still read.
+mod layer_or_empty {
+    use panorama_model::Layer;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(layer: &Option<Layer>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(layer.map_or("", Layer::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Layer>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        name.parse().map(Some).map_err(D::Error::custom)
+    }
+}
+
 /// One message to one receiver: a group of alerts of one rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
@@ -238,8 +262,8 @@ pub struct Notice {
     pub kind: NoticeKind,
     /// The rule's name.
     pub rule: String,
-    /// The rule's severity (`critical`, `warning`, `info`).
-    pub severity: String,
+    /// The rule's severity.
+    pub severity: Severity,
     /// The rule's condition as written, for the reader.
     pub condition: String,
     /// Rule labels plus the group's labels.
@@ -248,6 +272,13 @@ pub struct Notice {
     pub alerts: Vec<NoticeAlert>,
     /// When it was decided, Unix ms.
     pub created_ms: i64,
+}
+
+impl NoticeAlert {
+    /// The layer's name, empty for a digest's lines.
+    pub fn layer_name(&self) -> &'static str {
+        self.layer.map_or("", Layer::as_str)
+    }
 }
 
 impl Notice {
@@ -276,7 +307,7 @@ impl Notice {
         match self.alerts.as_slice() {
             [a] => {
                 let what = [
-                    a.layer.as_str(),
+                    a.layer_name(),
                     a.service.as_str(),
                     a.series.as_str(),
                     a.host.as_str(),
@@ -299,5 +330,39 @@ impl Notice {
             }
             many => format!("{head}: {} series", many.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outboxes written before the layer was typed hold `""` for a digest's
+    /// lines and a layer's name otherwise; both must still load, and write
+    /// back the same way.
+    #[test]
+    fn layer_reads_and_writes_as_before() {
+        let line = |layer: &str| {
+            format!(
+                r#"{{"status":"firing","layer":"{layer}","service":"s","series":"x","host":"",
+                "value":"1","threshold":"","summary":"","link":"","since_ms":0,"acked_by":null}}"#
+            )
+        };
+        let digest: NoticeAlert = serde_json::from_str(&line("")).expect("digest line");
+        assert_eq!(digest.layer, None);
+        assert_eq!(digest.layer_name(), "");
+        let url: NoticeAlert = serde_json::from_str(&line("url")).expect("url line");
+        assert_eq!(url.layer, Some(Layer::Url));
+        let back = serde_json::to_value(&digest).expect("serialize");
+        assert_eq!(back["layer"], "");
+        assert_eq!(
+            serde_json::to_value(&url).expect("serialize")["layer"],
+            "url"
+        );
+        let bad = serde_json::from_str::<NoticeAlert>(&line("network"));
+        assert!(
+            bad.is_err(),
+            "an unknown layer is an error, not a silent default"
+        );
     }
 }

@@ -177,7 +177,13 @@ fn plain(notice: &Notice, max: usize) -> String {
             .map(|x| x.as_str())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut entry = format!("- {} {} {}: {}", a.status.word(), a.layer, what, a.value);
+        let mut entry = format!(
+            "- {} {} {}: {}",
+            a.status.word(),
+            a.layer_name(),
+            what,
+            a.value
+        );
         if !a.threshold.is_empty() {
             entry.push_str(&format!(" (threshold {})", a.threshold));
         }

@@ -31,13 +31,23 @@ use crate::rota::{Person, Rota};
 /// How urgent a rule's alerts are. Serialized (and written in rule files,
 /// labels and notices) as `critical`, `warning` or `info`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Page now.
     Critical,
     /// The default.
+    #[default]
     Warning,
     /// For the record.
     Info,

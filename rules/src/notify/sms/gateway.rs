@@ -235,7 +235,7 @@ impl Vars<'_> {
             id: "n".into(),
             kind: NoticeKind::Firing,
             rule: "r".into(),
-            severity: "critical".into(),
+            severity: crate::rule::Severity::Critical,
             condition: String::new(),
             labels: vec![],
             alerts: vec![],
@@ -257,7 +257,7 @@ impl Vars<'_> {
             Var::PhonesJson => serde_json::to_string(self.phones).unwrap_or_default(),
             Var::Text => self.text.to_owned(),
             Var::Rule => self.notice.rule.clone(),
-            Var::Severity => self.notice.severity.clone(),
+            Var::Severity => self.notice.severity.as_str().to_owned(),
             Var::Kind => self.notice.kind.word().to_lowercase(),
             Var::NoticeId => self.notice.id.clone(),
         }
