@@ -8,6 +8,8 @@
 use panorama_model::{DAY_MS, HOUR_MS};
 use serde::{Deserialize, Serialize};
 
+use crate::notify::ChannelError;
+
 /// One person who can be on duty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,10 +75,15 @@ pub struct Rota {
     pub overrides: Vec<(i64, i64, String)>,
 }
 
-fn instant(s: &str, what: &str) -> Result<i64, String> {
+fn instant(s: &str, what: &str) -> Result<i64, ChannelError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("`{what}` {s:?}: expected RFC 3339 with an offset, such as 2026-11-02T10:00:00+08:00 ({e})"))
+        .map_err(|e| {
+            ChannelError::key(
+                what,
+                format!("`{what}` {s:?}: expected RFC 3339 with an offset, such as 2026-11-02T10:00:00+08:00 ({e})"),
+            )
+        })
 }
 
 impl RotaConfig {
@@ -85,29 +92,36 @@ impl RotaConfig {
     ///
     /// # Errors
     /// What is wrong.
-    pub fn check(&self) -> Result<Rota, String> {
+    pub fn check(&self) -> Result<Rota, ChannelError> {
         if self.people.is_empty() {
-            return Err("`people` must name at least one person".into());
+            return Err(ChannelError::key(
+                "people",
+                "`people` must name at least one person",
+            ));
         }
         if self.via.is_empty() {
-            return Err("`via` must name at least one receiver that delivers".into());
+            return Err(ChannelError::key(
+                "via",
+                "`via` must name at least one receiver that delivers",
+            ));
         }
         let first_ms = instant(&self.first_handover, "first_handover")?;
         let every_ms = match &self.every {
             None => 7 * DAY_MS,
-            Some(e) => crate::rule::expr::parse_duration(e).map_err(|m| format!("`every`: {m}"))?,
+            Some(e) => crate::rule::expr::parse_duration(e)
+                .map_err(|m| ChannelError::key("every", format!("`every`: {m}")))?,
         };
         if every_ms < HOUR_MS {
-            return Err("`every` must be at least 1h".into());
+            return Err(ChannelError::key("every", "`every` must be at least 1h"));
         }
         let mut overrides = Vec::new();
         for o in &self.overrides {
             let from = instant(&o.from, "override.from")?;
             let until = instant(&o.until, "override.until")?;
             if until <= from {
-                return Err(format!(
-                    "override for {}: `until` must be after `from`",
-                    o.person
+                return Err(ChannelError::key(
+                    "override.until",
+                    format!("override for {}: `until` must be after `from`", o.person),
                 ));
             }
             overrides.push((from, until, o.person.clone()));
@@ -217,10 +231,10 @@ mod tests {
             via: vec!["mail".into()],
             overrides: Vec::new(),
         };
-        assert!(c.check().unwrap_err().contains("RFC 3339"));
+        assert!(c.check().unwrap_err().to_string().contains("RFC 3339"));
         c.first_handover = "2026-11-02T10:00:00+08:00".into();
         c.every = Some("10m".into());
-        assert!(c.check().unwrap_err().contains("at least 1h"));
+        assert!(c.check().unwrap_err().to_string().contains("at least 1h"));
         c.every = None;
         c.people.clear();
         assert!(c.check().is_err());

@@ -231,7 +231,8 @@ async fn a_missing_secret_variable_is_a_build_error() {
         "http://127.0.0.1:1/".into(),
         "PANORAMA_TEST_SURELY_UNSET_SECRET",
     ))
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("PANORAMA_TEST_SURELY_UNSET_SECRET"), "{err}");
 }
 
@@ -797,7 +798,9 @@ fn a_rules_directory_with_every_channel_loads() {
     ));
 }
 
-/// Each bad receiver, the error it must produce, and where.
+/// Each bad receiver, the error it must produce, and where: a value a
+/// channel refuses at its key; what concerns the whole table (a missing or
+/// unknown key, no provider) at the table's header.
 #[test]
 fn bad_channel_tables_are_refused_with_file_line_and_column() {
     let cases: &[(&str, &str, usize)] = &[
@@ -809,12 +812,12 @@ fn bad_channel_tables_are_refused_with_file_line_and_column() {
         (
             "[[receiver]]\nname = \"w\"\n[receiver.webhook]\nurl = \"ftp//nowhere\"\n",
             "`url` \"ftp//nowhere\"",
-            3,
+            4,
         ),
         (
             "[[receiver]]\nname = \"s\"\n[receiver.sms]\nto = [\"138\"]\n[receiver.sms.aliyun]\naccess_key_id = \"a\"\naccess_key_secret_env = \"B\"\nsign_name = \"c\"\ntemplate_code = \"d\"\n",
             "phone number \"138\"",
-            3,
+            4,
         ),
         (
             "[[receiver]]\nname = \"s\"\n[receiver.sms]\nto = [\"13800000000\"]\n",
@@ -824,7 +827,7 @@ fn bad_channel_tables_are_refused_with_file_line_and_column() {
         (
             "[[receiver]]\nname = \"g\"\n[receiver.sms.gateway]\nurl = \"https://x.example.com/\"\nbody = \"{{txet}}\"\n",
             "unknown placeholder `txet`",
-            3,
+            5,
         ),
         (
             "[[receiver]]\nname = \"q\"\n[receiver.wecom]\nkey = \"inline-secret\"\nkey_env = \"K\"\n",
@@ -834,7 +837,7 @@ fn bad_channel_tables_are_refused_with_file_line_and_column() {
         (
             "[[receiver]]\nname = \"t\"\n[receiver.dingtalk]\naccess_token_env = \"T\"\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=inline\"\n",
             "without a query",
-            3,
+            5,
         ),
     ];
     for (text, want, line) in cases {

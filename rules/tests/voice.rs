@@ -426,22 +426,23 @@ fn the_examples_load() {
     }
 }
 
-/// Each bad voice or Feishu table, the error it must produce, and on which line.
+/// Each bad voice or Feishu table, the error it must produce, and on which
+/// line: a refused value's own, or the table's when the whole table is wrong.
 #[test]
 fn bad_voice_and_feishu_tables_are_refused_with_file_line_and_column() {
     let tencent = "[receiver.voice.tencent]\nsecret_id = \"a\"\nsecret_key_env = \"K\"\nvoice_sdk_appid = \"1\"\ntemplate_id = \"2\"\n";
     let cases: Vec<(String, &str, usize)> = vec![
-        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nto = [\"12\"]\n{tencent}"), "phone number \"12\"", 3),
+        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nto = [\"12\"]\n{tencent}"), "phone number \"12\"", 4),
         (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nlanguage = \"fr\"\n{tencent}"), "unknown variant `fr`", 3),
-        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nanswer_timeout = \"5s\"\n{tencent}"), "`answer_timeout` must be at least 30s", 3),
-        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nack_key = \"12\"\n{tencent}"), "`ack_key` \"12\"", 3),
-        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nrepeat_call = 9\n{tencent}"), "`repeat_call` must be 1 to 5", 3),
+        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nanswer_timeout = \"5s\"\n{tencent}"), "`answer_timeout` must be at least 30s", 4),
+        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nack_key = \"12\"\n{tencent}"), "`ack_key` \"12\"", 4),
+        (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nrepeat_call = 9\n{tencent}"), "`repeat_call` must be 1 to 5", 4),
         ("[[receiver]]\nname = \"v\"\n[receiver.voice]\nto = [\"13800000000\"]\n".into(), "expected a provider", 3),
         (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\ncallback_token = \"inline\"\n{tencent}"), "unknown field `callback_token`", 3),
         (format!("[[receiver]]\nname = \"v\"\n[receiver.voice]\nfallback = \"nobody\"\n{tencent}"), "`fallback` names `nobody`, which is not an SMS receiver", 1),
         ("[[receiver]]\nname = \"v\"\n[receiver.voice]\n[receiver.voice.aliyun]\naccess_key_id = \"a\"\naccess_key_secret_env = \"K\"\n".into(), "missing field `tts_code`", 3),
         ("[[receiver]]\nname = \"f\"\n[receiver.feishu]\nsecret_env = \"S\"\n".into(), "missing field `webhook_token_env`", 3),
-        ("[[receiver]]\nname = \"f\"\n[receiver.feishu]\nwebhook_token_env = \"T\"\nat_user_ids = [\"ou x\"]\n".into(), "user id \"ou x\"", 3),
+        ("[[receiver]]\nname = \"f\"\n[receiver.feishu]\nwebhook_token_env = \"T\"\nat_user_ids = [\"ou x\"]\n".into(), "user id \"ou x\"", 5),
         (format!("{RULE}\n[[receiver]]\nname = \"v\"\n[receiver.voice]\nto = [\"13800000000\"]\n{tencent}\n[[route]]\nreceivers = [\"v\"]\n[[route.escalate]]\nafter = \"5m\"\nreceivers = [\"v\"]\nrepeat_call = 0\n"), "`escalate.repeat_call` must be 1 to 5", 26),
     ];
     for (text, want, line) in &cases {

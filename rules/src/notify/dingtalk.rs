@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use super::http;
 use super::{DeliveryError, Notice};
+use crate::notify::ChannelError;
 
 /// DingTalk's robot endpoint.
 pub const DINGTALK_URL: &str = "https://oapi.dingtalk.com/robot/send";
@@ -64,19 +65,22 @@ impl DingTalkConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         http::check_env_name("access_token_env", &self.access_token_env)?;
         if let Some(v) = &self.secret_env {
             http::check_env_name("secret_env", v)?;
         }
         for m in &self.at_mobiles {
-            check_mobile(m)?;
+            check_mobile(m).map_err(|e| e.for_key("at_mobiles"))?;
         }
         let url = http::check_url("url", self.url())?;
         if url.query().is_some() {
-            return Err(format!(
-                "`url` {:?}: give the endpoint without a query; the token comes from `access_token_env`",
-                self.url()
+            return Err(ChannelError::key(
+                "url",
+                format!(
+                    "`url` {:?}: give the endpoint without a query; the token comes from `access_token_env`",
+                    self.url()
+                ),
             ));
         }
         http::timeout(self.timeout_secs)?;
@@ -88,12 +92,14 @@ impl DingTalkConfig {
     }
 }
 
-fn check_mobile(m: &str) -> Result<(), String> {
+fn check_mobile(m: &str) -> Result<(), ChannelError> {
     let digits = m.strip_prefix('+').unwrap_or(m);
     if (5..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         Ok(())
     } else {
-        Err(format!("mobile {m:?}: expected digits"))
+        Err(ChannelError::table(format!(
+            "mobile {m:?}: expected digits"
+        )))
     }
 }
 
@@ -121,8 +127,8 @@ impl DingTalk {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: DingTalkConfig) -> Result<DingTalk, String> {
-        cfg.validate().map_err(|e| format!("dingtalk: {e}"))?;
+    pub fn new(cfg: DingTalkConfig) -> Result<DingTalk, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("dingtalk"))?;
         let token = http::secret("dingtalk", "access_token_env", &cfg.access_token_env)?;
         let secret = cfg
             .secret_env
@@ -214,11 +220,11 @@ impl super::Notifier for DingTalk {
 impl super::Channel for DingTalkConfig {
     const KIND: &'static str = "dingtalk";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         DingTalk::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 
 use super::http;
 use super::{DeliveryError, Notice, NoticeKind};
+use crate::notify::ChannelError;
 
 /// Feishu's robot endpoint; the token is appended as the last path segment.
 pub const FEISHU_ENDPOINT: &str = "https://open.feishu.cn/open-apis/bot/v2/hook";
@@ -87,19 +88,25 @@ impl FeishuConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         http::check_env_name("webhook_token_env", &self.webhook_token_env)?;
         if let Some(v) = &self.secret_env {
             http::check_env_name("secret_env", v)?;
         }
-        for id in self.at_user_ids.iter().chain(self.mentions.values()) {
-            check_user_id(id)?;
+        for id in &self.at_user_ids {
+            check_user_id(id).map_err(|e| e.for_key("at_user_ids"))?;
+        }
+        for id in self.mentions.values() {
+            check_user_id(id).map_err(|e| e.for_key("mentions"))?;
         }
         let url = http::check_url("endpoint", self.endpoint())?;
         if url.query().is_some() {
-            return Err(format!(
-                "`endpoint` {:?}: give it without a query; the token comes from `webhook_token_env`",
-                self.endpoint()
+            return Err(ChannelError::key(
+                "endpoint",
+                format!(
+                    "`endpoint` {:?}: give it without a query; the token comes from `webhook_token_env`",
+                    self.endpoint()
+                ),
             ));
         }
         http::timeout(self.timeout_secs)?;
@@ -111,7 +118,7 @@ impl FeishuConfig {
     }
 }
 
-fn check_user_id(id: &str) -> Result<(), String> {
+fn check_user_id(id: &str) -> Result<(), ChannelError> {
     if !id.is_empty()
         && id.len() <= 64
         && id
@@ -120,9 +127,9 @@ fn check_user_id(id: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!(
+        Err(ChannelError::table(format!(
             "user id {id:?}: expected letters, digits, `_` or `-` (such as ou_…)"
-        ))
+        )))
     }
 }
 
@@ -157,14 +164,14 @@ impl Feishu {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: FeishuConfig) -> Result<Feishu, String> {
-        cfg.validate().map_err(|e| format!("feishu: {e}"))?;
+    pub fn new(cfg: FeishuConfig) -> Result<Feishu, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("feishu"))?;
         let token = http::secret("feishu", "webhook_token_env", &cfg.webhook_token_env)?;
         if token.contains(['/', '?', '#']) {
-            return Err(format!(
+            return Err(ChannelError::table(format!(
                 "feishu: {} must hold the token alone, not a URL",
                 cfg.webhook_token_env
-            ));
+            )));
         }
         let secret = cfg
             .secret_env
@@ -357,11 +364,11 @@ impl super::Notifier for Feishu {
 impl super::Channel for FeishuConfig {
     const KIND: &'static str = "feishu";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         Feishu::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

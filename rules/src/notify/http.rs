@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ring::hmac;
 
-use super::{DeliveryError, Notice};
+use super::{ChannelError, DeliveryError, Notice};
 
 /// Per-request timeout when a channel names none: providers answer in well
 /// under a second; ten seconds rides out a slow one without holding the
@@ -24,44 +24,52 @@ const QUOTE_MAX: usize = 300;
 
 /// The secret held by the environment variable `var`, read once at build
 /// time so a missing one is a load error.
-pub(crate) fn secret(channel: &str, key: &str, var: &str) -> Result<String, String> {
+pub(crate) fn secret(channel: &str, key: &str, var: &str) -> Result<String, ChannelError> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(v),
-        Ok(_) => Err(format!(
-            "{channel}: environment variable {var} ({key}) is empty"
+        Ok(_) => Err(ChannelError::key(
+            key,
+            format!("{channel}: environment variable {var} ({key}) is empty"),
         )),
-        Err(_) => Err(format!(
-            "{channel}: environment variable {var} ({key}) is not set or not UTF-8"
+        Err(_) => Err(ChannelError::key(
+            key,
+            format!("{channel}: environment variable {var} ({key}) is not set or not UTF-8"),
         )),
     }
 }
 
 /// Checks that an `*_env` key names something that can be an environment
 /// variable.
-pub(crate) fn check_env_name(key: &str, var: &str) -> Result<(), String> {
+pub(crate) fn check_env_name(key: &str, var: &str) -> Result<(), ChannelError> {
     if var.is_empty() || var.contains(['=', '\0']) {
-        return Err(format!(
-            "`{key}` {var:?} is not an environment variable name"
+        return Err(ChannelError::key(
+            key,
+            format!("`{key}` {var:?} is not an environment variable name"),
         ));
     }
     Ok(())
 }
 
 /// Parses an absolute http(s) URL.
-pub(crate) fn check_url(key: &str, url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{key}` {url:?}: {e}"))?;
+pub(crate) fn check_url(key: &str, url: &str) -> Result<reqwest::Url, ChannelError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ChannelError::key(key, format!("`{key}` {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!(
-            "`{key}` {url:?}: expected an http:// or https:// URL"
+        return Err(ChannelError::key(
+            key,
+            format!("`{key}` {url:?}: expected an http:// or https:// URL"),
         ));
     }
     Ok(parsed)
 }
 
 /// Checks a `timeout_secs` value and returns the timeout used.
-pub(crate) fn timeout(secs: Option<u64>) -> Result<Duration, String> {
+pub(crate) fn timeout(secs: Option<u64>) -> Result<Duration, ChannelError> {
     match secs {
-        Some(0) => Err("`timeout_secs` must be at least 1".into()),
+        Some(0) => Err(ChannelError::key(
+            "timeout_secs",
+            "`timeout_secs` must be at least 1",
+        )),
         s => Ok(Duration::from_secs(s.unwrap_or(DEFAULT_TIMEOUT_SECS))),
     }
 }
@@ -69,14 +77,14 @@ pub(crate) fn timeout(secs: Option<u64>) -> Result<Duration, String> {
 /// A client with the channel's timeout. No redirects: a provider that
 /// redirects a signed request is misconfigured, and following it would
 /// send the signature (or the token in the query) somewhere else.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ChannelError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("panorama/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("http client: {e}"))
+        .map_err(|e| ChannelError::table(format!("http client: {e}")))
 }
 
 /// A request that got no answer: always worth retrying, except when the

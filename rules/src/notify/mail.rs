@@ -39,6 +39,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
 use super::{Notice, NoticeAlert};
+use crate::notify::ChannelError;
 
 /// How the connection to the mail server is protected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -129,54 +130,80 @@ impl MailConfig {
     /// Checks what can be checked without the network or the environment,
     /// so `panorama rules check` and config reloads catch mistakes before
     /// the first alert does.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         if self.host.trim().is_empty() {
-            return Err("mail: `host` is empty".into());
+            return Err(ChannelError::key("host", "mail: `host` is empty"));
         }
         if self.port == Some(0) {
-            return Err("mail: `port` must be between 1 and 65535".into());
+            return Err(ChannelError::key(
+                "port",
+                "mail: `port` must be between 1 and 65535",
+            ));
         }
-        self.from
-            .parse::<Mailbox>()
-            .map_err(|e| format!("mail: `from` {:?} is not a mail address: {e}", self.from))?;
+        self.from.parse::<Mailbox>().map_err(|e| {
+            ChannelError::key(
+                "from",
+                format!("mail: `from` {:?} is not a mail address: {e}", self.from),
+            )
+        })?;
         if self.to.is_empty() {
-            return Err("mail: `to` needs at least one recipient".into());
+            return Err(ChannelError::key(
+                "to",
+                "mail: `to` needs at least one recipient",
+            ));
         }
         for to in &self.to {
-            to.parse::<Mailbox>()
-                .map_err(|e| format!("mail: `to` entry {to:?} is not a mail address: {e}"))?;
+            to.parse::<Mailbox>().map_err(|e| {
+                ChannelError::key(
+                    "to",
+                    format!("mail: `to` entry {to:?} is not a mail address: {e}"),
+                )
+            })?;
         }
         match (&self.username, &self.password_env) {
             (Some(_), None) => {
-                return Err("mail: `username` is set but `password_env` is not".into());
+                return Err(ChannelError::key(
+                    "username",
+                    "mail: `username` is set but `password_env` is not",
+                ));
             }
             (None, Some(_)) => {
-                return Err("mail: `password_env` is set but `username` is not".into());
+                return Err(ChannelError::key(
+                    "password_env",
+                    "mail: `password_env` is set but `username` is not",
+                ));
             }
             (Some(user), Some(var)) => {
                 if user.is_empty() {
-                    return Err("mail: `username` is empty".into());
+                    return Err(ChannelError::key("username", "mail: `username` is empty"));
                 }
                 if var.is_empty() || var.contains(['=', '\0']) {
-                    return Err(format!(
-                        "mail: `password_env` {var:?} is not an environment variable name"
+                    return Err(ChannelError::key(
+                        "password_env",
+                        format!("mail: `password_env` {var:?} is not an environment variable name"),
                     ));
                 }
                 if self.security == Security::Plain && !is_loopback(&self.host) {
-                    return Err(format!(
+                    return Err(ChannelError::table(format!(
                         "mail: refusing to send a password to {} without TLS; \
                          use security = \"starttls\" or \"tls\"",
                         self.host
-                    ));
+                    )));
                 }
             }
             (None, None) => {}
         }
         if self.security == Security::Plain && self.ca_file.is_some() {
-            return Err("mail: `ca_file` is given but security = \"plain\" uses no TLS".into());
+            return Err(ChannelError::key(
+                "ca_file",
+                "mail: `ca_file` is given but security = \"plain\" uses no TLS",
+            ));
         }
         if self.timeout_secs == Some(0) {
-            return Err("mail: `timeout_secs` must be at least 1".into());
+            return Err(ChannelError::key(
+                "timeout_secs",
+                "mail: `timeout_secs` must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -276,7 +303,8 @@ impl Mailer {
     /// variable now, so that a broken setup fails at start-up and not at
     /// the first alert.
     pub fn new(cfg: MailConfig) -> Result<Mailer, MailError> {
-        cfg.validate().map_err(MailError::Config)?;
+        cfg.validate()
+            .map_err(|e| MailError::Config(e.to_string()))?;
         let from = cfg
             .from
             .parse::<Mailbox>()
@@ -575,14 +603,14 @@ impl super::Notifier for Mailer {
 impl super::Channel for MailConfig {
     const KIND: &'static str = "mail";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         Mailer::new(self.clone())
             .map(|m| std::sync::Arc::new(m) as std::sync::Arc<dyn super::Notifier>)
-            .map_err(|e| e.to_string())
+            .map_err(ChannelError::table)
     }
 }
 
@@ -629,25 +657,40 @@ mod tests {
     fn validation_names_the_field() {
         let mut c = cfg();
         c.to.clear();
-        assert!(c.validate().unwrap_err().contains("`to`"));
+        assert!(c.validate().unwrap_err().to_string().contains("`to`"));
 
         let mut c = cfg();
         c.to.push("not an address".into());
-        assert!(c.validate().unwrap_err().contains("not an address"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not an address")
+        );
 
         let mut c = cfg();
         c.username = Some("u".into());
-        assert!(c.validate().unwrap_err().contains("password_env"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("password_env")
+        );
 
         let mut c = cfg();
         c.password_env = Some("P".into());
-        assert!(c.validate().unwrap_err().contains("username"));
+        assert!(c.validate().unwrap_err().to_string().contains("username"));
 
         let mut c = cfg();
         c.security = Security::Plain;
         c.username = Some("u".into());
         c.password_env = Some("P".into());
-        assert!(c.validate().unwrap_err().contains("without TLS"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("without TLS")
+        );
         c.host = "127.0.0.1".into();
         c.validate().unwrap();
 

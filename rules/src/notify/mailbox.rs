@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::mail::build_message;
 use super::{DeliveryError, Notice, Notifier};
+use crate::notify::ChannelError;
 
 /// `[receiver.mailbox]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -35,27 +36,30 @@ impl MailboxConfig {
     ///
     /// # Errors
     /// An address that does not parse.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         self.addresses().map(|_| ())
     }
 
-    fn addresses(&self) -> Result<(Mailbox, Vec<Mailbox>), String> {
+    fn addresses(&self) -> Result<(Mailbox, Vec<Mailbox>), ChannelError> {
         let from = self
             .from
             .as_deref()
             .unwrap_or("Panorama <panorama@localhost>")
             .parse::<Mailbox>()
-            .map_err(|e| format!("`from`: {e}"))?;
+            .map_err(|e| ChannelError::key("from", format!("`from`: {e}")))?;
         let to = if self.to.is_empty() {
             vec![
                 "on-duty@localhost"
                     .parse::<Mailbox>()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(ChannelError::table)?,
             ]
         } else {
             self.to
                 .iter()
-                .map(|t| t.parse::<Mailbox>().map_err(|e| format!("`to` {t:?}: {e}")))
+                .map(|t| {
+                    t.parse::<Mailbox>()
+                        .map_err(|e| ChannelError::key("to", format!("`to` {t:?}: {e}")))
+                })
                 .collect::<Result<_, _>>()?
         };
         Ok((from, to))
@@ -75,10 +79,11 @@ impl MailboxWriter {
     ///
     /// # Errors
     /// Bad addresses or an unwritable directory.
-    pub fn new(cfg: MailboxConfig) -> Result<MailboxWriter, String> {
+    pub fn new(cfg: MailboxConfig) -> Result<MailboxWriter, ChannelError> {
         let (from, to) = cfg.addresses()?;
-        std::fs::create_dir_all(&cfg.dir)
-            .map_err(|e| format!("mailbox: cannot create {}: {e}", cfg.dir.display()))?;
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| {
+            ChannelError::table(format!("mailbox: cannot create {}: {e}", cfg.dir.display()))
+        })?;
         Ok(MailboxWriter {
             dir: cfg.dir,
             from,
@@ -129,11 +134,11 @@ impl Notifier for MailboxWriter {
 impl super::Channel for MailboxConfig {
     const KIND: &'static str = "mailbox";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         MailboxWriter::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

@@ -7,6 +7,7 @@
 //! the rule that produced it may have changed.
 
 pub mod dingtalk;
+mod error;
 pub mod feishu;
 pub(crate) mod http;
 pub mod mail;
@@ -23,6 +24,8 @@ use panorama_model::Layer;
 use serde::{Deserialize, Serialize};
 
 use crate::rule::Severity;
+pub use error::ChannelError;
+
 /// One kind of channel: the table `[receiver.<KIND>]` it reads and the
 /// client it builds. A new channel is one file implementing this for its
 /// config type, plus one line in the registration list below.
@@ -34,13 +37,13 @@ pub trait Channel: serde::de::DeserializeOwned + Clone + std::fmt::Debug + Send 
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    fn check(&self) -> Result<(), String>;
+    fn check(&self) -> Result<(), ChannelError>;
 
     /// A client for it, reading secrets now.
     ///
     /// # Errors
     /// What is missing.
-    fn build(&self) -> Result<Arc<dyn Notifier>, String>;
+    fn build(&self) -> Result<Arc<dyn Notifier>, ChannelError>;
 }
 
 /// Declares every channel once: the [`ChannelConfig`] variant, its config
@@ -62,20 +65,20 @@ macro_rules! channels {
             /// # Errors
             /// Unknown kind, unknown or missing keys, bad values; the message says
             /// what was expected.
-            pub fn parse(kind: &str, table: toml::Table) -> Result<ChannelConfig, String> {
+            pub fn parse(kind: &str, table: toml::Table) -> Result<ChannelConfig, ChannelError> {
                 $(
                     if kind == <$ty as Channel>::KIND {
                         let c: $ty = toml::Value::Table(table)
                             .try_into()
-                            .map_err(|e: toml::de::Error| e.message().trim().to_owned())?;
+                            .map_err(|e: toml::de::Error| ChannelError::table(e.message().trim()))?;
                         c.check()?;
                         return Ok(ChannelConfig::$variant(Box::new(c)));
                     }
                 )*
-                Err(format!(
+                Err(ChannelError::table(format!(
                     "unknown channel `{kind}`; expected one of {}",
                     Self::KINDS.join(", ")
-                ))
+                )))
             }
 
             /// The channel's kind.
@@ -90,7 +93,7 @@ macro_rules! channels {
             ///
             /// # Errors
             /// What is missing.
-            pub fn build(&self) -> Result<Arc<dyn Notifier>, String> {
+            pub fn build(&self) -> Result<Arc<dyn Notifier>, ChannelError> {
                 match self {
                     $(ChannelConfig::$variant(c) => c.build(),)*
                 }

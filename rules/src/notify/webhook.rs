@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use super::http;
 use super::{DeliveryError, Notice};
+use crate::notify::ChannelError;
 
 /// The `version` of the JSON document; raised on any change a receiver
 /// could misread.
@@ -60,17 +61,29 @@ impl WebhookConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         http::check_url("url", &self.url)?;
         for (name, value) in &self.headers {
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`headers`: {name:?} is not a header name"))?;
-            HeaderValue::from_str(value)
-                .map_err(|_| format!("`headers`: value of {name} is not a header value"))?;
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ChannelError::key(
+                    "headers",
+                    format!("`headers`: {name:?} is not a header name"),
+                )
+            })?;
+            HeaderValue::from_str(value).map_err(|_| {
+                ChannelError::key(
+                    "headers",
+                    format!("`headers`: value of {name} is not a header value"),
+                )
+            })?;
         }
         for (name, var) in &self.headers_env {
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`headers_env`: {name:?} is not a header name"))?;
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ChannelError::key(
+                    "headers_env",
+                    format!("`headers_env`: {name:?} is not a header name"),
+                )
+            })?;
             http::check_env_name("headers_env", var)?;
         }
         if let Some(v) = &self.secret_env {
@@ -104,22 +117,23 @@ impl Webhook {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: WebhookConfig) -> Result<Webhook, String> {
-        cfg.validate().map_err(|e| format!("webhook: {e}"))?;
+    pub fn new(cfg: WebhookConfig) -> Result<Webhook, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("webhook"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
             headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
-                HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+                HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
+                HeaderValue::from_str(value).map_err(ChannelError::table)?,
             );
         }
         for (name, var) in &cfg.headers_env {
             let value = http::secret("webhook", "headers_env", var)?;
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("webhook: {var} does not hold a valid header value"))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                ChannelError::table(format!("webhook: {var} does not hold a valid header value"))
+            })?;
             value.set_sensitive(true);
             headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
+                HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
                 value,
             );
         }
@@ -217,11 +231,11 @@ impl super::Notifier for Webhook {
 impl super::Channel for WebhookConfig {
     const KIND: &'static str = "webhook";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         Webhook::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::http;
 use super::{DeliveryError, Notice};
+use crate::notify::ChannelError;
 
 /// WeCom's robot endpoint.
 pub const WECOM_URL: &str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send";
@@ -73,16 +74,19 @@ impl WeComConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         http::check_env_name("key_env", &self.key_env)?;
         for m in &self.mentioned_mobiles {
-            check_mobile(m)?;
+            check_mobile(m).map_err(|e| e.for_key("mentioned_mobiles"))?;
         }
         let url = http::check_url("url", self.url())?;
         if url.query().is_some() {
-            return Err(format!(
-                "`url` {:?}: give the endpoint without a query; the key comes from `key_env`",
-                self.url()
+            return Err(ChannelError::key(
+                "url",
+                format!(
+                    "`url` {:?}: give the endpoint without a query; the key comes from `key_env`",
+                    self.url()
+                ),
             ));
         }
         http::timeout(self.timeout_secs)?;
@@ -94,14 +98,16 @@ impl WeComConfig {
     }
 }
 
-fn check_mobile(m: &str) -> Result<(), String> {
+fn check_mobile(m: &str) -> Result<(), ChannelError> {
     let digits = m.strip_prefix('+').unwrap_or(m);
     if m == "@all"
         || ((5..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
     {
         Ok(())
     } else {
-        Err(format!("mobile {m:?}: expected digits or \"@all\""))
+        Err(ChannelError::table(format!(
+            "mobile {m:?}: expected digits or \"@all\""
+        )))
     }
 }
 
@@ -127,8 +133,8 @@ impl WeCom {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: WeComConfig) -> Result<WeCom, String> {
-        cfg.validate().map_err(|e| format!("wecom: {e}"))?;
+    pub fn new(cfg: WeComConfig) -> Result<WeCom, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("wecom"))?;
         let key = http::secret("wecom", "key_env", &cfg.key_env)?;
         let client = http::client(http::timeout(cfg.timeout_secs)?)?;
         Ok(WeCom { cfg, client, key })
@@ -242,11 +248,11 @@ impl super::Notifier for WeCom {
 impl super::Channel for WeComConfig {
     const KIND: &'static str = "wecom";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         WeCom::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

@@ -14,8 +14,8 @@ use super::{
     Escalation, GroupBy, Pattern, Receiver, ReceiverKind, Route, Rule, RuleSet, Severity,
 };
 use crate::lifecycle::Timing;
-use crate::notify::ChannelConfig;
 use crate::notify::template::{AlertField, Placeholder as _, Template};
+use crate::notify::{ChannelConfig, ChannelError};
 use crate::rota::{Person, RotaConfig};
 
 /// One problem in a rules directory.
@@ -160,6 +160,67 @@ pub const DEFAULT_EVERY_MS: i64 = 10_000;
 /// trigger an evaluation at most once a second.
 pub const DEFAULT_MIN_INTERVAL_MS: i64 = 1_000;
 
+/// Where the key `path` (`url`, `aliyun.endpoint`, `override.until`) is
+/// written in the receiver's channel table that starts at `table`: a
+/// channel checks its values after deserializing, when toml's positions are
+/// gone, so its error names the key and this finds it again. Each dotted
+/// step but the last is a sub-table header (`[receiver.sms.aliyun]`,
+/// `[[receiver.rota.override]]`); the last is a key (`endpoint = …`) or a
+/// header. The search stops at the next `[[receiver]]`, and falls back to
+/// the nearest place found, so an error is never placed in another
+/// receiver.
+fn key_offset(text: &str, table: usize, path: &str) -> usize {
+    let given = table;
+    // toml's span of `[receiver.sms.gateway]` starts inside the brackets.
+    let table = text
+        .get(..table)
+        .map_or(table, |t| t.rfind('\n').map_or(0, |i| i + 1));
+    let Some(rest) = text.get(table..) else {
+        return table;
+    };
+    let end = rest
+        .match_indices("\n")
+        .map(|(i, _)| i + 1)
+        .find(|&i| rest[i..].trim_start().starts_with("[[receiver]]"))
+        .unwrap_or(rest.len());
+    let region = &rest[..end];
+    let lines = || {
+        region.split_inclusive('\n').scan(0, |at, line| {
+            let start = *at;
+            *at += line.len();
+            Some((start, line))
+        })
+    };
+    let header_names = |line: &str, step: &str| {
+        let t = line.trim();
+        let inner = t.trim_start_matches('[').trim_end_matches(']').trim();
+        t.starts_with('[') && (inner == step || inner.ends_with(&format!(".{step}")))
+    };
+    let mut from = 0;
+    let steps: Vec<&str> = path.split('.').collect();
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        let header =
+            lines().find(|&(at, l)| (at > from || i == 0) && at >= from && header_names(l, step));
+        let key = last
+            .then(|| {
+                lines().find_map(|(at, l)| {
+                    let t = l.trim_start();
+                    let after = t.strip_prefix(step)?;
+                    let indent = l.len() - t.len();
+                    (at >= from && after.trim_start().starts_with('=')).then_some(at + indent)
+                })
+            })
+            .flatten();
+        match (key, header) {
+            (Some(k), _) => return table + k,
+            (None, Some((at, l))) => from = at + (l.len() - l.trim_start().len()),
+            (None, None) => break,
+        }
+    }
+    if from == 0 { given } else { table + from }
+}
+
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
@@ -302,7 +363,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
             let parsed = if kind == "rota" {
                 toml::Value::Table(table.into_inner())
                     .try_into::<RotaConfig>()
-                    .map_err(|e| e.message().trim().to_owned())
+                    .map_err(|e| ChannelError::table(e.message().trim()))
                     .and_then(|c| c.check())
                     .map(ReceiverKind::Rota)
             } else {
@@ -310,7 +371,12 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RuleSet, Vec<LoadError>> {
             };
             match parsed {
                 Ok(c) => channel = Some(c),
-                Err(why) => cx.err(offset, format!("receiver `{name}`: {kind}: {why}")),
+                Err(why) => {
+                    let at = why
+                        .key_path()
+                        .map_or(offset, |k| key_offset(cx.text, offset, k));
+                    cx.err(at, format!("receiver `{name}`: {kind}: {why}"));
+                }
             }
         }
         if name.is_empty() {
@@ -839,4 +905,73 @@ fn check_rotas(set: &RuleSet) -> Vec<LoadError> {
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first error for one rules file holding `text`, as `file:line:col: message`.
+    fn first_error(text: &str) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("r.toml"), text).expect("write rules");
+        let errors = load_dir(dir.path()).expect_err("must be refused");
+        let prefix = format!("{}{}", dir.path().display(), std::path::MAIN_SEPARATOR);
+        errors[0].to_string().replacen(&prefix, "", 1)
+    }
+
+    #[test]
+    fn a_channel_error_points_at_its_key() {
+        for (text, at, needle) in [
+            (
+                // A key of the channel's own table.
+                "[[receiver]]\nname = \"d\"\n[receiver.dingtalk]\naccess_token_env = \"T\"\n  url = \"ftp://robot\"\n",
+                "r.toml:5:3:",
+                "expected an http:// or https:// URL",
+            ),
+            (
+                // A key of a provider's sub-table, after a receiver with the same key.
+                "[[receiver]]\nname = \"a\"\n[receiver.mailbox]\ndir = \"m\"\n\n\
+                 [[receiver]]\nname = \"s\"\n[receiver.sms]\nto = [\"+8613800000000\"]\n\
+                 [receiver.sms.aliyun]\naccess_key_id = \"k\"\naccess_key_secret_env = \"S\"\n\
+                 sign_name = \"\"\ntemplate_code = \"SMS_1\"\n",
+                "r.toml:13:1:",
+                "aliyun: `sign_name` is empty",
+            ),
+            (
+                // A check shared with delivery names its key through the caller.
+                "[[receiver]]\nname = \"s\"\n[receiver.sms]\nto = [\"call me\"]\n\
+                 [receiver.sms.aliyun]\naccess_key_id = \"k\"\naccess_key_secret_env = \"S\"\n\
+                 sign_name = \"n\"\ntemplate_code = \"SMS_1\"\n",
+                "r.toml:4:1:",
+                "phone number \"call me\"",
+            ),
+            (
+                // An array-of-tables step: `override.until`.
+                "[[receiver]]\nname = \"m\"\n[receiver.mailbox]\ndir = \"m\"\n\
+                 [[receiver]]\nname = \"r\"\n[receiver.rota]\npeople = [\"ana\"]\nvia = [\"m\"]\n\
+                 first_handover = \"2026-11-02T10:00:00+08:00\"\n\
+                 [[receiver.rota.override]]\nperson = \"ana\"\nfrom = \"2026-11-03T10:00:00+08:00\"\n\
+                 until = \"2026-11-03T09:00:00+08:00\"\n",
+                "r.toml:14:1:",
+                "`until` must be after `from`",
+            ),
+            (
+                // No key to blame: the channel's table.
+                "[[receiver]]\nname = \"s\"\n[receiver.sms]\nto = [\"+8613800000000\"]\n",
+                "r.toml:3:1:",
+                "expected a provider",
+            ),
+        ] {
+            let first = first_error(text);
+            assert!(
+                first.starts_with(at),
+                "{text:?}: {first:?} should start with {at}"
+            );
+            assert!(
+                first.contains(needle),
+                "{text:?}: {first:?} should say {needle}"
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::notify::ChannelError;
 use crate::notify::http::{self, Answer};
 use crate::notify::{DeliveryError, Notice};
 
@@ -56,7 +57,7 @@ fn default_region() -> String {
 }
 
 impl AliyunConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ChannelError> {
         for (key, v) in [
             ("access_key_id", &self.access_key_id),
             ("sign_name", &self.sign_name),
@@ -65,12 +66,12 @@ impl AliyunConfig {
             ("region_id", &self.region_id),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("aliyun: `{key}` is empty"));
+                return Err(ChannelError::key(key, format!("`{key}` is empty")).within("aliyun"));
             }
         }
         http::check_env_name("access_key_secret_env", &self.access_key_secret_env)
-            .map_err(|e| format!("aliyun: {e}"))?;
-        http::check_url("endpoint", self.endpoint()).map_err(|e| format!("aliyun: {e}"))?;
+            .map_err(|e| e.within("aliyun"))?;
+        http::check_url("endpoint", self.endpoint()).map_err(|e| e.within("aliyun"))?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::notify::ChannelError;
 use crate::notify::http::{self, Answer};
 use crate::notify::{DeliveryError, Notice, NoticeKind};
 
@@ -61,60 +62,94 @@ fn default_content_type() -> String {
 
 impl GatewayConfig {
     /// Parses the templates; returns them with the method.
-    pub(crate) fn validate(&self) -> Result<(Template, Option<Template>, reqwest::Method), String> {
-        let url = Template::parse(&self.url).map_err(|e| format!("gateway: `url`: {e}"))?;
+    pub(crate) fn validate(
+        &self,
+    ) -> Result<(Template, Option<Template>, reqwest::Method), ChannelError> {
+        let url = Template::parse(&self.url)
+            .map_err(|e| ChannelError::key("gateway.url", format!("gateway: `url`: {e}")))?;
         // The URL must be one once the placeholders are filled in.
         http::check_url("url", &url.render(|v| Vars::sample().get(v)))
-            .map_err(|e| format!("gateway: {e}"))?;
+            .map_err(|e| e.within("gateway"))?;
         let body = self
             .body
             .as_deref()
             .map(Template::parse)
             .transpose()
-            .map_err(|e| format!("gateway: `body`: {e}"))?;
+            .map_err(|e| ChannelError::key("gateway.body", format!("gateway: `body`: {e}")))?;
         let method = match self.method.to_ascii_uppercase().as_str() {
             "GET" => reqwest::Method::GET,
             "POST" => reqwest::Method::POST,
             "PUT" => reqwest::Method::PUT,
             other => {
-                return Err(format!(
-                    "gateway: `method` {other:?}: expected GET, POST or PUT"
+                return Err(ChannelError::key(
+                    "gateway.method",
+                    format!("gateway: `method` {other:?}: expected GET, POST or PUT"),
                 ));
             }
         };
         if method == reqwest::Method::GET && body.is_some() {
-            return Err("gateway: a GET has no `body`; put the placeholders in `url`".into());
+            return Err(ChannelError::key(
+                "gateway",
+                "gateway: a GET has no `body`; put the placeholders in `url`",
+            ));
         }
         for (name, value) in &self.headers {
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("gateway: `headers`: {name:?} is not a header name"))?;
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ChannelError::key(
+                    "gateway.headers",
+                    format!("gateway: `headers`: {name:?} is not a header name"),
+                )
+            })?;
             HeaderValue::from_str(value).map_err(|_| {
-                format!("gateway: `headers`: value of {name} is not a header value")
+                ChannelError::key(
+                    "gateway.headers",
+                    format!("gateway: `headers`: value of {name} is not a header value"),
+                )
             })?;
         }
         for (name, var) in &self.headers_env {
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("gateway: `headers_env`: {name:?} is not a header name"))?;
-            http::check_env_name("headers_env", var).map_err(|e| format!("gateway: {e}"))?;
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ChannelError::key(
+                    "gateway.headers_env",
+                    format!("gateway: `headers_env`: {name:?} is not a header name"),
+                )
+            })?;
+            http::check_env_name("headers_env", var).map_err(|e| e.within("gateway"))?;
         }
-        HeaderValue::from_str(&self.content_type)
-            .map_err(|_| "gateway: `content_type` is not a header value".to_string())?;
+        HeaderValue::from_str(&self.content_type).map_err(|_| {
+            ChannelError::key(
+                "gateway.content_type",
+                "gateway: `content_type` is not a header value",
+            )
+        })?;
         match (&self.success_pointer, &self.success_value) {
             (Some(p), Some(_)) if !(p.is_empty() || p.starts_with('/')) => {
-                return Err(format!(
-                    "gateway: `success_pointer` {p:?} is not a JSON pointer (like \"/code\")"
+                return Err(ChannelError::key(
+                    "gateway.success_pointer",
+                    format!(
+                        "gateway: `success_pointer` {p:?} is not a JSON pointer (like \"/code\")"
+                    ),
                 ));
             }
             (Some(_), None) => {
-                return Err("gateway: `success_pointer` needs a `success_value`".into());
+                return Err(ChannelError::key(
+                    "gateway.success_pointer",
+                    "gateway: `success_pointer` needs a `success_value`",
+                ));
             }
             (None, Some(_)) => {
-                return Err("gateway: `success_value` needs a `success_pointer`".into());
+                return Err(ChannelError::key(
+                    "gateway.success_value",
+                    "gateway: `success_value` needs a `success_pointer`",
+                ));
             }
             _ => {}
         }
         if !self.retry_values.is_empty() && self.success_pointer.is_none() {
-            return Err("gateway: `retry_values` needs a `success_pointer`".into());
+            return Err(ChannelError::key(
+                "gateway.retry_values",
+                "gateway: `retry_values` needs a `success_pointer`",
+            ));
         }
         Ok((url, body, method))
     }

@@ -51,6 +51,7 @@ use serde::Deserialize;
 use super::http;
 use super::{DeliveryError, Notice};
 
+use crate::notify::ChannelError;
 pub use aliyun::{ALIYUN_ENDPOINT, AliyunConfig};
 pub use gateway::GatewayConfig;
 use gateway::{Template, Var};
@@ -86,33 +87,39 @@ impl SmsConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         for p in &self.to {
-            check_phone(p)?;
+            check_phone(p).map_err(|e| e.for_key("to"))?;
         }
         if self.max_chars.is_some_and(|m| m < 20) {
-            return Err("`max_chars` must be at least 20".into());
+            return Err(ChannelError::key(
+                "max_chars",
+                "`max_chars` must be at least 20",
+            ));
         }
         http::timeout(self.timeout_secs)?;
         match (&self.aliyun, &self.gateway) {
             (Some(a), None) => a.validate(),
             (None, Some(g)) => g.validate().map(|_| ()),
-            (None, None) => Err("expected a provider: an `aliyun` or a `gateway` table".into()),
-            (Some(_), Some(_)) => {
-                Err("`aliyun` and `gateway` are both given; expected one provider".into())
-            }
+            (None, None) => Err(ChannelError::table(
+                "expected a provider: an `aliyun` or a `gateway` table",
+            )),
+            (Some(_), Some(_)) => Err(ChannelError::key(
+                "aliyun",
+                "`aliyun` and `gateway` are both given; expected one provider",
+            )),
         }
     }
 }
 
-pub(crate) fn check_phone(p: &str) -> Result<(), String> {
+pub(crate) fn check_phone(p: &str) -> Result<(), ChannelError> {
     let digits = p.strip_prefix('+').unwrap_or(p);
     if (5..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err(format!(
+        Err(ChannelError::table(format!(
             "phone number {p:?}: expected 5 to 20 digits with an optional leading +"
-        ))
+        )))
     }
 }
 
@@ -158,8 +165,8 @@ impl Sms {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: SmsConfig) -> Result<Sms, String> {
-        cfg.validate().map_err(|e| format!("sms: {e}"))?;
+    pub fn new(cfg: SmsConfig) -> Result<Sms, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("sms"))?;
         let client = http::client(http::timeout(cfg.timeout_secs)?)?;
         let provider = if let Some(a) = &cfg.aliyun {
             Provider::Aliyun {
@@ -170,24 +177,25 @@ impl Sms {
             let mut headers = HeaderMap::new();
             for (name, value) in &g.headers {
                 headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
-                    HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
+                    HeaderValue::from_str(value).map_err(ChannelError::table)?,
                 );
             }
             for (name, var) in &g.headers_env {
                 let value = http::secret("sms", "headers_env", var)?;
-                let mut value = HeaderValue::from_str(&value)
-                    .map_err(|_| format!("sms: {var} does not hold a valid header value"))?;
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    ChannelError::table(format!("sms: {var} does not hold a valid header value"))
+                })?;
                 value.set_sensitive(true);
                 headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
                     value,
                 );
             }
             if body.is_some() {
                 headers.insert(
                     reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_str(&g.content_type).map_err(|e| e.to_string())?,
+                    HeaderValue::from_str(&g.content_type).map_err(ChannelError::table)?,
                 );
             }
             let per_recipient =
@@ -200,7 +208,7 @@ impl Sms {
                 per_recipient,
             }
         } else {
-            return Err("sms: no provider".into());
+            return Err(ChannelError::table("sms: no provider"));
         };
         Ok(Sms {
             cfg,
@@ -264,11 +272,11 @@ impl super::Notifier for Sms {
 impl super::Channel for SmsConfig {
     const KIND: &'static str = "sms";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         Sms::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

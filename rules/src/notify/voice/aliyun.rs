@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::notify::ChannelError;
 use crate::notify::http::{self, Answer};
 use crate::notify::sms::aliyun::{ALIYUN_TRANSIENT, signed_get_url};
 use crate::notify::{DeliveryError, Notice};
@@ -43,26 +44,27 @@ fn default_region() -> String {
 }
 
 impl AliyunVoiceConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ChannelError> {
         for (key, v) in [
             ("access_key_id", &self.access_key_id),
             ("tts_code", &self.tts_code),
             ("region_id", &self.region_id),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("aliyun: `{key}` is empty"));
+                return Err(ChannelError::key(key, format!("`{key}` is empty")).within("aliyun"));
             }
         }
         if let Some(n) = &self.called_show_number
             && !(n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(format!(
-                "aliyun: `called_show_number` {n:?}: expected digits"
+            return Err(ChannelError::key(
+                "aliyun.called_show_number",
+                format!("aliyun: `called_show_number` {n:?}: expected digits"),
             ));
         }
         http::check_env_name("access_key_secret_env", &self.access_key_secret_env)
-            .map_err(|e| format!("aliyun: {e}"))?;
-        http::check_url("endpoint", self.endpoint()).map_err(|e| format!("aliyun: {e}"))?;
+            .map_err(|e| e.within("aliyun"))?;
+        http::check_url("endpoint", self.endpoint()).map_err(|e| e.within("aliyun"))?;
         Ok(())
     }
 

@@ -43,6 +43,7 @@ use super::http;
 use super::sms::GatewayConfig;
 use super::sms::gateway::{Template, Vars};
 use super::{DeliveryError, Notice};
+use crate::notify::ChannelError;
 
 pub use aliyun::AliyunVoiceConfig;
 pub use receipt::{Event, Receipt};
@@ -122,14 +123,17 @@ impl VoiceConfig {
     ///
     /// # Errors
     /// What is wrong, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         for p in &self.to {
-            super::sms::check_phone(p)?;
+            super::sms::check_phone(p).map_err(|e| e.for_key("to"))?;
         }
         if let Some(f) = &self.fallback
             && f.trim().is_empty()
         {
-            return Err("`fallback` is empty; name an SMS receiver".into());
+            return Err(ChannelError::key(
+                "fallback",
+                "`fallback` is empty; name an SMS receiver",
+            ));
         }
         if let Some(v) = &self.callback_token_env {
             http::check_env_name("callback_token_env", v)?;
@@ -139,14 +143,23 @@ impl VoiceConfig {
                 && k.bytes()
                     .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#'))
         {
-            return Err(format!("`ack_key` {k:?}: expected one key, 0-9, * or #"));
+            return Err(ChannelError::key(
+                "ack_key",
+                format!("`ack_key` {k:?}: expected one key, 0-9, * or #"),
+            ));
         }
         self.answer_timeout_ms()?;
         if self.repeat_call.is_some_and(|n| !(1..=5).contains(&n)) {
-            return Err("`repeat_call` must be 1 to 5".into());
+            return Err(ChannelError::key(
+                "repeat_call",
+                "`repeat_call` must be 1 to 5",
+            ));
         }
         if self.play_times.is_some_and(|n| !(1..=3).contains(&n)) {
-            return Err("`play_times` must be 1 to 3".into());
+            return Err(ChannelError::key(
+                "play_times",
+                "`play_times` must be 1 to 3",
+            ));
         }
         for (key, v) in [
             ("calls_per_minute", self.calls_per_minute),
@@ -154,7 +167,10 @@ impl VoiceConfig {
             ("calls_per_day", self.calls_per_day),
         ] {
             if v == Some(0) {
-                return Err(format!("`{key}` must be at least 1"));
+                return Err(ChannelError::key(
+                    key,
+                    format!("`{key}` must be at least 1"),
+                ));
             }
         }
         http::timeout(self.timeout_secs)?;
@@ -162,13 +178,12 @@ impl VoiceConfig {
             (Some(a), None, None) => a.validate(),
             (None, Some(t), None) => t.validate(),
             (None, None, Some(g)) => g.validate().map(|_| ()),
-            (None, None, None) => {
-                Err("expected a provider: an `aliyun`, `tencent` or `gateway` table".into())
-            }
-            _ => Err(
-                "more than one provider given; expected one of `aliyun`, `tencent`, `gateway`"
-                    .into(),
-            ),
+            (None, None, None) => Err(ChannelError::table(
+                "expected a provider: an `aliyun`, `tencent` or `gateway` table",
+            )),
+            _ => Err(ChannelError::table(
+                "more than one provider given; expected one of `aliyun`, `tencent`, `gateway`",
+            )),
         }
     }
 
@@ -176,13 +191,19 @@ impl VoiceConfig {
     ///
     /// # Errors
     /// Not a duration, or under 30 s.
-    pub fn answer_timeout_ms(&self) -> Result<i64, String> {
+    pub fn answer_timeout_ms(&self) -> Result<i64, ChannelError> {
         match &self.answer_timeout {
             None => Ok(DEFAULT_ANSWER_TIMEOUT_MS),
             Some(s) => match crate::rule::expr::parse_duration(s) {
                 Ok(ms) if ms >= 30_000 => Ok(ms),
-                Ok(_) => Err("`answer_timeout` must be at least 30s".into()),
-                Err(m) => Err(format!("`answer_timeout`: {m}")),
+                Ok(_) => Err(ChannelError::key(
+                    "answer_timeout",
+                    "`answer_timeout` must be at least 30s",
+                )),
+                Err(m) => Err(ChannelError::key(
+                    "answer_timeout",
+                    format!("`answer_timeout`: {m}"),
+                )),
             },
         }
     }
@@ -255,8 +276,8 @@ impl Voice {
     ///
     /// # Errors
     /// What is wrong or missing.
-    pub fn new(cfg: VoiceConfig) -> Result<Voice, String> {
-        cfg.validate().map_err(|e| format!("voice: {e}"))?;
+    pub fn new(cfg: VoiceConfig) -> Result<Voice, ChannelError> {
+        cfg.validate().map_err(|e| e.in_channel("voice"))?;
         let client = http::client(http::timeout(cfg.timeout_secs)?)?;
         let provider = if let Some(a) = &cfg.aliyun {
             Provider::Aliyun(http::secret(
@@ -271,23 +292,27 @@ impl Voice {
             let mut headers = HeaderMap::new();
             for (name, value) in &g.headers {
                 headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
-                    HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
+                    HeaderValue::from_str(value).map_err(ChannelError::table)?,
                 );
             }
             for (name, var) in &g.headers_env {
                 let mut value = HeaderValue::from_str(&http::secret("voice", "headers_env", var)?)
-                    .map_err(|_| format!("voice: {var} does not hold a valid header value"))?;
+                    .map_err(|_| {
+                        ChannelError::table(format!(
+                            "voice: {var} does not hold a valid header value"
+                        ))
+                    })?;
                 value.set_sensitive(true);
                 headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(name.as_bytes()).map_err(ChannelError::table)?,
                     value,
                 );
             }
             if body.is_some() {
                 headers.insert(
                     reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_str(&g.content_type).map_err(|e| e.to_string())?,
+                    HeaderValue::from_str(&g.content_type).map_err(ChannelError::table)?,
                 );
             }
             Provider::Gateway {
@@ -297,7 +322,7 @@ impl Voice {
                 headers,
             }
         } else {
-            return Err("voice: no provider".into());
+            return Err(ChannelError::table("voice: no provider"));
         };
         let callback_token = cfg
             .callback_token_env
@@ -417,11 +442,11 @@ impl super::Notifier for Voice {
 impl super::Channel for VoiceConfig {
     const KIND: &'static str = "voice";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ChannelError> {
         self.validate()
     }
 
-    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, String> {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Notifier>, ChannelError> {
         Voice::new(self.clone())
             .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn super::Notifier>)
     }

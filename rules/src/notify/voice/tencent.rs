@@ -9,6 +9,7 @@ use ring::digest;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::notify::ChannelError;
 use crate::notify::http::{self, Answer};
 use crate::notify::{DeliveryError, Notice};
 
@@ -52,7 +53,7 @@ fn default_region() -> String {
 }
 
 impl TencentVoiceConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ChannelError> {
         for (key, v) in [
             ("secret_id", &self.secret_id),
             ("region", &self.region),
@@ -60,12 +61,12 @@ impl TencentVoiceConfig {
             ("template_id", &self.template_id),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("tencent: `{key}` is empty"));
+                return Err(ChannelError::key(key, format!("`{key}` is empty")).within("tencent"));
             }
         }
         http::check_env_name("secret_key_env", &self.secret_key_env)
-            .map_err(|e| format!("tencent: {e}"))?;
-        http::check_url("endpoint", self.endpoint()).map_err(|e| format!("tencent: {e}"))?;
+            .map_err(|e| e.within("tencent"))?;
+        http::check_url("endpoint", self.endpoint()).map_err(|e| e.within("tencent"))?;
         Ok(())
     }
 
