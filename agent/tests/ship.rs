@@ -63,9 +63,15 @@ async fn collector(fail_first: usize) -> (SocketAddr, Shared) {
 }
 
 /// A port nothing listens on: bind, note the port, close.
-async fn dead_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// A port nothing answers on, held for as long as the socket lives: bound
+/// but not listening, so connections are refused, and the kernel cannot
+/// hand the same port to the live collector bound next (a listener bound
+/// and dropped here did free it, and the "dead" collector then answered).
+fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = s.local_addr().unwrap();
+    (s, addr)
 }
 
 fn batch(start: u64, n: usize) -> Batch {
@@ -126,7 +132,7 @@ async fn acknowledged_batch_arrives_intact() {
 
 #[tokio::test]
 async fn fails_over_from_a_dead_collector() {
-    let dead = dead_port().await;
+    let (_held, dead) = dead_port();
     let (addr, seen) = collector(0).await;
     let mut shipper = Shipper::new(config(vec![
         format!("http://{dead}"),
@@ -168,7 +174,7 @@ async fn retries_after_503_until_accepted() {
 
 #[tokio::test]
 async fn waits_for_a_collector_that_starts_later() {
-    let dead = dead_port().await;
+    let (held, dead) = dead_port();
     let mut shipper = Shipper::new(config(vec![format!("http://{dead}")])).unwrap();
     let b = batch(0, 5);
     let ship = tokio::spawn(async move {
@@ -182,6 +188,7 @@ async fn waits_for_a_collector_that_starts_later() {
     let app = Router::new()
         .route("/api/v1/ingest", post(ingest))
         .with_state(seen.clone());
+    drop(held);
     let listener = tokio::net::TcpListener::bind(dead).await.unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let shipper = tokio::time::timeout(Duration::from_secs(10), ship)
