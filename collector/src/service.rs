@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use panorama_model::wire::binary;
-use panorama_model::{DAY_MS, Event};
+use panorama_model::{DAY_MS, Event, MINUTE_MS};
 use panorama_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -282,6 +282,7 @@ impl Collector {
         let mut agg = Aggregator::new(cfg.id.clone(), cfg.samples);
         let mut replayed_events = 0usize;
         let mut accounting = Accounting::default();
+        let now = now_ms();
         for (segment, payload) in &replayed.records {
             if *segment <= ledger.through_segment() {
                 continue;
@@ -302,15 +303,19 @@ impl Collector {
                 }
                 ledger.commit(&m.agent_id, &m.source_id, m.end_offset, *segment);
             }
-            for e in &batch.events {
-                agg.add(*segment, e);
-                accounting
-                    .minutes
-                    .entry(panorama_model::minute_of(e.ts_ms))
-                    .or_default()
-                    .accepted += 1;
-            }
-            replayed_events += batch.events.len();
+            let tally = count_batch(
+                &mut agg,
+                &mut accounting,
+                *segment,
+                &batch.events,
+                Arrival::Replayed,
+                &cfg,
+                now,
+            );
+            stats
+                .dropped_too_old
+                .fetch_add(tally.too_old as u64, Ordering::Relaxed);
+            replayed_events += tally.counted;
         }
         if replayed.torn_bytes > 0 {
             tracing::warn!(
@@ -770,28 +775,39 @@ async fn append_and_count(
         .fetch_add(m.lines_read, Ordering::Relaxed);
     s.agent_lines_failed
         .fetch_add(m.lines_failed, Ordering::Relaxed);
-    let counted = aggregate(inner, segment, &batch.events);
-    inner.live.add(&batch.events);
-    s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
-    {
+    let now = now_ms();
+    let counted = {
+        // Lock order: aggregator, then accounting (nothing takes them the
+        // other way round).
+        let mut agg = lock(&inner.agg);
         let mut acct = lock(&inner.accounting);
-        let now = now_ms();
+        let tally = count_batch(
+            &mut agg,
+            &mut acct,
+            segment,
+            &batch.events,
+            Arrival::Live,
+            &inner.cfg,
+            now,
+        );
+        drop(agg);
+        s.dropped_too_old
+            .fetch_add(tally.too_old as u64, Ordering::Relaxed);
+        s.late_events
+            .fetch_add(tally.late as u64, Ordering::Relaxed);
         let a = acct.source(&m.agent_id, &m.source_id);
         a.batches += 1;
         a.lines_read += m.lines_read;
         a.lines_failed += m.lines_failed;
         a.events_received += batch.events.len() as u64;
-        a.events_counted += counted as u64;
-        a.events_too_old += (batch.events.len() - counted) as u64;
+        a.events_counted += tally.counted as u64;
+        a.events_too_old += tally.too_old as u64;
         a.last_seen_ms = now;
-        for e in &batch.events {
-            let minute = panorama_model::minute_of(e.ts_ms);
-            if e.ts_ms >= now - i64::from(inner.cfg.retention_days) * DAY_MS {
-                acct.minutes.entry(minute).or_default().accepted += 1;
-            }
-        }
         acct.prune(now);
-    }
+        tally.counted
+    };
+    inner.live.add(&batch.events);
+    s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
     if let Some((agent, source)) = reservation.key.take() {
         lock(&inner.ledger).commit(&agent, &source, m.end_offset, segment);
         inner.settled.notify_waiters();
@@ -800,24 +816,64 @@ async fn append_and_count(
     Ok(IngestOutcome::Accepted { events: counted })
 }
 
-fn aggregate(inner: &Inner, segment: SegmentId, events: &[Event]) -> usize {
-    let now = now_ms();
-    let oldest = now - i64::from(inner.cfg.retention_days) * DAY_MS;
-    let grace = inner.cfg.grace.as_millis() as i64;
-    let mut agg = lock(&inner.agg);
-    let mut counted = 0;
+/// How a batch reaches [`count_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Just acknowledged by ingest.
+    Live,
+    /// Read back from the WAL at start: it was acknowledged before a crash
+    /// or shutdown and not yet written. Its events are not counted as late:
+    /// they arrived in time, and what has passed since is the collector's
+    /// downtime, which would otherwise show up after every restart as a
+    /// burst of late producers.
+    Replayed,
+}
+
+/// What counting a batch amounted to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    /// Events added to the aggregator.
+    counted: usize,
+    /// Events dropped for being older than the retention.
+    too_old: usize,
+    /// Counted events that arrived after their minute's grace period.
+    late: usize,
+}
+
+/// Counts a batch's events into the aggregator and the per-minute
+/// accounting, for live ingest and WAL replay alike: a record replayed after
+/// a restart must count exactly as it would have live, or what a minute
+/// holds would depend on whether the collector crashed. That includes the
+/// retention filter: replay used to skip it, so events live ingest had
+/// dropped as too old came back into the store after a restart (only for
+/// the store's next retention pass to delete them again) and into the
+/// minutes' accepted figures.
+fn count_batch(
+    agg: &mut Aggregator,
+    acct: &mut Accounting,
+    segment: SegmentId,
+    events: &[Event],
+    arrival: Arrival,
+    cfg: &CollectorConfig,
+    now: i64,
+) -> Tally {
+    let oldest = now - i64::from(cfg.retention_days) * DAY_MS;
+    let grace = cfg.grace.as_millis() as i64;
+    let mut tally = Tally::default();
     for e in events {
         if e.ts_ms < oldest {
-            inner.stats.dropped_too_old.fetch_add(1, Ordering::Relaxed);
+            tally.too_old += 1;
             continue;
         }
-        if panorama_model::minute_of(e.ts_ms) + 60_000 + grace <= now {
-            inner.stats.late_events.fetch_add(1, Ordering::Relaxed);
+        let minute = panorama_model::minute_of(e.ts_ms);
+        if arrival == Arrival::Live && minute + MINUTE_MS + grace <= now {
+            tally.late += 1;
         }
         agg.add(segment, e);
-        counted += 1;
+        acct.minutes.entry(minute).or_default().accepted += 1;
+        tally.counted += 1;
     }
-    counted
+    tally
 }
 
 async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
