@@ -16,8 +16,9 @@
 //!   uses core APIs only, so it runs on the minimal distribution.
 //! - [`sqlite::SqliteStore`] is the embedded default: one file in the data
 //!   directory, so a laptop runs the whole system with one command.
-//! - [`conformance`] is the suite both backends must pass; each backend's
-//!   tests call it.
+//! - `conformance` is the suite both backends must pass; each backend's
+//!   tests call it. It is test code, so it sits behind the `conformance`
+//!   feature, which only those tests enable.
 //! - Two tiers: minute rollups as collectors write them, and hourly
 //!   rollups compacted from them ([`compact`]). [`tier`] decides, in one
 //!   place, which tier a read takes: reads in whole-hour buckets (or one
@@ -26,6 +27,7 @@
 //!   tier's. Each tier has its own retention.
 
 pub mod compact;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod elastic;
 mod error;
