@@ -15,6 +15,7 @@ use axum::http::header::{COOKIE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 use subtle::ConstantTimeEq;
 
 use crate::Dashboard;
@@ -29,16 +30,22 @@ pub(crate) const LANG_COOKIE: &str = "panorama_lang";
 pub(crate) use crate::sessions::Session;
 pub(crate) use crate::sessions::token;
 
-/// The value of cookie `name` in the request.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+/// The request's cookies, parsed by the `cookie` crate as
+/// [`CookieJar::from_headers`] does (a `Cookie` header that is not UTF-8, or
+/// a pair that does not parse, is skipped). Where a name repeats, the
+/// first pair sent counts, as it always has here: browsers list the most
+/// specific cookie first, and `from_headers` would keep the last.
+pub(crate) fn cookies(headers: &HeaderMap) -> CookieJar {
+    let sent: Vec<Cookie<'static>> = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(|v| Cookie::split_parse_encoded(v.to_owned()))
+        .filter_map(Result::ok)
+        .collect();
+    sent.into_iter()
+        .rev()
+        .fold(CookieJar::new(), CookieJar::add)
 }
 
 pub(crate) fn secure(d: &Dashboard, headers: &HeaderMap) -> bool {
@@ -67,8 +74,9 @@ pub(crate) fn set_cookie(
 
 /// The language of a request: its cookie, else the configured default.
 pub(crate) fn lang(d: &Dashboard, headers: &HeaderMap) -> Lang {
-    cookie(headers, LANG_COOKIE)
-        .and_then(Lang::parse)
+    cookies(headers)
+        .get(LANG_COOKIE)
+        .and_then(|c| Lang::parse(c.value()))
         .unwrap_or(d.cfg().default_lang)
 }
 
@@ -91,7 +99,9 @@ pub(crate) fn redirect(to: &str) -> Response {
 
 /// The live session the request's cookie names, touched.
 pub(crate) fn session_of(d: &Dashboard, headers: &HeaderMap) -> Option<Session> {
-    cookie(headers, SESSION_COOKIE).and_then(|t| d.sessions().get(t, d.cfg(), now_ms()))
+    cookies(headers)
+        .get(SESSION_COOKIE)
+        .and_then(|c| d.sessions().get(c.value(), d.cfg(), now_ms()))
 }
 
 /// Lets requests with a live session through, with the [`Session`] in
@@ -176,5 +186,34 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn hostile_cookie_headers_are_skipped_and_the_first_name_counts() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"panorama_session=\xff\xfe").unwrap(),
+        );
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("junk; =x; ; panorama_lang=zh; panorama_lang=en"),
+        );
+        let jar = cookies(&h);
+        assert!(jar.get(SESSION_COOKIE).is_none(), "not UTF-8: skipped");
+        assert!(jar.get("junk").is_none());
+        assert_eq!(jar.get(LANG_COOKIE).map(Cookie::value), Some("zh"));
+
+        let huge = format!(
+            "a={}; {SESSION_COOKIE}={}",
+            "x".repeat(64 * 1024),
+            "f".repeat(64)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(&huge).unwrap());
+        assert_eq!(
+            cookies(&h).get(SESSION_COOKIE).map(Cookie::value),
+            Some("f".repeat(64).as_str())
+        );
     }
 }

@@ -10,12 +10,13 @@ use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::Cookie;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Chrome, html};
 use crate::auth::{
-    LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Session, check_csrf, cookie, lang, redirect,
+    LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, Session, check_csrf, cookies, lang, redirect,
     safe_next, secure, set_cookie, token,
 };
 use crate::config::Lang;
@@ -54,7 +55,9 @@ fn login_form(
     // Reuse the token a browser already holds: a second login page (another
     // tab, or the favicon request bounced here) must not invalidate the
     // form of the first.
-    let csrf = cookie(headers, LOGIN_COOKIE)
+    let csrf = cookies(headers)
+        .get(LOGIN_COOKIE)
+        .map(Cookie::value)
         .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(token, str::to_owned);
     let lang = lang(d, headers);
@@ -96,7 +99,8 @@ pub(crate) async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let addr = peer.map(|p| p.0.0.ip());
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    let jar = cookies(&headers);
+    let expected = jar.get(LOGIN_COOKIE).map_or("", Cookie::value);
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
         return login_form(
             &d,
@@ -169,8 +173,8 @@ pub(crate) async fn logout(
     if let Err(r) = check_csrf(&s, &f.csrf) {
         return r.into_response();
     }
-    if let Some(t) = cookie(&headers, SESSION_COOKIE) {
-        d.sessions().remove(t, now_ms());
+    if let Some(t) = cookies(&headers).get(SESSION_COOKIE) {
+        d.sessions().remove(t.value(), now_ms());
         tracing::info!(user = %s.user, "dashboard logout");
     }
     let mut r = redirect("/login");
