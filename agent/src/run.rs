@@ -19,6 +19,7 @@ use std::time::Duration;
 use panorama_model::wire::binary::{Batch, BatchMeta};
 use panorama_model::{Layer, agent};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::config::{AgentConfig, SourceConfig};
 use crate::host::HostSampler;
@@ -170,12 +171,19 @@ pub async fn run(
             cfg.ship.clone(),
             stop.clone(),
         );
-        tasks.spawn(async move {
-            let name = src.tail.name.clone();
-            source_task(agent_id, host, src, ship, figs, stop)
-                .await
-                .map_err(|e| anyhow::anyhow!("source {name}: {e}"))
-        });
+        // The configured source's name on everything the task logs; its
+        // events name the file they are about (`source` id and `path`),
+        // which varies within the task.
+        let span = tracing::info_span!("source", source = %src.tail.name);
+        tasks.spawn(
+            async move {
+                let name = src.tail.name.clone();
+                source_task(agent_id, host, src, ship, figs, stop)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("source {name}: {e}"))
+            }
+            .instrument(span),
+        );
     }
     if let Some((interval, service)) = cfg.host_metrics.clone() {
         let sampler = HostSampler::new(
@@ -312,10 +320,13 @@ async fn source_task(
             }
             let mut sh = shipper.take().expect("the shipper is home");
             inflight = Some(InFlight {
-                handle: tokio::spawn(async move {
-                    let d = sh.ship(&batch).await;
-                    Box::new((sh, batch, d))
-                }),
+                handle: tokio::spawn(
+                    async move {
+                        let d = sh.ship(&batch).await;
+                        Box::new((sh, batch, d))
+                    }
+                    .in_current_span(),
+                ),
                 chunk,
                 newest,
             });

@@ -24,6 +24,7 @@ use panorama_model::Event;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::config::{ProbeConfig, ProbeKind};
 use super::http::HttpProbe;
@@ -165,7 +166,7 @@ pub async fn probe_task(
             _ = stop.changed() => return,
         };
         if let Err(code) = &report.result {
-            tracing::debug!(probe = %runner.cfg.name, code = %code, "probe failed");
+            tracing::debug!(code = %code, "probe failed");
         }
         let events = report.events(&runner.cfg, &host, ts_ms);
         if results.try_send(events).is_err() {
@@ -194,13 +195,17 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel(QUEUE_RUNS);
     let mut tasks = tokio::task::JoinSet::new();
     for runner in runners {
-        tasks.spawn(probe_task(
-            runner,
-            host.clone(),
-            tx.clone(),
-            dropped.clone(),
-            stop.clone(),
-        ));
+        let span = tracing::info_span!("probe", probe = %runner.cfg.name);
+        tasks.spawn(
+            probe_task(
+                runner,
+                host.clone(),
+                tx.clone(),
+                dropped.clone(),
+                stop.clone(),
+            )
+            .instrument(span),
+        );
     }
     drop(tx);
     let mut stop = stop;
