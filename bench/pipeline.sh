@@ -27,7 +27,7 @@ if ! command -v mtail >/dev/null 2>&1; then
     echo "installing mtail (Debian package) for the comparison" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mtail >/dev/null
 fi
-cargo build --release -q --bin panorama -p panorama -p panorama-agent
+cargo build --release -q -p panorama -p panorama-agent --bins
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 # Event times in the last hour, so the collector neither drops them as too
@@ -110,7 +110,7 @@ def in_store():
     for minute in range(first, last + 60, 60):
         q = f"{url}/api/v1/top?layer=url&minute={minute * 1000}&by=count&limit=1000"
         top = json.load(urllib.request.urlopen(q, timeout=10))
-        total += sum(s.get("count", 0) for s in top["series"])
+        total += sum(s["point"]["count"] for s in top["series"])
     return total
 
 base = events_in()

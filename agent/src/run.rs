@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::{AgentConfig, SourceConfig};
 use crate::host::HostSampler;
 use crate::parse::{Format, Pipeline};
-use crate::ship::{Delivery, ShipConfig, Shipper};
+use crate::ship::{Delivery, Encoded, ShipConfig, Shipper};
 use crate::tail::{Chunk, Tailer};
 
 pub use crate::parse::PARSE_ERROR_SERIES;
@@ -274,6 +274,7 @@ async fn source_task(
     tail_cfg.checkpoint_interval = Duration::ZERO;
     let mut tailer = Tailer::new(tail_cfg)?;
     let mut parser = SourceParser::new(agent_id, &host, &src)?;
+    let zstd_level = ship.zstd_level;
     let mut shipper = Some(Shipper::new(ship)?);
     // The batch being shipped while the next chunk is read and parsed. One
     // at a time per source, so the collector sees the source's ranges in
@@ -296,17 +297,21 @@ async fn source_task(
             Next::Chunks(c) => c,
             Next::Shipped(r) => {
                 let f = inflight.take().expect("a batch in flight");
-                shipper = Some(settle(&mut tailer, &mut parser, &figs, f, r)?);
+                shipper = Some(settle(&mut tailer, &figs, f, r)?);
                 continue;
             }
             Next::Stop => break,
         };
         for mut chunk in chunks {
-            let Some(batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
+            let Some(mut batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
                 tailer.recycle(chunk);
                 continue;
             };
             let newest = batch.events.iter().map(|e| e.ts_ms).max();
+            // Encoded now, while the previous batch is still in flight; its
+            // events go straight back to the parser for the next chunk.
+            let body = Encoded::new(&batch, zstd_level);
+            parser.pipeline.recycle(&mut batch.events);
             if let Some(mut f) = inflight.take() {
                 let r = tokio::select! {
                     r = &mut f.handle => r,
@@ -316,14 +321,14 @@ async fn source_task(
                         break 'outer;
                     }
                 };
-                shipper = Some(settle(&mut tailer, &mut parser, &figs, f, r)?);
+                shipper = Some(settle(&mut tailer, &figs, f, r)?);
             }
             let mut sh = shipper.take().expect("the shipper is home");
             inflight = Some(InFlight {
                 handle: tokio::spawn(
                     async move {
-                        let d = sh.ship(&batch).await;
-                        Box::new((sh, batch, d))
+                        let d = sh.ship_encoded(&body).await;
+                        (Box::new(sh), d)
                     }
                     .in_current_span(),
                 ),
@@ -339,9 +344,9 @@ async fn source_task(
     Ok(())
 }
 
-/// What a shipping task hands back: the shipper, the batch (its buffers
-/// are reused) and the collector's answer.
-type Shipped = Box<(Shipper, Batch, Delivery)>;
+/// What a shipping task hands back: the shipper (boxed: it is large) and
+/// the collector's answer.
+type Shipped = (Box<Shipper>, Delivery);
 
 /// A batch on its way, and what its acknowledgement settles.
 struct InFlight {
@@ -357,15 +362,15 @@ enum Next {
 }
 
 /// The collector acknowledged a batch: its range is acknowledged to the
-/// tailer and its buffers go back for reuse. Returns the shipper.
+/// tailer and its chunk's buffer goes back for reuse. Returns the shipper.
 fn settle(
     tailer: &mut Tailer,
-    parser: &mut SourceParser,
     figs: &SourceFigures,
     f: InFlight,
     shipped: Result<Shipped, tokio::task::JoinError>,
 ) -> anyhow::Result<Shipper> {
-    let (shipper, mut batch, delivery) = *shipped?;
+    let (shipper, delivery) = shipped?;
+    let shipper = *shipper;
     let chunk = f.chunk;
     if let Delivery::Overlap { counted } = delivery {
         let lost = chunk
@@ -374,7 +379,6 @@ fn settle(
         figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
         tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
     }
-    parser.pipeline.recycle(&mut batch.events);
     tailer.ack(&chunk.source_id, chunk.end_offset);
     figs.batches_acked.fetch_add(1, Ordering::Relaxed);
     figs.bytes_acked

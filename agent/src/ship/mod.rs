@@ -139,6 +139,48 @@ pub enum Delivery {
     },
 }
 
+/// A batch as it travels: its binary encoding, compressed with zstd.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The request body; cloning it for a retry copies no bytes.
+    bytes: bytes::Bytes,
+    compressed: bool,
+    /// Events in the batch, for the shipper's figures.
+    events: u64,
+    /// The batch's source, for log lines about it.
+    source_id: String,
+}
+
+impl Encoded {
+    /// Encodes `batch` and compresses it at `zstd_level`.
+    pub fn new(batch: &Batch, zstd_level: i32) -> Encoded {
+        let mut raw = Vec::with_capacity(batch.events.len() * 24 + 64);
+        binary::encode(batch, &mut raw);
+        // Compressing into a Vec cannot fail for a valid level; should it
+        // ever, the uncompressed body is just as acceptable to the collector.
+        let (bytes, compressed) = match zstd::bulk::compress(&raw, zstd_level) {
+            Ok(z) => (z, true),
+            Err(_) => (raw, false),
+        };
+        Encoded {
+            bytes: bytes.into(),
+            compressed,
+            events: batch.events.len() as u64,
+            source_id: batch.meta.source_id.clone(),
+        }
+    }
+
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the body is empty (never, for an encoded batch).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// How the last attempt ended.
 enum Attempt {
     Acked,
@@ -192,46 +234,43 @@ impl Shipper {
         &self.stats
     }
 
-    /// Encodes and compresses a batch into the request body; `true` when compressed.
-    pub fn body(&self, batch: &Batch) -> (Vec<u8>, bool) {
-        let mut raw = Vec::with_capacity(batch.events.len() * 24 + 64);
-        binary::encode(batch, &mut raw);
-        // Compressing into a Vec cannot fail for a valid level; should it
-        // ever, the uncompressed body is just as acceptable to the collector.
-        match zstd::bulk::compress(&raw, self.cfg.zstd_level) {
-            Ok(z) => (z, true),
-            Err(_) => (raw, false),
-        }
-    }
-
     /// Ships one batch and returns once a collector acknowledged it. Never
     /// gives up; cancel the future (drop it) to stop, which leaves the batch
     /// unacknowledged and so to be resent.
     pub async fn ship(&mut self, batch: &Batch) -> Delivery {
-        let (body, compressed) = self.body(batch);
+        let body = Encoded::new(batch, self.cfg.zstd_level);
+        self.ship_encoded(&body).await
+    }
+
+    /// [`Shipper::ship`] for a batch already encoded: the agent encodes a
+    /// chunk's batch as soon as it is parsed and gives its events back for
+    /// reuse, so that while the batch waits for the collector only its
+    /// compressed bytes are held (a few hundred KB instead of the tens of
+    /// MB its events take while catching up).
+    pub async fn ship_encoded(&mut self, body: &Encoded) -> Delivery {
         let mut round = 0u32;
         let mut tried_this_round = 0usize;
         loop {
             let endpoint = self.endpoints[self.active].clone();
-            match self.attempt(&endpoint, &body, compressed).await {
+            match self.attempt(&endpoint, body).await {
                 Attempt::Acked => {
                     self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .events_acked
-                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                        .fetch_add(body.events, Ordering::Relaxed);
                     return Delivery::Acked;
                 }
                 Attempt::Overlap(counted) => return Delivery::Overlap { counted },
                 Attempt::Retry(why, after) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(collector = %endpoint, source = %batch.meta.source_id, why, "ship retry");
+                    tracing::warn!(collector = %endpoint, source = %body.source_id, why, "ship retry");
                     if let Some(after) = after {
                         tokio::time::sleep(after.min(self.cfg.max_backoff)).await;
                     }
                 }
                 Attempt::Refused(why) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(collector = %endpoint, source = %batch.meta.source_id, why, "collector refused batch; needs an operator, retrying slowly");
+                    tracing::error!(collector = %endpoint, source = %body.source_id, why, "collector refused batch; needs an operator, retrying slowly");
                     tokio::time::sleep(jitter(self.cfg.max_backoff)).await;
                 }
             }
@@ -253,13 +292,13 @@ impl Shipper {
         }
     }
 
-    async fn attempt(&self, endpoint: &str, body: &[u8], compressed: bool) -> Attempt {
+    async fn attempt(&self, endpoint: &str, body: &Encoded) -> Attempt {
         let mut req = self
             .client
             .post(endpoint)
             .header(CONTENT_TYPE, binary::CONTENT_TYPE)
-            .body(body.to_vec());
-        if compressed {
+            .body(body.bytes.clone());
+        if body.compressed {
             req = req.header(CONTENT_ENCODING, "zstd");
         }
         if let Some(token) = &self.cfg.token {
@@ -267,7 +306,7 @@ impl Shipper {
         }
         self.stats
             .bytes_sent
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+            .fetch_add(body.bytes.len() as u64, Ordering::Relaxed);
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return Attempt::Retry(e.to_string(), None),
