@@ -210,10 +210,13 @@ async fn grouped_live(
     };
     if split.is_some() && !live.settled() {
         // Alerts keep their state for the few seconds this takes.
-        return Err(StoreError::Unavailable(format!(
-            "collector {} restarted and its minutes replayed from the write-ahead log are not in the store yet",
-            live.collector()
-        )));
+        return Err(StoreError::Unavailable(
+            format!(
+                "collector {} restarted and its minutes replayed from the write-ahead log are not in the store yet",
+                live.collector()
+            )
+            .into(),
+        ));
     }
     let own = live.collector();
     let mut out = Grouped::new();
