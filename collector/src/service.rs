@@ -22,6 +22,7 @@ use panorama_model::{DAY_MS, Event, MINUTE_MS};
 use panorama_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::aggregate::{Aggregator, SampleLimits};
 use crate::ledger::{Ledger, Verdict};
@@ -441,7 +442,11 @@ impl Collector {
         // From here on the range is reserved: the task commits or releases
         // it whatever becomes of this request.
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move { append_and_count(&inner, batch, wal_bytes).await });
+        // The task runs in the request's span (the ingest route opens one
+        // naming the producer and range), so what it logs says whose batch.
+        let task = tokio::spawn(
+            async move { append_and_count(&inner, batch, wal_bytes).await }.in_current_span(),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(e) => {
