@@ -132,9 +132,9 @@ pub enum StartError {
     /// The WAL or ledger could not be opened or replayed.
     #[error("{what}: {source}")]
     Io {
-        /// What was being done.
+        /// What was being done (`replaying the write-ahead log`).
         what: String,
-        /// The error.
+        /// The I/O error it failed with.
         source: std::io::Error,
     },
 }
@@ -144,7 +144,8 @@ pub enum StartError {
 pub enum IngestOutcome {
     /// Durable and counted.
     Accepted {
-        /// Events counted.
+        /// Events counted into rollups (those older than the retention
+        /// are dropped, not counted).
         events: usize,
     },
     /// Already counted before; acknowledged again.

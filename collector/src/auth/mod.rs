@@ -149,7 +149,7 @@ impl TokenTable {
 /// A dashboard session as the auth layer sees it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    /// The user.
+    /// The dashboard user the session belongs to, recorded as who acted.
     pub user: String,
     /// The user's role.
     pub role: Role,
