@@ -108,7 +108,7 @@ impl FileConfig {
             }));
         }
         for (i, f) in args.api_tokens.iter().enumerate() {
-            let t = ApiToken::from_flag(f, i + 1).map_err(ConfigError::Flag)?;
+            let t = ApiToken::from_flag(f, i + 1).map_err(|e| ConfigError::Flag(e.to_string()))?;
             c.tokens.push(flag(TokenSection {
                 name: t.name,
                 token: Some(t.token),

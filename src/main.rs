@@ -169,7 +169,7 @@ fn hash_password() -> anyhow::Result<()> {
     std::io::stdin().lock().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']);
     anyhow::ensure!(!password.is_empty(), "an empty password cannot be hashed");
-    let hash = panorama_dashboard::hash_password(password).map_err(anyhow::Error::msg)?;
+    let hash = panorama_dashboard::hash_password(password)?;
     println!("{hash}");
     Ok(())
 }

@@ -22,6 +22,7 @@ use panorama_model::{DAY_MS, Event, MINUTE_MS};
 use panorama_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::aggregate::{Aggregator, SampleLimits};
 use crate::ledger::{Ledger, Verdict};
@@ -131,9 +132,9 @@ pub enum StartError {
     /// The WAL or ledger could not be opened or replayed.
     #[error("{what}: {source}")]
     Io {
-        /// What was being done.
+        /// What was being done (`replaying the write-ahead log`).
         what: String,
-        /// The error.
+        /// The I/O error it failed with.
         source: std::io::Error,
     },
 }
@@ -143,7 +144,8 @@ pub enum StartError {
 pub enum IngestOutcome {
     /// Durable and counted.
     Accepted {
-        /// Events counted.
+        /// Events counted into rollups (those older than the retention
+        /// are dropped, not counted).
         events: usize,
     },
     /// Already counted before; acknowledged again.
@@ -441,7 +443,11 @@ impl Collector {
         // From here on the range is reserved: the task commits or releases
         // it whatever becomes of this request.
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move { append_and_count(&inner, batch, wal_bytes).await });
+        // The task runs in the request's span (the ingest route opens one
+        // naming the producer and range), so what it logs says whose batch.
+        let task = tokio::spawn(
+            async move { append_and_count(&inner, batch, wal_bytes).await }.in_current_span(),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(e) => {

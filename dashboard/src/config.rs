@@ -303,14 +303,14 @@ fn dummy_hash() -> &'static str {
 /// config file.
 ///
 /// # Errors
-/// Only if argon2 refuses its parameters, which the defaults never make it.
-pub fn hash_password(password: &str) -> Result<String, String> {
+/// argon2's own error, only if it refuses its parameters, which the
+/// defaults never make it.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt_bytes)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// Whether `password` matches a PHC hash; a malformed hash matches nothing.

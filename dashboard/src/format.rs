@@ -3,18 +3,9 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-/// Percent-encodes a query value (everything but unreserved characters),
-/// the same way alert links are built.
-pub(crate) fn encode(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
-}
-
-/// Everything but RFC 3986's unreserved characters is escaped.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+/// Percent-encodes a query value (everything but unreserved characters)
+/// with the encoder alert links are built with.
+pub(crate) use panorama_model::url::percent_encode as encode;
 
 /// A query string from pairs, skipping empty values.
 pub(crate) fn query(pairs: &[(&str, &str)]) -> String {

@@ -2,7 +2,7 @@
 //!
 //! **Owns** every fact two crates share: the event, layer, series key,
 //! rollup, mergeable histogram, wire encodings and replies, the agent's
-//! self-series names, time units. **Must not** do I/O (files, sockets,
+//! self-series names, time units, how query values are percent-encoded. **Must not** do I/O (files, sockets,
 //! clocks beyond what a caller passes in).
 //!
 //! - [`Layer`] names the five layers a series belongs to.
@@ -22,6 +22,8 @@
 //! - [`ConfigError`] is the one error every configuration check returns,
 //!   beside the [`FilePosition`] it names; [`ConfigSource`] says whether the
 //!   values came from a file or from flags.
+//! - [`url`] is the one percent-encoder of query values, so a link built by
+//!   the rules engine and one built by the dashboard agree.
 //! - [`wire`] holds the agent's binary batch encoding, the NDJSON format
 //!   for third parties, and the collector's [`wire::IngestReply`].
 //!
@@ -47,6 +49,7 @@ mod position;
 mod rollup;
 mod series;
 mod time;
+pub mod url;
 pub mod wire;
 
 pub use auth::{Credential, Principal, Role};

@@ -54,7 +54,7 @@ async fn callback(
         }
         Err(ReceiptError::Bad(why)) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({"result": 1, "errmsg": why})),
+            Json(json!({"result": 1, "errmsg": why.to_string()})),
         )
             .into_response(),
     }

@@ -33,7 +33,7 @@ use crate::rule::{Align, GroupBy, Metric, Rule};
 pub struct Group {
     /// Stable key within the rule (`service/series`, a host, or a service).
     pub key: String,
-    /// Layer.
+    /// The layer of the series the alert is about (the rule's layer).
     pub layer: Layer,
     /// Service (empty when grouping by host across services).
     pub service: String,
@@ -93,7 +93,7 @@ impl Group {
 /// The verdict on one group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// Which group.
+    /// The alert this verdict is about.
     pub group: Group,
     /// What the lifecycle is told.
     pub observation: Observation,
@@ -210,10 +210,13 @@ async fn grouped_live(
     };
     if split.is_some() && !live.settled() {
         // Alerts keep their state for the few seconds this takes.
-        return Err(StoreError::Unavailable(format!(
-            "collector {} restarted and its minutes replayed from the write-ahead log are not in the store yet",
-            live.collector()
-        )));
+        return Err(StoreError::Unavailable(
+            format!(
+                "collector {} restarted and its minutes replayed from the write-ahead log are not in the store yet",
+                live.collector()
+            )
+            .into(),
+        ));
     }
     let own = live.collector();
     let mut out = Grouped::new();

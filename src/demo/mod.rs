@@ -271,7 +271,7 @@ pub(crate) async fn start(args: &DemoArgs) -> anyhow::Result<(Config, Running)> 
         agent_cfg, figures, stopped,
     )));
 
-    let hash = panorama_dashboard::hash_password("demo").map_err(anyhow::Error::msg)?;
+    let hash = panorama_dashboard::hash_password("demo")?;
     let url = format!("http://{}", args.listen);
     eprintln!(
         "\nPanorama demo\n\

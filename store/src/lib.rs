@@ -38,7 +38,7 @@ pub mod tier;
 mod totals;
 
 pub use compact::{CompactPolicy, CompactReport};
-pub use error::{Rejection, StoreError};
+pub use error::{Detail, Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
 pub use tier::{CompactedHour, Footprint, HOUR_MS, HourMark};
 pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};

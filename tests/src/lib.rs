@@ -433,12 +433,7 @@ pub async fn dashboard_session(base: &str, user: &str, password: &str) -> Option
 
 /// Percent-encodes a query or form value (unreserved characters kept).
 pub fn query_encode(s: &str) -> String {
-    const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, VALUE).to_string()
+    panorama_model::url::percent_encode(s)
 }
 
 impl Proc {

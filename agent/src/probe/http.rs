@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Report;
 use super::config::HttpSpec;
+use super::{BuildError, Report};
 
 /// A built HTTP probe.
 #[derive(Debug, Clone)]
@@ -29,8 +29,9 @@ impl HttpProbe {
     /// Builds the client.
     ///
     /// # Errors
-    /// An unreadable or invalid `ca_file`, or a client that cannot be built.
-    pub fn new(spec: HttpSpec, timeout: Duration) -> Result<HttpProbe, String> {
+    /// [`BuildError`]: an unreadable `ca_file` or one without
+    /// certificates, or a client that cannot be built.
+    pub fn new(spec: HttpSpec, timeout: Duration) -> Result<HttpProbe, BuildError> {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -43,16 +44,22 @@ impl HttpProbe {
                 " probe"
             ));
         if let Some(ca) = &spec.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{}: {e}", ca.display()))?
-            {
+            let pem = std::fs::read(ca).map_err(|source| BuildError::ReadCaFile {
+                path: ca.clone(),
+                source,
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                BuildError::CaCertificates {
+                    path: ca.clone(),
+                    source,
+                }
+            })? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder.build().map_err(|e| e.to_string())?;
-        let method =
-            reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|e| e.to_string())?;
+        let client = builder.build().map_err(BuildError::Client)?;
+        let method = reqwest::Method::from_bytes(spec.method.as_bytes())
+            .map_err(|e| BuildError::Method(Box::new(e)))?;
         let path = reqwest::Url::parse(&spec.url)
             .map(|u| u.path().to_owned())
             .unwrap_or_else(|_| "/".into());

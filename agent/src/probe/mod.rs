@@ -37,6 +37,37 @@ pub const TIMEOUT: &str = "timeout";
 /// The error code of a refused connection.
 pub const REFUSED: &str = "refused";
 
+/// Why a probe could not be built at start. A target that is down is not
+/// one of these: that is what the probe is there to report.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An HTTP probe's `ca_file` could not be read.
+    #[error("{}: {source}", path.display())]
+    ReadCaFile {
+        /// The file, as configured.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HTTP probe's `ca_file` does not hold PEM certificates.
+    #[error("{}: {source}", path.display())]
+    CaCertificates {
+        /// The file, as configured.
+        path: std::path::PathBuf,
+        /// What the certificate parser said.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be built (its TLS setup failed).
+    #[error(transparent)]
+    Client(reqwest::Error),
+    /// The method is not an HTTP method. The config check refuses these
+    /// first, so this only guards a config built in code.
+    #[error(transparent)]
+    Method(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// What one run found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {

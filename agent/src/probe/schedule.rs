@@ -30,7 +30,7 @@ use super::config::{ProbeConfig, ProbeKind};
 use super::http::HttpProbe;
 use super::outbox::Outbox;
 use super::process::ProcessProbe;
-use super::{Report, TIMEOUT};
+use super::{BuildError, Report, TIMEOUT};
 use crate::ship::{Delivery, Shipper};
 
 /// Results waiting for the shipper, in runs (each a few events).
@@ -57,8 +57,9 @@ impl Runner {
     /// Builds a probe from its checked config.
     ///
     /// # Errors
-    /// An HTTP probe's `ca_file` that does not hold certificates.
-    pub fn new(cfg: ProbeConfig) -> Result<Runner, String> {
+    /// [`BuildError`]: an HTTP probe's `ca_file` that cannot be read or
+    /// does not hold certificates.
+    pub fn new(cfg: ProbeConfig) -> Result<Runner, BuildError> {
         let how = match &cfg.kind {
             ProbeKind::Http(spec) => How::Http(HttpProbe::new(spec.clone(), cfg.timeout)?),
             ProbeKind::Tcp { target } => How::Tcp(target.clone()),

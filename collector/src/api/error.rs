@@ -22,7 +22,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::InvalidQuery(m) => ApiError::BadRequest(m),
-            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Unavailable(m) => ApiError::Unavailable(m.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -21,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use panorama_model::wire::binary::{self, Batch};
 use panorama_model::wire::{IngestReply, ndjson};
 use panorama_model::{Credential, Principal};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::AppState;
 use crate::wal::WalError;
@@ -68,7 +70,24 @@ pub(super) async fn ingest(State(st): State<AppState>, req: Request) -> Response
             _ => p.name.clone(),
         });
     let (parts, body) = req.into_parts();
-    match handle(&collector, &parts.headers, checked, peer, body).await {
+    // One span per request, so whatever is logged while it is handled (the
+    // WAL append here, the counting task in the service) says who sent
+    // which range without each line repeating it. The producer and the
+    // range are recorded once known; a request refused before that has
+    // only its peer.
+    let span = tracing::info_span!(
+        "ingest",
+        peer = peer.as_deref(),
+        producer = Empty,
+        agent = Empty,
+        source = Empty,
+        start = Empty,
+        end = Empty,
+    );
+    match handle(&collector, &parts.headers, checked, peer, body)
+        .instrument(span)
+        .await
+    {
         Ok(resp) => resp,
         Err(refusal) => refusal.into_response(),
     }
@@ -89,6 +108,8 @@ async fn handle(
             stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         })?,
     };
+    let span = tracing::Span::current();
+    span.record("producer", producer.as_str());
     let bad = |msg: String| {
         stats.bad_requests.fetch_add(1, Ordering::Relaxed);
         refuse(StatusCode::BAD_REQUEST, msg)
@@ -154,6 +175,13 @@ async fn handle(
             ),
         ));
     };
+    let m = &batch.meta;
+    span.record("agent", m.agent_id.as_str());
+    if m.end_offset > m.start_offset {
+        span.record("source", m.source_id.as_str());
+        span.record("start", m.start_offset);
+        span.record("end", m.end_offset);
+    }
     match c.ingest(batch, wal_bytes).await {
         Ok(IngestOutcome::Accepted { events }) => {
             Ok(Json(IngestReply::accepted(events as u64)).into_response())

@@ -59,20 +59,19 @@ impl ApiToken {
     /// Parses a `--api-token ROLE:TOKEN` flag; the name is `ROLE-N`.
     ///
     /// # Errors
-    /// Not `ROLE:TOKEN`, an unknown role, or a token shorter than 8.
-    pub fn from_flag(flag: &str, n: usize) -> Result<ApiToken, String> {
+    /// [`TokenFlagError`]: not `ROLE:TOKEN`, an unknown role, or a token
+    /// shorter than [`MIN_TOKEN_LEN`].
+    pub fn from_flag(flag: &str, n: usize) -> Result<ApiToken, TokenFlagError> {
         let Some((role, token)) = flag.split_once(':') else {
-            return Err(format!(
-                "--api-token {flag:?}: expected ROLE:TOKEN (ROLE agent, viewer, operator or admin)"
-            ));
+            return Err(TokenFlagError::Form {
+                flag: flag.to_owned(),
+            });
         };
-        let role = Role::parse(role).ok_or_else(|| {
-            format!("--api-token: role {role:?}: expected agent, viewer, operator or admin")
+        let role = Role::parse(role).ok_or_else(|| TokenFlagError::Role {
+            role: role.to_owned(),
         })?;
         if token.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "--api-token {role}: at least {MIN_TOKEN_LEN} characters expected"
-            ));
+            return Err(TokenFlagError::TooShort { role });
         }
         Ok(ApiToken {
             name: format!("{role}-{n}"),
@@ -80,6 +79,30 @@ impl ApiToken {
             role,
         })
     }
+}
+
+/// Why a `--api-token ROLE:TOKEN` flag was refused. Each message starts
+/// with the flag, since flags have no file position to point at.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenFlagError {
+    /// No `:` between role and token.
+    #[error("--api-token {flag:?}: expected ROLE:TOKEN (ROLE agent, viewer, operator or admin)")]
+    Form {
+        /// The flag's value as given.
+        flag: String,
+    },
+    /// The part before `:` names no role.
+    #[error("--api-token: role {role:?}: expected agent, viewer, operator or admin")]
+    Role {
+        /// The unknown role as given.
+        role: String,
+    },
+    /// The token is shorter than [`MIN_TOKEN_LEN`].
+    #[error("--api-token {role}: at least {} characters expected", MIN_TOKEN_LEN)]
+    TooShort {
+        /// The role the token was for (the token itself stays out of messages).
+        role: Role,
+    },
 }
 
 /// Shorter tokens are refused: they can be guessed over the network.
@@ -126,7 +149,7 @@ impl TokenTable {
 /// A dashboard session as the auth layer sees it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    /// The user.
+    /// The dashboard user the session belongs to, recorded as who acted.
     pub user: String,
     /// The user's role.
     pub role: Role,
@@ -238,5 +261,22 @@ mod tests {
         for bad in ["viewer", "root:0123456789", "viewer:short"] {
             assert!(ApiToken::from_flag(bad, 1).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flag_errors_read_as_they_always_did() {
+        let msg = |flag: &str| ApiToken::from_flag(flag, 1).unwrap_err().to_string();
+        assert_eq!(
+            msg("viewer"),
+            "--api-token \"viewer\": expected ROLE:TOKEN (ROLE agent, viewer, operator or admin)"
+        );
+        assert_eq!(
+            msg("root:0123456789"),
+            "--api-token: role \"root\": expected agent, viewer, operator or admin"
+        );
+        assert_eq!(
+            msg("viewer:short"),
+            "--api-token viewer: at least 8 characters expected"
+        );
     }
 }

@@ -68,8 +68,8 @@ pub enum ReceiptError {
     #[error("unauthorized")]
     Unauthorized,
     /// The body is no receipt.
-    #[error("{0}")]
-    Bad(String),
+    #[error(transparent)]
+    Bad(#[from] receipt::BadReceipt),
 }
 
 fn voice_config<'a>(set: &'a RuleSet, name: &str) -> Option<&'a VoiceConfig> {
@@ -443,7 +443,7 @@ impl Engine {
         if !authorized {
             return Err(ReceiptError::Unauthorized);
         }
-        let receipts = receipt::parse(body).map_err(ReceiptError::Bad)?;
+        let receipts = receipt::parse(body)?;
         let ack_key = voice_config(&loaded.set, receiver)
             .map(|c| c.ack_key().to_owned())
             .unwrap_or_else(|| "1".into());

@@ -254,19 +254,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// What RFC 3986 leaves unescaped: `A–Z a–z 0–9 - _ . ~`.
-const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// RFC 3986 percent-encoding: everything but the unreserved characters,
-/// space as `%20`. This is exactly Aliyun's `percentEncode`, and a safe
-/// encoding of a query value for everyone else (dashboard links included).
-pub(crate) fn percent_encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
-}
+/// RFC 3986 percent-encoding (Aliyun's `percentEncode`), the one encoder
+/// the dashboard's links use too.
+pub(crate) use panorama_model::url::percent_encode;
 
 /// The notice as chat markdown (DingTalk and WeCom render the same
 /// subset): a heading, then one line per alert with its value and a link,

@@ -41,7 +41,7 @@ use crate::merge::{rank, retention_cutoff_ms};
 use crate::tier::{self, Plan};
 use crate::totals::{rank_series, sort_layers, sort_seen};
 use crate::{
-    LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery,
+    Detail, LayerTotals, Metric, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery,
     SeriesTotals, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 use retry::ItemOutcome;
@@ -107,12 +107,20 @@ impl ElasticStore {
     /// [`StoreError::Backend`] for an invalid URL or refused templates.
     pub async fn connect(cfg: ElasticConfig) -> Result<ElasticStore, StoreError> {
         let url = cfg.url.parse().map_err(|e| {
-            StoreError::Backend(format!("invalid Elasticsearch URL {:?}: {e}", cfg.url))
+            StoreError::Backend(Detail::with_source(
+                format!("invalid Elasticsearch URL {:?}: {e}", cfg.url),
+                e,
+            ))
         })?;
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(cfg.request_timeout)
             .build()
-            .map_err(|e| StoreError::Backend(format!("building the Elasticsearch client: {e}")))?;
+            .map_err(|e| {
+                StoreError::Backend(Detail::with_source(
+                    format!("building the Elasticsearch client: {e}"),
+                    e,
+                ))
+            })?;
         let store = ElasticStore {
             client: Elasticsearch::new(transport),
             cfg,
@@ -250,21 +258,25 @@ impl ElasticStore {
             .body(body)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("aggregate {index}: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(Detail::with_source(format!("aggregate {index}: {e}"), e))
+            })?;
         let status = resp.status_code().as_u16();
-        let mut body: Value = resp
-            .json()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("reading aggregation response: {e}")))?;
+        let mut body: Value = resp.json().await.map_err(|e| {
+            StoreError::Unavailable(Detail::with_source(
+                format!("reading aggregation response: {e}"),
+                e,
+            ))
+        })?;
         if !(200..300).contains(&status) {
             let msg = format!(
                 "aggregate {index}: status {status}: {}",
                 truncate(&body.to_string())
             );
             return Err(if retry::status_is_retryable(status) {
-                StoreError::Unavailable(msg)
+                StoreError::Unavailable(msg.into())
             } else {
-                StoreError::Backend(msg)
+                StoreError::Backend(msg.into())
             });
         }
         Ok(body["aggregations"].take())
@@ -436,41 +448,53 @@ impl ElasticStore {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
+            let mut cause = None;
             let failure = match send().await {
                 Ok(resp) if resp.status_code().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status_code().as_u16();
                     let text = resp.text().await.unwrap_or_default();
                     if !retry::status_is_retryable(status) {
-                        return Err(StoreError::Backend(format!(
-                            "{what}: status {status}: {}",
-                            truncate(&text)
-                        )));
+                        return Err(StoreError::Backend(
+                            format!("{what}: status {status}: {}", truncate(&text)).into(),
+                        ));
                     }
                     format!("status {status}: {}", truncate(&text))
                 }
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    let failure = e.to_string();
+                    cause = Some(e);
+                    failure
+                }
             };
-            self.wait_or_give_up(what, &failure, started, attempt)
+            self.wait_or_give_up(what, &failure, cause, started, attempt)
                 .await?;
             attempt += 1;
         }
     }
 
+    /// Waits before the next attempt, or gives up once the policy's time is
+    /// spent. `failure` describes the last attempt; `cause` is its transport
+    /// error, if it had one, kept as the source of the error given up with.
     async fn wait_or_give_up(
         &self,
         what: &str,
         failure: &str,
+        cause: Option<elasticsearch::Error>,
         started: Instant,
         attempt: u32,
     ) -> Result<(), StoreError> {
         if let Some(limit) = self.cfg.retry.max_elapsed
             && started.elapsed() >= limit
         {
-            return Err(StoreError::Unavailable(format!(
+            let message = format!(
                 "{what}: gave up after {attempt} retries over {:?}: {failure}",
                 started.elapsed()
-            )));
+            );
+            return Err(StoreError::Unavailable(match cause {
+                Some(e) => Detail::with_source(message, e),
+                None => message.into(),
+            }));
         }
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         let wait = self.cfg.retry.backoff(attempt);
@@ -567,6 +591,7 @@ impl ElasticStore {
                 lines.push(action.to_string());
                 lines.push(d.source.clone());
             }
+            let mut cause = None;
             let failure = match self
                 .client
                 .bulk(BulkParts::None)
@@ -575,17 +600,25 @@ impl ElasticStore {
                 .send()
                 .await
             {
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    let failure = e.to_string();
+                    cause = Some(e);
+                    failure
+                }
                 Ok(resp) => {
                     let status = resp.status_code().as_u16();
-                    let body = resp.bytes().await.map_err(|e| {
-                        StoreError::Unavailable(format!("reading bulk response: {e}"))
-                    });
-                    match body {
-                        Err(e) => e.to_string(),
+                    match resp.bytes().await {
+                        Err(e) => {
+                            let failure = StoreError::Unavailable(
+                                format!("reading bulk response: {e}").into(),
+                            )
+                            .to_string();
+                            cause = Some(e);
+                            failure
+                        }
                         Ok(body) if (200..300).contains(&status) => {
                             let outcomes = retry::classify(&body, pending.len())
-                                .map_err(StoreError::Backend)?;
+                                .map_err(|e| StoreError::Backend(e.into()))?;
                             let mut retry_reason = None;
                             let mut next = Vec::new();
                             for (doc, outcome) in pending.iter().zip(outcomes) {
@@ -630,15 +663,18 @@ impl ElasticStore {
                             )
                         }
                         Ok(body) => {
-                            return Err(StoreError::Backend(format!(
-                                "bulk request refused with status {status}: {}",
-                                truncate(&String::from_utf8_lossy(&body))
-                            )));
+                            return Err(StoreError::Backend(
+                                format!(
+                                    "bulk request refused with status {status}: {}",
+                                    truncate(&String::from_utf8_lossy(&body))
+                                )
+                                .into(),
+                            ));
                         }
                     }
                 }
             };
-            self.wait_or_give_up("bulk write", &failure, started, attempt)
+            self.wait_or_give_up("bulk write", &failure, cause, started, attempt)
                 .await?;
             attempt += 1;
         }
@@ -677,19 +713,26 @@ impl ElasticStore {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("search {index}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unavailable(Detail::with_source(format!("search {index}: {e}"), e))
+                })?;
             let status = resp.status_code().as_u16();
-            let body: Value = resp
-                .json()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("reading search response: {e}")))?;
+            let body: Value = resp.json().await.map_err(|e| {
+                StoreError::Unavailable(Detail::with_source(
+                    format!("reading search response: {e}"),
+                    e,
+                ))
+            })?;
             if !(200..300).contains(&status) {
-                let err = StoreError::Backend(format!(
-                    "search {index}: status {status}: {}",
-                    truncate(&body.to_string())
-                ));
+                let err = StoreError::Backend(
+                    format!(
+                        "search {index}: status {status}: {}",
+                        truncate(&body.to_string())
+                    )
+                    .into(),
+                );
                 return Err(if retry::status_is_retryable(status) {
-                    StoreError::Unavailable(err.to_string())
+                    StoreError::Unavailable(err.to_string().into())
                 } else {
                     err
                 });
@@ -730,10 +773,9 @@ impl ElasticStore {
                     .await
             })
             .await?;
-        let rows: Vec<Value> = resp
-            .json()
-            .await
-            .map_err(|e| StoreError::Backend(format!("reading index list: {e}")))?;
+        let rows: Vec<Value> = resp.json().await.map_err(|e| {
+            StoreError::Backend(Detail::with_source(format!("reading index list: {e}"), e))
+        })?;
         Ok(rows
             .iter()
             .filter_map(|r| r["index"].as_str().map(str::to_owned))
@@ -772,10 +814,9 @@ impl ElasticStore {
                     .await
             })
             .await?;
-        let rows: Vec<Value> = resp
-            .json()
-            .await
-            .map_err(|e| StoreError::Backend(format!("reading index sizes: {e}")))?;
+        let rows: Vec<Value> = resp.json().await.map_err(|e| {
+            StoreError::Backend(Detail::with_source(format!("reading index sizes: {e}"), e))
+        })?;
         let mut f = crate::Footprint::default();
         let num = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         for r in rows {
@@ -812,7 +853,7 @@ impl ElasticStore {
                 .delete_index_template(IndicesDeleteIndexTemplateParts::Name(&name))
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Unavailable(Detail::with_source(e.to_string(), e)))?;
         }
         Ok(())
     }
@@ -1410,7 +1451,10 @@ fn decode_bodies<T: serde::de::DeserializeOwned>(
         .map(|mut s| {
             let id = s["doc_id"].as_str().unwrap_or("?").to_owned();
             serde_json::from_value(s["body"].take()).map_err(|e| {
-                StoreError::Backend(format!("document {id} has an unreadable body: {e}"))
+                StoreError::Backend(Detail::with_source(
+                    format!("document {id} has an unreadable body: {e}"),
+                    e,
+                ))
             })
         })
         .collect()

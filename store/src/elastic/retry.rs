@@ -39,20 +39,41 @@ struct BulkItem {
     error: Option<serde_json::Value>,
 }
 
+/// Why a bulk response body could not be read item by item.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BulkResponseError {
+    /// Not the JSON of a bulk response.
+    #[error("unreadable bulk response: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    /// A different number of items than documents sent, which would make it
+    /// impossible to say which document failed.
+    #[error("bulk response has {items} items for {sent} documents")]
+    ItemCount { items: usize, sent: usize },
+}
+
+/// The store error's detail keeps the JSON error as its source.
+impl From<BulkResponseError> for crate::Detail {
+    fn from(e: BulkResponseError) -> crate::Detail {
+        let message = e.to_string();
+        match e {
+            BulkResponseError::Unreadable(json) => crate::Detail::with_source(message, json),
+            BulkResponseError::ItemCount { .. } => message.into(),
+        }
+    }
+}
+
 /// Classifies every item of a bulk response body, in request order.
 ///
 /// # Errors
-/// A body that is not a bulk response, or one with a different number of
-/// items than documents sent (which would make it impossible to say which
-/// document failed).
-pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, String> {
-    let resp: BulkResponse =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
+/// [`BulkResponseError`]: a body that is not a bulk response, or one with a
+/// different number of items than documents sent.
+pub(super) fn classify(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, BulkResponseError> {
+    let resp: BulkResponse = serde_json::from_slice(body).map_err(BulkResponseError::Unreadable)?;
     if resp.items.len() != sent {
-        return Err(format!(
-            "bulk response has {} items for {sent} documents",
-            resp.items.len()
-        ));
+        return Err(BulkResponseError::ItemCount {
+            items: resp.items.len(),
+            sent,
+        });
     }
     Ok(resp
         .items

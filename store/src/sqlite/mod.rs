@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 use crate::merge::{rank, retention_cutoff_ms};
 use crate::totals::{rank_series, sort_layers, sort_seen};
 use crate::{
-    LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery, SeriesTotals,
-    SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
+    Detail, LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries, SeriesQuery,
+    SeriesTotals, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery, Totals, TotalsQuery,
 };
 
 /// The embedded SQLite store.
@@ -66,9 +66,9 @@ impl SqliteStore {
     /// schema version is higher than this release knows).
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
+            StoreError::Backend(Detail::with_source(
+                format!("cannot create data directory {}: {e}", data_dir.display()),
+                e,
             ))
         })?;
         let path = data_dir.join(Self::FILE_NAME);
@@ -139,7 +139,9 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+        .map_err(|e| {
+            StoreError::Backend(Detail::with_source(format!("sqlite task failed: {e}"), e))
+        })?
     }
 }
 
@@ -148,16 +150,19 @@ impl SqliteStore {
 fn db_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!("sqlite: {what}: {e}"))
+            StoreError::Unavailable(Detail::with_source(format!("sqlite: {what}: {e}"), e))
         }
-        _ => StoreError::Backend(format!("sqlite: {what}: {e}")),
+        _ => StoreError::Backend(Detail::with_source(format!("sqlite: {what}: {e}"), e)),
     }
 }
 
 /// Decodes a stored body, naming the document when it does not decode.
 fn decode<T: DeserializeOwned>(table: &str, doc_id: &str, body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(|e| {
-        StoreError::Backend(format!("sqlite: corrupt {table} document {doc_id:?}: {e}"))
+        StoreError::Backend(Detail::with_source(
+            format!("sqlite: corrupt {table} document {doc_id:?}: {e}"),
+            e,
+        ))
     })
 }
 
@@ -165,9 +170,7 @@ fn decode<T: DeserializeOwned>(table: &str, doc_id: &str, body: &str) -> Result<
 fn decode_rollup(table: &str, doc_id: &str, body: &str) -> Result<Rollup, StoreError> {
     let r: Rollup = decode(table, doc_id, body)?;
     r.histogram.validate().map_err(|why| {
-        StoreError::Backend(format!(
-            "sqlite: corrupt {table} document {doc_id:?}: {why}"
-        ))
+        StoreError::Backend(format!("sqlite: corrupt {table} document {doc_id:?}: {why}").into())
     })?;
     Ok(r)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::StoreError;
+use crate::{Detail, StoreError};
 
 /// The schema version this release writes and understands, kept in
 /// `PRAGMA user_version`. Bump it with a new step in [`migrate`].
@@ -179,7 +179,10 @@ UPDATE layer_rollups SET count = coalesce(json_extract(body, '$.count'), 0);
 /// to [`SCHEMA_VERSION`].
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let ctx = |what: &str, e: rusqlite::Error| {
-        StoreError::Backend(format!("sqlite {}: {what}: {e}", path.display()))
+        StoreError::Backend(Detail::with_source(
+            format!("sqlite {}: {what}: {e}", path.display()),
+            e,
+        ))
     };
     let mut conn = Connection::open(path).map_err(|e| ctx("cannot open", e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
@@ -190,20 +193,26 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|e| ctx("cannot read schema version", e))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "sqlite {}: schema version {version} is newer than this release supports \
-             ({SCHEMA_VERSION}); run a newer panorama or point it at another data directory",
-            path.display()
-        )));
+        return Err(StoreError::Backend(
+            format!(
+                "sqlite {}: schema version {version} is newer than this release supports \
+                 ({SCHEMA_VERSION}); run a newer panorama or point it at another data directory",
+                path.display()
+            )
+            .into(),
+        ));
     }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|e| ctx("cannot enable WAL journal", e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "sqlite {}: journal mode stayed {mode:?}, expected WAL",
-            path.display()
-        )));
+        return Err(StoreError::Backend(
+            format!(
+                "sqlite {}: journal mode stayed {mode:?}, expected WAL",
+                path.display()
+            )
+            .into(),
+        ));
     }
     // With WAL, NORMAL loses at most the last transactions on power loss,
     // never consistency; the collector's WAL still holds what they carried.

@@ -54,12 +54,24 @@ fn tencent_number(v: &Value) -> String {
     }
 }
 
+/// Why a callback body is not a receipt. The message goes back to the
+/// provider in the 400 answer's `errmsg`.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReceipt {
+    /// The body does not parse as JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but of no shape this module reads.
+    #[error("not a call receipt of Tencent, Aliyun or the gateway shape")]
+    UnknownShape,
+}
+
 /// Reads a callback body.
 ///
 /// # Errors
-/// Not JSON, or no receipt shape this channel knows.
-pub fn parse(body: &[u8]) -> Result<Vec<Receipt>, String> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+/// [`BadReceipt`]: not JSON, or no receipt shape this channel knows.
+pub fn parse(body: &[u8]) -> Result<Vec<Receipt>, BadReceipt> {
+    let json: Value = serde_json::from_slice(body).map_err(BadReceipt::NotJson)?;
     let items: Vec<Value> = match json {
         Value::Array(a) => a,
         other => vec![other],
@@ -120,7 +132,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Receipt>, String> {
                 event,
             });
         } else {
-            return Err("not a call receipt of Tencent, Aliyun or the gateway shape".into());
+            return Err(BadReceipt::UnknownShape);
         }
     }
     Ok(out)
