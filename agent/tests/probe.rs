@@ -432,7 +432,7 @@ fn mariadb_server(port: u16) -> Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_up_hung_and_down() {
+async fn mysql_up_hung_killed_mid_probe_and_down() {
     let port = free_port();
     let server = mariadb_server(port);
     let mut p = probe(&format!(
@@ -453,9 +453,33 @@ async fn mysql_up_hung_and_down() {
         "{:?}",
         t.elapsed()
     );
+
+    // Killed (-9) while a probe waits for the server's handshake: that run
+    // ends in one error as soon as the connection dies, well inside its
+    // timeout, and the next run finds nothing listening.
+    let mut patient = probe(&format!(
+        "name = \"db1\"\nkind = \"mysql\"\ntarget = \"127.0.0.1:{port}\"\nuser = \"monitor\"\ninterval = \"20s\"\ntimeout = \"10s\""
+    ));
+    let waiting = tokio::spawn(async move {
+        let t = Instant::now();
+        (patient.run_once().await, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the probe waits on the stopped server"
+    );
     server.signal("-KILL");
+    let (r, took) = waiting.await.unwrap();
+    assert!(r.result.is_err(), "{r:?}");
+    assert_ne!(code(&r), TIMEOUT, "{r:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(r.figures.is_empty(), "{r:?}");
+
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
     assert_eq!(code(&p.run_once().await), "refused");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
 // ---------------------------------------------------------------- restart

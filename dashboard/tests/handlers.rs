@@ -905,3 +905,105 @@ both!(
     alerts_actions,
     hosts_and_language
 );
+
+/// The layer page's table over a layer of 130 series (SQLite): the busiest
+/// 100 by the chosen order, a line saying how many more there are, and a
+/// link that lists them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_page_lists_the_busiest_hundred_and_says_how_many_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite"));
+    let m0 = minute_of(chrono::Utc::now().timestamp_millis()) - 2 * MINUTE_MS;
+    // Series r000 … r129, r129 the busiest (230 requests), r000 the least
+    // (101): the busiest hundred are the last by name.
+    let mut docs: Vec<Rollup> = (0..130u64)
+        .map(|i| {
+            let k = key(Layer::Url, "shop", "web1", &format!("GET /r{i:03}"));
+            requests(m0, &k, 101 + i, 0, 10.0)
+        })
+        .collect();
+    // And a layer of three.
+    for i in 0..3u64 {
+        let k = key(Layer::Call, "shop", "web1", &format!("dep{i} get"));
+        docs.push(requests(m0, &k, 10 + i, 0, 5.0));
+    }
+    store.write_rollups(&docs).await.expect("write rollups");
+    store.sync().await.expect("sync");
+    let (op, view) = hashes().clone();
+    let mut cfg = DashboardConfig::new(vec![
+        User {
+            name: "ana".into(),
+            password_hash: op,
+            role: Role::Operator,
+        },
+        User {
+            name: "vic".into(),
+            password_hash: view,
+            role: Role::Viewer,
+        },
+    ]);
+    cfg.default_lang = Lang::En;
+    let app = panorama_dashboard::router(Dashboard::new(store, None, cfg));
+    let (cookie, _) = login(&app, "vic", "view-secret").await;
+
+    /// The series names of the table's rows, in order, and the page.
+    async fn table(app: &Router, path: &str, cookie: &str) -> (Vec<String>, String) {
+        let r = get(app, path, cookie).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        let body = r
+            .body
+            .split("id=\"series-table\"")
+            .nth(1)
+            .expect("the table");
+        let tbody = body
+            .split("<tbody>")
+            .nth(1)
+            .and_then(|b| b.split("</tbody>").next())
+            .expect("its body");
+        let names = tbody
+            .split("<tr")
+            .skip(1)
+            .map(|row| {
+                let at = row.find("</span> ").expect("a series cell") + "</span> ".len();
+                row[at..at + row[at..].find("</a>").unwrap()].to_owned()
+            })
+            .collect();
+        (names, r.body)
+    }
+
+    let (names, body) = table(&app, "/layer/url?range=1h", &cookie).await;
+    assert_eq!(names.len(), 100, "the busiest hundred rows");
+    let want: Vec<String> = (30..130).rev().map(|i| format!("GET /r{i:03}")).collect();
+    assert_eq!(names, want, "busiest first, the 30 least busy left out");
+    let more = body
+        .split("id=\"series-more\">")
+        .nth(1)
+        .and_then(|m| m.split("</p>").next())
+        .expect("a line under the table saying how many more");
+    assert!(
+        more.starts_with("The busiest 100 of 130 series; 30 more not shown."),
+        "{more}"
+    );
+    assert!(
+        more.contains("href=\"?range=1h&#38;sort=count&#38;all=1\""),
+        "a link to all of them: {more}"
+    );
+    assert!(more.contains(">Show all 130</a>"), "{more}");
+
+    // Another order cuts at another hundred.
+    let (names, _) = table(&app, "/layer/url?range=1h&sort=name", &cookie).await;
+    assert_eq!(names.len(), 100);
+    assert_eq!(names.first().map(String::as_str), Some("GET /r000"));
+    assert_eq!(names.last().map(String::as_str), Some("GET /r099"));
+
+    // The link lists every series and says nothing more.
+    let (names, body) = table(&app, "/layer/url?range=1h&sort=count&all=1", &cookie).await;
+    assert_eq!(names.len(), 130, "all of them");
+    assert_eq!(names.last().map(String::as_str), Some("GET /r000"));
+    assert!(!body.contains("id=\"series-more\""));
+
+    // A layer of 100 series or fewer has no such line.
+    let (names, body) = table(&app, "/layer/call?range=1h", &cookie).await;
+    assert_eq!(names, ["dep2 get", "dep1 get", "dep0 get"]);
+    assert!(!body.contains("id=\"series-more\""));
+}

@@ -23,7 +23,8 @@
 //! day, a new daily index, while the store is down.
 //!
 //! Afterwards the per-minute counts of every route equal the lines written,
-//! and the SMTP server holds exactly four mails: one FIRING and one RESOLVED
+//! and so do its hour buckets once the drill's hours are compacted (read
+//! from the hourly tier), and the SMTP server holds exactly four mails: one FIRING and one RESOLVED
 //! per incident, no duplicate, none missing.
 
 use std::collections::BTreeMap;
@@ -477,6 +478,11 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
         started.elapsed(),
         want.len()
     );
+    hourly_tier_reads_the_same(&want, clock_offset).await;
+    println!(
+        "[{:>5.1?}] and exact through the hourly tier",
+        started.elapsed()
+    );
 
     // Exactly one FIRING and one RESOLVED page per incident, the firing one
     // first. The collector is killed at any instant, also between the SMTP
@@ -529,6 +535,158 @@ async fn kills_rotation_and_outages_lose_nothing_and_page_once() {
 
     println!("drill wall time {:?}", started.elapsed());
     drop(smtp);
+}
+
+/// The drill's lines read again through the hourly tier, once its minutes
+/// are compacted: per series and hour, and for the whole url layer per
+/// hour, the hour bucket equals the lines written, and so do the hourly
+/// documents themselves.
+///
+/// The drill's events fall in two hours of its shifted clock: the last
+/// seconds of the hour before midnight, a whole hour past by the end, and
+/// the first minutes after midnight, the hour the drill ends in. The first
+/// is compacted as the collector's compactor does it (one pass of
+/// [`compact::compact_due`] with the collector's grace, done here so the
+/// test does not wait up to a minute for the compactor's next pass; the two
+/// may race, which deterministic ids make harmless). The second is not past,
+/// and the compactor would reach it only after the hour ends; the load has
+/// stopped, so once its minutes are complete it is compacted explicitly
+/// ([`compact::compact_hour`]), as the compactor will once the hour is past.
+async fn hourly_tier_reads_the_same(want: &Counts, clock_offset: i64) {
+    use panorama_model::{DAY_MS, Layer, MINUTE_MS};
+    use panorama_store::compact::{self, CompactPolicy};
+    use panorama_store::elastic::{ElasticConfig, ElasticStore};
+    use panorama_store::tier::{HOUR_MS, hour_of};
+    use panorama_store::{SeriesQuery, Store};
+
+    let store = ElasticStore::connect(
+        ElasticConfig::new(format!("http://127.0.0.1:{ES_PORT}"))
+            .with_prefix(format!("drills-{}", std::process::id())),
+    )
+    .await
+    .expect("the drill's Elasticsearch");
+    let now = chrono::Utc::now().timestamp_millis() + clock_offset * 1000;
+    let current = hour_of(now);
+    let mut by_hour: BTreeMap<(&'static str, i64), u64> = BTreeMap::new();
+    let mut layer_by_minute: BTreeMap<i64, u64> = BTreeMap::new();
+    for ((series, minute), n) in want {
+        *by_hour.entry((series, hour_of(*minute))).or_default() += n;
+        *layer_by_minute.entry(*minute).or_default() += n;
+    }
+    let mut layer_by_hour: BTreeMap<i64, u64> = BTreeMap::new();
+    for (minute, n) in &layer_by_minute {
+        *layer_by_hour.entry(hour_of(*minute)).or_default() += n;
+    }
+    let first = *layer_by_hour.keys().next().expect("lines were written");
+    let end = current + HOUR_MS;
+    // Usually two hours; one when the writer's first line came after
+    // midnight (the shifted clock starts less than a minute before it).
+    println!("lines per series and hour: {by_hour:?}");
+
+    // The series' minutes are exact (checked above); the collector writes
+    // the whole layer's minute beside them, a moment later. Compaction
+    // reads both, so it waits for both.
+    let layer_minutes = || async {
+        store.sync().await.ok()?;
+        let points = store
+            .layer_points(Layer::Url, first, end, MINUTE_MS)
+            .await
+            .ok()?;
+        Some(
+            points
+                .into_iter()
+                .map(|p| (p.minute, p.count))
+                .collect::<BTreeMap<i64, u64>>(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = layer_minutes().await;
+    while got.as_ref() != Some(&layer_by_minute) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got = layer_minutes().await;
+    }
+    assert_eq!(
+        got.as_ref(),
+        Some(&layer_by_minute),
+        "the whole url layer's minutes hold every line once"
+    );
+
+    let policy = CompactPolicy {
+        grace_ms: 1000,
+        lookback_ms: DAY_MS,
+        max_hours: 24,
+    };
+    let report = compact::compact_due(&store, now, policy)
+        .await
+        .expect("a compaction pass");
+    let mark = compact::compact_hour(&store, current, now)
+        .await
+        .expect("compacting the drill's last hour");
+    store.sync().await.expect("refresh");
+    println!(
+        "hourly tier: the pass compacted {:?}, the current hour {current} from {} events",
+        report.hours, mark.events
+    );
+    let marked: Vec<i64> = store
+        .hour_marks(first, end)
+        .await
+        .expect("hour marks")
+        .into_iter()
+        .map(|m| m.hour_ms)
+        .collect();
+    let hours: Vec<i64> = (0..(end - first) / HOUR_MS)
+        .map(|i| first + i * HOUR_MS)
+        .collect();
+    assert_eq!(marked, hours, "every hour of the drill compacted");
+
+    let mut tiered = BTreeMap::new();
+    let mut documents = BTreeMap::new();
+    for (_, series) in ROUTES {
+        let q = SeriesQuery::layer(Layer::Url, first, end)
+            .service("shop")
+            .name(series);
+        for p in store
+            .series_points(&q, HOUR_MS)
+            .await
+            .expect("hour buckets")
+        {
+            tiered.insert((series, p.minute), p.count);
+        }
+        for r in store
+            .read_hourly_rollups(&q)
+            .await
+            .expect("hourly documents")
+        {
+            *documents.entry((series, r.minute_ms)).or_default() += r.count;
+        }
+    }
+    assert_eq!(
+        tiered, by_hour,
+        "hour buckets (hourly documents) equal the lines written"
+    );
+    assert_eq!(
+        documents, by_hour,
+        "the hourly documents hold every line once"
+    );
+    let layer: BTreeMap<i64, u64> = store
+        .layer_points(Layer::Url, first, end, HOUR_MS)
+        .await
+        .expect("the layer's hour buckets")
+        .into_iter()
+        .map(|p| (p.minute, p.count))
+        .collect();
+    let layer_documents: BTreeMap<i64, u64> = store
+        .read_hourly_layer_rollups(Layer::Url, first, end)
+        .await
+        .expect("hourly layer documents")
+        .into_iter()
+        .map(|r| (r.minute_ms, r.count))
+        .collect();
+    assert_eq!(
+        (layer, layer_documents),
+        (layer_by_hour.clone(), layer_by_hour),
+        "the whole layer's hour buckets and hourly documents equal the lines written"
+    );
 }
 
 fn tail(path: &Path) -> String {
