@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use panorama_dashboard::config::{DashboardConfig, Lang, Role, User};
 use panorama_dashboard::{Dashboard, hash_password};
 use panorama_model::{
-    Event, Layer, MINUTE_MS, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of,
+    DAY_MS, Event, Layer, MINUTE_MS, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of,
 };
 use panorama_rules::engine::{Engine, EngineConfig};
 use panorama_store::Store;
@@ -252,6 +252,20 @@ async fn fixture(case: &str, use_es: bool) -> Fixture {
     let engine = Engine::open(ecfg, store.clone()).expect("engine");
     engine.tick(now).await;
 
+    let app = app(store, Some(engine.clone()));
+    Fixture {
+        app,
+        engine,
+        now,
+        m0,
+        es,
+        _dir: dir,
+    }
+}
+
+/// The dashboard on `store`, with an operator (ana) and a viewer (vic), in
+/// Shanghai time and English unless a visitor picks Chinese.
+fn app(store: Arc<dyn Store>, engine: Option<Engine>) -> Router {
     let (op, view) = hashes().clone();
     let mut cfg = DashboardConfig::new(vec![
         User {
@@ -267,15 +281,7 @@ async fn fixture(case: &str, use_es: bool) -> Fixture {
     ]);
     cfg.time_zone = "Asia/Shanghai".parse().unwrap();
     cfg.default_lang = Lang::En;
-    let app = panorama_dashboard::router(Dashboard::new(store, Some(engine.clone()), cfg));
-    Fixture {
-        app,
-        engine,
-        now,
-        m0,
-        es,
-        _dir: dir,
-    }
+    panorama_dashboard::router(Dashboard::new(store, engine, cfg))
 }
 
 struct Resp {
@@ -1006,4 +1012,224 @@ async fn layer_page_lists_the_busiest_hundred_and_says_how_many_more() {
     let (names, body) = table(&app, "/layer/call?range=1h", &cookie).await;
     assert_eq!(names, ["dep2 get", "dep1 get", "dep0 get"]);
     assert!(!body.contains("id=\"series-more\""));
+}
+
+// Pages whose data the shared fixture does not have: each case seeds its
+// own SQLite store (the store's part is covered by the conformance suite
+// for both stores; here it is what the page makes of it).
+
+/// The rules of the incident cases: a call and the route waiting for it.
+const INCIDENT_RULES: &str = r#"
+[[rule]]
+name = "gateway-errors"
+layer = "call"
+series = "gateway"
+window = "5m"
+when = "error_ratio > 20%"
+min_count = 10
+severity = "critical"
+
+[[rule]]
+name = "pay-errors"
+layer = "url"
+series = "POST /api/pay"
+window = "5m"
+when = "error_ratio > 20%"
+min_count = 10
+severity = "warning"
+"#;
+
+/// `/incidents`: the shop's calls to its payment gateway fail and so does
+/// the route waiting for them; the list shows one open incident, the call
+/// named as its probable cause and the route as its effect, linked to the
+/// incident's page; nothing resolved yet; Chinese words when asked; and
+/// a dashboard without rules says so instead of an empty list.
+async fn incidents_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite"));
+    let now = chrono::Utc::now().timestamp_millis();
+    let call = key(Layer::Call, "shop", "web1", "gateway");
+    let pay = key(Layer::Url, "shop", "web1", "POST /api/pay");
+    let items = key(Layer::Url, "shop", "web1", "GET /api/items");
+    let mut docs = Vec::new();
+    for m in [minute_of(now) - MINUTE_MS, minute_of(now)] {
+        docs.push(requests(m, &call, 40, 20, 900.0));
+        docs.push(requests(m, &pay, 40, 20, 950.0));
+        docs.push(requests(m, &items, 40, 0, 10.0));
+    }
+    store.write_rollups(&docs).await.expect("write rollups");
+    store.sync().await.expect("sync");
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/shop.toml"), INCIDENT_RULES).unwrap();
+    let mut ecfg = EngineConfig::new(dir.path().join("rules"), dir.path().join("state"));
+    ecfg.dashboard_url = "https://panorama.example.com".into();
+    let engine = Engine::open(ecfg, store.clone()).expect("engine");
+    engine.tick(now).await;
+    let incidents = engine.incidents().await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let id = incidents[0].id;
+
+    let web = app(store.clone(), Some(engine));
+    let r = get(&web, "/incidents", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "the list needs a login");
+    let (cookie, _) = login(&web, "vic", "view-secret").await;
+    let r = get(&web, "/incidents", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let section = |body: &str, name: &str| -> String {
+        body.split(&format!("id=\"incidents-{name}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} section in {body}"))
+            .split("</section>")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let open = section(&r.body, "open");
+    assert!(
+        open.contains("Open <span class=\"muted\">(1)</span>"),
+        "{open}"
+    );
+    assert!(
+        open.contains(&format!("href=\"/incidents/{id}\"><b>Incident {id}</b>")),
+        "{open}"
+    );
+    assert!(
+        open.contains("Probable cause: <b class=\"cause\">call shop gateway</b> 50%"),
+        "the call is the cause: {open}"
+    );
+    assert!(
+        open.contains("1 · Effects: pay-errors "),
+        "the route is its effect: {open}"
+    );
+    assert!(!open.contains("GET /api/items"), "{open}");
+    assert_eq!(open.matches("<li ").count(), 1, "one incident: {open}");
+    let resolved = section(&r.body, "resolved");
+    assert!(resolved.contains("No incident."), "{resolved}");
+    // The row's link opens the incident.
+    let one = get(&web, &format!("/incidents/{id}"), &cookie).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert!(one.body.contains("gateway") && one.body.contains("POST /api/pay"));
+
+    let r = get(&web, "/lang/zh?next=/incidents", &cookie).await;
+    let lang = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
+    let r = get(&web, "/incidents", &format!("{cookie}; {lang}")).await;
+    let open = section(&r.body, "open");
+    assert!(
+        open.contains(&format!("<b>故障 {id}</b>")) && open.contains("可能原因"),
+        "{open}"
+    );
+
+    let bare = app(store, None);
+    let (cookie, _) = login(&bare, "vic", "view-secret").await;
+    let r = get(&bare, "/incidents", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body
+            .contains("Alert rules are not configured in this panorama.")
+            && !r.body.contains("id=\"incidents-open\""),
+        "{}",
+        r.body
+    );
+}
+
+/// `/top?compare=days`: the midnight story. A client bug makes every
+/// client upload its logs at 00:00: `POST /api/logs` is busy at that
+/// minute on each of the last 7 days and idle the rest of the day, while
+/// `GET /api/feed` is as busy every minute of the day. The first is marked
+/// far above its daily median on every day, by the minute and by the hour;
+/// the second never is.
+async fn top_days_compared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("data")).expect("sqlite"));
+    let now = chrono::Utc::now().timestamp_millis();
+    // Yesterday's midnight in the dashboard's time zone: whole days only.
+    let at = start_of_day_shanghai(now) - DAY_MS;
+    let upload = key(Layer::Url, "client", "app1", "POST /api/logs");
+    let feed = key(Layer::Url, "client", "app1", "GET /api/feed");
+    let mut docs = Vec::new();
+    for day in 0..7 {
+        let midnight = at - day * DAY_MS;
+        docs.push(requests(midnight, &upload, 400, 0, 30.0));
+        // A few uploads retried later in the day.
+        docs.push(requests(midnight + 9 * 3_600_000, &upload, 2, 0, 30.0));
+    }
+    for m in (0..DAY_MS / MINUTE_MS).map(|i| at + i * MINUTE_MS) {
+        docs.push(requests(m, &feed, 20, 0, 5.0));
+    }
+    store.write_rollups(&docs).await.expect("write rollups");
+    store.sync().await.expect("sync");
+    let web = app(store, None);
+    let (cookie, _) = login(&web, "vic", "view-secret").await;
+
+    let row = |body: &str, name: &str| -> String {
+        let table = body
+            .split("id=\"days-table\"")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no days table in {body}"))
+            .split("</table>")
+            .next()
+            .unwrap()
+            .to_owned();
+        table
+            .split("<tr>")
+            .find(|r| r.contains(name))
+            .unwrap_or_else(|| panic!("no row of {name} in {table}"))
+            .to_owned()
+    };
+    let r = get(
+        &web,
+        &format!("/top?layer=url&minute={at}&compare=days"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let table = r.body.split("id=\"days-table\"").nth(1).unwrap();
+    let head = table.split("</thead>").next().unwrap();
+    assert_eq!(head.matches("<th>").count(), 1 + 7, "7 days: {head}");
+    assert!(
+        table.find("POST /api/logs").unwrap() < table.find("GET /api/feed").unwrap(),
+        "ranked by the day's count at the minute: 400 before 20"
+    );
+    let upload_row = row(&r.body, "POST /api/logs");
+    assert_eq!(
+        upload_row.matches("<td class=\"far\"").count(),
+        7,
+        "far above its median (0) every night: {upload_row}"
+    );
+    assert!(upload_row.contains(">400 ▲</td>"), "{upload_row}");
+    let feed_row = row(&r.body, "GET /api/feed");
+    assert!(!feed_row.contains("far"), "{feed_row}");
+    assert!(
+        feed_row.contains("title=\"median 20\">20</td>"),
+        "its own median, every minute busy: {feed_row}"
+    );
+
+    let r = get(
+        &web,
+        &format!("/top?layer=url&minute={at}&compare=days&span=hour"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let upload_row = row(&r.body, "POST /api/logs");
+    assert_eq!(
+        upload_row.matches("<td class=\"far\"").count(),
+        7,
+        "by the hour too: {upload_row}"
+    );
+    assert!(!row(&r.body, "GET /api/feed").contains("far"));
+}
+
+mod sqlite_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incidents_list() {
+        super::incidents_list().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn top_days_compared() {
+        super::top_days_compared().await;
+    }
 }

@@ -10,7 +10,10 @@
 //! `redis_for`) is silent at first, as a hung Redis is: it accepts and
 //! never answers, and the Redis log gets its first warning only
 //! [`REDIS_LOG_DELAY`] into the outage, so the probe's `redis@sessions
-//! ping` errors come first.
+//! ping` errors come first. The service feels it as a real one would: its
+//! calls to `redis:sessions` time out after [`SESSION_TIMEOUT_MS`] and
+//! `POST /api/login`, which stores the session there, answers 503 — the
+//! component fault shows in the call and url layers above it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,10 @@ pub(crate) struct Schedule {
 
 /// How long the Redis outage stays out of the Redis log.
 pub(crate) const REDIS_LOG_DELAY: Duration = Duration::from_secs(20);
+
+/// How long the service's Redis client waits for an answer before it gives
+/// up on a call (and the login that needed it fails).
+pub(crate) const SESSION_TIMEOUT_MS: f64 = 500.0;
 
 impl Schedule {
     fn redis_down(&self, elapsed: Duration) -> bool {
@@ -171,6 +178,7 @@ pub(crate) async fn run(
         let elapsed = start.elapsed();
         let incident = elapsed >= schedule.incident_after
             && elapsed < schedule.incident_after + schedule.incident_for;
+        let redis_down = schedule.redis_down(elapsed);
         if incident && !announced.0 {
             announced.0 = true;
             eprintln!(
@@ -217,7 +225,12 @@ pub(crate) async fn run(
                 if !gw_ok {
                     status = 502;
                 }
-                c.push_str(&call_line(&now, "payment-gateway", gw_ms, gw_ok));
+                c.push_str(&call_line(
+                    &now,
+                    "payment-gateway",
+                    gw_ms,
+                    (!gw_ok).then_some("502"),
+                ));
                 let model = MODELS[rng.random_range(0..MODELS.len())];
                 ev.push_str(&format!(
                     "{{\"ts\":\"{}\",\"name\":\"payment\",\"ok\":{},\"model\":\"{model}\",\"amount\":{}}}\n",
@@ -227,14 +240,29 @@ pub(crate) async fn run(
                 ));
             }
             if path == "/api/login" {
+                // A login stores its session in the sessions Redis: while
+                // Redis hangs the call times out and the login fails.
+                let (ms, stored) = if redis_down {
+                    (SESSION_TIMEOUT_MS, false)
+                } else {
+                    (1.0 + rng.random::<f64>() * 3.0, true)
+                };
+                rt += ms / 1000.0;
+                if !stored {
+                    status = 503;
+                }
+                c.push_str(&call_line(
+                    &now,
+                    "redis:sessions",
+                    ms,
+                    (!stored).then_some("timeout"),
+                ));
                 let model = MODELS[rng.random_range(0..MODELS.len())];
-                let ok = rng.random::<f64>() > 0.01;
+                let ok = stored && rng.random::<f64>() > 0.01;
                 ev.push_str(&format!(
                     "{{\"ts\":\"{}\",\"name\":\"login\",\"ok\":{ok},\"model\":\"{model}\"}}\n",
                     now.to_rfc3339()
                 ));
-                let ms = 1.0 + rng.random::<f64>() * 3.0;
-                c.push_str(&call_line(&now, "redis:sessions", ms, true));
             }
             if path == "/api/register" {
                 ev.push_str(&format!(
@@ -249,7 +277,7 @@ pub(crate) async fn run(
                     &now,
                     "mysql:game",
                     ms,
-                    rng.random::<f64>() > 0.001,
+                    (rng.random::<f64>() < 0.001).then_some("502"),
                 ));
             }
             a.push_str(&format!(
@@ -277,11 +305,10 @@ pub(crate) async fn run(
                 rng.random_range(1..100_000)
             )?;
         }
-        let redis_down = schedule.redis_down(elapsed);
         if redis_down && !announced.2 {
             announced.2 = true;
             eprintln!(
-                "\n>>> demo: the sessions Redis hangs; its probe fails at once, its log stays quiet for {} s\n",
+                "\n>>> demo: the sessions Redis hangs; its probe fails at once, logins time out on it, its log stays quiet for {} s\n",
                 REDIS_LOG_DELAY.as_secs()
             );
         }
@@ -319,11 +346,20 @@ fn gateway(rng: &mut impl Rng, incident: bool) -> (f64, bool) {
     }
 }
 
-fn call_line(now: &chrono::DateTime<chrono::Utc>, name: &str, ms: f64, ok: bool) -> String {
+/// One outbound call; `failed` is its error code, `None` when it succeeded.
+fn call_line(
+    now: &chrono::DateTime<chrono::Utc>,
+    name: &str,
+    ms: f64,
+    failed: Option<&str>,
+) -> String {
     format!(
-        "{{\"ts\":\"{}\",\"layer\":\"call\",\"name\":\"{name}\",\"ok\":{ok},\"latency_ms\":{ms:.1}{}}}\n",
+        "{{\"ts\":\"{}\",\"layer\":\"call\",\"name\":\"{name}\",\"ok\":{},\"latency_ms\":{ms:.1}{}}}\n",
         now.to_rfc3339(),
-        if ok { "" } else { ",\"code\":\"502\"" }
+        failed.is_none(),
+        failed
+            .map(|c| format!(",\"code\":\"{c}\""))
+            .unwrap_or_default()
     )
 }
 

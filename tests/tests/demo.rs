@@ -1,13 +1,23 @@
 //! `panorama demo`, the README's first command, run for real: the simulated
 //! service's logs flow through the in-process agent, the injected incident
 //! fires the demo's rules, and one incident mail naming the payment gateway
-//! as the probable cause lands in the mailbox directory, then one resolved
-//! (a Redis outage of the same service meanwhile is paged on its own);
-//! the dashboard answers, and Ctrl-C (SIGTERM) stops everything cleanly.
+//! as the probable cause lands in the mailbox directory, then one resolved.
+//! The sessions Redis hanging meanwhile is the drill of issue 18: its
+//! component alert is named the cause of the call and url alerts it causes
+//! (the failing session calls and logins), in an incident and a page of its
+//! own. The dashboard answers, and Ctrl-C (SIGTERM) stops everything
+//! cleanly.
 
 use std::time::{Duration, Instant};
 
 use panorama_tests::{Proc, binary, free_port};
+
+/// The incident number in a mail's subject (`… incident 7: …`).
+fn incident_of(subject: &str) -> Option<u64> {
+    let (_, rest) = subject.split_once(" incident ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail() {
@@ -24,11 +34,15 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
         "10",
         "--incident-secs",
         "60",
-        // The sessions Redis hangs while the gateway fails: the same
+        // The sessions Redis hangs while the gateway's alerts still fire
+        // (they clear about a minute after the gateway recovers): the same
         // service depends on both, but it is a second fault and is paged
-        // as such, never folded into the gateway's incident.
+        // as such, never folded into the gateway's incident. It starts
+        // after the rules engine has learned the dependency graph once
+        // from the store (a minute after start; the call to
+        // `redis:sessions` reaches the component only through that).
         "--redis-outage-after-secs",
-        "40",
+        "80",
         "--redis-outage-secs",
         "60",
     ]
@@ -117,47 +131,86 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
             .unwrap_or(0);
         assert!(count > 0, "layer {layer} has data: {r}");
     }
-    // The gateway recovers: one resolved mail for the whole incident, and
-    // never a second firing one. The Redis outage is paged on its own.
+    // The Redis drill: the probe's component alert is the cause, the
+    // session calls and the login route it breaks are its effects, in one
+    // page of an incident of its own.
+    let redis_cause = "probable cause: component game redis@sessions ping";
     let start = Instant::now();
-    let is_gateway = |s: &str| {
-        s.contains("incident 1")
-            || ["payment-gateway", "pay-route-errors", "payments-failing"]
-                .iter()
-                .any(|r| s.contains(r))
+    let mut found = None;
+    while start.elapsed() < Duration::from_secs(150) {
+        if let Some(m) = read_mails()
+            .into_iter()
+            .find(|m| subject(m).contains("[FIRING") && subject(m).contains(redis_cause))
+        {
+            found = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(mail) = found else {
+        let subjects: Vec<String> = read_mails().iter().map(|m| subject(m)).collect();
+        panic!(
+            "no incident mail naming the sessions Redis as the cause within 150 s: {subjects:?}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     };
-    while start.elapsed() < Duration::from_secs(240)
-        && !read_mails().iter().any(|m| {
-            let s = subject(m);
-            s.contains("[RESOLVED") && is_gateway(&s)
-        })
-    {
+    let s = subject(&mail);
+    let redis_incident = incident_of(&s).unwrap_or_else(|| panic!("an incident: {s}"));
+    assert_ne!(redis_incident, 1, "{s}");
+    assert!(
+        s.contains("(sessions-redis-down); 2 effects: redis:sessions ")
+            && s.contains("POST /api/login "),
+        "the Redis probe's alert is the cause, the session calls and the login route its effects: {s}"
+    );
+    assert!(
+        mail.contains(&format!(
+            "http://127.0.0.1:{port}/incidents/{redis_incident}"
+        )),
+        "the mail links to the Redis incident:\n{mail}"
+    );
+    // Both faults end: one resolved mail for each incident, never a
+    // second firing one, and no page outside the two incidents.
+    let is_gateway = |s: &str| incident_of(s) == Some(1);
+    let is_redis = |s: &str| incident_of(s) == Some(redis_incident);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(240) {
+        let subjects: Vec<String> = read_mails().iter().map(|m| subject(m)).collect();
+        let resolved = |f: &dyn Fn(&str) -> bool| {
+            subjects
+                .iter()
+                .any(|s| s.contains("[RESOLVED") && f(s.as_str()))
+        };
+        if resolved(&is_gateway) && resolved(&is_redis) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let subjects: Vec<String> = read_mails().iter().map(|m| subject(m)).collect();
-    let gateway: Vec<&String> = subjects.iter().filter(|s| is_gateway(s)).collect();
+    for (name, of) in [
+        (
+            "the gateway's incident",
+            &is_gateway as &dyn Fn(&str) -> bool,
+        ),
+        ("the Redis incident", &is_redis),
+    ] {
+        let mails: Vec<&String> = subjects.iter().filter(|s| of(s.as_str())).collect();
+        assert_eq!(
+            mails.iter().filter(|s| s.contains("[FIRING")).count(),
+            1,
+            "one firing mail for {name}: {subjects:?}"
+        );
+        assert_eq!(
+            mails.iter().filter(|s| s.contains("[RESOLVED")).count(),
+            1,
+            "one resolved mail for {name}: {subjects:?}"
+        );
+        assert_eq!(mails.len(), 2, "{name}: {subjects:?}");
+    }
     assert_eq!(
-        gateway.iter().filter(|s| s.contains("[FIRING")).count(),
-        1,
-        "one firing mail for the incident: {subjects:?}"
-    );
-    assert_eq!(
-        gateway.iter().filter(|s| s.contains("[RESOLVED")).count(),
-        1,
-        "one resolved mail for the incident: {subjects:?}"
-    );
-    assert_eq!(gateway.len(), 2, "{subjects:?}");
-    let redis: Vec<&String> = subjects.iter().filter(|s| !is_gateway(s)).collect();
-    assert!(
-        redis
-            .iter()
-            .all(|s| s.contains("sessions-redis-down") && !s.contains("incident")),
-        "the only other page is the Redis outage, alone: {subjects:?}"
-    );
-    assert!(
-        redis.iter().any(|s| s.contains("[FIRING")),
-        "the Redis outage during the incident was paged: {subjects:?}"
+        subjects.len(),
+        4,
+        "no page outside the two incidents (no alert paged alone): {subjects:?}"
     );
     let incidents: serde_json::Value = client
         .get(format!("http://127.0.0.1:{port}/api/v1/incidents"))
@@ -168,10 +221,12 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
         .await
         .unwrap();
     let list = incidents["incidents"].as_array().expect("a list");
-    let first = list
-        .iter()
-        .find(|i| i["id"] == 1)
-        .unwrap_or_else(|| panic!("incident 1: {incidents}"));
+    let get = |id: u64| {
+        list.iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("incident {id}: {incidents}"))
+    };
+    let first = get(1);
     assert_eq!(
         first["members"][0]["series"], "payment-gateway",
         "{incidents}"
@@ -180,8 +235,39 @@ async fn the_demo_incident_is_one_mail_naming_the_gateway_then_one_resolved_mail
     assert!(
         first["members"]
             .as_array()
-            .is_some_and(|m| m.iter().all(|m| m["layer"] != "component")),
-        "Redis is not in the gateway's incident: {incidents}"
+            .is_some_and(|m| m.iter().all(|m| m["layer"] != "component"
+                && m["series"] != "redis:sessions"
+                && m["series"] != "POST /api/login")),
+        "Redis and what it breaks are not in the gateway's incident: {incidents}"
+    );
+    let redis = get(redis_incident);
+    assert_eq!(redis["members"][0]["layer"], "component", "{incidents}");
+    assert_eq!(
+        redis["members"][0]["series"], "redis@sessions ping",
+        "{incidents}"
+    );
+    assert_eq!(redis["members"][0]["cause"], true, "{incidents}");
+    let effects: Vec<(String, String)> = redis["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .skip(1)
+                .map(|m| {
+                    (
+                        m["layer"].as_str().unwrap_or("").to_owned(),
+                        m["series"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        effects,
+        [
+            ("call".to_owned(), "redis:sessions".to_owned()),
+            ("url".to_owned(), "POST /api/login".to_owned())
+        ],
+        "{incidents}"
     );
     let login = client
         .get(format!("http://127.0.0.1:{port}/login"))

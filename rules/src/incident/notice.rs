@@ -48,7 +48,7 @@ fn effect(a: &NoticeAlert) -> String {
     s
 }
 
-fn plural(n: usize) -> &'static str {
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
@@ -77,17 +77,31 @@ pub fn headline(n: &Notice) -> Option<String> {
     ))
 }
 
-/// The short text of an incident notice for SMS and voice, `None` for other
+/// The probable cause of an incident notice and how many effects it
+/// lists, `None` for other notices: all that its SMS text ([`short`]) and
+/// its voice call say.
+pub fn cause_and_effects(n: &Notice) -> Option<(&NoticeAlert, usize)> {
+    label(n, LABEL)?;
+    let (cause, effects) = n.alerts.split_first()?;
+    Some((cause, effects.len()))
+}
+
+/// True when the cause of an incident notice is new to its receiver.
+pub fn cause_changed(n: &Notice) -> bool {
+    label(n, CAUSE_LABEL) == Some("now")
+}
+
+/// The short text of an incident notice for SMS, `None` for other
 /// notices: the cause and how many effects, nothing else.
 pub fn short(n: &Notice) -> Option<String> {
     let id = label(n, LABEL)?;
-    let (cause, effects) = n.alerts.split_first()?;
+    let (cause, effects) = cause_and_effects(n)?;
     let kind = match n.kind {
         crate::notify::NoticeKind::Firing => "FIRING",
         crate::notify::NoticeKind::Repeat => "STILL",
         crate::notify::NoticeKind::Resolved => "RESOLVED",
     };
-    let lead = if label(n, CAUSE_LABEL) == Some("now") {
+    let lead = if cause_changed(n) {
         "cause now"
     } else {
         "cause"
@@ -99,9 +113,8 @@ pub fn short(n: &Notice) -> Option<String> {
         .collect::<Vec<_>>()
         .join(" ");
     Some(format!(
-        "{kind} incident {id}: {lead} {name}, {} effect{}",
-        effects.len(),
-        plural(effects.len())
+        "{kind} incident {id}: {lead} {name}, {effects} effect{}",
+        plural(effects)
     ))
 }
 
