@@ -12,6 +12,10 @@
 # durable in the WAL and aggregated), and until `/api/v1/top` sums to LINES
 # over the log's minutes (every line in the store); lines/s for both; peak
 # RSS of both processes; mtail's time; the ratio.
+# Then the live case: one line at a time (LIVE_PROBES, default 50, about
+# five a second) into a quiet log the agent tails, printing how long each
+# takes to be durable and counted (p99 target 100 ms) and how long until
+# the query API shows it (open minutes are written every 5 s).
 # With CATCHUP_LINES set it also runs the catch-up case: that many lines
 # already on disk plus a live writer appending LIVE_RATE lines/s to a second
 # file, and prints the time to catch up and the live source's lag (from a
@@ -156,6 +160,76 @@ print(f"end to end, in the store         {lines / store:>12,.0f} lines/s  {store
 print(f"peak RSS: agent {int(a_kb) / 1024:.1f} MB, collector {int(c_kb) / 1024:.1f} MB")
 print(f"mtail --one_shot                 {lines / m:>12,.0f} lines/s  {m:6.2f} s  peak RSS {int(m_kb) / 1024:.1f} MB")
 print(f"ratio end to end (durable) / mtail: {m / wal:.1f}x")
+PY
+
+echo
+echo "== live tailing: one line at a time into a quiet log (${LIVE_PROBES:-50} lines, ~5 a second)"
+mkdir -p "$WORK/quiet"
+: >"$WORK/quiet/app.log"
+cat >"$WORK/quiet.toml" <<TOML
+data_dir = "$WORK/agent-quiet"
+agent_id = "bench-quiet"
+[collector]
+urls = ["$URL"]
+[host_metrics]
+enabled = false
+[[source]]
+name = "quiet"
+paths = ["$WORK/quiet/app.log"]
+[source.parse]
+format = "combined"
+service = "quiet"
+TOML
+python3 - "$URL" "$BIN/panorama-agent" "$WORK/quiet.toml" "$WORK/quiet/app.log" "${LIVE_PROBES:-50}" <<'PY'
+import json, statistics, subprocess, sys, time, urllib.request
+url, agent_bin, cfg, log, probes = sys.argv[1:]
+probes = int(probes)
+
+def events_in():
+    body = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith("panorama_collector_events_in_total"):
+            return int(float(line.split()[-1]))
+    return 0
+
+def stamp(t):
+    g = time.gmtime(t)
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", g)
+
+agent = subprocess.Popen([agent_bin, "--config", cfg], stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w"))
+time.sleep(2)  # the agent finds the (empty) file
+wal, store, per_minute = [], [], {}
+with open(log, "a", buffering=1) as f:
+    for n in range(probes):
+        before = events_in()
+        t0 = time.monotonic()
+        now = time.time()
+        minute = int(now) // 60 * 60 * 1000
+        per_minute[minute] = per_minute.get(minute, 0) + 1
+        f.write(f'10.0.0.9 - - [{stamp(now)}] "GET /quiet/{n} HTTP/1.1" 200 5 "-" "bench" 0.002 0.002\n')
+        f.flush()
+        while events_in() <= before:
+            if time.monotonic() - t0 > 10:
+                break
+            time.sleep(0.002)
+        wal.append(time.monotonic() - t0)
+        if n % 10 == 0:
+            # The same line in the query API: the open minute is written
+            # every open_flush interval (5 s by default).
+            q = f"{url}/api/v1/series?layer=url&service=quiet&from={minute}&to={minute + 60000}"
+            while time.monotonic() - t0 < 30:
+                pts = json.load(urllib.request.urlopen(q, timeout=5)).get("points", [])
+                if sum(p.get("count", 0) for p in pts) >= per_minute[minute]:
+                    break
+                time.sleep(0.05)
+            store.append(time.monotonic() - t0)
+        time.sleep(0.2)
+agent.terminate()
+agent.wait()
+wal.sort()
+p99 = wal[min(len(wal) - 1, int(len(wal) * 0.99))]
+print(f"line written -> durable in the WAL and counted: median {statistics.median(wal) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {wal[-1] * 1000:.0f} ms over {len(wal)} lines (target p99 <= 100 ms)")
+print(f"line written -> in /api/v1/series: median {statistics.median(store):.1f} s, max {max(store):.1f} s over {len(store)} lines (open minutes are written every 5 s)")
 PY
 
 [[ -n "${CATCHUP_LINES:-}" ]] || exit 0

@@ -14,7 +14,7 @@
 //! empty, says so through [`LiveView::covers_from`], and readers take the
 //! older part of their windows from the store.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use panorama_model::live::{LiveView, Slice};
@@ -35,11 +35,15 @@ type Waker = Box<dyn Fn() + Send + Sync>;
 
 #[derive(Default)]
 struct State {
-    /// Series → slice start → what was counted (the rollup's key is left
-    /// empty here and filled in on read, so a series' key is stored once).
-    series: HashMap<SeriesKey, BTreeMap<i64, Rollup>>,
-    touched: HashSet<SeriesKey>,
+    /// Series (by the hash the aggregator keys it by too) → its key, and
+    /// slice start → what was counted (the rollup's key is left empty here
+    /// and filled in on read, so a series' key is stored once). Keyed by
+    /// the hash so that counting an event builds no key: cloning the
+    /// key's strings for every event cost more than the counting.
+    series: HashMap<u128, (SeriesKey, BTreeMap<i64, Rollup>)>,
+    touched: HashMap<u128, SeriesKey>,
     last_sweep_ms: i64,
+    scratch: Vec<u8>,
 }
 
 /// One collector's live view. Cheap to share (`Arc`).
@@ -99,11 +103,12 @@ impl Live {
             let st = &mut *st;
             for e in events.iter().filter(|e| e.ts_ms >= oldest) {
                 let start = e.ts_ms.div_euclid(self.slice_ms) * self.slice_ms;
-                let key = e.series_key();
-                if !st.touched.contains(&key) {
-                    st.touched.insert(key.clone());
-                }
-                let slices = st.series.entry(key).or_default();
+                let hash = e.series_hash(&mut st.scratch);
+                let (key, slices) = st
+                    .series
+                    .entry(hash)
+                    .or_insert_with(|| (e.series_key(), BTreeMap::new()));
+                st.touched.entry(hash).or_insert_with(|| key.clone());
                 slices
                     .entry(start)
                     .or_insert_with(|| Rollup {
@@ -118,7 +123,7 @@ impl Live {
             // once per slice width, not per batch.
             if now_ms - st.last_sweep_ms >= self.slice_ms {
                 st.last_sweep_ms = now_ms;
-                st.series.retain(|_, slices| {
+                st.series.retain(|_, (_, slices)| {
                     slices.retain(|start, _| *start + self.slice_ms > oldest);
                     !slices.is_empty()
                 });
@@ -179,7 +184,7 @@ impl LiveView for Live {
             return out;
         }
         let st = lock(&self.state);
-        for (key, slices) in st.series.iter().filter(|(k, _)| k.layer == layer) {
+        for (key, slices) in st.series.values().filter(|(k, _)| k.layer == layer) {
             if !keep(key) {
                 continue;
             }
@@ -196,7 +201,7 @@ impl LiveView for Live {
     }
 
     fn take_touched(&self) -> Vec<SeriesKey> {
-        lock(&self.state).touched.drain().collect()
+        lock(&self.state).touched.drain().map(|(_, k)| k).collect()
     }
 
     fn on_touch(&self, wake: Box<dyn Fn() + Send + Sync>) {

@@ -251,6 +251,16 @@ enum Inflate {
 
 /// Decompresses at most `limit` bytes: a small bomb must not become gigabytes.
 fn inflate(raw: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
+    // The agent's frames say their size: decompress into a buffer of that
+    // size in one call instead of growing one (and copying it at every
+    // doubling). Only a size within the limit is trusted this way, and a
+    // body that does not decompress to it takes the careful path below.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(raw)
+        && size <= limit as u64
+        && let Ok(out) = zstd::bulk::decompress(raw, size as usize)
+    {
+        return Ok(out);
+    }
     let decoder = zstd::stream::read::Decoder::new(raw).map_err(|e| Inflate::Bad(e.to_string()))?;
     let mut out = Vec::new();
     decoder
