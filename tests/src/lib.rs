@@ -42,6 +42,33 @@ pub fn binary(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
+/// The arguments of a `panorama collector` on 127.0.0.1:`port` with its data
+/// in `data_dir`, a one-second grace, the agent token `agent_token` and the
+/// viewer token `viewer_token` (the queries the tests make need one).
+pub fn collector_args(
+    port: u16,
+    data_dir: &Path,
+    agent_token: &str,
+    viewer_token: &str,
+) -> Vec<String> {
+    [
+        "collector",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        data_dir.to_str().expect("a UTF-8 data dir"),
+        "--grace-secs",
+        "1",
+        "--token",
+        agent_token,
+        "--api-token",
+        &format!("viewer:{viewer_token}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use panorama_tests::{Proc, binary, free_port, wait_healthy};
+use panorama_tests::{Proc, binary, collector_args, free_port, wait_healthy};
 
 const ROUTES: [(&str, &str, &str); 3] = [
     ("GET", "/api/item/{}", "GET /api/item/:num"),
@@ -115,22 +115,7 @@ async fn rotation_truncation_and_kill_9_lose_and_double_nothing() {
     let base = format!("http://127.0.0.1:{port}");
     let collector_log = dir.path().join("collector.log");
     let agent_log = dir.path().join("agent.log");
-    let collector_args: Vec<String> = [
-        "collector",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-        dir.path().join("cdata").to_str().unwrap(),
-        "--grace-secs",
-        "1",
-        "--token",
-        "tok",
-        "--api-token",
-        &format!("viewer:{VIEWER}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let collector_args = collector_args(port, &dir.path().join("cdata"), "tok", VIEWER);
     let _collector = Proc::start(&binary("panorama"), &collector_args, &collector_log);
     wait_healthy(
         &format!("{base}/health"),

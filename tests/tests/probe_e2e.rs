@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use panorama_tests::fault::Env;
-use panorama_tests::{Proc, binary, free_port, query_encode, wait_healthy};
+use panorama_tests::{Proc, binary, collector_args, free_port, query_encode, wait_healthy};
 use rand::Rng;
 
 const VIEWER: &str = "viewer-token-probe";
@@ -101,22 +101,7 @@ async fn agent_killed_while_probes_ship_counts_each_staged_result_once() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let collector_log = dir.path().join("collector.log");
-    let collector_args: Vec<String> = [
-        "collector",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-        dir.path().join("cdata").to_str().unwrap(),
-        "--grace-secs",
-        "1",
-        "--token",
-        "tok",
-        "--api-token",
-        &format!("viewer:{VIEWER}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let collector_args = collector_args(port, &dir.path().join("cdata"), "tok", VIEWER);
     let slow_disk = Env {
         fsync_delay_us: 80_000,
         ..Env::default()
