@@ -298,10 +298,10 @@ severity = "critical"
             pano.resolve_p99
         ));
     }
-    if pano.misses + pano.duplicates > 0 {
+    if pano.misses + pano.unresolved + pano.duplicates > 0 {
         failed.push(format!(
-            "{} missed, {} duplicate pages",
-            pano.misses, pano.duplicates
+            "{} missed, {} without RESOLVED, {} duplicate pages",
+            pano.misses, pano.unresolved, pano.duplicates
         ));
     }
     if let Some(q) = &peer_figures {
@@ -493,6 +493,9 @@ struct Figures {
     resolve_p99: f64,
     resolve_max: f64,
     misses: usize,
+    /// Incidents paged FIRING whose RESOLVED mail never came: as much a
+    /// missed page as a FIRING that never came.
+    unresolved: usize,
     duplicates: usize,
 }
 
@@ -509,12 +512,14 @@ fn report(name: &str, o: &Outcome, incidents: &[Incident]) -> Figures {
     };
     let mut fire = Vec::new();
     let mut resolve = Vec::new();
-    let (mut misses, mut duplicates) = (0, 0);
+    let (mut misses, mut unresolved, mut duplicates) = (0, 0, 0);
     for (i, inc) in incidents.iter().enumerate() {
         let f = o.firing.get(&i).map(Vec::as_slice).unwrap_or_default();
         let r = o.resolved.get(&i).map(Vec::as_slice).unwrap_or_default();
         if f.is_empty() {
             misses += 1;
+        } else if r.is_empty() {
+            unresolved += 1;
         }
         duplicates += f.len().saturating_sub(1) + r.len().saturating_sub(1);
         let fl = f.first().and_then(|t| since(*t, inc.first_bad));
@@ -540,10 +545,11 @@ fn report(name: &str, o: &Outcome, incidents: &[Incident]) -> Figures {
         resolve_p99: pct(&resolve, 0.99),
         resolve_max: pct(&resolve, 1.0),
         misses,
+        unresolved,
         duplicates,
     };
     println!(
-        "{name}: first 500 line → FIRING mail p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s; incident end → RESOLVED mail p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s; {} missed, {} duplicates over {} incidents",
+        "{name}: first 500 line → FIRING mail p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s; incident end → RESOLVED mail p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s; {} missed, {} without RESOLVED, {} duplicates over {} incidents",
         f.fire_p50,
         f.fire_p90,
         f.fire_p99,
@@ -553,6 +559,7 @@ fn report(name: &str, o: &Outcome, incidents: &[Incident]) -> Figures {
         f.resolve_p99,
         f.resolve_max,
         f.misses,
+        f.unresolved,
         f.duplicates,
         incidents.len()
     );
