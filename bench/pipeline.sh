@@ -59,30 +59,19 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 100); do curl -fs "$URL/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
-cat >"$WORK/agent.toml" <<TOML
-data_dir = "$WORK/agent"
-agent_id = "bench"
-[collector]
-urls = ["$URL"]
-[host_metrics]
-enabled = false
-[[source]]
-name = "access"
-paths = ["$WORK/logs/access.log*"]
-[source.parse]
-format = "combined"
-service = "bench"
-TOML
-if [[ -n "${CATCHUP_LINES:-}" ]]; then
-    cat >>"$WORK/agent.toml" <<TOML
-[[source]]
-name = "live"
-paths = ["$WORK/logs/live.log"]
-[source.parse]
-format = "combined"
-service = "live"
-TOML
-fi
+# agent_config DATA_DIR AGENT_ID: an agent shipping to the collector, host
+# metrics off; combined_source NAME GLOB: one combined-log source, its service named NAME too.
+agent_config() {
+    printf 'data_dir = "%s"\nagent_id = "%s"\n[collector]\nurls = ["%s"]\n[host_metrics]\nenabled = false\n' "$1" "$2" "$URL"
+}
+combined_source() {
+    printf '[[source]]\nname = "%s"\npaths = ["%s"]\n[source.parse]\nformat = "combined"\nservice = "%s"\n' "$1" "$2" "$1"
+}
+{
+    agent_config "$WORK/agent" bench
+    combined_source access "$WORK/logs/access.log*"
+    [[ -z "${CATCHUP_LINES:-}" ]] || combined_source live "$WORK/logs/live.log"
+} >"$WORK/agent.toml"
 
 # Samples events_in_total and both RSS figures every 20 ms until the count
 # is reached; prints "seconds_to_wal seconds_to_store agent_peak_kb collector_peak_kb".
@@ -166,20 +155,10 @@ echo
 echo "== live tailing: one line at a time into a quiet log (${LIVE_PROBES:-50} lines, ~5 a second)"
 mkdir -p "$WORK/quiet"
 : >"$WORK/quiet/app.log"
-cat >"$WORK/quiet.toml" <<TOML
-data_dir = "$WORK/agent-quiet"
-agent_id = "bench-quiet"
-[collector]
-urls = ["$URL"]
-[host_metrics]
-enabled = false
-[[source]]
-name = "quiet"
-paths = ["$WORK/quiet/app.log"]
-[source.parse]
-format = "combined"
-service = "quiet"
-TOML
+{
+    agent_config "$WORK/agent-quiet" bench-quiet
+    combined_source quiet "$WORK/quiet/app.log"
+} >"$WORK/quiet.toml"
 python3 - "$URL" "$BIN/panorama-agent" "$WORK/quiet.toml" "$WORK/quiet/app.log" "${LIVE_PROBES:-50}" <<'PY'
 import json, statistics, subprocess, sys, time, urllib.request
 url, agent_bin, cfg, log, probes = sys.argv[1:]
