@@ -80,12 +80,11 @@ import json, subprocess, sys, time, urllib.request
 url, lines, agent_bin, cfg, collector_pid, start, pid_file = sys.argv[1:]
 lines, start = int(lines), int(start)
 
+sys.path.insert(0, "bench")
+from prom_metric import metric
+
 def events_in():
-    body = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith("panorama_collector_events_in_total"):
-            return int(float(line.split()[-1]))
-    return 0
+    return metric(url, "panorama_collector_events_in_total") or 0
 
 def hwm(pid):
     try:
@@ -164,12 +163,11 @@ import json, statistics, subprocess, sys, time, urllib.request
 url, agent_bin, cfg, log, probes = sys.argv[1:]
 probes = int(probes)
 
+sys.path.insert(0, "bench")
+from prom_metric import metric
+
 def events_in():
-    body = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith("panorama_collector_events_in_total"):
-            return int(float(line.split()[-1]))
-    return 0
+    return metric(url, "panorama_collector_events_in_total") or 0
 
 def stamp(t):
     g = time.gmtime(t)
@@ -233,16 +231,8 @@ url, backlog, rate, agent_bin, cfg, live, agent_url = sys.argv[1:]
 backlog, rate = int(backlog), int(rate)
 backlog_bytes = __import__("os").path.getsize(live.replace("live.log", "access.log"))
 
-def metric(base, name, source=None):
-    try:
-        body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-    except OSError:
-        return None
-    want = name + (f'{{source="{source}"}}' if source else "")
-    for line in body.splitlines():
-        if line.split(" ")[0] == want:
-            return int(float(line.split()[-1]))
-    return None
+sys.path.insert(0, "bench")
+from prom_metric import metric
 
 written = [(time.monotonic(), 0)]  # (when, live bytes written by then)
 stop = threading.Event()

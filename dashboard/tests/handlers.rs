@@ -935,21 +935,7 @@ async fn layer_page_lists_the_busiest_hundred_and_says_how_many_more() {
     }
     store.write_rollups(&docs).await.expect("write rollups");
     store.sync().await.expect("sync");
-    let (op, view) = hashes().clone();
-    let mut cfg = DashboardConfig::new(vec![
-        User {
-            name: "ana".into(),
-            password_hash: op,
-            role: Role::Operator,
-        },
-        User {
-            name: "vic".into(),
-            password_hash: view,
-            role: Role::Viewer,
-        },
-    ]);
-    cfg.default_lang = Lang::En;
-    let app = panorama_dashboard::router(Dashboard::new(store, None, cfg));
+    let app = app(store, None);
     let (cookie, _) = login(&app, "vic", "view-secret").await;
 
     /// The series names of the table's rows, in order, and the page.
