@@ -6,7 +6,8 @@
 //! when the server accepted it (the `.eml` file's mtime).
 //!
 //! Every route gets 10 requests a second. An incident is 30 % HTTP 500 on
-//! one route for 40 s; incidents start 20 s apart plus a random part of
+//! one route for 40 s (`ALERT_LATENCY_ERROR_PCT` sets the share: 100 is a
+//! route gone down, spread evenly over its lines); incidents start 20 s apart plus a random part of
 //! 20 s, so their starts fall anywhere within the minute, each on a route
 //! of its own (a fresh alert). Both pipelines are tuned alike: condition
 //! "error ratio over the last minute > 5 %, at least 20 requests", no
@@ -24,7 +25,8 @@
 //! Note on the floor: with 10 requests a second and 30 % errors, the
 //! error ratio over a sliding minute passes 5 % only after 10 s of the
 //! incident (0.3 × 10 s / 60 s), whatever the pipeline; detection cannot
-//! be faster than that for this condition.
+//! be faster than that for this condition. A route fully down
+//! (`ALERT_LATENCY_ERROR_PCT=100`) passes it after 3 s.
 //!
 //! Then, Panorama alone (the peer has no notion of it), one fault seen in
 //! two layers: the calls of `shop` to `gateway` fail and so does the route
@@ -86,6 +88,11 @@ async fn run() -> Vec<String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     let peer = std::env::var("ALERT_LATENCY_PEER").map_or(true, |v| v != "0");
+    let error_pct: u64 = std::env::var("ALERT_LATENCY_ERROR_PCT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|p| (1..=100).contains(p))
+        .unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let logs = d.join("logs");
@@ -192,8 +199,10 @@ severity = "critical"
                 let act = active.lock().unwrap().clone();
                 let mut st = state.lock().unwrap();
                 for (i, on) in act.iter().enumerate() {
-                    // 3 lines in 10 fail during an incident.
-                    let bad = *on && (n + i as u64) % 10 < 3;
+                    // `error_pct` lines in 100 fail during an incident,
+                    // spread evenly (30: 3 in every 10).
+                    let k = n + i as u64;
+                    let bad = *on && (k + 1) * error_pct / 100 > k * error_pct / 100;
                     if bad {
                         st[i].first_bad.get_or_insert(now);
                         st[i].last_bad = Some(now);
@@ -220,7 +229,8 @@ severity = "critical"
     // A minute and more of healthy traffic first, so every window is full
     // and Prometheus has several samples of every counter.
     println!(
-        "{incidents} incidents, {} requests/s on each of {incidents} routes; warming up for {} s",
+        "{incidents} incidents of {error_pct} % errors for {} s, {} requests/s on each of {incidents} routes; warming up for {} s",
+        INCIDENT.as_secs(),
         RATE_PER_ROUTE,
         WARM_UP.as_secs()
     );
