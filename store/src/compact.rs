@@ -22,7 +22,7 @@
 //! passes, the hour ends holding its fullest view. The cost of a race is
 //! work done twice, never a count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use panorama_model::Rollup;
 
@@ -46,24 +46,71 @@ pub struct CompactReport {
 /// dims included), minute set to the hour, collector [`HOURLY_COLLECTOR`].
 /// The same document read twice (a page boundary, two indices) counts once.
 pub fn merge_hour(hour_ms: i64, minutes: Vec<Rollup>) -> Vec<Rollup> {
-    let mut seen = std::collections::HashSet::new();
-    let mut by_key: BTreeMap<String, Rollup> = BTreeMap::new();
+    let mut m = HourMerger::new(hour_ms);
     for r in minutes {
-        if !seen.insert(r.doc_id()) {
-            continue;
+        m.add(r);
+    }
+    m.finish()
+}
+
+/// [`merge_hour`] one rollup at a time, so a backend can merge an hour as
+/// it reads it: an hour of 10,000 series is 600,000 minute rollups, which
+/// held at once took over a gigabyte; merged as they come, only the
+/// 10,000 hourly ones are held.
+pub struct HourMerger {
+    hour_ms: i64,
+    /// Hourly rollups by series hash (the number behind a series' id, so
+    /// the order is the ids' order).
+    by_key: BTreeMap<u128, Rollup>,
+    /// What a document id is made of, for the documents seen: minute,
+    /// series hash, collector (an index into `collectors`) and part.
+    seen: HashSet<(i64, u128, usize, u64)>,
+    /// The distinct collector names of the hour (a handful).
+    collectors: Vec<String>,
+    scratch: Vec<u8>,
+}
+
+impl HourMerger {
+    /// An empty merge of the hour starting at `hour_ms`.
+    pub fn new(hour_ms: i64) -> HourMerger {
+        HourMerger {
+            hour_ms,
+            by_key: BTreeMap::new(),
+            seen: HashSet::new(),
+            collectors: Vec::new(),
+            scratch: Vec::new(),
         }
-        match by_key.get_mut(&r.key.id()) {
+    }
+
+    /// Adds one minute rollup of the hour; a document already added is skipped.
+    pub fn add(&mut self, r: Rollup) {
+        let key = r.key.hash128(&mut self.scratch);
+        let collector = match self.collectors.iter().position(|c| *c == r.collector) {
+            Some(i) => i,
+            None => {
+                self.collectors.push(r.collector.clone());
+                self.collectors.len() - 1
+            }
+        };
+        if !self.seen.insert((r.minute_ms, key, collector, r.part)) {
+            return;
+        }
+        match self.by_key.get_mut(&key) {
             Some(acc) => acc.merge(&r),
             None => {
                 let mut acc = r;
-                acc.minute_ms = hour_ms;
+                acc.minute_ms = self.hour_ms;
                 acc.collector = HOURLY_COLLECTOR.to_owned();
                 acc.part = 0;
-                by_key.insert(acc.key.id(), acc);
+                self.by_key.insert(key, acc);
             }
         }
     }
-    by_key.into_values().collect()
+
+    /// The hourly rollups, in the order of their series ids.
+    pub fn finish(self) -> Vec<Rollup> {
+        self.by_key.into_values().collect()
+    }
 }
 
 /// Compacts one hour of `store`: reads its minutes, writes its hourly
@@ -78,9 +125,7 @@ pub async fn compact_hour(
     now_ms: i64,
 ) -> Result<HourMark, StoreError> {
     let hour_ms = hour_of(hour_ms);
-    let (series, layers) = store.read_hour_minutes(hour_ms).await?;
-    let series = merge_hour(hour_ms, series);
-    let layers = merge_hour(hour_ms, layers);
+    let (series, layers) = store.merge_hour_minutes(hour_ms).await?;
     let events = series.iter().chain(&layers).map(|r| r.count).sum();
     let mark = HourMark {
         hour_ms,
@@ -162,4 +207,59 @@ pub fn hours(from: i64, to: i64) -> impl Iterator<Item = i64> {
     (0..)
         .map(move |i| first + i * HOUR_MS)
         .take_while(move |h| *h < to)
+}
+
+#[cfg(test)]
+mod tests {
+    use panorama_model::{Event, Layer, SeriesKey};
+
+    use super::*;
+
+    fn minute(minute_ms: i64, name: &str, collector: &str, events: usize) -> Rollup {
+        let key = SeriesKey {
+            layer: Layer::Url,
+            service: "shop".into(),
+            host: "h1".into(),
+            name: name.into(),
+            dims: Default::default(),
+        };
+        let mut r = Rollup::empty(minute_ms, key, collector);
+        for i in 0..events {
+            let mut e = Event::new(minute_ms + i as i64, Layer::Url, "shop", "h1", name);
+            e.latency_ms = Some(10.0 + i as f64);
+            r.add(&e);
+        }
+        r
+    }
+
+    #[test]
+    fn a_document_read_twice_counts_once_and_collectors_add() {
+        let h = 7 * HOUR_MS;
+        let a = minute(h, "GET /a", "c1", 3);
+        let minutes = vec![
+            a.clone(),
+            minute(h + 60_000, "GET /a", "c1", 4),
+            // The same document again (a page boundary), then another
+            // collector's document of the same minute and series.
+            a.clone(),
+            minute(h, "GET /a", "c2", 5),
+            minute(h, "GET /b", "c1", 2),
+        ];
+        let hourly = merge_hour(h, minutes);
+        assert_eq!(hourly.len(), 2);
+        let by_name = |n: &str| hourly.iter().find(|r| r.key.name == n).unwrap();
+        let ha = by_name("GET /a");
+        assert_eq!(ha.count, 3 + 4 + 5);
+        assert_eq!(ha.histogram.count(), 12);
+        assert_eq!(
+            (ha.minute_ms, ha.collector.as_str(), ha.part),
+            (h, HOURLY_COLLECTOR, 0)
+        );
+        assert_eq!(by_name("GET /b").count, 2);
+        // In the order of the series ids, as the store's reads expect.
+        let ids: Vec<String> = hourly.iter().map(|r| r.key.id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 }

@@ -215,6 +215,25 @@ pub trait Store: Send + Sync {
         Ok((series, layers))
     }
 
+    /// The hour starting at `hour_ms` merged per series: its series' and
+    /// whole layers' hourly rollups, as [`compact::merge_hour`] makes them
+    /// from [`Store::read_hour_minutes`]. Backends that can stream the
+    /// hour's documents merge them as they read (see
+    /// [`compact::HourMerger`]), so the hour's minutes are never all held.
+    ///
+    /// # Errors
+    /// As for [`Store::read_hour_minutes`].
+    async fn merge_hour_minutes(
+        &self,
+        hour_ms: i64,
+    ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
+        let (series, layers) = self.read_hour_minutes(hour_ms).await?;
+        Ok((
+            compact::merge_hour(hour_ms, series),
+            compact::merge_hour(hour_ms, layers),
+        ))
+    }
+
     /// Writes a compacted hour: its hourly documents, replacing those of the
     /// same id unless they were built from more events, then its mark, once
     /// the documents are visible to reads.
