@@ -312,13 +312,22 @@ impl Lifecycle {
         Some(Transition::Fired)
     }
 
-    /// How long a recovery must hold before this alert resolves.
-    fn hold(a: &Alert, timing: &Timing, now_ms: i64) -> i64 {
-        let recent = a
-            .firings
+    /// Firings within the flap window before `at_ms`, that one included.
+    fn firings_before(a: &Alert, timing: &Timing, at_ms: i64) -> usize {
+        a.firings
             .iter()
-            .filter(|t| now_ms - **t < timing.flap_window_ms)
-            .count();
+            .filter(|t| **t <= at_ms && at_ms - **t < timing.flap_window_ms)
+            .count()
+    }
+
+    /// How long a recovery must hold before this alert resolves. Whether
+    /// the episode flaps is decided at its firing and holds for the whole
+    /// episode: counted at "now", the firings would age out of the window
+    /// while the alert is held (a held alert does not fire again), and an
+    /// alert flipping every 30 s would resolve 2 minutes later and page
+    /// again, 14 pages in 20 minutes instead of 4.
+    fn hold(a: &Alert, timing: &Timing, now_ms: i64) -> i64 {
+        let recent = Self::firings_before(a, timing, a.fired_ms.unwrap_or(now_ms));
         let flap = if recent >= timing.flap_max {
             timing.flap_hold_ms
         } else {
@@ -330,14 +339,16 @@ impl Lifecycle {
             .max(flap)
     }
 
-    /// True when the alert fired at least `flap_max` times within the window.
+    /// True when the alert fired at least `flap_max` times within the
+    /// window: before its current firing while it is active (so it is held
+    /// as flapping until it resolves), before `now_ms` once resolved.
     pub fn is_flapping(&self, key: &AlertKey, timing: &Timing, now_ms: i64) -> bool {
         self.alerts.get(key).is_some_and(|a| {
-            a.firings
-                .iter()
-                .filter(|t| now_ms - **t < timing.flap_window_ms)
-                .count()
-                >= timing.flap_max
+            let at = match a.state {
+                State::Resolved => now_ms,
+                _ => a.fired_ms.unwrap_or(now_ms),
+            };
+            Self::firings_before(a, timing, at) >= timing.flap_max
         })
     }
 
@@ -573,6 +584,51 @@ mod tests {
             l.observe(&key(), &t, ok(), now + 11 * MIN),
             Some(Transition::Resolved)
         );
+    }
+
+    /// The defaults' promise (issue #21): twelve separate incidents a few
+    /// minutes apart on one alert are twelve pages and twelve resolutions;
+    /// an alert that flips every 30 s is held after its fourth firing.
+    #[test]
+    fn defaults_page_every_recurring_incident_and_damp_real_flapping() {
+        let t = Timing::default();
+        let mut l = Lifecycle::new();
+        let (mut fired, mut resolved) = (0, 0);
+        // Each incident breaches for a minute (evaluated every 10 s), then
+        // recovers for two: one every three minutes.
+        for incident in 0..12 {
+            let start = incident * 3 * MIN;
+            for step in 0..18 {
+                let now = start + step * 10_000;
+                let obs = if step < 6 { breach() } else { ok() };
+                match l.observe(&key(), &t, obs, now) {
+                    Some(Transition::Fired) => fired += 1,
+                    Some(Transition::Resolved) => resolved += 1,
+                    _ => {}
+                }
+            }
+            assert!(!l.is_flapping(&key(), &t, start + 3 * MIN - 1));
+        }
+        assert_eq!((fired, resolved), (12, 12));
+
+        let mut l = Lifecycle::new();
+        let mut transitions = Vec::new();
+        for step in 0..40 {
+            let now = step * 30_000;
+            let obs = if step % 2 == 0 { breach() } else { ok() };
+            if let Some(tr) = l.observe(&key(), &t, obs, now) {
+                transitions.push(tr);
+            }
+        }
+        let fired = transitions
+            .iter()
+            .filter(|t| **t == Transition::Fired)
+            .count();
+        assert_eq!(
+            fired, 4,
+            "held firing from the fourth firing on: {transitions:?}"
+        );
+        assert_eq!(l.get(&key()).unwrap().state, State::Firing);
     }
 
     #[test]
