@@ -165,6 +165,24 @@ impl Dispatcher {
         }
     }
 
+    /// When the first batch holding changes becomes due (its `group_wait`
+    /// and `group_interval` both over), so the engine can wake for it
+    /// rather than find it on its next tick, up to a tick late.
+    pub fn next_due(&self) -> Option<i64> {
+        self.batches
+            .values()
+            .filter(|b| !b.changed.is_empty())
+            .filter_map(|b| {
+                let first = b.first_change_ms?;
+                let waited = first + b.group_wait_ms;
+                Some(
+                    b.last_sent_ms
+                        .map_or(waited, |l| waited.max(l + b.group_interval_ms)),
+                )
+            })
+            .min()
+    }
+
     /// Notices whose time has come, with their receivers. The caller puts
     /// them in the outbox, then saves this state.
     pub fn due(&mut self, now_ms: i64) -> Vec<(String, Notice)> {
@@ -304,6 +322,11 @@ mod tests {
             );
         }
         assert!(d.due(20_000).is_empty(), "group_wait not over");
+        assert_eq!(
+            d.next_due(),
+            Some(31_000),
+            "the first change plus group_wait"
+        );
         let n = d.due(31_100);
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].1.alerts.len(), 40);
@@ -319,10 +342,16 @@ mod tests {
             100_000,
         );
         assert!(d.due(200_000).is_empty());
+        assert_eq!(
+            d.next_due(),
+            Some(331_100),
+            "the last notice plus group_interval"
+        );
         let n = d.due(331_100);
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].1.alerts.len(), 1);
         assert_eq!(n[0].1.kind, NoticeKind::Resolved);
+        assert_eq!(d.next_due(), None, "nothing left to tell");
         // Still 39 firing: repeated after the repeat interval.
         let n = d.due(331_100 + 3_600_000);
         assert_eq!(n.len(), 1);

@@ -124,6 +124,9 @@ struct Inner {
     live: std::sync::OnceLock<Arc<dyn panorama_model::live::LiveView>>,
     /// Notified when the live view received events.
     woken: Arc<tokio::sync::Notify>,
+    /// Notified when a tick put notices in the outbox, so that delivery
+    /// sends them now rather than on its next tick.
+    queued: Arc<tokio::sync::Notify>,
     /// Rule evaluations so far.
     evaluations: std::sync::atomic::AtomicU64,
 }
@@ -196,11 +199,14 @@ impl Engine {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let queued = engine.inner.queued.clone();
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => engine.deliver(now_ms()).await,
+                        _ = tick.tick() => {}
+                        () = queued.notified() => {}
                         _ = stop.changed() => return,
                     }
+                    engine.deliver(now_ms()).await;
                 }
             })
         };
@@ -211,9 +217,16 @@ impl Engine {
         // When a rule whose series moved may be evaluated again (its
         // `min_interval` since the last evaluation).
         let mut debounced: Option<tokio::time::Instant> = None;
+        // When the dispatcher's next batch is due (its group_wait over):
+        // found on the tick it would go up to a tick late.
+        let mut dispatch_at: Option<tokio::time::Instant> = None;
         loop {
+            let wake = match (debounced, dispatch_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let until_debounced = async move {
-                match debounced {
+                match wake {
                     Some(t) => tokio::time::sleep_until(t).await,
                     None => std::future::pending().await,
                 }
@@ -253,6 +266,7 @@ impl Engine {
                 .next_wanted(now_ms())
                 .await
                 .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms.max(1) as u64));
+            dispatch_at = self.next_dispatch(now_ms()).await;
         }
     }
 }

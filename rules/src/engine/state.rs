@@ -135,6 +135,7 @@ impl Engine {
                 }),
                 live: std::sync::OnceLock::new(),
                 woken: Arc::new(tokio::sync::Notify::new()),
+                queued: Arc::new(tokio::sync::Notify::new()),
                 evaluations: std::sync::atomic::AtomicU64::new(0),
             }),
         };

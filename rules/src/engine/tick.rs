@@ -203,7 +203,9 @@ impl Engine {
             now_ms,
         });
         self.escalate(st, &loaded.set, now_ms);
-        for (receiver, notice) in st.persisted.dispatcher.due(now_ms) {
+        let due = st.persisted.dispatcher.due(now_ms);
+        let queued = !due.is_empty();
+        for (receiver, notice) in due {
             let notice = self.incident_notice(st, &loaded.set, &receiver, notice);
             self.enqueue_notice(st, &loaded.set, &receiver, notice, now_ms);
         }
@@ -229,6 +231,26 @@ impl Engine {
             tracing::error!(error = %e, "pruning the outbox failed");
         }
         self.save(st);
+        if queued {
+            // Saved first: delivery reads the outbox this tick wrote.
+            self.inner.queued.notify_one();
+        }
+    }
+
+    /// When the dispatcher's next batch is due, as an instant to wake at.
+    pub(super) async fn next_dispatch(&self, now_ms: i64) -> Option<tokio::time::Instant> {
+        let at = self
+            .inner
+            .state
+            .lock()
+            .await
+            .persisted
+            .dispatcher
+            .next_due()?;
+        Some(
+            tokio::time::Instant::now()
+                + std::time::Duration::from_millis((at - now_ms).max(1) as u64),
+        )
     }
 
     /// Alerts a silence held back that still fire once it ended are
