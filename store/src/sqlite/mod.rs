@@ -9,12 +9,13 @@
 
 mod schema;
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use panorama_model::{Layer, Rollup, Sample, SampleKind, minute_of};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
 
@@ -476,6 +477,58 @@ fn layer_totals_in(
     rows.collect::<Result<Vec<_>, _>>().map_err(db_err(WHAT))
 }
 
+/// Per-series sums being added up, keyed by the bytes of (service, name,
+/// host). A layer page over an hour adds 120,000 index rows; building a
+/// `String` key and SipHashing it for each, and reading every column
+/// through rusqlite's checked conversions, cost as much as SQLite's own
+/// scan. Here the key is the row's bytes (UTF-8 checked once per series)
+/// hashed with XXH3, and columns are read as raw values.
+#[derive(Default)]
+struct SeriesGroups {
+    index: std::collections::HashMap<Box<[u8]>, usize, BuildHasherDefault<KeyHasher>>,
+    rows: Vec<SeriesTotals>,
+}
+
+/// One XXH3 call per key (the keys come from our own index, not from
+/// clients, so resistance to crafted collisions is not needed).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+}
+
+/// A column as i64: integers as stored, anything else (a real written by
+/// hand, NULL) converted or 0, as SQLite's own SUM would treat it.
+fn int_of(v: ValueRef<'_>) -> i64 {
+    match v {
+        ValueRef::Integer(i) => i,
+        ValueRef::Real(f) => f as i64,
+        _ => 0,
+    }
+}
+
+/// A column as f64, `None` for NULL.
+fn real_of(v: ValueRef<'_>) -> Option<f64> {
+    match v {
+        ValueRef::Real(f) => Some(f),
+        ValueRef::Integer(i) => Some(i as f64),
+        _ => None,
+    }
+}
+
+/// A text column's bytes, unchecked (checked once per series, when kept).
+fn text_bytes(v: ValueRef<'_>) -> Result<&[u8], StoreError> {
+    v.as_bytes()
+        .map_err(|e| db_err("sum series")(rusqlite::Error::from(e)))
+}
+
 /// Adds the per-series sums of one tier's segment into `groups`, keyed
 /// by service, name and host (`''` unless `by_host`).
 fn series_totals_in(
@@ -484,7 +537,7 @@ fn series_totals_in(
     q: &TotalsQuery,
     by_host: bool,
     bucket_ms: i64,
-    groups: &mut std::collections::HashMap<String, SeriesTotals>,
+    groups: &mut SeriesGroups,
 ) -> Result<(), StoreError> {
     let host = if by_host { "host" } else { "''" };
     let f = totals_filter(
@@ -500,35 +553,53 @@ fn series_totals_in(
     const WHAT: &str = "sum series";
     let mut stmt = conn.prepare_cached(&f.sql).map_err(db_err(WHAT))?;
     let mut rows = stmt.query(params_from_iter(f.args)).map_err(db_err(WHAT))?;
-    let mut key = String::new();
+    let mut key: Vec<u8> = Vec::new();
     while let Some(row) = rows.next().map_err(db_err(WHAT))? {
-        let text = |i: usize| -> rusqlite::Result<&str> {
-            row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)
-        };
+        let mut cols = [ValueRef::Null; 13];
+        for (i, c) in cols.iter_mut().enumerate() {
+            *c = row.get_ref(i).map_err(db_err(WHAT))?;
+        }
         let (service, name, h) = (
-            text(0).map_err(db_err(WHAT))?,
-            text(1).map_err(db_err(WHAT))?,
-            text(2).map_err(db_err(WHAT))?,
+            text_bytes(cols[0])?,
+            text_bytes(cols[1])?,
+            text_bytes(cols[2])?,
         );
         key.clear();
         for part in [service, name, h] {
-            key.push_str(part);
-            key.push('\u{1f}');
+            key.extend_from_slice(part);
+            key.push(0x1f);
         }
-        let t = totals_of_row(row, bucket_ms).map_err(db_err(WHAT))?;
-        match groups.get_mut(key.as_str()) {
-            Some(g) => g.totals.add(&t),
+        let count = |i: usize| int_of(cols[i]).max(0) as u64;
+        let t = Totals {
+            bucket_ms,
+            count: count(3),
+            errors: count(4),
+            latency_count: count(5),
+            latency_sum_ms: real_of(cols[6]).unwrap_or(0.0),
+            latency_max_ms: real_of(cols[7]),
+            p99_max_ms: real_of(cols[8]),
+            value_sum: real_of(cols[9]).unwrap_or(0.0),
+            value_n: count(10),
+            value_max: real_of(cols[11]),
+            last_minute_ms: int_of(cols[12]),
+        };
+        match groups.index.get(key.as_slice()) {
+            Some(&i) => groups.rows[i].totals.add(&t),
             None => {
-                groups.insert(
-                    key.clone(),
-                    SeriesTotals {
-                        layer,
-                        service: service.to_owned(),
-                        name: name.to_owned(),
-                        host: h.to_owned(),
-                        totals: t,
-                    },
-                );
+                let text = |b: &[u8]| -> Result<String, StoreError> {
+                    String::from_utf8(b.to_vec())
+                        .map_err(|e| db_err(WHAT)(rusqlite::Error::Utf8Error(e.utf8_error())))
+                };
+                groups.rows.push(SeriesTotals {
+                    layer,
+                    service: text(service)?,
+                    name: text(name)?,
+                    host: text(h)?,
+                    totals: t,
+                });
+                groups
+                    .index
+                    .insert(key.clone().into_boxed_slice(), groups.rows.len() - 1);
             }
         }
     }
@@ -627,23 +698,6 @@ fn totals_row(row: &rusqlite::Row<'_>, at: usize, bucket_ms: i64) -> rusqlite::R
         value_n: row.get::<_, i64>(at + 7)?.max(0) as u64,
         value_max: row.get(at + 8)?,
         last_minute_ms: row.get(at + 9)?,
-    })
-}
-
-/// One row's sums, columns 3 to 12 of the per-series scan.
-fn totals_of_row(row: &rusqlite::Row<'_>, bucket_ms: i64) -> rusqlite::Result<Totals> {
-    Ok(Totals {
-        bucket_ms,
-        count: row.get::<_, i64>(3)?.max(0) as u64,
-        errors: row.get::<_, i64>(4)?.max(0) as u64,
-        latency_count: row.get::<_, i64>(5)?.max(0) as u64,
-        latency_sum_ms: row.get(6)?,
-        latency_max_ms: row.get(7)?,
-        p99_max_ms: row.get(8)?,
-        value_sum: row.get(9)?,
-        value_n: row.get::<_, i64>(10)?.max(0) as u64,
-        value_max: row.get(11)?,
-        last_minute_ms: row.get(12)?,
     })
 }
 
@@ -1136,7 +1190,7 @@ impl Store for SqliteStore {
         let plan = crate::tier::plan_for(self, q.range.from_ms, q.range.to_ms, None).await?;
         let q = q.clone();
         self.with_conn(move |conn| {
-            let mut groups = std::collections::HashMap::new();
+            let mut groups = SeriesGroups::default();
             for (t, from_ms, to_ms) in segments(plan) {
                 let part = TotalsQuery {
                     from_ms,
@@ -1145,11 +1199,7 @@ impl Store for SqliteStore {
                 };
                 series_totals_in(conn, t, &part, q.by_host, q.range.from_ms, &mut groups)?;
             }
-            Ok(rank_series(
-                groups.into_values().collect(),
-                q.order,
-                q.limit,
-            ))
+            Ok(rank_series(groups.rows, q.order, q.limit))
         })
         .await
     }
