@@ -356,7 +356,12 @@ async fn breakdown(kind: &str, store: &dyn Store) {
         ("24h", 24 * HOUR_MS, 5 * MINUTE_MS),
         ("7d", 7 * 24 * HOUR_MS, HOUR_MS),
     ] {
-        let from = end - span;
+        // As the page: a range over two days starts on the hour.
+        let from = if span > 2 * 24 * HOUR_MS {
+            (end - span).div_euclid(HOUR_MS) * HOUR_MS
+        } else {
+            end - span
+        };
         let mut totals = TotalsQuery::range(from, end)
             .layer(Layer::Url)
             .buckets(bucket);

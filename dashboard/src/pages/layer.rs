@@ -49,7 +49,8 @@ pub(crate) struct Range {
 }
 
 impl Range {
-    /// From the query: a named range ending now, or `custom` from/to.
+    /// From the query: a named range ending now (over more than two days
+    /// starting on the hour), or `custom` from/to.
     pub(crate) fn parse(
         q: &RangeQuery,
         tz: Tz,
@@ -88,9 +89,19 @@ impl Range {
                     "`range` {name:?}: expected 1h, 6h, 24h, 7d or custom"
                 ))
             })?;
+        // Over more than two days the buckets are hours or longer: start on
+        // the hour, so the first bucket is a whole hour (drawn as a partial
+        // one it showed a false dip in the rate) and the store reads whole
+        // hours from its hourly tier instead of an hour of minutes for
+        // every series (half the layer page's time over 7 days).
+        let from = if len > 2 * DAY_MS {
+            (end - len).div_euclid(HOUR_MS) * HOUR_MS
+        } else {
+            end - len
+        };
         Ok(Range {
             name,
-            from: end - len,
+            from,
             to: end,
         })
     }
@@ -392,4 +403,35 @@ pub(crate) async fn page(
         all_href,
         all_label,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(range: &str, now: i64) -> Range {
+        let q = RangeQuery {
+            range: Some(range.into()),
+            ..RangeQuery::default()
+        };
+        Range::parse(&q, Tz::UTC, now, "1h").unwrap()
+    }
+
+    #[test]
+    fn long_ranges_start_on_the_hour_short_ones_a_window_back() {
+        let now = 1_000 * DAY_MS + 21 * HOUR_MS + 37 * MINUTE_MS + 12_345;
+        let end = now - now % MINUTE_MS + MINUTE_MS;
+        let week = named("7d", now);
+        assert_eq!(week.to, end);
+        assert_eq!(week.from, 993 * DAY_MS + 21 * HOUR_MS);
+        assert_eq!(week.bucket(), HOUR_MS);
+        assert_eq!(
+            bucket_times(week.from, week.to, week.bucket())[0],
+            week.from
+        );
+        let day = named("24h", now);
+        assert_eq!((day.from, day.to), (end - DAY_MS, end));
+        let hour = named("1h", now);
+        assert_eq!((hour.from, hour.to), (end - HOUR_MS, end));
+    }
 }
