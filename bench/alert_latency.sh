@@ -5,8 +5,9 @@
 # and the incident's last bad line → the RESOLVED mail. 12 incidents
 # (ALERT_LATENCY_INCIDENTS to change), each 30 % HTTP 500 on a route of its
 # own for 40 s (ALERT_LATENCY_ERROR_PCT=100: the route fully down). Prints
-# p50/p90/p99/max of both, misses and duplicates, and the ratios. Targets: FIRING p99 ≤ 10 s and ≤ 0.5 × the peer's p90,
-# RESOLVED p99 ≤ 70 s, nothing missed or doubled.
+# p50/p90/p99/max of both, misses and duplicates, and the ratios.
+# Targets: FIRING p99 ≤ 10 s and ≤ 0.5 × the peer's p90, RESOLVED p99
+# ≤ 70 s, nothing missed or doubled.
 #
 # Then, Panorama alone: one fault in two layers (the gateway calls and the
 # route waiting for them fail together), timed from its first bad line to
