@@ -491,7 +491,17 @@ async fn main() {
             .expect("seeded-until minute");
         let n = top_up(store.as_ref(), &templates, &wholes(&templates), &mut last).await;
         println!("{kind}: reusing the seeded store, topped up with {n} rollups");
-        // Compacting again is idempotent, and timed as the first time.
+        // Hours topped up since, as the collector's compactor would leave
+        // them; then compacting again is idempotent, and timed as the
+        // first time.
+        let policy = panorama_store::compact::CompactPolicy {
+            grace_ms: 60_000,
+            lookback_ms: 24 * HOUR_MS,
+            max_hours: 24,
+        };
+        panorama_store::compact::compact_due(store.as_ref(), now, policy)
+            .await
+            .expect("compacting the hours topped up");
         recompact(store.as_ref(), now).await
     } else {
         let (docs, took, seeded) = seed(store.clone(), now).await;

@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             hourly_equals_merge_of_minutes,
             late_minutes_recompact,
             straddling_range_equals_minute_tier,
+            day_straddling_range_equals_minute_tier,
             retention_per_tier,
             two_compactors_count_nothing_twice,
         );
@@ -1718,6 +1719,76 @@ pub async fn late_minutes_recompact(store: &dyn Store) {
         "the late minute is in the hour"
     );
     assert_eq!(hourly[0].errors, 2 + 2 * 2 + 7);
+}
+
+/// Per-series sums over a range holding a whole compacted UTC day (which a
+/// backend may answer from per-day sums) and partial days at both ends
+/// equal the minute tier's, by host and without.
+pub async fn day_straddling_range_equals_minute_tier(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..40, &[0, 31]);
+    write_fixture(store, &docs, &wholes).await;
+    let day = (BASE_MS + DAY_MS - 1).div_euclid(DAY_MS) * DAY_MS;
+    assert!(
+        day + DAY_MS <= BASE_MS + 40 * HOUR_MS,
+        "the fixture holds a whole day"
+    );
+    let (from, to) = (
+        BASE_MS + 5 * HOUR_MS + 17 * MINUTE_MS,
+        BASE_MS + 39 * HOUR_MS + 32 * MINUTE_MS,
+    );
+    let queries = [true, false].map(|by_host| SeriesTotalsQuery {
+        range: TotalsQuery::range(from, to),
+        by_host,
+        order: Metric::Count,
+        limit: 10,
+    });
+    let mut before = Vec::new();
+    for q in &queries {
+        before.push(series_sums(store, q).await);
+    }
+    assert!(before[0].iter().any(|s| s.totals.count > 0));
+    for h in 0..40 {
+        compact(store, BASE_MS + h * HOUR_MS).await;
+    }
+    sync(store).await;
+    for (q, want) in queries.iter().zip(&before) {
+        let got = series_sums(store, q).await;
+        assert_eq!(got.len(), want.len(), "{q:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (g.layer, &g.service, &g.name, &g.host),
+                (w.layer, &w.service, &w.name, &w.host)
+            );
+            assert_totals_equal(
+                &format!("series {} {}", w.name, w.host),
+                &g.totals,
+                &w.totals,
+            );
+        }
+    }
+    // A late minute inside the whole day, compacted again: the day follows.
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let late_at = day + 3 * HOUR_MS + 44 * MINUTE_MS;
+    write_rollups(
+        store,
+        &[rollup(late_at, &cart, "c3", &latencies(6, 4242), 2)],
+    )
+    .await;
+    sync(store).await;
+    compact(store, late_at).await;
+    sync(store).await;
+    let got = series_sums(store, &queries[0]).await;
+    let cart_of = |rows: &[SeriesTotals]| {
+        rows.iter()
+            .find(|r| r.name == "GET /cart" && r.host == "web1")
+            .map(|r| r.totals.clone())
+            .expect("cart")
+    };
+    assert_eq!(
+        cart_of(&got).count,
+        cart_of(&before[0]).count + 6,
+        "the late minute's six events counted once"
+    );
 }
 
 /// A range straddling hour edges answers, once its whole hours are

@@ -131,9 +131,10 @@ async fn uses_wal_and_records_the_schema_version() {
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    // 4: the hourly tier (3: whole-layer rollups beside the series'; 2:
-    // the covering index behind the dashboard's totals).
-    assert_eq!(v, 4);
+    // 5: per-series sums per day (4: the hourly tier; 3: whole-layer
+    // rollups beside the series'; 2: the covering index behind the
+    // dashboard's totals).
+    assert_eq!(v, 5);
 }
 
 #[tokio::test]
@@ -200,4 +201,69 @@ async fn migrates_a_version_3_file_to_the_hourly_tier() {
     assert_eq!((mark.events, mark.series), (8, 1));
     let q = SeriesQuery::layer(Layer::Url, hour, hour + 3_600_000);
     assert_eq!(store.read_hourly_rollups(&q).await.unwrap()[0].count, 4);
+}
+
+/// A day is summed per series once its 24th hour is compacted, and reads of
+/// whole days take those sums: with the day's hourly rows taken away behind
+/// the store's back, the day's total is still there. A day with an hour not
+/// compacted has no sums and is read from its hours.
+#[tokio::test]
+async fn a_compacted_day_is_read_from_its_day_sums() {
+    use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
+    const DAY: i64 = 86_400_000;
+    let tmp = TempDir::new().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let day = MINUTE - MINUTE.rem_euclid(DAY) + DAY;
+    let template = rollup(3);
+    let at = |h: i64| {
+        let mut r = template.clone();
+        r.minute_ms = day + h * 3_600_000 + 5 * 60_000;
+        r
+    };
+    // Two days of one series, 3 events in one minute of each hour.
+    let minutes: Vec<Rollup> = (0..48).map(at).collect();
+    store.write_rollups(&minutes).await.unwrap();
+    for h in 0..47 {
+        panorama_store::compact::compact_hour(&store, day + h * 3_600_000, day + 3 * DAY)
+            .await
+            .unwrap();
+    }
+    let days = |conn: &rusqlite::Connection| -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT day_ms FROM day_marks ORDER BY day_ms")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    assert_eq!(days(&conn), vec![day], "the second day lacks its last hour");
+    let total = |from: i64, to: i64| {
+        let store = store.clone();
+        async move {
+            let q = SeriesTotalsQuery {
+                range: TotalsQuery::range(from, to).layer(Layer::Url),
+                by_host: false,
+                order: Metric::Count,
+                limit: 10,
+            };
+            store.series_totals(&q).await.unwrap()[0].totals.count
+        }
+    };
+    assert_eq!(total(day, day + 2 * DAY).await, 48 * 3);
+    conn.execute(
+        "DELETE FROM hourly_rollups WHERE minute_ms >= ?1 AND minute_ms < ?2",
+        [day, day + DAY],
+    )
+    .unwrap();
+    assert_eq!(
+        total(day, day + 2 * DAY).await,
+        48 * 3,
+        "the first day from its sums, the second from hours and minutes"
+    );
+    // A range starting an hour into the first day cannot use its sums:
+    // it reads the (now missing) hours, which shows the sums are only used
+    // for whole days.
+    assert_eq!(total(day + 3_600_000, day + 2 * DAY).await, 24 * 3);
 }

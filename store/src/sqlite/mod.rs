@@ -9,12 +9,13 @@
 
 mod schema;
 
+use std::collections::BTreeSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use panorama_model::{Layer, Rollup, Sample, SampleKind, minute_of};
+use panorama_model::{DAY_MS, Layer, Rollup, Sample, SampleKind, minute_of};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
@@ -342,6 +343,17 @@ const HOURS: Tables = Tables {
     totals_index: "INDEXED BY hourly_rollups_layer_minute_totals",
 };
 
+/// Per-series sums per day (schema version 5): read by per-series totals
+/// only (`series_totals_in` reads `rollups` and `totals_index`); the
+/// whole-layer and per-layer tables are the hourly tier's, which hold the
+/// same days.
+const DAYS: Tables = Tables {
+    rollups: "series_days",
+    layers: "hourly_layer_rollups",
+    sums: "layer_hours",
+    totals_index: "",
+};
+
 /// The segments of a plan, each with its tier's tables.
 fn segments(plan: crate::tier::Plan) -> Vec<(Tables, i64, i64)> {
     let m = plan.minutes.into_iter().map(|(a, b)| (MINUTES, a, b));
@@ -372,6 +384,84 @@ fn read_rollups_in(
     }
     rollups.sort_by_key(|r| r.minute_ms);
     Ok(rollups)
+}
+
+/// Once every hour of the UTC day holding `hour_ms` is compacted, (re)builds
+/// the day's per-series sums from its hourly rollups and marks the day:
+/// once a day, and again whenever one of its hours is compacted again, in
+/// the transaction that wrote the hour, so a marked day always equals its
+/// hours. Maxima are the hours' maxima, as a range read from hours gives.
+fn rebuild_day_if_complete(tx: &rusqlite::Transaction<'_>, hour_ms: i64) -> rusqlite::Result<()> {
+    let day = hour_ms.div_euclid(DAY_MS) * DAY_MS;
+    let (hours, events): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), coalesce(SUM(events), 0) FROM hour_marks \
+         WHERE hour_ms >= ?1 AND hour_ms < ?2",
+        params![day, day + DAY_MS],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if hours < 24 {
+        return Ok(());
+    }
+    let mut delete =
+        tx.prepare_cached("DELETE FROM series_days WHERE layer = ?1 AND minute_ms = ?2")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO series_days (layer, minute_ms, service, name, host, count, errors, \
+         latency_count, latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max) \
+         SELECT layer, ?2, service, name, host, SUM(count), SUM(errors), SUM(latency_count), \
+         SUM(latency_sum_ms), MAX(latency_max_ms), MAX(p99_ms), SUM(value_sum), SUM(value_n), \
+         MAX(value_max) FROM hourly_rollups INDEXED BY hourly_rollups_layer_minute_totals \
+         WHERE layer = ?1 AND minute_ms >= ?2 AND minute_ms < ?3 \
+         GROUP BY service, name, host",
+    )?;
+    for layer in Layer::ALL {
+        delete.execute(params![layer.as_str(), day])?;
+        insert.execute(params![layer.as_str(), day, day + DAY_MS])?;
+    }
+    tx.execute(
+        "INSERT INTO day_marks (day_ms, events) VALUES (?1, ?2) \
+         ON CONFLICT (day_ms) DO UPDATE SET events = excluded.events",
+        params![day, events],
+    )?;
+    Ok(())
+}
+
+/// The days in `[from, to)` whose per-series sums are built.
+fn marked_days(conn: &Connection, from_ms: i64, to_ms: i64) -> rusqlite::Result<BTreeSet<i64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT day_ms FROM day_marks WHERE day_ms >= ?1 AND day_ms < ?2")?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Moves the whole, marked days out of a plan's hourly ranges into
+/// `(DAYS, from, to)` segments; the rest of each range stays hourly.
+fn with_days(segments: Vec<(Tables, i64, i64)>, days: &BTreeSet<i64>) -> Vec<(Tables, i64, i64)> {
+    let mut out = Vec::new();
+    for (t, from, to) in segments {
+        if t.rollups != HOURS.rollups || days.is_empty() {
+            out.push((t, from, to));
+            continue;
+        }
+        let mut cursor = from;
+        let mut day = from.div_euclid(DAY_MS) * DAY_MS;
+        if day < from {
+            day += DAY_MS;
+        }
+        while day + DAY_MS <= to {
+            if days.contains(&day) {
+                if cursor < day {
+                    out.push((HOURS, cursor, day));
+                }
+                out.push((DAYS, day, day + DAY_MS));
+                cursor = day + DAY_MS;
+            }
+            day += DAY_MS;
+        }
+        if cursor < to {
+            out.push((HOURS, cursor, to));
+        }
+    }
+    out
 }
 
 /// Merges the rollups of `table` with a minute in `[from, to)` (one hour)
@@ -1000,6 +1090,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(db_err(WHAT))?;
+            rebuild_day_if_complete(&tx, mark.hour_ms).map_err(db_err(WHAT))?;
             tx.commit().map_err(db_err(WHAT))
         })
         .await
@@ -1088,6 +1179,16 @@ impl Store for SqliteStore {
                 }
             }
             tx.execute("DELETE FROM hour_marks WHERE hour_ms < ?1", params![cutoff])
+                .map_err(db_err(WHAT))?;
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM series_days WHERE layer = ?1 AND minute_ms < ?2")
+                .map_err(db_err(WHAT))?;
+            for layer in Layer::ALL {
+                stmt.execute(params![layer.as_str(), cutoff])
+                    .map_err(db_err(WHAT))?;
+            }
+            drop(stmt);
+            tx.execute("DELETE FROM day_marks WHERE day_ms < ?1", params![cutoff])
                 .map_err(db_err(WHAT))?;
             tx.commit().map_err(db_err(WHAT))?;
             Ok(RetentionReport {
@@ -1191,7 +1292,9 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.with_conn(move |conn| {
             let mut groups = SeriesGroups::default();
-            for (t, from_ms, to_ms) in segments(plan) {
+            let days = marked_days(conn, q.range.from_ms, q.range.to_ms)
+                .map_err(db_err("read day marks"))?;
+            for (t, from_ms, to_ms) in with_days(segments(plan), &days) {
                 let part = TotalsQuery {
                     from_ms,
                     to_ms,
