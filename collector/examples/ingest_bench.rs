@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             binary::encode(&batch, &mut b);
             (batch, b)
         } else {
-            (binary::decode(&body)?, body)
+            (collector.decode_batch(&body)?, body)
         };
         collector.ingest(batch, wal_bytes).await?;
     }

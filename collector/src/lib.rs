@@ -32,6 +32,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod auth;
+mod batch_pool;
 pub mod compact;
 pub mod config;
 pub mod ledger;

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::aggregate::{Aggregator, SampleLimits};
+use crate::batch_pool::BatchPool;
 use crate::ledger::{Ledger, Verdict};
 use crate::wal::{SegmentId, Wal, WalConfig, WalError, replay};
 
@@ -241,6 +242,7 @@ pub(crate) struct Inner {
     /// otherwise both decide what to release.
     flushing: tokio::sync::Mutex<()>,
     pub(crate) live: Arc<crate::live::Live>,
+    batches: BatchPool,
 }
 
 /// A running collector. Cheap to clone; every clone is the same collector.
@@ -285,17 +287,18 @@ impl Collector {
         let mut replayed_events = 0usize;
         let mut accounting = Accounting::default();
         let now = now_ms();
+        let mut batch = binary::Batch::default();
         for (segment, payload) in &replayed.records {
             if *segment <= ledger.through_segment() {
                 continue;
             }
-            let Ok(batch) = binary::decode(payload) else {
+            if binary::decode_into(payload, &mut batch).is_err() {
                 tracing::error!(
                     segment = segment.0,
                     "undecodable record in the write-ahead log; skipped"
                 );
                 continue;
-            };
+            }
             let m = &batch.meta;
             if m.end_offset > m.start_offset {
                 if ledger.check(&m.agent_id, &m.source_id, m.start_offset, m.end_offset)
@@ -347,6 +350,8 @@ impl Collector {
         // What was replayed reaches the store with the first flush; until
         // then the store's recent minutes of this collector are stale.
         live.set_settled(replayed_events == 0);
+        let batches = BatchPool::default();
+        batches.give(batch);
         let inner = Arc::new(Inner {
             live,
             cfg,
@@ -359,6 +364,7 @@ impl Collector {
             accounting: Mutex::new(accounting),
             settled: Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
+            batches,
         });
         let (shutdown, rx) = watch::channel(false);
         let flusher = tokio::spawn(flush_loop(inner.clone(), rx));
@@ -377,8 +383,18 @@ impl Collector {
         })
     }
 
+    /// Decodes an agent's binary batch for [`Collector::ingest`], into
+    /// the memory of a batch this collector has counted before.
+    ///
+    /// # Errors
+    /// The bytes are not a valid batch; see [`binary::decode`].
+    pub fn decode_batch(&self, bytes: &[u8]) -> Result<binary::Batch, binary::DecodeError> {
+        self.inner.batches.decode(bytes)
+    }
+
     /// Counts a decoded batch: dedup, WAL, aggregation. `wal_bytes` is the
-    /// batch's binary encoding, written to the WAL as is.
+    /// batch's binary encoding, written to the WAL as is. Once counted, the
+    /// batch's memory is kept for [`Collector::decode_batch`].
     ///
     /// Cancel-safe where it matters: once the batch is handed to the WAL,
     /// dropping this future (a client that hung up) no longer stops it from
@@ -391,54 +407,9 @@ impl Collector {
         batch: binary::Batch,
         wal_bytes: Vec<u8>,
     ) -> Result<IngestOutcome, WalError> {
-        let m = &batch.meta;
-        if m.end_offset > m.start_offset {
-            let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
-            loop {
-                // Registered before the check, so a commit between the check
-                // and the wait still wakes it.
-                let settled = self.inner.settled.notified();
-                tokio::pin!(settled);
-                settled.as_mut().enable();
-                let verdict = lock(&self.inner.ledger).check(
-                    &m.agent_id,
-                    &m.source_id,
-                    m.start_offset,
-                    m.end_offset,
-                );
-                match verdict {
-                    Verdict::New => break,
-                    Verdict::Duplicate => {
-                        lock(&self.inner.accounting)
-                            .source(&m.agent_id, &m.source_id)
-                            .duplicate_batches += 1;
-                        self.inner
-                            .stats
-                            .duplicate_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(IngestOutcome::Duplicate);
-                    }
-                    Verdict::Overlap { counted } => {
-                        lock(&self.inner.accounting)
-                            .source(&m.agent_id, &m.source_id)
-                            .overlap_batches += 1;
-                        self.inner
-                            .stats
-                            .overlap_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(IngestOutcome::Overlap { counted });
-                    }
-                    Verdict::InFlight => {
-                        if tokio::time::timeout_at(deadline, settled).await.is_err() {
-                            self.inner
-                                .stats
-                                .in_flight_retries
-                                .fetch_add(1, Ordering::Relaxed);
-                            return Ok(IngestOutcome::InFlight);
-                        }
-                    }
-                }
-            }
+        if let Some(outcome) = self.admit(&batch.meta).await {
+            self.inner.batches.give(batch);
+            return Ok(outcome);
         }
         // From here on the range is reserved: the task commits or releases
         // it whatever becomes of this request.
@@ -446,7 +417,12 @@ impl Collector {
         // The task runs in the request's span (the ingest route opens one
         // naming the producer and range), so what it logs says whose batch.
         let task = tokio::spawn(
-            async move { append_and_count(&inner, batch, wal_bytes).await }.in_current_span(),
+            async move {
+                let outcome = append_and_count(&inner, &batch, wal_bytes).await;
+                inner.batches.give(batch);
+                outcome
+            }
+            .in_current_span(),
         );
         match task.await {
             Ok(outcome) => outcome,
@@ -455,6 +431,61 @@ impl Collector {
                 // reservation back, so the resend is not kept waiting.
                 tracing::error!(error = %e, "counting a batch failed");
                 Err(WalError::Closed)
+            }
+        }
+    }
+
+    /// Checks a ranged batch against the ledger, waiting a while for an
+    /// earlier copy still in flight. `None`: the range is new (and reserved
+    /// by the ledger's check), or the batch is unranged; count it.
+    async fn admit(&self, m: &binary::BatchMeta) -> Option<IngestOutcome> {
+        if m.end_offset <= m.start_offset {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            // Registered before the check, so a commit between the check
+            // and the wait still wakes it.
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let verdict = lock(&self.inner.ledger).check(
+                &m.agent_id,
+                &m.source_id,
+                m.start_offset,
+                m.end_offset,
+            );
+            match verdict {
+                Verdict::New => return None,
+                Verdict::Duplicate => {
+                    lock(&self.inner.accounting)
+                        .source(&m.agent_id, &m.source_id)
+                        .duplicate_batches += 1;
+                    self.inner
+                        .stats
+                        .duplicate_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(IngestOutcome::Duplicate);
+                }
+                Verdict::Overlap { counted } => {
+                    lock(&self.inner.accounting)
+                        .source(&m.agent_id, &m.source_id)
+                        .overlap_batches += 1;
+                    self.inner
+                        .stats
+                        .overlap_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(IngestOutcome::Overlap { counted });
+                }
+                Verdict::InFlight => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        self.inner
+                            .stats
+                            .in_flight_retries
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Some(IngestOutcome::InFlight);
+                    }
+                }
             }
         }
     }
@@ -756,7 +787,7 @@ impl Drop for Reservation<'_> {
 /// the ledger offsets folded from it) cannot be released before both.
 async fn append_and_count(
     inner: &Inner,
-    batch: binary::Batch,
+    batch: &binary::Batch,
     wal_bytes: Vec<u8>,
 ) -> Result<IngestOutcome, WalError> {
     let m = &batch.meta;

@@ -83,6 +83,12 @@ fn main() {
     measure("binary decode", n, || {
         black_box(binary::decode(black_box(&bytes)).expect("valid batch"));
     });
+    // As the collector decodes: into a batch that held one before.
+    let mut reused = binary::Batch::default();
+    measure("binary decode_into, reused", n, || {
+        binary::decode_into(black_box(&bytes), &mut reused).expect("valid batch");
+        black_box(&reused);
+    });
 
     let body: String = batch
         .events

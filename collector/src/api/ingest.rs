@@ -150,7 +150,9 @@ async fn handle(
         .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     let (batch, wal_bytes) = if media == binary::CONTENT_TYPE {
-        let batch = binary::decode(&decoded).map_err(|e| bad(format!("binary batch: {e}")))?;
+        let batch = c
+            .decode_batch(&decoded)
+            .map_err(|e| bad(format!("binary batch: {e}")))?;
         (batch, decoded)
     } else if media == ndjson::CONTENT_TYPE || media == "application/json" {
         let host = peer.unwrap_or_else(|| "unknown".into());

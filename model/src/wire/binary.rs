@@ -54,14 +54,14 @@
 //!
 //! # Decoding untrusted input
 //!
-//! [`decode`] never panics, whatever the input. It checks the magic, the
-//! version and the checksum before anything else, validates every count
-//! against the bytes that remain before allocating for it, and stops at
-//! [`MAX_BATCH_EVENTS`] events and [`MAX_DECODED_BYTES`] of decoded strings,
-//! so a forged length cannot make it allocate much more than the input is
-//! worth. Errors carry the byte offset where the input went wrong.
+//! [`decode`] and [`decode_into`] never panic, whatever the input. They
+//! check the magic, the version and the checksum before anything else,
+//! validate every count against the bytes that remain before allocating for
+//! it, and stop at [`MAX_BATCH_EVENTS`] events and [`MAX_DECODED_BYTES`] of
+//! decoded strings, so a forged length cannot make them allocate much more
+//! than the input is worth. Errors carry the byte offset where the input
+//! went wrong.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -96,6 +96,11 @@ const PREAMBLE_LEN: usize = MAGIC.len() + 1;
 const TRAILER_LEN: usize = 4;
 /// The smallest possible event: time, layer, flags and three indices.
 const MIN_EVENT_LEN: usize = 6;
+
+/// String capacity a reused event keeps whatever it next holds; longer
+/// buffers are kept only while they are less than half empty. Routes, hosts
+/// and most raw lines fit.
+const KEEP_CAPACITY: usize = 256;
 
 const FLAG_ERROR: u8 = 0x01;
 const FLAG_CODE: u8 = 0x02;
@@ -528,7 +533,30 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 ///
 /// Never panics; see the module docs for the limits it enforces.
 pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
-    let (mut r, meta, base) = open(bytes)?;
+    let mut batch = Batch::default();
+    decode_into(bytes, &mut batch)?;
+    Ok(batch)
+}
+
+/// Decodes one batch like [`decode`], but into `batch`, overwriting what it
+/// held.
+///
+/// A collector decodes tens of thousands of events per request; allocating
+/// three or more strings for each of them, only to free them once the batch
+/// is counted, was a fifth of its time. Here the events already in `batch`
+/// are rewritten in place and keep their string buffers, so decoding into a
+/// batch that held a batch of similar shape allocates (almost) nothing.
+///
+/// It accepts and refuses exactly what [`decode`] does, with the same
+/// errors, and on success leaves `batch` equal to what [`decode`] returns.
+/// On error `batch` holds a mix of old and new events: use it for nothing
+/// but another `decode_into`.
+///
+/// # Errors
+/// As [`decode`]: the input is not a well-formed batch within the limits.
+pub fn decode_into(bytes: &[u8], batch: &mut Batch) -> Result<(), DecodeError> {
+    let (mut r, header) = open(bytes)?;
+    header.write_into(&mut batch.meta);
     let table = r.string_table()?;
     let count_at = r.pos;
     let count = r.count("event list", MIN_EVENT_LEN)?;
@@ -538,24 +566,62 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
             count: count as u64,
         });
     }
-    let mut events = Vec::with_capacity(count);
+    let events = &mut batch.events;
+    events.reserve(count.saturating_sub(events.len()));
     let mut budget = MAX_DECODED_BYTES;
-    for _ in 0..count {
-        events.push(r.event(&table, base, &mut budget)?);
+    for i in 0..count {
+        if i == events.len() {
+            events.push(Event::new(
+                0,
+                Layer::Url,
+                String::new(),
+                String::new(),
+                String::new(),
+            ));
+        }
+        r.event_into(&table, header.base, &mut budget, &mut events[i])?;
     }
-    r.finish()?;
-    Ok(Batch { meta, events })
+    events.truncate(count);
+    r.finish()
 }
 
 /// Checks a batch like [`decode`] (magic, version, checksum) but reads only
 /// its header: enough to decide whether its range was already counted
 /// before paying for the events.
 pub fn decode_meta(bytes: &[u8]) -> Result<BatchMeta, DecodeError> {
-    open(bytes).map(|(_, meta, _)| meta)
+    let (_, header) = open(bytes)?;
+    let mut meta = BatchMeta::default();
+    header.write_into(&mut meta);
+    Ok(meta)
+}
+
+/// A batch's header as read, its strings still in the input.
+struct Header<'a> {
+    agent_id: &'a str,
+    source_id: &'a str,
+    start_offset: u64,
+    end_offset: u64,
+    lines_read: u64,
+    lines_failed: u64,
+    /// The time event times are deltas from, Unix ms.
+    base: i64,
+}
+
+impl Header<'_> {
+    fn write_into(&self, meta: &mut BatchMeta) {
+        meta.agent_id.clear();
+        meta.agent_id.push_str(self.agent_id);
+        meta.source_id.clear();
+        meta.source_id.push_str(self.source_id);
+        meta.start_offset = self.start_offset;
+        meta.end_offset = self.end_offset;
+        meta.lines_read = self.lines_read;
+        meta.lines_failed = self.lines_failed;
+    }
 }
 
 /// Validates preamble and checksum, and reads the header.
-fn open(bytes: &[u8]) -> Result<(Reader<'_>, BatchMeta, i64), DecodeError> {
+fn open(bytes: &[u8]) -> Result<(Reader<'_>, Header<'_>), DecodeError> {
     let prefix = &bytes[..bytes.len().min(MAGIC.len())];
     if prefix != &MAGIC[..prefix.len()] {
         return Err(DecodeError::BadMagic {
@@ -601,8 +667,8 @@ fn open(bytes: &[u8]) -> Result<(Reader<'_>, BatchMeta, i64), DecodeError> {
         buf: content,
         pos: PREAMBLE_LEN,
     };
-    let agent_id = r.str("agent id")?.to_owned();
-    let source_id = r.str("source id")?.to_owned();
+    let agent_id = r.str("agent id")?;
+    let source_id = r.str("source id")?;
     let start_offset = r.varint("start offset")?;
     let end_offset = r.varint("end offset")?;
     if end_offset < start_offset {
@@ -614,15 +680,29 @@ fn open(bytes: &[u8]) -> Result<(Reader<'_>, BatchMeta, i64), DecodeError> {
     let lines_read = r.varint("lines read")?;
     let lines_failed = r.varint("lines failed")?;
     let base = unzigzag(r.varint("base time")?);
-    let meta = BatchMeta {
+    let header = Header {
         agent_id,
         source_id,
         start_offset,
         end_offset,
         lines_read,
         lines_failed,
+        base,
     };
-    Ok((r, meta, base))
+    Ok((r, header))
+}
+
+/// Copies `s` over `dst`, keeping `dst`'s buffer for the next batch unless
+/// it is both beyond [`KEEP_CAPACITY`] and more than twice what `s` needs:
+/// one forged batch of long strings must not stay resident in a reused batch.
+#[inline]
+fn overwrite(dst: &mut String, s: &str) {
+    if dst.capacity() > KEEP_CAPACITY && dst.capacity() / 2 > s.len() {
+        *dst = s.to_owned();
+    } else {
+        dst.clear();
+        dst.push_str(s);
+    }
 }
 
 /// A cursor over the checksummed content (everything before the trailer).
@@ -730,25 +810,37 @@ impl<'a> Reader<'a> {
             })
     }
 
-    /// Copies `s` into an owned string, charging it to the batch's budget.
+    /// Charges `s` to the batch's budget, then copies it over `dst`.
     #[inline]
-    fn owned(&self, s: &str, budget: &mut usize) -> Result<String, DecodeError> {
+    fn assign(&self, dst: &mut String, s: &str, budget: &mut usize) -> Result<(), DecodeError> {
+        self.charge(s, budget)?;
+        overwrite(dst, s);
+        Ok(())
+    }
+
+    /// Counts `s` against the batch's budget of decoded bytes.
+    #[inline]
+    fn charge(&self, s: &str, budget: &mut usize) -> Result<(), DecodeError> {
         *budget = budget
             .checked_sub(s.len())
             .ok_or(DecodeError::TooLarge { offset: self.pos })?;
-        Ok(s.to_owned())
+        Ok(())
     }
 
-    fn event(
+    /// Reads one event over `e`. Fields are read, checked and charged in
+    /// wire order, so the first error is the one [`decode`] has always
+    /// reported.
+    fn event_into(
         &mut self,
         table: &[&'a str],
         base: i64,
         budget: &mut usize,
-    ) -> Result<Event, DecodeError> {
-        let ts_ms = base.wrapping_add(unzigzag(self.varint("event time")?));
+        e: &mut Event,
+    ) -> Result<(), DecodeError> {
+        e.ts_ms = base.wrapping_add(unzigzag(self.varint("event time")?));
         let layer_at = self.pos;
         let code = self.byte("layer code")?;
-        let layer = Layer::from_code(code).ok_or(DecodeError::BadLayer {
+        e.layer = Layer::from_code(code).ok_or(DecodeError::BadLayer {
             offset: layer_at,
             code,
         })?;
@@ -761,25 +853,31 @@ impl<'a> Reader<'a> {
             });
         }
         let service = self.index(table, "service")?;
-        let service = self.owned(service, budget)?;
+        self.assign(&mut e.service, service, budget)?;
         let host = self.index(table, "host")?;
-        let host = self.owned(host, budget)?;
+        self.assign(&mut e.host, host, budget)?;
         let name = self.index(table, "name")?;
-        let name = self.owned(name, budget)?;
-        let outcome = if flags & FLAG_ERROR == 0 {
-            Outcome::Ok
+        self.assign(&mut e.name, name, budget)?;
+        if flags & FLAG_ERROR == 0 {
+            e.outcome = Outcome::Ok;
         } else if flags & FLAG_CODE == 0 {
-            Outcome::Error(None)
+            e.outcome = Outcome::Error(None);
         } else {
             let code = self.index(table, "error code")?;
-            Outcome::Error(Some(self.owned(code, budget)?))
-        };
-        let latency_ms = if flags & FLAG_LATENCY != 0 {
+            match &mut e.outcome {
+                Outcome::Error(Some(old)) => self.assign(old, code, budget)?,
+                other => {
+                    self.charge(code, budget)?;
+                    *other = Outcome::Error(Some(code.to_owned()));
+                }
+            }
+        }
+        e.latency_ms = if flags & FLAG_LATENCY != 0 {
             Some(self.varint("latency")? as f64 / 1000.0)
         } else {
             None
         };
-        let value = if flags & FLAG_VALUE != 0 {
+        e.value = if flags & FLAG_VALUE != 0 {
             let offset = self.pos;
             let bytes = self
                 .buf
@@ -795,53 +893,77 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
-        let mut dims = BTreeMap::new();
         if flags & FLAG_DIMS != 0 {
-            let offset = self.pos;
-            let count = self.count("dims", 2)?;
-            if count > MAX_DIMS {
-                return Err(DecodeError::TooManyDims {
-                    offset,
-                    count: count as u64,
-                });
-            }
-            for _ in 0..count {
-                let key_at = self.pos;
-                let key = self.index(table, "dim key")?;
-                let value = self.index(table, "dim value")?;
-                let key = self.owned(key, budget)?;
-                let value = self.owned(value, budget)?;
-                match dims.entry(key) {
-                    Entry::Vacant(slot) => {
-                        slot.insert(value);
-                    }
-                    Entry::Occupied(slot) => {
-                        return Err(DecodeError::DuplicateDim {
-                            offset: key_at,
-                            key: slot.key().clone(),
-                        });
-                    }
+            self.dims_into(table, budget, &mut e.dims)?;
+        } else if !e.dims.is_empty() {
+            // `clear` walks even an empty map (an out-of-line call per
+            // event, 1 % of a collector's time when no source has dims).
+            e.dims.clear();
+        }
+        if flags & FLAG_RAW != 0 {
+            let raw = self.str("raw line")?;
+            match &mut e.raw {
+                Some(old) => self.assign(old, raw, budget)?,
+                None => {
+                    self.charge(raw, budget)?;
+                    e.raw = Some(raw.to_owned());
                 }
             }
-        }
-        let raw = if flags & FLAG_RAW != 0 {
-            let raw = self.str("raw line")?;
-            Some(self.owned(raw, budget)?)
         } else {
-            None
-        };
-        Ok(Event {
-            ts_ms,
-            layer,
-            service,
-            host,
-            name,
-            outcome,
-            latency_ms,
-            value,
-            dims,
-            raw,
-        })
+            e.raw = None;
+        }
+        Ok(())
+    }
+
+    /// Reads an event's dims over `dims`. A map with the same keys as
+    /// before (the usual case: one source, one set of dims) keeps its
+    /// entries and only has its values rewritten.
+    fn dims_into(
+        &mut self,
+        table: &[&'a str],
+        budget: &mut usize,
+        dims: &mut BTreeMap<String, String>,
+    ) -> Result<(), DecodeError> {
+        let offset = self.pos;
+        let count = self.count("dims", 2)?;
+        if count > MAX_DIMS {
+            return Err(DecodeError::TooManyDims {
+                offset,
+                count: count as u64,
+            });
+        }
+        let mut pairs = [("", ""); MAX_DIMS];
+        for i in 0..count {
+            let key_at = self.pos;
+            let key = self.index(table, "dim key")?;
+            let value = self.index(table, "dim value")?;
+            self.charge(key, budget)?;
+            self.charge(value, budget)?;
+            if pairs[..i].iter().any(|(k, _)| *k == key) {
+                return Err(DecodeError::DuplicateDim {
+                    offset: key_at,
+                    key: key.to_owned(),
+                });
+            }
+            pairs[i] = (key, value);
+        }
+        let pairs = &mut pairs[..count];
+        pairs.sort_unstable_by_key(|(k, _)| *k);
+        let same_keys =
+            dims.len() == count && dims.keys().zip(pairs.iter()).all(|(old, (k, _))| old == k);
+        if same_keys {
+            for (old, (_, v)) in dims.values_mut().zip(pairs.iter()) {
+                overwrite(old, v);
+            }
+        } else {
+            dims.clear();
+            dims.extend(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+        }
+        Ok(())
     }
 
     fn finish(&self) -> Result<(), DecodeError> {
@@ -989,6 +1111,92 @@ mod tests {
                 bytes[i] ^= mask;
             }
         }
+    }
+
+    /// A batch shaped to exercise reuse: with `shared_dims` the dims of
+    /// every event are re-keyed onto two fixed keys (so consecutive batches
+    /// often bring the same key set), and with `long` the names and raw
+    /// lines of some events outgrow the capacity a reused string keeps.
+    fn reuse_batch() -> impl Strategy<Value = Batch> {
+        (batch(12), any::<bool>(), any::<bool>()).prop_map(|(mut b, shared_dims, long)| {
+            for (i, e) in b.events.iter_mut().enumerate() {
+                if shared_dims {
+                    let values: Vec<String> = e.dims.values().cloned().collect();
+                    e.dims = ["channel", "device"]
+                        .into_iter()
+                        .zip(values)
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect();
+                }
+                if long && i % 3 == 0 {
+                    e.name = e.name.repeat(1 + KEEP_CAPACITY / e.name.len().max(1));
+                    e.raw = Some("r".repeat(KEEP_CAPACITY * 2 + i));
+                }
+            }
+            b
+        })
+    }
+
+    proptest! {
+        /// One batch reused for a run of different inputs, some damaged
+        /// (flipped byte, trailer fixed up or not) so that a decode fails
+        /// halfway and leaves the batch half overwritten: each answer must
+        /// be exactly what a fresh `decode` gives.
+        #[test]
+        fn decoding_into_a_reused_batch_equals_decode(
+            inputs in prop::collection::vec(
+                (reuse_batch(), prop::option::of((any::<Index>(), 1u8..=255, any::<bool>()))),
+                1..8,
+            )
+        ) {
+            let mut reused = Batch::default();
+            for (batch, damage) in inputs {
+                let mut bytes = encoded(&batch);
+                if let Some((at, mask, fix)) = damage {
+                    let at = at.index(bytes.len());
+                    bytes[at] ^= mask;
+                    if fix {
+                        restamp(&mut bytes);
+                    }
+                }
+                let into = decode_into(&bytes, &mut reused);
+                match decode(&bytes) {
+                    Ok(fresh) => {
+                        prop_assert_eq!(into, Ok(()));
+                        prop_assert_eq!(&reused, &fresh);
+                        if damage.is_none() {
+                            prop_assert_eq!(&reused, &batch);
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(into, Err(e)),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reused_batch_gives_back_long_buffers() {
+        let mut long = sample_event();
+        long.name = "n".repeat(64 << 10);
+        long.raw = Some("r".repeat(64 << 10));
+        let mut reused = Batch::default();
+        decode_into(
+            &encoded(&Batch {
+                meta: BatchMeta::default(),
+                events: vec![long],
+            }),
+            &mut reused,
+        )
+        .unwrap();
+        let short = Batch {
+            meta: BatchMeta::default(),
+            events: vec![sample_event()],
+        };
+        decode_into(&encoded(&short), &mut reused).unwrap();
+        assert_eq!(reused, short);
+        let e = &reused.events[0];
+        assert!(e.name.capacity() <= KEEP_CAPACITY, "{}", e.name.capacity());
+        assert!(e.raw.as_ref().unwrap().capacity() <= KEEP_CAPACITY);
     }
 
     /// Edits for the fuzz smoke test: overwrite, insert or delete a byte.
