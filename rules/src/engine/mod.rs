@@ -221,10 +221,7 @@ impl Engine {
         // found on the tick it would go up to a tick late.
         let mut dispatch_at: Option<tokio::time::Instant> = None;
         loop {
-            let wake = match (debounced, dispatch_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = debounced.into_iter().chain(dispatch_at).min();
             let until_debounced = async move {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t).await,

@@ -343,15 +343,27 @@ const HOURS: Tables = Tables {
     totals_index: "INDEXED BY hourly_rollups_layer_minute_totals",
 };
 
-/// Per-series sums per day (schema version 5): read by per-series totals
-/// only (`series_totals_in` reads `rollups` and `totals_index`); the
-/// whole-layer and per-layer tables are the hourly tier's, which hold the
-/// same days.
-const DAYS: Tables = Tables {
-    rollups: "series_days",
-    layers: "hourly_layer_rollups",
-    sums: "layer_hours",
-    totals_index: "",
+/// Where the per-series sums of a segment are read: a table of rows with
+/// the totals columns, and the index named for the scan (if any).
+#[derive(Clone, Copy)]
+struct SeriesRows {
+    table: &'static str,
+    index: &'static str,
+}
+
+impl Tables {
+    fn series_rows(self) -> SeriesRows {
+        SeriesRows {
+            table: self.rollups,
+            index: self.totals_index,
+        }
+    }
+}
+
+/// Per-series sums per day (schema version 5), for whole marked days.
+const DAY_ROWS: SeriesRows = SeriesRows {
+    table: "series_days",
+    index: "",
 };
 
 /// The segments of a plan, each with its tier's tables.
@@ -433,13 +445,16 @@ fn marked_days(conn: &Connection, from_ms: i64, to_ms: i64) -> rusqlite::Result<
     rows.collect()
 }
 
-/// Moves the whole, marked days out of a plan's hourly ranges into
-/// `(DAYS, from, to)` segments; the rest of each range stays hourly.
-fn with_days(segments: Vec<(Tables, i64, i64)>, days: &BTreeSet<i64>) -> Vec<(Tables, i64, i64)> {
+/// Where the per-series sums of each segment are read: whole, marked days
+/// inside the hourly ranges from [`DAY_ROWS`], the rest from its tier.
+fn with_days(
+    segments: Vec<(Tables, i64, i64)>,
+    days: &BTreeSet<i64>,
+) -> Vec<(SeriesRows, i64, i64)> {
     let mut out = Vec::new();
     for (t, from, to) in segments {
-        if t.rollups != HOURS.rollups || days.is_empty() {
-            out.push((t, from, to));
+        if t.rollups != HOURS.rollups {
+            out.push((t.series_rows(), from, to));
             continue;
         }
         let mut cursor = from;
@@ -450,15 +465,15 @@ fn with_days(segments: Vec<(Tables, i64, i64)>, days: &BTreeSet<i64>) -> Vec<(Ta
         while day + DAY_MS <= to {
             if days.contains(&day) {
                 if cursor < day {
-                    out.push((HOURS, cursor, day));
+                    out.push((HOURS.series_rows(), cursor, day));
                 }
-                out.push((DAYS, day, day + DAY_MS));
+                out.push((DAY_ROWS, day, day + DAY_MS));
                 cursor = day + DAY_MS;
             }
             day += DAY_MS;
         }
         if cursor < to {
-            out.push((HOURS, cursor, to));
+            out.push((HOURS.series_rows(), cursor, to));
         }
     }
     out
@@ -619,11 +634,11 @@ fn text_bytes(v: ValueRef<'_>) -> Result<&[u8], StoreError> {
         .map_err(|e| db_err("sum series")(rusqlite::Error::from(e)))
 }
 
-/// Adds the per-series sums of one tier's segment into `groups`, keyed
-/// by service, name and host (`''` unless `by_host`).
+/// Adds the per-series sums of one segment into `groups`, keyed by
+/// service, name and host (`''` unless `by_host`).
 fn series_totals_in(
     conn: &Connection,
-    t: Tables,
+    rows_of: SeriesRows,
     q: &TotalsQuery,
     by_host: bool,
     bucket_ms: i64,
@@ -635,7 +650,7 @@ fn series_totals_in(
             "SELECT service, name, {host}, count, errors, latency_count, latency_sum_ms, \
              latency_max_ms, p99_ms, value_sum, value_n, value_max, minute_ms \
              FROM {} {}",
-            t.rollups, t.totals_index
+            rows_of.table, rows_of.index
         ),
         q,
     );
