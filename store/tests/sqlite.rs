@@ -131,10 +131,10 @@ async fn uses_wal_and_records_the_schema_version() {
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    // 5: per-series sums per day (4: the hourly tier; 3: whole-layer
-    // rollups beside the series'; 2: the covering index behind the
-    // dashboard's totals).
-    assert_eq!(v, 5);
+    // 6: per-series sums per hour of minutes (5: per-series sums per day;
+    // 4: the hourly tier; 3: whole-layer rollups beside the series'; 2: the
+    // covering index behind the dashboard's totals).
+    assert_eq!(v, 6);
 }
 
 #[tokio::test]
@@ -180,6 +180,7 @@ async fn migrates_a_version_3_file_to_the_hourly_tier() {
         conn.execute_batch(
             "DROP TABLE hourly_rollups; DROP TABLE hourly_layer_rollups; DROP TABLE layer_hours; \
              DROP TABLE hour_marks; ALTER TABLE layer_rollups DROP COLUMN count; \
+             DROP TABLE series_days; DROP TABLE day_marks; DROP TABLE series_hours; \
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -266,4 +267,91 @@ async fn a_compacted_day_is_read_from_its_day_sums() {
     // it reads the (now missing) hours, which shows the sums are only used
     // for whole days.
     assert_eq!(total(day + 3_600_000, day + 2 * DAY).await, 24 * 3);
+}
+
+/// The series' sums of one range, read through `series_totals`.
+async fn url_total(store: &SqliteStore, from: i64, to: i64) -> u64 {
+    use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
+    let q = SeriesTotalsQuery {
+        range: TotalsQuery::range(from, to).layer(Layer::Url),
+        by_host: false,
+        order: Metric::Count,
+        limit: 10,
+    };
+    let rows = store.series_totals(&q).await.unwrap();
+    rows.iter().map(|r| r.totals.count).sum()
+}
+
+/// Minutes of an hour not compacted yet are summed per series as they are
+/// written, and a range ending now reads those sums: with the minute rows
+/// taken away behind the store's back, the total is still there. A range
+/// that ends before a minute the hour holds, or starts inside the hour,
+/// must read minutes, and does.
+#[tokio::test]
+async fn the_open_hour_is_read_from_its_series_sums() {
+    const M: i64 = 60_000;
+    let tmp = TempDir::new().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let hour = MINUTE - MINUTE.rem_euclid(3_600_000);
+    let at = |m: i64, n: usize| {
+        let mut r = rollup(n);
+        r.minute_ms = hour + m * M;
+        r
+    };
+    store
+        .write_rollups(&[at(1, 1), at(2, 1), at(3, 1)])
+        .await
+        .unwrap();
+    // Written again with more events (late ones): the sums take the old
+    // row out before adding the new one.
+    store.write_rollups(&[at(1, 2)]).await.unwrap();
+    assert_eq!(url_total(&store, hour, hour + 4 * M).await, 4);
+    assert_eq!(
+        url_total(&store, hour, hour + 2 * M).await,
+        2,
+        "minutes 2 and 3 come after the range's end: not the hour's sums"
+    );
+    assert_eq!(url_total(&store, hour + 2 * M, hour + 4 * M).await, 2);
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    conn.execute("DELETE FROM rollups", []).unwrap();
+    assert_eq!(
+        url_total(&store, hour, hour + 4 * M).await,
+        4,
+        "a range ending after the hour's last minute reads its sums"
+    );
+    assert_eq!(url_total(&store, hour - 3_600_000, hour + 60 * M).await, 4);
+    assert_eq!(
+        url_total(&store, hour + 2 * M, hour + 4 * M).await,
+        0,
+        "a range starting inside the hour reads its (now missing) minutes"
+    );
+}
+
+/// A file of schema version 5 gains the per-series hour sums of the
+/// minutes it already holds.
+#[tokio::test]
+async fn migrates_a_version_5_file_to_hour_sums() {
+    let tmp = TempDir::new().unwrap();
+    let hour = MINUTE - MINUTE.rem_euclid(3_600_000);
+    {
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        let mut later = rollup(2);
+        later.minute_ms = MINUTE + 60_000;
+        store.write_rollups(&[rollup(3), later]).await.unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute_batch("DROP TABLE series_hours; PRAGMA user_version = 5;")
+            .unwrap();
+    }
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let (at, count, last): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT minute_ms, count, last_minute_ms FROM series_hours",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((at, count, last), (hour, 5, MINUTE + 60_000));
+    conn.execute("DELETE FROM rollups", []).unwrap();
+    assert_eq!(url_total(&store, hour, MINUTE + 120_000).await, 5);
 }

@@ -49,8 +49,8 @@ pub(crate) struct Range {
 }
 
 impl Range {
-    /// From the query: a named range ending now (over more than two days
-    /// starting on the hour), or `custom` from/to.
+    /// From the query: a named range ending now (from a day up starting on
+    /// the hour), or `custom` from/to.
     pub(crate) fn parse(
         q: &RangeQuery,
         tz: Tz,
@@ -89,12 +89,14 @@ impl Range {
                     "`range` {name:?}: expected 1h, 6h, 24h, 7d or custom"
                 ))
             })?;
-        // Over more than two days the buckets are hours or longer: start on
-        // the hour, so the first bucket is a whole hour (drawn as a partial
-        // one it showed a false dip in the rate) and the store reads whole
-        // hours from its hourly tier instead of an hour of minutes for
-        // every series (half the layer page's time over 7 days).
-        let from = if len > 2 * DAY_MS {
+        // From a day up, start on the hour: the store then reads whole
+        // hours from its hourly tier instead of a partial hour of minutes
+        // for every series (half the layer page's time over 7 days, and
+        // over 24 hours up to 120,000 minute rows of the url layer), and
+        // over 7 days, whose buckets are hours, the first bucket is a whole
+        // hour (drawn as a partial one it showed a false dip in the rate).
+        // "24h" is then the last 24 whole hours and the current one.
+        let from = if len >= DAY_MS {
             (end - len).div_euclid(HOUR_MS) * HOUR_MS
         } else {
             end - len
@@ -430,7 +432,10 @@ mod tests {
             week.from
         );
         let day = named("24h", now);
-        assert_eq!((day.from, day.to), (end - DAY_MS, end));
+        assert_eq!((day.from, day.to), (999 * DAY_MS + 21 * HOUR_MS, end));
+        assert_eq!(day.bucket(), 5 * MINUTE_MS);
+        let six = named("6h", now);
+        assert_eq!((six.from, six.to), (end - 6 * HOUR_MS, end));
         let hour = named("1h", now);
         assert_eq!((hour.from, hour.to), (end - HOUR_MS, end));
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use panorama_model::{DAY_MS, Layer, Rollup, Sample, SampleKind, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, Rollup, Sample, SampleKind, minute_of};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
@@ -296,6 +296,53 @@ pub(super) fn add_to_summaries(
     Ok(())
 }
 
+/// Adds a minute rollup to its series' sums for the hour (`series_hours`),
+/// less what the row it replaces (`old`) had added; maxima only grow, as
+/// in [`add_to_summaries`].
+fn add_to_series_hour(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Rollup,
+    t: &Totals,
+    old: Option<&Totals>,
+) -> rusqlite::Result<()> {
+    let o = old.cloned().unwrap_or_default();
+    let d = |new: u64, old: u64| new as i64 - old as i64;
+    tx.prepare_cached(
+        "INSERT INTO series_hours (layer, minute_ms, service, name, host, count, errors, \
+         latency_count, latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, \
+         last_minute_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         ON CONFLICT (layer, minute_ms, service, name, host) DO UPDATE SET \
+         count = count + excluded.count, errors = errors + excluded.errors, \
+         latency_count = latency_count + excluded.latency_count, \
+         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
+         latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms), \
+                              coalesce(excluded.latency_max_ms, latency_max_ms)), \
+         p99_ms = max(coalesce(p99_ms, excluded.p99_ms), coalesce(excluded.p99_ms, p99_ms)), \
+         value_sum = value_sum + excluded.value_sum, value_n = value_n + excluded.value_n, \
+         value_max = max(coalesce(value_max, excluded.value_max), \
+                         coalesce(excluded.value_max, value_max)), \
+         last_minute_ms = max(last_minute_ms, excluded.last_minute_ms)",
+    )?
+    .execute(params![
+        r.key.layer.as_str(),
+        crate::tier::hour_of(r.minute_ms),
+        r.key.service,
+        r.key.name,
+        r.key.host,
+        d(t.count, o.count),
+        d(t.errors, o.errors),
+        d(t.latency_count, o.latency_count),
+        t.latency_sum_ms - o.latency_sum_ms,
+        t.latency_max_ms,
+        t.p99_max_ms,
+        t.value_sum - o.value_sum,
+        d(t.value_n, o.value_n),
+        t.value_max,
+        r.minute_ms
+    ])?;
+    Ok(())
+}
+
 /// The `WHERE` of a totals query. `name_prefix` is a range on `name`
 /// (`>= p AND < p + U+10FFFF`) rather than `LIKE`, so the index can serve it
 /// and `%` or `_` in a series name mean nothing special.
@@ -349,6 +396,8 @@ const HOURS: Tables = Tables {
 struct SeriesRows {
     table: &'static str,
     index: &'static str,
+    /// The column with the newest minute a row holds.
+    last: &'static str,
 }
 
 impl Tables {
@@ -356,6 +405,7 @@ impl Tables {
         SeriesRows {
             table: self.rollups,
             index: self.totals_index,
+            last: "minute_ms",
         }
     }
 }
@@ -364,7 +414,68 @@ impl Tables {
 const DAY_ROWS: SeriesRows = SeriesRows {
     table: "series_days",
     index: "",
+    last: "minute_ms",
 };
+
+/// Per-series sums per hour of the minute tier (schema version 6).
+const OPEN_HOUR_ROWS: SeriesRows = SeriesRows {
+    table: "series_hours",
+    index: "",
+    last: "last_minute_ms",
+};
+
+/// Where the per-series sums of each minute segment are read: each hour
+/// the segment covers from its start is read as one row per series from
+/// [`OPEN_HOUR_ROWS`] when the segment covers it whole, or covers it up to
+/// its end and the layer has no minute after that in the hour (a range
+/// ending now: the minutes not written yet cannot differ); the rest from
+/// minutes.
+fn with_open_hours(
+    conn: &Connection,
+    layer: Layer,
+    segments: Vec<(SeriesRows, i64, i64)>,
+) -> rusqlite::Result<Vec<(SeriesRows, i64, i64)>> {
+    let mut out = Vec::new();
+    for (rows, from, to) in segments {
+        if rows.table != MINUTES.rollups {
+            out.push((rows, from, to));
+            continue;
+        }
+        let mut cursor = from;
+        let mut h = crate::tier::hour_of(from + HOUR_MS - 1);
+        while h < to {
+            let end = h + HOUR_MS;
+            if end > to && layer_has_minutes(conn, layer, to, end)? {
+                break;
+            }
+            if cursor < h {
+                out.push((rows, cursor, h));
+            }
+            out.push((OPEN_HOUR_ROWS, h, end.min(to)));
+            cursor = end.min(to);
+            h = end;
+        }
+        if cursor < to {
+            out.push((rows, cursor, to));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether any series of `layer` has a minute rollup in `[from, to)`,
+/// asked of the per-layer sums.
+fn layer_has_minutes(
+    conn: &Connection,
+    layer: Layer,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM layer_minutes \
+         WHERE layer = ?1 AND minute_ms >= ?2 AND minute_ms < ?3)",
+    )?;
+    stmt.query_row(params![layer.as_str(), from, to], |r| r.get(0))
+}
 
 /// The segments of a plan, each with its tier's tables.
 fn segments(plan: crate::tier::Plan) -> Vec<(Tables, i64, i64)> {
@@ -648,9 +759,9 @@ fn series_totals_in(
     let f = totals_filter(
         &format!(
             "SELECT service, name, {host}, count, errors, latency_count, latency_sum_ms, \
-             latency_max_ms, p99_ms, value_sum, value_n, value_max, minute_ms \
+             latency_max_ms, p99_ms, value_sum, value_n, value_max, {} \
              FROM {} {}",
-            rows_of.table, rows_of.index
+            rows_of.last, rows_of.table, rows_of.index
         ),
         q,
     );
@@ -902,6 +1013,8 @@ impl Store for SqliteStore {
                     // taken back out of the sums before it is added again.
                     let old = old_totals(&tx, &r.doc_id).map_err(db_err(WHAT))?;
                     add_to_summaries(&tx, &r.rollup, &r.totals, old.as_ref())
+                        .map_err(db_err(WHAT))?;
+                    add_to_series_hour(&tx, &r.rollup, &r.totals, old.as_ref())
                         .map_err(db_err(WHAT))?;
                     execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
                 }
@@ -1309,7 +1422,10 @@ impl Store for SqliteStore {
             let mut groups = SeriesGroups::default();
             let days = marked_days(conn, q.range.from_ms, q.range.to_ms)
                 .map_err(db_err("read day marks"))?;
-            for (t, from_ms, to_ms) in with_days(segments(plan), &days) {
+            let layer = q.range.layer.unwrap_or(Layer::Url);
+            let parts = with_open_hours(conn, layer, with_days(segments(plan), &days))
+                .map_err(db_err("plan series sums"))?;
+            for (t, from_ms, to_ms) in parts {
                 let part = TotalsQuery {
                     from_ms,
                     to_ms,
@@ -1369,7 +1485,13 @@ impl Store for SqliteStore {
             const WHAT: &str = "apply retention";
             let tx = conn.transaction().map_err(db_err(WHAT))?;
             let mut deleted = 0u64;
-            for table in ["rollups", "layer_rollups", "samples", "layer_minutes"] {
+            for table in [
+                "rollups",
+                "layer_rollups",
+                "samples",
+                "layer_minutes",
+                "series_hours",
+            ] {
                 // One delete per layer, so each uses the index that starts
                 // with (layer, minute_ms) instead of scanning the table.
                 let sql = format!("DELETE FROM {table} WHERE layer = ?1 AND minute_ms < ?2");
