@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             day_straddling_range_equals_minute_tier,
             retention_per_tier,
             two_compactors_count_nothing_twice,
+            an_hour_of_many_pages_compacts_whole,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -2039,4 +2040,41 @@ pub async fn two_compactors_count_nothing_twice(store: &dyn Store) {
         events + 9,
         "the mark keeps the fuller watermark"
     );
+}
+
+/// An hour holding more minute rollups than one page of a backend's read
+/// (Elasticsearch pages by 5,000) compacts every one of them once: 250
+/// series over 50 minutes from two collectors, 25,000 rollups.
+pub async fn an_hour_of_many_pages_compacts_whole(store: &dyn Store) {
+    let hour = BASE_MS + 5 * HOUR_MS;
+    let mut docs = Vec::new();
+    for s in 0..250u64 {
+        let k = key(Layer::Url, "pshop", "web1", &format!("GET /p/{s}"));
+        for m in 0..50i64 {
+            for (c, collector) in ["c1", "c2"].into_iter().enumerate() {
+                let lat = latencies(1 + (s % 3) as usize, s * 100 + m as u64);
+                docs.push(rollup(hour + m * MINUTE_MS, &k, collector, &lat, c));
+            }
+        }
+    }
+    for chunk in docs.chunks(5_000) {
+        write_rollups(store, chunk).await;
+    }
+    sync(store).await;
+    compact(store, hour).await;
+    sync(store).await;
+    let total: u64 = docs.iter().map(|r| r.count).sum();
+    let marks = store.hour_marks(hour, hour + HOUR_MS).await.expect("marks");
+    assert_eq!(marks.len(), 1);
+    assert_eq!((marks[0].events, marks[0].series), (total, 250));
+    let hourly = store
+        .read_hourly_rollups(&SeriesQuery::layer(Layer::Url, hour, hour + HOUR_MS))
+        .await
+        .expect("read hourly");
+    assert_eq!(hourly.len(), 250);
+    for h in &hourly {
+        let s: u64 = h.key.name.trim_start_matches("GET /p/").parse().unwrap();
+        assert_eq!(h.count, 2 * 50 * (1 + s % 3), "{}", h.key.name);
+        assert_eq!(h.errors, 50, "one error a minute from c2: {}", h.key.name);
+    }
 }

@@ -4,6 +4,8 @@
 //! - `template`: index templates installed by [`ElasticStore::connect`].
 //! - `retry`: reads every item of a bulk response and decides, per document,
 //!   done, retry or reject.
+//! - `hour_scan`: reads an hour of minutes for the compactor through a
+//!   point in time, merging as it reads.
 //!
 //! Documents go to daily indices named after the UTC day of their minute
 //! (`{prefix}-rollups-2026.11.22`), so retention deletes whole indices and a
@@ -11,11 +13,13 @@
 //! monthly indices (`{prefix}-hourly-2026.11` for series,
 //! `{prefix}-hourlayers-2026.11` for whole layers, `{prefix}-hourmarks-2026.11`
 //! for the marks of compacted hours), with the same mapping as minutes, so
-//! one search with a filter on `_index` reads both tiers at once. Only core APIs are used
-//! (bulk, index templates, search, refresh, cat indices, delete index): the
-//! minimal distribution without x-pack features serves them all.
+//! one search with a filter on `_index` reads both tiers at once. Only core
+//! APIs are used (bulk, index templates, search, points in time, refresh,
+//! cat indices, delete index): the minimal distribution without x-pack
+//! features serves them all.
 
 mod config;
+mod hour_scan;
 mod retry;
 mod template;
 
@@ -973,6 +977,25 @@ impl Store for ElasticStore {
             self.search_all(&li, range.clone(), json!([{"doc_id": "asc"}]), None, BODY,),
         );
         Ok((decode_bodies(series?)?, decode_bodies(layers?)?))
+    }
+
+    async fn merge_hour_minutes(
+        &self,
+        hour_ms: i64,
+    ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
+        let range = json!({"bool": {"filter": [
+            {"range": {"minute": {"gte": hour_ms, "lt": hour_ms + tier::HOUR_MS}}}
+        ]}});
+        let p = &self.cfg.index_prefix;
+        let (si, li) = (
+            format!("{p}-rollups-{}", day(hour_ms)),
+            format!("{p}-layers-{}", day(hour_ms)),
+        );
+        let (series, layers) = tokio::join!(
+            self.merge_index_hour(&si, range.clone(), hour_ms),
+            self.merge_index_hour(&li, range, hour_ms),
+        );
+        Ok((series?, layers?))
     }
 
     async fn write_hour(&self, hour: &crate::CompactedHour) -> Result<(), StoreError> {
