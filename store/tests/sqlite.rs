@@ -131,7 +131,7 @@ async fn uses_wal_and_records_the_schema_version() {
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    // 6: per-series sums per hour of minutes (5: per-series sums per day;
+    // 6: per-series sums per hour and ten minutes of minutes (5: per-series sums per day;
     // 4: the hourly tier; 3: whole-layer rollups beside the series'; 2: the
     // covering index behind the dashboard's totals).
     assert_eq!(v, 6);
@@ -181,6 +181,7 @@ async fn migrates_a_version_3_file_to_the_hourly_tier() {
             "DROP TABLE hourly_rollups; DROP TABLE hourly_layer_rollups; DROP TABLE layer_hours; \
              DROP TABLE hour_marks; ALTER TABLE layer_rollups DROP COLUMN count; \
              DROP TABLE series_days; DROP TABLE day_marks; DROP TABLE series_hours; \
+             DROP TABLE series_tens; \
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -282,13 +283,13 @@ async fn url_total(store: &SqliteStore, from: i64, to: i64) -> u64 {
     rows.iter().map(|r| r.totals.count).sum()
 }
 
-/// Minutes of an hour not compacted yet are summed per series as they are
-/// written, and a range ending now reads those sums: with the minute rows
-/// taken away behind the store's back, the total is still there. A range
-/// that ends before a minute the hour holds, or starts inside the hour,
-/// must read minutes, and does.
+/// Minutes not compacted yet are summed per series, per hour and per ten
+/// minutes, as they are written, and a range ending now reads those sums:
+/// with the minute rows taken away behind the store's back, the totals are
+/// still there. A range that ends before a minute a block holds, or starts
+/// inside the block, reads that block's minutes, and does.
 #[tokio::test]
-async fn the_open_hour_is_read_from_its_series_sums() {
+async fn open_hours_and_ten_minutes_are_read_from_their_series_sums() {
     const M: i64 = 60_000;
     let tmp = TempDir::new().unwrap();
     let store = SqliteStore::open(tmp.path()).unwrap();
@@ -299,31 +300,40 @@ async fn the_open_hour_is_read_from_its_series_sums() {
         r
     };
     store
-        .write_rollups(&[at(1, 1), at(2, 1), at(3, 1)])
+        .write_rollups(&[at(1, 1), at(2, 1), at(3, 1), at(12, 1), at(13, 1)])
         .await
         .unwrap();
     // Written again with more events (late ones): the sums take the old
     // row out before adding the new one.
     store.write_rollups(&[at(1, 2)]).await.unwrap();
-    assert_eq!(url_total(&store, hour, hour + 4 * M).await, 4);
-    assert_eq!(
-        url_total(&store, hour, hour + 2 * M).await,
-        2,
-        "minutes 2 and 3 come after the range's end: not the hour's sums"
-    );
-    assert_eq!(url_total(&store, hour + 2 * M, hour + 4 * M).await, 2);
+    let total = |from: i64, to: i64| url_total(&store, hour + from * M, hour + to * M);
+    assert_eq!(total(0, 14).await, 6);
+    assert_eq!(total(0, 13).await, 5, "minute 13 is after the range's end");
+    assert_eq!(total(0, 2).await, 2, "minutes 2 and 3 come after the end");
+    assert_eq!(total(2, 4).await, 2);
+    assert_eq!(total(10, 14).await, 2);
     let conn = rusqlite::Connection::open(store.path()).unwrap();
     conn.execute("DELETE FROM rollups", []).unwrap();
     assert_eq!(
-        url_total(&store, hour, hour + 4 * M).await,
-        4,
+        total(0, 14).await,
+        6,
         "a range ending after the hour's last minute reads its sums"
     );
-    assert_eq!(url_total(&store, hour - 3_600_000, hour + 60 * M).await, 4);
+    assert_eq!(total(-60, 60).await, 6);
     assert_eq!(
-        url_total(&store, hour + 2 * M, hour + 4 * M).await,
+        total(10, 14).await,
+        2,
+        "ten minutes read up to their last minute from their sums"
+    );
+    assert_eq!(
+        total(0, 13).await,
+        4,
+        "the first ten minutes from their sums, minutes 10-12 from the (now missing) rows"
+    );
+    assert_eq!(
+        total(2, 4).await,
         0,
-        "a range starting inside the hour reads its (now missing) minutes"
+        "a range starting inside ten minutes reads their (now missing) minutes"
     );
 }
 
@@ -339,8 +349,10 @@ async fn migrates_a_version_5_file_to_hour_sums() {
         later.minute_ms = MINUTE + 60_000;
         store.write_rollups(&[rollup(3), later]).await.unwrap();
         let conn = rusqlite::Connection::open(store.path()).unwrap();
-        conn.execute_batch("DROP TABLE series_hours; PRAGMA user_version = 5;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE series_hours; DROP TABLE series_tens; PRAGMA user_version = 5;",
+        )
+        .unwrap();
     }
     let store = SqliteStore::open(tmp.path()).unwrap();
     let conn = rusqlite::Connection::open(store.path()).unwrap();
@@ -352,6 +364,10 @@ async fn migrates_a_version_5_file_to_hour_sums() {
         )
         .unwrap();
     assert_eq!((at, count, last), (hour, 5, MINUTE + 60_000));
+    let tens: i64 = conn
+        .query_row("SELECT SUM(count) FROM series_tens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tens, 5);
     conn.execute("DELETE FROM rollups", []).unwrap();
     assert_eq!(url_total(&store, hour, MINUTE + 120_000).await, 5);
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use panorama_model::{DAY_MS, HOUR_MS, Layer, Rollup, Sample, SampleKind, minute_of};
+use panorama_model::{DAY_MS, HOUR_MS, Layer, MINUTE_MS, Rollup, Sample, SampleKind, minute_of};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, params, params_from_iter};
 use serde::de::DeserializeOwned;
@@ -296,19 +296,21 @@ pub(super) fn add_to_summaries(
     Ok(())
 }
 
-/// Adds a minute rollup to its series' sums for the hour (`series_hours`),
-/// less what the row it replaces (`old`) had added; maxima only grow, as
-/// in [`add_to_summaries`].
-fn add_to_series_hour(
+/// Adds a minute rollup to its series' sums for the block of `width_ms`
+/// holding it in `table` (`series_hours`, `series_tens`), less what the
+/// row it replaces (`old`) had added; maxima only grow, as in
+/// [`add_to_summaries`].
+fn add_to_series_block(
     tx: &rusqlite::Transaction<'_>,
+    sums: OpenSums,
     r: &Rollup,
     t: &Totals,
     old: Option<&Totals>,
 ) -> rusqlite::Result<()> {
     let o = old.cloned().unwrap_or_default();
     let d = |new: u64, old: u64| new as i64 - old as i64;
-    tx.prepare_cached(
-        "INSERT INTO series_hours (layer, minute_ms, service, name, host, count, errors, \
+    tx.prepare_cached(&format!(
+        "INSERT INTO {} (layer, minute_ms, service, name, host, count, errors, \
          latency_count, latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, \
          last_minute_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (layer, minute_ms, service, name, host) DO UPDATE SET \
@@ -322,10 +324,11 @@ fn add_to_series_hour(
          value_max = max(coalesce(value_max, excluded.value_max), \
                          coalesce(excluded.value_max, value_max)), \
          last_minute_ms = max(last_minute_ms, excluded.last_minute_ms)",
-    )?
+        sums.rows.table
+    ))?
     .execute(params![
         r.key.layer.as_str(),
-        crate::tier::hour_of(r.minute_ms),
+        r.minute_ms - r.minute_ms.rem_euclid(sums.width_ms),
         r.key.service,
         r.key.name,
         r.key.host,
@@ -417,49 +420,90 @@ const DAY_ROWS: SeriesRows = SeriesRows {
     last: "minute_ms",
 };
 
-/// Per-series sums per hour of the minute tier (schema version 6).
-const OPEN_HOUR_ROWS: SeriesRows = SeriesRows {
-    table: "series_hours",
-    index: "",
-    last: "last_minute_ms",
-};
+/// Per-series sums of the minute tier per block of minutes (schema
+/// version 6), kept by every minute write.
+#[derive(Clone, Copy)]
+struct OpenSums {
+    rows: SeriesRows,
+    width_ms: i64,
+}
 
-/// Where the per-series sums of each minute segment are read: each hour
-/// the segment covers from its start is read as one row per series from
-/// [`OPEN_HOUR_ROWS`] when the segment covers it whole, or covers it up to
-/// its end and the layer has no minute after that in the hour (a range
-/// ending now: the minutes not written yet cannot differ); the rest from
-/// minutes.
-fn with_open_hours(
+/// Hours first, then ten minutes: a range ending now reads one row per
+/// series for each whole hour, up to six for the rest of a partial hour,
+/// and minutes only for the ragged minutes at its start.
+const OPEN_SUMS: [OpenSums; 2] = [
+    OpenSums {
+        rows: SeriesRows {
+            table: "series_hours",
+            index: "",
+            last: "last_minute_ms",
+        },
+        width_ms: HOUR_MS,
+    },
+    OpenSums {
+        rows: SeriesRows {
+            table: "series_tens",
+            index: "",
+            last: "last_minute_ms",
+        },
+        width_ms: 10 * MINUTE_MS,
+    },
+];
+
+/// Where the per-series sums of each minute segment are read: each block
+/// of [`OPEN_SUMS`] (hours, then ten minutes of what is left) the segment
+/// covers from its start is read as one row per series when the segment
+/// covers it whole, or covers it up to its end and the layer has no minute
+/// after that in the block (a range ending now: the minutes not written
+/// yet cannot differ); the rest from minutes.
+fn with_open_sums(
     conn: &Connection,
     layer: Layer,
     segments: Vec<(SeriesRows, i64, i64)>,
 ) -> rusqlite::Result<Vec<(SeriesRows, i64, i64)>> {
-    let mut out = Vec::new();
-    for (rows, from, to) in segments {
-        if rows.table != MINUTES.rollups {
-            out.push((rows, from, to));
-            continue;
-        }
-        let mut cursor = from;
-        let mut h = crate::tier::hour_of(from + HOUR_MS - 1);
-        while h < to {
-            let end = h + HOUR_MS;
-            if end > to && layer_has_minutes(conn, layer, to, end)? {
-                break;
+    let mut parts = segments;
+    for sums in OPEN_SUMS {
+        let mut out = Vec::new();
+        for (rows, from, to) in parts {
+            if rows.table == MINUTES.rollups {
+                cover_with_blocks(conn, layer, sums, (rows, from, to), &mut out)?;
+            } else {
+                out.push((rows, from, to));
             }
-            if cursor < h {
-                out.push((rows, cursor, h));
-            }
-            out.push((OPEN_HOUR_ROWS, h, end.min(to)));
-            cursor = end.min(to);
-            h = end;
         }
-        if cursor < to {
-            out.push((rows, cursor, to));
-        }
+        parts = out;
     }
-    Ok(out)
+    Ok(parts)
+}
+
+/// Splits one minute segment into the blocks of `sums` it may read and
+/// the minutes around them.
+fn cover_with_blocks(
+    conn: &Connection,
+    layer: Layer,
+    sums: OpenSums,
+    (rows, from, to): (SeriesRows, i64, i64),
+    out: &mut Vec<(SeriesRows, i64, i64)>,
+) -> rusqlite::Result<()> {
+    let w = sums.width_ms;
+    let mut cursor = from;
+    let mut b = from + (w - from.rem_euclid(w)) % w;
+    while b < to {
+        let end = b + w;
+        if end > to && layer_has_minutes(conn, layer, to, end)? {
+            break;
+        }
+        if cursor < b {
+            out.push((rows, cursor, b));
+        }
+        out.push((sums.rows, b, end.min(to)));
+        cursor = end.min(to);
+        b = end;
+    }
+    if cursor < to {
+        out.push((rows, cursor, to));
+    }
+    Ok(())
 }
 
 /// Whether any series of `layer` has a minute rollup in `[from, to)`,
@@ -1014,8 +1058,10 @@ impl Store for SqliteStore {
                     let old = old_totals(&tx, &r.doc_id).map_err(db_err(WHAT))?;
                     add_to_summaries(&tx, &r.rollup, &r.totals, old.as_ref())
                         .map_err(db_err(WHAT))?;
-                    add_to_series_hour(&tx, &r.rollup, &r.totals, old.as_ref())
-                        .map_err(db_err(WHAT))?;
+                    for sums in OPEN_SUMS {
+                        add_to_series_block(&tx, sums, &r.rollup, &r.totals, old.as_ref())
+                            .map_err(db_err(WHAT))?;
+                    }
                     execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
                 }
             }
@@ -1423,7 +1469,7 @@ impl Store for SqliteStore {
             let days = marked_days(conn, q.range.from_ms, q.range.to_ms)
                 .map_err(db_err("read day marks"))?;
             let layer = q.range.layer.unwrap_or(Layer::Url);
-            let parts = with_open_hours(conn, layer, with_days(segments(plan), &days))
+            let parts = with_open_sums(conn, layer, with_days(segments(plan), &days))
                 .map_err(db_err("plan series sums"))?;
             for (t, from_ms, to_ms) in parts {
                 let part = TotalsQuery {
@@ -1491,6 +1537,7 @@ impl Store for SqliteStore {
                 "samples",
                 "layer_minutes",
                 "series_hours",
+                "series_tens",
             ] {
                 // One delete per layer, so each uses the index that starts
                 // with (layer, minute_ms) instead of scanning the table.
