@@ -454,7 +454,10 @@ mod tests {
         l.commit("a", "s", n, SegmentId(1));
         l.commit("a", "s", n1, SegmentId(1));
         assert_eq!(l.check("a", "s", 0, 200), Verdict::Duplicate);
-        assert!(matches!(l.check_chained("a", "s", 200, 300), Verdict::New(_)));
+        assert!(matches!(
+            l.check_chained("a", "s", 200, 300),
+            Verdict::New(_)
+        ));
     }
 
     #[test]

@@ -847,7 +847,11 @@ enum Step {
 /// `step`. `None`: one of them was released, and this one with it. Never
 /// waits for long: an earlier reservation belongs to a counting task that
 /// nothing cancels, which submits, counts or releases it.
-async fn wait_turn(inner: &Inner, key: &(String, String, Ticket), step: Step) -> Option<Option<u64>> {
+async fn wait_turn(
+    inner: &Inner,
+    key: &(String, String, Ticket),
+    step: Step,
+) -> Option<Option<u64>> {
     let (agent, source, ticket) = key;
     loop {
         // Registered before the look, so a change in between still wakes it.

@@ -683,10 +683,7 @@ fn batches_chained_behind_one_the_wal_fails_are_refused_and_counted_once_after_t
         // is new, none was replayed past the refused one.
         let out = send_chain(&c, &batches, false).await;
         for o in &out {
-            assert!(
-                matches!(o, Ok(IngestOutcome::Accepted { .. })),
-                "{o:?}"
-            );
+            assert!(matches!(o, Ok(IngestOutcome::Accepted { .. })), "{o:?}");
         }
         assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 20);
         c.flush_all().await.unwrap();
@@ -732,15 +729,15 @@ fn a_batch_the_full_wal_refuses_cancels_the_chained_batch_behind_it() {
             matches!(first, Err(panorama_collector::wal::WalError::Full { .. })),
             "{first:?}"
         );
-        assert!(
-            matches!(second, Ok(IngestOutcome::Cancelled)),
-            "{second:?}"
-        );
+        assert!(matches!(second, Ok(IngestOutcome::Cancelled)), "{second:?}");
         assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 0);
         // The second resent alone (the agent's first unacknowledged batch
         // after giving the first up) is new: no reservation was left behind.
         let out = c.ingest(small.clone(), small_raw.clone()).await.unwrap();
-        assert!(matches!(out, IngestOutcome::Accepted { events: 2 }), "{out:?}");
+        assert!(
+            matches!(out, IngestOutcome::Accepted { events: 2 }),
+            "{out:?}"
+        );
     });
 }
 
@@ -757,14 +754,20 @@ fn a_client_hanging_up_on_a_batch_with_a_chained_one_behind_it_counts_both_once(
         let c = Collector::start(c, open_store(dir.path())).await.unwrap();
         let (b1, raw1) = &batches[0];
         // The request for the first is cancelled mid-write...
-        let gave_up =
-            tokio::time::timeout(Duration::from_millis(50), c.ingest(b1.clone(), raw1.clone()))
-                .await;
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            c.ingest(b1.clone(), raw1.clone()),
+        )
+        .await;
         assert!(gave_up.is_err(), "the sync delay did not hold the request");
         // ...while the next two are in flight behind it: they wait for it
         // and are counted after it.
         let out = send_chain(&c, &batches[1..], true).await;
-        assert!(out.iter().all(|o| matches!(o, Ok(IngestOutcome::Accepted { .. }))), "{out:?}");
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Ok(IngestOutcome::Accepted { .. }))),
+            "{out:?}"
+        );
         let out = c.ingest(b1.clone(), raw1.clone()).await.unwrap();
         assert!(matches!(out, IngestOutcome::Duplicate), "{out:?}");
         assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 20);

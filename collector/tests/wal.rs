@@ -200,7 +200,9 @@ async fn a_record_following_one_whose_write_failed_is_not_written() {
     let wal = Wal::open(c).unwrap();
     let first = wal.submit(b"first".to_vec(), None).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let follower = wal.submit(b"follower".to_vec(), Some(first.epoch())).unwrap();
+    let follower = wal
+        .submit(b"follower".to_vec(), Some(first.epoch()))
+        .unwrap();
     let alone = wal.submit(b"alone".to_vec(), None).unwrap();
     assert!(matches!(first.durable().await, Err(WalError::Io(_))));
     assert!(

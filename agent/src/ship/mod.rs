@@ -26,8 +26,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use panorama_model::wire::{CHAINED_HEADER, IngestReply};
 use panorama_model::wire::binary::{self, Batch};
+use panorama_model::wire::{CHAINED_HEADER, IngestReply};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 

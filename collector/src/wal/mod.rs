@@ -447,11 +447,10 @@ impl Writer {
         let (w, _) = self.current.as_mut().expect("a segment is open");
         let before = w.len();
         let outcome = (|| {
-            let injected = self.cfg.fail_writes.fetch_update(
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                |n| n.checked_sub(1),
-            );
+            let injected =
+                self.cfg
+                    .fail_writes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             if injected.is_ok() {
                 return Err(std::io::Error::other("injected write failure"));
             }
