@@ -456,6 +456,13 @@ service = "login"
             Some(Path::new("/tmp/pa/checkpoints/nginx.json"))
         );
         assert!(c.host_metrics.is_some());
+        assert_eq!(
+            c.ship.max_in_flight,
+            crate::ship::DEFAULT_MAX_IN_FLIGHT,
+            "batches in flight per source by default"
+        );
+        let c = parse(&GOOD.replace("token = \"t\"", "token = \"t\"\nmax_in_flight = 1")).unwrap();
+        assert_eq!(c.ship.max_in_flight, 1, "one at a time, as before");
     }
 
     #[test]
@@ -490,6 +497,11 @@ service = "login"
                 GOOD.replace("paths = [", "paths = "),
                 "agent.toml:11:",
                 "expected",
+            ),
+            (
+                GOOD.replace("token = \"t\"", "token = \"t\"\nmax_in_flight = 0"),
+                "agent.toml:8:17",
+                "expected 1 to 64 batches",
             ),
         ];
         for (text, at, needle) in cases {
