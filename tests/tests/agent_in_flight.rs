@@ -141,6 +141,10 @@ fn killed_with_batches_in_flight_and_refused_by_the_wal_the_agent_loses_and_doub
     drop(rt);
 
     assert_eq!(events_in(), LINES, "every line counted exactly once");
+    assert!(
+        collector.stats().wal_refusals.load(Ordering::Relaxed) > 0,
+        "the WAL never refused a batch: the fault was not injected"
+    );
     collector_rt.block_on(async {
         collector.flush_all().await.unwrap();
         let store = collector.store();
