@@ -12,6 +12,7 @@
 //! ca_file = "/etc/panorama-agent/ca.pem"        # optional: a private CA
 //! client_cert = "/etc/panorama-agent/agent.pem" # optional: mutual TLS
 //! client_key = "/etc/panorama-agent/agent.key"
+//! max_in_flight = 4         # batches per source shipped before the first is acknowledged
 //!
 //! [host_metrics]            # optional; on by default every 10 s
 //! interval_secs = 10
@@ -44,6 +45,11 @@ use crate::parse::{Format, ParseSpec, Pipeline};
 use crate::probe::ProbeConfig;
 use crate::probe::config::RawProbe;
 use crate::ship::{ShipConfig, ShipTls};
+
+/// The most batches per source `collector.max_in_flight` may allow: each
+/// holds its compressed bytes until acknowledged, and the tailer's
+/// in-flight byte cap stops reading well before this many full batches.
+const MAX_IN_FLIGHT_LIMIT: u64 = 64;
 use crate::tail::{StartAt, TailConfig};
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +75,7 @@ struct RawCollector {
     urls: Vec<Spanned<String>>,
     token: Option<String>,
     timeout_secs: Option<u64>,
+    max_in_flight: Option<Spanned<u64>>,
     ca_file: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -241,6 +248,19 @@ impl AgentConfig {
         };
         if let Some(t) = coll.timeout_secs {
             ship.request_timeout = Duration::from_secs(t.max(1));
+        }
+        if let Some(k) = coll.max_in_flight {
+            let span = k.span();
+            let k = k.into_inner();
+            if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&k) {
+                return Err(invalid(
+                    span.start,
+                    format!(
+                        "collector.max_in_flight = {k}: expected 1 to {MAX_IN_FLIGHT_LIMIT} batches"
+                    ),
+                ));
+            }
+            ship.max_in_flight = k as usize;
         }
         let mut sources = Vec::new();
         let mut names = std::collections::HashSet::new();
@@ -436,6 +456,13 @@ service = "login"
             Some(Path::new("/tmp/pa/checkpoints/nginx.json"))
         );
         assert!(c.host_metrics.is_some());
+        assert_eq!(
+            c.ship.max_in_flight,
+            crate::ship::DEFAULT_MAX_IN_FLIGHT,
+            "batches in flight per source by default"
+        );
+        let c = parse(&GOOD.replace("token = \"t\"", "token = \"t\"\nmax_in_flight = 1")).unwrap();
+        assert_eq!(c.ship.max_in_flight, 1, "one at a time, as before");
     }
 
     #[test]
@@ -470,6 +497,11 @@ service = "login"
                 GOOD.replace("paths = [", "paths = "),
                 "agent.toml:11:",
                 "expected",
+            ),
+            (
+                GOOD.replace("token = \"t\"", "token = \"t\"\nmax_in_flight = 0"),
+                "agent.toml:8:17",
+                "expected 1 to 64 batches",
             ),
         ];
         for (text, at, needle) in cases {

@@ -4,12 +4,14 @@
 //!
 //! A source's task parses each chunk into one batch carrying the chunk's
 //! source id and byte range, ships it, and acknowledges the range to the
-//! tailer only once a collector acknowledged the batch; the next chunk is
-//! read and parsed meanwhile, but not sent before that acknowledgement, so
-//! a source's ranges reach the collector in order. So the
-//! checkpoint never runs ahead of what a collector holds durably, and after
-//! any crash the tailer resends from the last acknowledged offset, which
-//! the collector recognises.
+//! tailer only once a collector acknowledged the batch. Up to
+//! `max_in_flight` batches of a source are on their way at once, each
+//! chained to the one before it, so the collector counts them in order and
+//! refuses the later ones when an earlier one fails; acknowledgements are
+//! settled strictly in order (see `Flight`). So the checkpoint never runs
+//! ahead of what a collector holds durably, and after any crash the tailer
+//! resends from the last acknowledged offset, cut at the same places,
+//! which the collector recognises.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use tracing::Instrument;
 use crate::config::{AgentConfig, SourceConfig};
 use crate::host::HostSampler;
 use crate::parse::{Format, Pipeline};
-use crate::ship::{Delivery, Encoded, ShipConfig, Shipper};
+use crate::ship::{Delivery, Encoded, ShipConfig, Shipper, Tried};
 use crate::tail::{Chunk, Tailer};
 
 pub use crate::parse::PARSE_ERROR_SERIES;
@@ -275,29 +277,18 @@ async fn source_task(
     let mut tailer = Tailer::new(tail_cfg)?;
     let mut parser = SourceParser::new(agent_id, &host, &src)?;
     let zstd_level = ship.zstd_level;
-    let mut shipper = Some(Shipper::new(ship)?);
-    // The batch being shipped while the next chunk is read and parsed. One
-    // at a time per source, so the collector sees the source's ranges in
-    // order, as its ledger needs; but chunk N+1 is parsed on this core
-    // while chunk N waits for the collector's fsync on the other.
-    let mut inflight: Option<InFlight> = None;
+    let max_in_flight = ship.max_in_flight.max(1);
+    let mut flight = Flight::new(Shipper::new(ship)?);
     'outer: loop {
-        let next = match inflight.as_mut() {
-            Some(f) => tokio::select! {
-                c = tailer.next_chunks() => Next::Chunks(c),
-                r = &mut f.handle => Next::Shipped(r),
-                _ = stop.changed() => Next::Stop,
-            },
-            None => tokio::select! {
-                c = tailer.next_chunks() => Next::Chunks(c),
-                _ = stop.changed() => Next::Stop,
-            },
+        let next = tokio::select! {
+            c = tailer.next_chunks(), if flight.len() < max_in_flight => Next::Chunks(c),
+            Some(r) = flight.tasks.join_next(), if !flight.tasks.is_empty() => Next::Shipped(r),
+            _ = stop.changed() => Next::Stop,
         };
         let chunks = match next {
             Next::Chunks(c) => c,
             Next::Shipped(r) => {
-                let f = inflight.take().expect("a batch in flight");
-                shipper = Some(settle(&mut tailer, &figs, f, r)?);
+                flight.answered(r, &mut tailer, &figs)?;
                 continue;
             }
             Next::Stop => break,
@@ -308,87 +299,255 @@ async fn source_task(
                 continue;
             };
             let newest = batch.events.iter().map(|e| e.ts_ms).max();
-            // Encoded now, while the previous batch is still in flight; its
-            // events go straight back to the parser for the next chunk.
+            // Encoded now, while earlier batches are in flight; its events
+            // go straight back to the parser and its lines to the tailer:
+            // only the compressed bytes wait for the acknowledgement.
             let body = Encoded::new(&batch, zstd_level);
             parser.pipeline.recycle(&mut batch.events);
-            if let Some(mut f) = inflight.take() {
-                let r = tokio::select! {
-                    r = &mut f.handle => r,
-                    _ = stop.changed() => {
-                        // Not acknowledged: resent after the restart.
-                        f.handle.abort();
-                        break 'outer;
-                    }
-                };
-                shipper = Some(settle(&mut tailer, &figs, f, r)?);
+            let slot = Slot::new(&chunk, newest, body);
+            tailer.recycle(chunk);
+            while flight.len() >= max_in_flight {
+                tokio::select! {
+                    Some(r) = flight.tasks.join_next() => flight.answered(r, &mut tailer, &figs)?,
+                    // Not acknowledged: resent after the restart.
+                    _ = stop.changed() => break 'outer,
+                }
             }
-            let mut sh = shipper.take().expect("the shipper is home");
-            inflight = Some(InFlight {
-                handle: tokio::spawn(
-                    async move {
-                        let d = sh.ship_encoded(&body).await;
-                        (Box::new(sh), d)
-                    }
-                    .in_current_span(),
-                ),
-                chunk,
-                newest,
-            });
+            flight.push(slot);
         }
     }
-    if let Some(f) = inflight {
-        f.handle.abort();
-    }
+    // Whatever is in flight is not acknowledged: the checkpoint keeps its
+    // chunk ends, and the restart resends the same ranges.
+    flight.tasks.abort_all();
     tailer.checkpoint()?;
     Ok(())
 }
 
-/// What a shipping task hands back: the shipper (boxed: it is large) and
-/// the collector's answer.
-type Shipped = (Box<Shipper>, Delivery);
-
-/// A batch on its way, and what its acknowledgement settles.
-struct InFlight {
-    handle: tokio::task::JoinHandle<Shipped>,
-    chunk: crate::tail::Chunk,
-    newest: Option<i64>,
-}
-
 enum Next {
-    Chunks(Vec<crate::tail::Chunk>),
-    Shipped(Result<Shipped, tokio::task::JoinError>),
+    Chunks(Vec<Chunk>),
+    Shipped(Result<(u64, Tried), tokio::task::JoinError>),
     Stop,
 }
 
-/// The collector acknowledged a batch: its range is acknowledged to the
-/// tailer and its chunk's buffer goes back for reuse. Returns the shipper.
-fn settle(
-    tailer: &mut Tailer,
-    figs: &SourceFigures,
-    f: InFlight,
-    shipped: Result<Shipped, tokio::task::JoinError>,
-) -> anyhow::Result<Shipper> {
-    let (shipper, delivery) = shipped?;
-    let shipper = *shipper;
-    let chunk = f.chunk;
-    if let Delivery::Overlap { counted } = delivery {
-        let lost = chunk
-            .end_offset
-            .saturating_sub(counted.max(chunk.start_offset));
-        figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
-        tracing::error!(source = %chunk.source_id, counted, end = chunk.end_offset, lost, "collector counted into this batch; its uncounted bytes are given up");
+/// The batches of one source task between parsing and acknowledgement,
+/// oldest first; at most [`ShipConfig::max_in_flight`] of them.
+///
+/// Each file (source id) is a chain: its first batch goes through
+/// [`Shipper::ship_encoded`], which never gives up, and each later one is
+/// tried once, chained to the one before it, while that one is on its way
+/// or acknowledged. The collector counts a chained batch only right after
+/// its predecessor and refuses it if the predecessor is refused; so a
+/// batch that is not acknowledged (refused, failed, or answered with an
+/// overlap) takes every later one of its file back to waiting, and they
+/// go again, in order, once it is the first. Acknowledgements are settled
+/// strictly in order: the tailer's checkpoint moves only over a
+/// contiguous prefix of acknowledged batches, exactly as with one batch at
+/// a time.
+struct Flight {
+    shipper: Arc<Shipper>,
+    slots: std::collections::VecDeque<Slot>,
+    /// Shipping tasks, each answering with its launch number.
+    tasks: tokio::task::JoinSet<(u64, Tried)>,
+    launches: u64,
+}
+
+/// A batch on its way, and what its acknowledgement settles.
+struct Slot {
+    source_id: String,
+    start: u64,
+    end: u64,
+    newest: Option<i64>,
+    body: Encoded,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// Not sent, or to be sent again (not before `after`); `resend` after
+    /// it failed (not after it was only taken back behind one that did).
+    Waiting {
+        after: Option<Duration>,
+        resend: bool,
+    },
+    /// On its way, as launch number `launch`.
+    Sending {
+        launch: u64,
+        abort: tokio::task::AbortHandle,
+        /// Sent as the first of its file after a failure: its successors
+        /// wait for its acknowledgement instead of going along.
+        resend: bool,
+    },
+    /// The collector's answer.
+    Done(Delivery),
+}
+
+impl Slot {
+    fn new(chunk: &Chunk, newest: Option<i64>, body: Encoded) -> Slot {
+        Slot {
+            source_id: chunk.source_id.clone(),
+            start: chunk.start_offset,
+            end: chunk.end_offset,
+            newest,
+            body,
+            state: SlotState::Waiting {
+                after: None,
+                resend: false,
+            },
+        }
     }
-    tailer.ack(&chunk.source_id, chunk.end_offset);
+}
+
+impl Flight {
+    fn new(shipper: Shipper) -> Flight {
+        Flight {
+            shipper: Arc::new(shipper),
+            slots: Default::default(),
+            tasks: tokio::task::JoinSet::new(),
+            launches: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A new batch, after every batch already here.
+    fn push(&mut self, slot: Slot) {
+        self.slots.push_back(slot);
+        self.launch();
+    }
+
+    /// A shipping task answered: record it, settle what is acknowledged
+    /// from the front, and send what may go now.
+    ///
+    /// # Errors
+    /// The shipping task panicked.
+    fn answered(
+        &mut self,
+        joined: Result<(u64, Tried), tokio::task::JoinError>,
+        tailer: &mut Tailer,
+        figs: &SourceFigures,
+    ) -> anyhow::Result<()> {
+        let (launch, tried) = match joined {
+            Ok(answer) => answer,
+            // Aborted by `rewind_after`: its slot went back to waiting.
+            Err(e) if e.is_cancelled() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| matches!(s.state, SlotState::Sending { launch: l, .. } if l == launch))
+        else {
+            // A task aborted after it had already answered.
+            return Ok(());
+        };
+        match tried {
+            Tried::Delivered(d) => {
+                self.slots[i].state = SlotState::Done(d);
+                if matches!(d, Delivery::Overlap { .. }) {
+                    // Chained behind a batch the collector did not count:
+                    // they go again after it.
+                    self.rewind_after(i);
+                }
+            }
+            Tried::Failed { after } => {
+                self.slots[i].state = SlotState::Waiting {
+                    after,
+                    resend: true,
+                };
+                self.rewind_after(i);
+            }
+        }
+        while matches!(self.slots.front(), Some(s) if matches!(s.state, SlotState::Done(_))) {
+            let slot = self.slots.pop_front().expect("a front slot");
+            let SlotState::Done(d) = slot.state else {
+                unreachable!("checked above");
+            };
+            settle(tailer, figs, &slot, d);
+        }
+        self.launch();
+        Ok(())
+    }
+
+    /// Takes the batches of slot `i`'s file after it back to waiting,
+    /// cancelling their requests: the collector refuses them anyway.
+    fn rewind_after(&mut self, i: usize) {
+        let id = self.slots[i].source_id.clone();
+        for s in self.slots.iter_mut().skip(i + 1) {
+            if s.source_id != id {
+                continue;
+            }
+            if let SlotState::Sending { abort, .. } = &s.state {
+                abort.abort();
+                s.state = SlotState::Waiting {
+                    after: None,
+                    resend: false,
+                };
+            }
+        }
+    }
+
+    /// Sends every waiting batch that may go: the first of its file
+    /// alone, a later one chained while its predecessor is on its way
+    /// (and not resent after a failure) or acknowledged. A batch that
+    /// failed goes again only as the first of its file, through the
+    /// shipper's retries and back-off, so a collector refusing it is not
+    /// asked again at once.
+    fn launch(&mut self) {
+        for i in 0..self.slots.len() {
+            let SlotState::Waiting { after, resend } = self.slots[i].state else {
+                continue;
+            };
+            let id = &self.slots[i].source_id;
+            let before = self.slots.iter().take(i).rev().find(|s| &s.source_id == id);
+            let chained = match before.map(|s| &s.state) {
+                None => false,
+                Some(SlotState::Sending { resend: false, .. })
+                | Some(SlotState::Done(Delivery::Acked))
+                    if !resend =>
+                {
+                    true
+                }
+                Some(_) => continue,
+            };
+            self.launches += 1;
+            let launch = self.launches;
+            let (shipper, body) = (self.shipper.clone(), self.slots[i].body.clone());
+            let task = async move {
+                if chained {
+                    return (launch, shipper.try_chained(&body).await);
+                }
+                if let Some(after) = after {
+                    tokio::time::sleep(after).await;
+                }
+                (launch, Tried::Delivered(shipper.ship_encoded(&body).await))
+            };
+            let abort = self.tasks.spawn(task.in_current_span());
+            self.slots[i].state = SlotState::Sending {
+                launch,
+                abort,
+                resend,
+            };
+        }
+    }
+}
+
+/// The collector acknowledged a batch: its range is acknowledged to the
+/// tailer.
+fn settle(tailer: &mut Tailer, figs: &SourceFigures, slot: &Slot, delivery: Delivery) {
+    if let Delivery::Overlap { counted } = delivery {
+        let lost = slot.end.saturating_sub(counted.max(slot.start));
+        figs.bytes_given_up.fetch_add(lost, Ordering::Relaxed);
+        tracing::error!(source = %slot.source_id, counted, end = slot.end, lost, "collector counted into this batch; its uncounted bytes are given up");
+    }
+    tailer.ack(&slot.source_id, slot.end);
     figs.batches_acked.fetch_add(1, Ordering::Relaxed);
     figs.bytes_acked
-        .fetch_add(chunk.end_offset - chunk.start_offset, Ordering::Relaxed);
-    if let Some(ts) = f.newest {
+        .fetch_add(slot.end - slot.start, Ordering::Relaxed);
+    if let Some(ts) = slot.newest {
         figs.newest_acked_ms
             .fetch_max(ts.max(0) as u64, Ordering::Relaxed);
     }
-    tailer.recycle(chunk);
-    Ok(shipper)
 }
 
 /// One source's chunks parsed into the batches that carry their ranges.
@@ -585,7 +744,7 @@ impl HostTask {
             all,
         } = self;
         let figs = all.source("host-metrics");
-        let mut shipper = Shipper::new(ship)?;
+        let shipper = Shipper::new(ship)?;
         let (tx, mut rx) = mpsc::channel(4);
         let sampling = tokio::spawn(crate::host::run(sampler, interval, tx));
         let mut previous = BTreeMap::new();

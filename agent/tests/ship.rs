@@ -114,7 +114,7 @@ fn config(urls: Vec<String>) -> ShipConfig {
 #[tokio::test]
 async fn acknowledged_batch_arrives_intact() {
     let (addr, seen) = collector(0).await;
-    let mut shipper = Shipper::new(config(vec![format!("http://{addr}")])).unwrap();
+    let shipper = Shipper::new(config(vec![format!("http://{addr}")])).unwrap();
     let b = batch(0, 500);
     shipper.ship(&b).await;
     let s = seen.lock().unwrap();
@@ -134,7 +134,7 @@ async fn acknowledged_batch_arrives_intact() {
 async fn fails_over_from_a_dead_collector() {
     let (_held, dead) = dead_port();
     let (addr, seen) = collector(0).await;
-    let mut shipper = Shipper::new(config(vec![
+    let shipper = Shipper::new(config(vec![
         format!("http://{dead}"),
         format!("http://{addr}"),
     ]))
@@ -156,7 +156,7 @@ async fn fails_over_from_a_dead_collector() {
 #[tokio::test]
 async fn retries_after_503_until_accepted() {
     let (addr, seen) = collector(3).await;
-    let mut shipper = Shipper::new(config(vec![format!("http://{addr}")])).unwrap();
+    let shipper = Shipper::new(config(vec![format!("http://{addr}")])).unwrap();
     tokio::time::timeout(Duration::from_secs(10), shipper.ship(&batch(0, 10)))
         .await
         .expect("shipped after retries");
@@ -175,7 +175,7 @@ async fn retries_after_503_until_accepted() {
 #[tokio::test]
 async fn waits_for_a_collector_that_starts_later() {
     let (held, dead) = dead_port();
-    let mut shipper = Shipper::new(config(vec![format!("http://{dead}")])).unwrap();
+    let shipper = Shipper::new(config(vec![format!("http://{dead}")])).unwrap();
     let b = batch(0, 5);
     let ship = tokio::spawn(async move {
         shipper.ship(&b).await;
@@ -211,7 +211,7 @@ async fn a_wrong_token_is_never_taken_for_an_acknowledgement() {
     let mut cfg = config(vec![format!("http://{addr}")]);
     cfg.token = Some("wrong".into());
     cfg.max_backoff = Duration::from_millis(50);
-    let mut shipper = Shipper::new(cfg).unwrap();
+    let shipper = Shipper::new(cfg).unwrap();
     let r = tokio::time::timeout(Duration::from_millis(500), shipper.ship(&batch(0, 1))).await;
     assert!(r.is_err(), "a 401 must not count as delivered");
     let s = seen.lock().unwrap();

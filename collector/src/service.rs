@@ -9,7 +9,11 @@
 //!   waits for that batch's outcome (or is told to retry), and is answered
 //!   *duplicate* only once the first copy is counted;
 //! - a WAL segment is deleted only when no record in it is still on its way
-//!   to the aggregator (the WAL's pins) and every entry of it is written.
+//!   to the aggregator (the WAL's pins) and every entry of it is written;
+//! - the batches of one source in flight together (an agent's chained
+//!   batches) go to the WAL in order and are counted in order, and one
+//!   refused cancels the later ones (see [`crate::ledger`]): the counted
+//!   offset never passes a range that was not counted.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,7 +30,7 @@ use tracing::Instrument;
 
 use crate::aggregate::{Aggregator, SampleLimits};
 use crate::batch_pool::BatchPool;
-use crate::ledger::{Ledger, Verdict};
+use crate::ledger::{Ledger, Ticket, Turn, Verdict};
 use crate::wal::{SegmentId, Wal, WalConfig, WalError, replay};
 
 /// How a collector runs.
@@ -156,10 +160,16 @@ pub enum IngestOutcome {
         /// End of the counted range.
         counted: u64,
     },
-    /// An earlier copy of this range is still being written; nothing was
+    /// An earlier copy of this range is still being written (or, for a
+    /// chained batch, the batch it follows has not arrived); nothing was
     /// done with this one. Retry shortly: the answer will then be
     /// *duplicate* (counted) or the range will be new again (it failed).
     InFlight,
+    /// An earlier batch of the same source, in flight with this one, was
+    /// refused; this one was not counted either (it must not be counted
+    /// past a range that is not). Resend from the first unacknowledged
+    /// offset.
+    Cancelled,
 }
 
 /// How long a resend waits for the outcome of an earlier copy still in
@@ -301,12 +311,16 @@ impl Collector {
             }
             let m = &batch.meta;
             if m.end_offset > m.start_offset {
-                if ledger.check(&m.agent_id, &m.source_id, m.start_offset, m.end_offset)
-                    != Verdict::New
-                {
+                // The log holds a source's batches in the order they were
+                // reserved, and a chained one only after its predecessor
+                // (see `Wal::submit`): judged alone, in that order, they
+                // are judged as they were live.
+                let Verdict::New(ticket) =
+                    ledger.check(&m.agent_id, &m.source_id, m.start_offset, m.end_offset)
+                else {
                     continue;
-                }
-                ledger.commit(&m.agent_id, &m.source_id, m.end_offset, *segment);
+                };
+                ledger.commit(&m.agent_id, &m.source_id, ticket, *segment);
             }
             let tally = count_batch(
                 &mut agg,
@@ -407,10 +421,36 @@ impl Collector {
         batch: binary::Batch,
         wal_bytes: Vec<u8>,
     ) -> Result<IngestOutcome, WalError> {
-        if let Some(outcome) = self.admit(&batch.meta).await {
-            self.inner.batches.give(batch);
-            return Ok(outcome);
-        }
+        self.ingest_ordered(batch, wal_bytes, false).await
+    }
+
+    /// [`Collector::ingest`] for a batch chained to the one before it of
+    /// its source ([`panorama_model::wire::CHAINED_HEADER`]): counted only
+    /// directly after it, and [`IngestOutcome::Cancelled`] if it is refused.
+    ///
+    /// # Errors
+    /// As [`Collector::ingest`].
+    pub async fn ingest_chained(
+        &self,
+        batch: binary::Batch,
+        wal_bytes: Vec<u8>,
+    ) -> Result<IngestOutcome, WalError> {
+        self.ingest_ordered(batch, wal_bytes, true).await
+    }
+
+    async fn ingest_ordered(
+        &self,
+        batch: binary::Batch,
+        wal_bytes: Vec<u8>,
+        chained: bool,
+    ) -> Result<IngestOutcome, WalError> {
+        let ticket = match self.admit(&batch.meta, chained).await {
+            Ok(ticket) => ticket,
+            Err(outcome) => {
+                self.inner.batches.give(batch);
+                return Ok(outcome);
+            }
+        };
         // From here on the range is reserved: the task commits or releases
         // it whatever becomes of this request.
         let inner = self.inner.clone();
@@ -418,7 +458,7 @@ impl Collector {
         // naming the producer and range), so what it logs says whose batch.
         let task = tokio::spawn(
             async move {
-                let outcome = append_and_count(&inner, &batch, wal_bytes).await;
+                let outcome = append_and_count(&inner, &batch, wal_bytes, ticket).await;
                 inner.batches.give(batch);
                 outcome
             }
@@ -436,11 +476,16 @@ impl Collector {
     }
 
     /// Checks a ranged batch against the ledger, waiting a while for an
-    /// earlier copy still in flight. `None`: the range is new (and reserved
-    /// by the ledger's check), or the batch is unranged; count it.
-    async fn admit(&self, m: &binary::BatchMeta) -> Option<IngestOutcome> {
+    /// earlier copy still in flight (or a chained batch's predecessor).
+    /// `Ok`: the range is new (and reserved under the ticket), or the batch
+    /// is unranged; count it. `Err`: the answer.
+    async fn admit(
+        &self,
+        m: &binary::BatchMeta,
+        chained: bool,
+    ) -> Result<Option<Ticket>, IngestOutcome> {
         if m.end_offset <= m.start_offset {
-            return None;
+            return Ok(None);
         }
         let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
         loop {
@@ -449,14 +494,17 @@ impl Collector {
             let settled = self.inner.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            let verdict = lock(&self.inner.ledger).check(
-                &m.agent_id,
-                &m.source_id,
-                m.start_offset,
-                m.end_offset,
-            );
+            let verdict = {
+                let mut ledger = lock(&self.inner.ledger);
+                let (a, s, start, end) = (&m.agent_id, &m.source_id, m.start_offset, m.end_offset);
+                if chained {
+                    ledger.check_chained(a, s, start, end)
+                } else {
+                    ledger.check(a, s, start, end)
+                }
+            };
             match verdict {
-                Verdict::New => return None,
+                Verdict::New(ticket) => return Ok(Some(ticket)),
                 Verdict::Duplicate => {
                     lock(&self.inner.accounting)
                         .source(&m.agent_id, &m.source_id)
@@ -465,7 +513,7 @@ impl Collector {
                         .stats
                         .duplicate_batches
                         .fetch_add(1, Ordering::Relaxed);
-                    return Some(IngestOutcome::Duplicate);
+                    return Err(IngestOutcome::Duplicate);
                 }
                 Verdict::Overlap { counted } => {
                     lock(&self.inner.accounting)
@@ -475,7 +523,7 @@ impl Collector {
                         .stats
                         .overlap_batches
                         .fetch_add(1, Ordering::Relaxed);
-                    return Some(IngestOutcome::Overlap { counted });
+                    return Err(IngestOutcome::Overlap { counted });
                 }
                 Verdict::InFlight => {
                     if tokio::time::timeout_at(deadline, settled).await.is_err() {
@@ -483,7 +531,7 @@ impl Collector {
                             .stats
                             .in_flight_retries
                             .fetch_add(1, Ordering::Relaxed);
-                        return Some(IngestOutcome::InFlight);
+                        return Err(IngestOutcome::InFlight);
                     }
                 }
             }
@@ -768,14 +816,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// resends to wait on.
 struct Reservation<'a> {
     inner: &'a Inner,
-    key: Option<(String, String)>,
+    key: Option<(String, String, Ticket)>,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if let Some((agent, source)) = self.key.take() {
-            lock(&self.inner.ledger).release(&agent, &source);
+        if let Some((agent, source, ticket)) = self.key.take() {
+            let cancelled = lock(&self.inner.ledger).release(&agent, &source, ticket);
+            if cancelled > 0 {
+                tracing::warn!(
+                    cancelled,
+                    "batch not counted; the later batches of its source in flight are refused too"
+                );
+            }
             self.inner.settled.notify_waiters();
+        }
+    }
+}
+
+/// Which turn [`wait_turn`] waits for.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Handing the batch to the WAL.
+    Submit,
+    /// Counting and committing it.
+    Count,
+}
+
+/// Waits until the earlier reservations of the batch's source let it take
+/// `step`. `None`: one of them was released, and this one with it. Never
+/// waits for long: an earlier reservation belongs to a counting task that
+/// nothing cancels, which submits, counts or releases it.
+async fn wait_turn(
+    inner: &Inner,
+    key: &(String, String, Ticket),
+    step: Step,
+) -> Option<Option<u64>> {
+    let (agent, source, ticket) = key;
+    loop {
+        // Registered before the look, so a change in between still wakes it.
+        let settled = inner.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        let turn = {
+            let ledger = lock(&inner.ledger);
+            match step {
+                Step::Submit => ledger.submit_turn(agent, source, *ticket),
+                Step::Count => ledger.count_turn(agent, source, *ticket),
+            }
+        };
+        match turn {
+            Turn::Go { after } => return Some(after),
+            Turn::Cancelled => return None,
+            Turn::Wait => settled.await,
         }
     }
 }
@@ -789,14 +882,41 @@ async fn append_and_count(
     inner: &Inner,
     batch: &binary::Batch,
     wal_bytes: Vec<u8>,
+    ticket: Option<Ticket>,
 ) -> Result<IngestOutcome, WalError> {
     let m = &batch.meta;
-    let ranged = m.end_offset > m.start_offset;
+    let key = ticket.map(|t| (m.agent_id.clone(), m.source_id.clone(), t));
     let mut reservation = Reservation {
         inner,
-        key: ranged.then(|| (m.agent_id.clone(), m.source_id.clone())),
+        key: key.clone(),
     };
-    let appended = match inner.wal.append(wal_bytes).await {
+    // To the WAL after the source's earlier batch, naming the epoch that
+    // one went in: if its write fails, this one is not written either.
+    let after = match &key {
+        Some(k) => match wait_turn(inner, k, Step::Submit).await {
+            Some(after) => after,
+            None => return Ok(IngestOutcome::Cancelled),
+        },
+        None => None,
+    };
+    let submitted = {
+        // Marked submitted under the same lock as the hand-over, so the
+        // next batch of the source cannot reach the writer before it.
+        let mut ledger = lock(&inner.ledger);
+        let submitted = inner.wal.submit(wal_bytes, after);
+        if let (Ok(s), Some((agent, source, ticket))) = (&submitted, &key) {
+            ledger.submitted(agent, source, *ticket, s.epoch());
+        }
+        submitted
+    };
+    if key.is_some() {
+        inner.settled.notify_waiters();
+    }
+    let appended = match submitted {
+        Ok(s) => s.durable().await,
+        Err(e) => Err(e),
+    };
+    let appended = match appended {
         Ok(a) => a,
         Err(e) => {
             inner.stats.wal_refusals.fetch_add(1, Ordering::Relaxed);
@@ -806,6 +926,17 @@ async fn append_and_count(
     let segment = appended.segment();
     if !inner.cfg.count_delay.is_zero() {
         tokio::time::sleep(inner.cfg.count_delay).await;
+    }
+    // Counted after the source's earlier batches. They are durable (this
+    // one could not be otherwise) and counting cannot fail, so this only
+    // waits for them to get there; cancelled means one of them panicked.
+    if let Some(k) = &key
+        && wait_turn(inner, k, Step::Count).await.is_none()
+    {
+        tracing::error!(
+            "an earlier batch of the source was not counted; this durable one is refused and will be counted again at a restart"
+        );
+        return Ok(IngestOutcome::Cancelled);
     }
     let s = &inner.stats;
     s.agent_lines_read
@@ -845,8 +976,8 @@ async fn append_and_count(
     };
     inner.live.add(&batch.events);
     s.events_in.fetch_add(counted as u64, Ordering::Relaxed);
-    if let Some((agent, source)) = reservation.key.take() {
-        lock(&inner.ledger).commit(&agent, &source, m.end_offset, segment);
+    if let Some((agent, source, ticket)) = reservation.key.take() {
+        lock(&inner.ledger).commit(&agent, &source, ticket, segment);
         inner.settled.notify_waiters();
     }
     appended.settle();

@@ -527,6 +527,7 @@ fn producers_race_rolls_and_flushes(
                             IngestOutcome::Overlap { counted } => {
                                 panic!("overlap at {counted} for an exact resend")
                             }
+                            IngestOutcome::Cancelled => panic!("cancelled without a chain"),
                         }
                     }
                 }
@@ -589,4 +590,200 @@ proptest! {
     ) {
         producers_race_rolls_and_flushes(producers, batches, sync_delay_ms, count_delay_ms, segment_max_bytes, flush_every_ms, crash_after)?;
     }
+}
+
+/// Three batches of one source in a row, `[0,1000)`, `[1000,2000)`,
+/// `[2000,3000)`, as an agent keeps them in flight together.
+fn three(t0: i64) -> [(Batch, Vec<u8>); 3] {
+    [
+        batch("s1", 0, 1000, 10, t0),
+        batch("s1", 1000, 2000, 6, t0),
+        batch("s1", 2000, 3000, 4, t0),
+    ]
+}
+
+/// Sends batches at once, the first alone (unless `chain_first`: its
+/// predecessor is in flight too) and the later ones chained, as the agent
+/// does; the answers in order.
+async fn send_chain(
+    c: &Collector,
+    batches: &[(Batch, Vec<u8>)],
+    chain_first: bool,
+) -> Vec<Result<IngestOutcome, panorama_collector::wal::WalError>> {
+    let mut tasks = Vec::new();
+    for (i, (b, raw)) in batches.iter().enumerate() {
+        let (c, b, raw) = (c.clone(), b.clone(), raw.clone());
+        tasks.push(tokio::spawn(async move {
+            if i == 0 && !chain_first {
+                c.ingest(b, raw).await
+            } else {
+                c.ingest_chained(b, raw).await
+            }
+        }));
+        // In order, as the agent sends them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[test]
+fn batches_chained_behind_one_the_wal_fails_are_refused_and_counted_once_after_the_resend() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = t0();
+    let batches = three(t0);
+    let all: Vec<&Batch> = batches.iter().map(|(b, _)| b).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = cfg(dir.path());
+        // The first write fails, and the writer answers it late: the
+        // chained batches are reserved and handed to the WAL behind it
+        // meanwhile, in a later group whose write would succeed.
+        c.wal.sync_delay = Duration::from_millis(300);
+        c.wal.fail_writes.store(1, Ordering::Relaxed);
+        c.wal.segment_max_age = Duration::ZERO;
+        let c = Collector::start(c, open_store(dir.path())).await.unwrap();
+        let out = send_chain(&c, &batches, false).await;
+        assert!(out[0].is_err(), "{:?}", out[0]);
+        for o in &out[1..] {
+            assert!(
+                !matches!(
+                    o,
+                    Ok(IngestOutcome::Accepted { .. } | IngestOutcome::Duplicate)
+                ),
+                "acknowledged past a batch the WAL refused: {o:?}"
+            );
+        }
+        assert_eq!(
+            c.stats().events_in.load(Ordering::Relaxed),
+            0,
+            "counted past the refused batch"
+        );
+        // Resent alone, the second is not taken for new: its predecessor
+        // is missing (it waits for it, and the agent gives up first).
+        let (b, raw) = &batches[1];
+        let waited = tokio::time::timeout(
+            Duration::from_millis(300),
+            c.ingest_chained(b.clone(), raw.clone()),
+        )
+        .await;
+        assert!(waited.is_err(), "{waited:?}");
+    });
+    // kill -9 right after the refusals: whatever the WAL holds is replayed.
+    drop(rt);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Collector::start(cfg(dir.path()), open_store(dir.path()))
+            .await
+            .unwrap();
+        // The agent resends from the first unacknowledged batch: all of it
+        // is new, none was replayed past the refused one.
+        let out = send_chain(&c, &batches, false).await;
+        for o in &out {
+            assert!(matches!(o, Ok(IngestOutcome::Accepted { .. })), "{o:?}");
+        }
+        assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 20);
+        c.flush_all().await.unwrap();
+        assert_eq!(stored(&*c.store(), t0).await, expected(&all));
+    });
+    drop(rt); // kill -9
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Collector::start(cfg(dir.path()), open_store(dir.path()))
+            .await
+            .unwrap();
+        for o in send_chain(&c, &batches, false).await {
+            assert!(matches!(o, Ok(IngestOutcome::Duplicate)), "{o:?}");
+        }
+        c.flush_all().await.unwrap();
+        assert_eq!(stored(&*c.store(), t0).await, expected(&all));
+    });
+}
+
+#[test]
+fn a_batch_the_full_wal_refuses_cancels_the_chained_batch_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = t0();
+    // The first is too large for the log's cap, the second is not: alone,
+    // the second would be written, and counted past the first.
+    let (big, big_raw) = batch("s1", 0, 1000, 400, t0);
+    let (small, small_raw) = batch("s1", 1000, 1100, 2, t0);
+    // One thread: both are admitted before either counting task runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = cfg(dir.path());
+        c.wal.max_total_bytes = small_raw.len() as u64 + 4096;
+        assert!(big_raw.len() as u64 > c.wal.max_total_bytes);
+        let c = Collector::start(c, open_store(dir.path())).await.unwrap();
+        let (first, second) = tokio::join!(
+            c.ingest(big.clone(), big_raw.clone()),
+            c.ingest_chained(small.clone(), small_raw.clone())
+        );
+        assert!(
+            matches!(first, Err(panorama_collector::wal::WalError::Full { .. })),
+            "{first:?}"
+        );
+        assert!(matches!(second, Ok(IngestOutcome::Cancelled)), "{second:?}");
+        assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 0);
+        // The second resent alone (the agent's first unacknowledged batch
+        // after giving the first up) is new: no reservation was left behind.
+        let out = c.ingest(small.clone(), small_raw.clone()).await.unwrap();
+        assert!(
+            matches!(out, IngestOutcome::Accepted { events: 2 }),
+            "{out:?}"
+        );
+    });
+}
+
+#[test]
+fn a_client_hanging_up_on_a_batch_with_a_chained_one_behind_it_counts_both_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = t0();
+    let batches = three(t0);
+    let all: Vec<&Batch> = batches.iter().map(|(b, _)| b).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = cfg(dir.path());
+        c.wal.sync_delay = Duration::from_millis(300);
+        let c = Collector::start(c, open_store(dir.path())).await.unwrap();
+        let (b1, raw1) = &batches[0];
+        // The request for the first is cancelled mid-write...
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            c.ingest(b1.clone(), raw1.clone()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the sync delay did not hold the request");
+        // ...while the next two are in flight behind it: they wait for it
+        // and are counted after it.
+        let out = send_chain(&c, &batches[1..], true).await;
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Ok(IngestOutcome::Accepted { .. }))),
+            "{out:?}"
+        );
+        let out = c.ingest(b1.clone(), raw1.clone()).await.unwrap();
+        assert!(matches!(out, IngestOutcome::Duplicate), "{out:?}");
+        assert_eq!(c.stats().events_in.load(Ordering::Relaxed), 20);
+        c.flush_all().await.unwrap();
+        assert_eq!(stored(&*c.store(), t0).await, expected(&all));
+    });
+    drop(rt);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Collector::start(cfg(dir.path()), open_store(dir.path()))
+            .await
+            .unwrap();
+        for o in send_chain(&c, &batches, false).await {
+            assert!(matches!(o, Ok(IngestOutcome::Duplicate)), "{o:?}");
+        }
+        c.flush_all().await.unwrap();
+        assert_eq!(stored(&*c.store(), t0).await, expected(&all));
+    });
 }

@@ -188,3 +188,31 @@ async fn numbering_starts_past_the_floor_when_the_directory_is_empty() {
     assert_eq!(a.segment(), SegmentId(42));
     a.settle();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_following_one_whose_write_failed_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    // The writer holds the failed group a while: the follower is submitted
+    // meanwhile and lands in a later group, whose write would succeed.
+    c.sync_delay = Duration::from_millis(200);
+    c.fail_writes.store(1, std::sync::atomic::Ordering::Relaxed);
+    let wal = Wal::open(c).unwrap();
+    let first = wal.submit(b"first".to_vec(), None).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let follower = wal
+        .submit(b"follower".to_vec(), Some(first.epoch()))
+        .unwrap();
+    let alone = wal.submit(b"alone".to_vec(), None).unwrap();
+    assert!(matches!(first.durable().await, Err(WalError::Io(_))));
+    assert!(
+        matches!(follower.durable().await, Err(WalError::PredecessorFailed)),
+        "written without the record it follows"
+    );
+    // Submitted after the failure, following nothing: written.
+    alone.durable().await.unwrap().settle();
+    wal.append(b"again".to_vec()).await.unwrap().settle();
+    let back = replay(dir.path()).unwrap();
+    let payloads: Vec<&[u8]> = back.records.iter().map(|(_, p)| p.as_slice()).collect();
+    assert_eq!(payloads, vec![b"alone".as_slice(), b"again".as_slice()]);
+}

@@ -188,7 +188,7 @@ pub async fn run(
     host: String,
     runners: Vec<Runner>,
     dir: PathBuf,
-    mut shipper: Shipper,
+    shipper: Shipper,
     dropped: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

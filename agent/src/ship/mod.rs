@@ -8,6 +8,13 @@
 //! that already counted the range acknowledges it again without counting,
 //! so resending after a crash is always safe.
 //!
+//! Several batches of a source may be in flight at once: the first
+//! unacknowledged one goes through [`Shipper::ship_encoded`], each later one
+//! through one [`Shipper::try_chained`] attempt, marked as chained to its
+//! predecessor ([`CHAINED_HEADER`]) so the collector counts it only right
+//! after that one; the agent's source task settles them in order and
+//! resends a refused one (and all after it) once it is the first.
+//!
 //! Nothing is ever dropped here: while no collector accepts, `ship` keeps
 //! trying — failing over between collectors, backing off with jitter — and
 //! the tailer, which cannot run far ahead of acknowledgements, stops reading.
@@ -16,11 +23,11 @@
 //! retried at the slowest pace until someone fixes the configuration.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use panorama_model::wire::IngestReply;
 use panorama_model::wire::binary::{self, Batch};
+use panorama_model::wire::{CHAINED_HEADER, IngestReply};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 
@@ -43,7 +50,16 @@ pub struct ShipConfig {
     /// How `https://` collectors are trusted and how this agent proves
     /// itself to them.
     pub tls: ShipTls,
+    /// Batches of one source shipped before the first of them is
+    /// acknowledged: one acknowledgement round trip (with the collector's
+    /// WAL fsync) per batch would otherwise bound a source's throughput.
+    pub max_in_flight: usize,
 }
+
+/// Default of [`ShipConfig::max_in_flight`]: enough to keep both the
+/// agent's parser and the collector busy over loopback; the tailer's
+/// in-flight byte cap bounds memory whatever it is.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 
 /// TLS towards the collectors (rustls; no OpenSSL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +85,7 @@ impl ShipConfig {
             max_backoff: Duration::from_secs(30),
             zstd_level: 1,
             tls: ShipTls::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -120,7 +137,8 @@ pub struct Shipper {
     client: reqwest::Client,
     endpoints: Vec<String>,
     cfg: ShipConfig,
-    active: usize,
+    /// The collector tried first; shared by the batches in flight.
+    active: AtomicUsize,
     stats: ShipStats,
 }
 
@@ -136,6 +154,20 @@ pub enum Delivery {
     Overlap {
         /// The collector's counted offset for this source.
         counted: u64,
+    },
+}
+
+/// What one attempt at a chained batch came to ([`Shipper::try_chained`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tried {
+    /// Delivered, or not; as [`Shipper::ship_encoded`] answers.
+    Delivered(Delivery),
+    /// Not acknowledged (refused, failed, or its predecessor was): resend
+    /// it once it is the first unacknowledged batch of its source, not
+    /// before `after` when the collector said so.
+    Failed {
+        /// The collector's `Retry-After`.
+        after: Option<Duration>,
     },
 }
 
@@ -224,7 +256,7 @@ impl Shipper {
             client,
             endpoints,
             cfg,
-            active: 0,
+            active: AtomicUsize::new(0),
             stats: ShipStats::default(),
         })
     }
@@ -237,7 +269,7 @@ impl Shipper {
     /// Ships one batch and returns once a collector acknowledged it. Never
     /// gives up; cancel the future (drop it) to stop, which leaves the batch
     /// unacknowledged and so to be resent.
-    pub async fn ship(&mut self, batch: &Batch) -> Delivery {
+    pub async fn ship(&self, batch: &Batch) -> Delivery {
         let body = Encoded::new(batch, self.cfg.zstd_level);
         self.ship_encoded(&body).await
     }
@@ -247,12 +279,13 @@ impl Shipper {
     /// reuse, so that while the batch waits for the collector only its
     /// compressed bytes are held (a few hundred KB instead of the tens of
     /// MB its events take while catching up).
-    pub async fn ship_encoded(&mut self, body: &Encoded) -> Delivery {
+    pub async fn ship_encoded(&self, body: &Encoded) -> Delivery {
         let mut round = 0u32;
         let mut tried_this_round = 0usize;
         loop {
-            let endpoint = self.endpoints[self.active].clone();
-            match self.attempt(&endpoint, body).await {
+            let active = self.active.load(Ordering::Relaxed) % self.endpoints.len();
+            let endpoint = self.endpoints[active].clone();
+            match self.attempt(&endpoint, body, false).await {
                 Attempt::Acked => {
                     self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -276,7 +309,8 @@ impl Shipper {
             }
             // Fail over; after every collector failed once, back off.
             if self.endpoints.len() > 1 {
-                self.active = (self.active + 1) % self.endpoints.len();
+                self.active
+                    .store((active + 1) % self.endpoints.len(), Ordering::Relaxed);
                 self.stats.failovers.fetch_add(1, Ordering::Relaxed);
             }
             tried_this_round += 1;
@@ -292,12 +326,44 @@ impl Shipper {
         }
     }
 
-    async fn attempt(&self, endpoint: &str, body: &Encoded) -> Attempt {
+    /// One attempt at a batch sent while the one before it of its source
+    /// is unacknowledged, to the collector [`Shipper::ship_encoded`] last
+    /// reached, marked as chained to that predecessor. No retry here: a
+    /// refused chained batch must wait for its predecessor, and then
+    /// follow it through [`Shipper::ship_encoded`].
+    pub async fn try_chained(&self, body: &Encoded) -> Tried {
+        let active = self.active.load(Ordering::Relaxed) % self.endpoints.len();
+        match self.attempt(&self.endpoints[active], body, true).await {
+            Attempt::Acked => {
+                self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .events_acked
+                    .fetch_add(body.events, Ordering::Relaxed);
+                Tried::Delivered(Delivery::Acked)
+            }
+            Attempt::Overlap(counted) => Tried::Delivered(Delivery::Overlap { counted }),
+            Attempt::Retry(why, after) => {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(source = %body.source_id, why, "chained batch not acknowledged; resent after its predecessor");
+                Tried::Failed { after }
+            }
+            Attempt::Refused(_) => {
+                // Said again, at ERROR, when it is resent as the first.
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                Tried::Failed { after: None }
+            }
+        }
+    }
+
+    async fn attempt(&self, endpoint: &str, body: &Encoded, chained: bool) -> Attempt {
         let mut req = self
             .client
             .post(endpoint)
             .header(CONTENT_TYPE, binary::CONTENT_TYPE)
             .body(body.bytes.clone());
+        if chained {
+            req = req.header(CHAINED_HEADER, "1");
+        }
         if body.compressed {
             req = req.header(CONTENT_ENCODING, "zstd");
         }

@@ -7,7 +7,8 @@
 //! byte offset for a malformed body, 409 with `counted_offset` for a batch
 //! straddling what is already counted, 503 with `Retry-After` while the WAL
 //! cannot take it or an earlier copy of the same range is still being
-//! written.
+//! written, and for a chained batch ([`CHAINED_HEADER`]) whose predecessor
+//! is missing or was refused.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use panorama_model::wire::binary::{self, Batch};
-use panorama_model::wire::{IngestReply, ndjson};
+use panorama_model::wire::{CHAINED_HEADER, IngestReply, ndjson};
 use panorama_model::{Credential, Principal};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -184,7 +185,15 @@ async fn handle(
         span.record("start", m.start_offset);
         span.record("end", m.end_offset);
     }
-    match c.ingest(batch, wal_bytes).await {
+    let chained = headers
+        .get(CHAINED_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
+    let outcome = if chained {
+        c.ingest_chained(batch, wal_bytes).await
+    } else {
+        c.ingest(batch, wal_bytes).await
+    };
+    match outcome {
         Ok(IngestOutcome::Accepted { events }) => {
             Ok(Json(IngestReply::accepted(events as u64)).into_response())
         }
@@ -202,6 +211,14 @@ async fn handle(
             )),
         )
             .into_response()),
+        Ok(IngestOutcome::Cancelled) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Json(IngestReply::error(
+                "an earlier batch of this source was refused; resend from the first unacknowledged one",
+            )),
+        )
+            .into_response()),
         Ok(IngestOutcome::Overlap { counted }) => Ok((
             StatusCode::CONFLICT,
             Json(IngestReply {
@@ -215,6 +232,10 @@ async fn handle(
         Err(e) => {
             let msg = match &e {
                 WalError::Full { .. } => "collector backlog full; retry later".to_owned(),
+                // Another batch's write failed; that one is logged.
+                WalError::PredecessorFailed => {
+                    "an earlier batch of this source was not written; retry".to_owned()
+                }
                 other => {
                     tracing::error!(error = %other, "write-ahead log append failed");
                     "collector cannot persist right now; retry later".to_owned()

@@ -6,6 +6,10 @@
 //! - [`Wal`]: appends through one writer thread that batches concurrent
 //!   appends into one `fdatasync` (group commit), so a thousand agents
 //!   acknowledged in the same millisecond cost one disk flush, not a thousand.
+//!   Records are written in the order they were submitted; a record may
+//!   name the *epoch* its predecessor was submitted in ([`Wal::submit`]),
+//!   and is then refused unwritten if any write failed since: a batch that
+//!   follows another of its source never lands in the log without it.
 //! - [`replay`]: reads every segment back after a restart. A torn record at
 //!   the end of the newest segment was never acknowledged and is cut off; a
 //!   bad record anywhere else is corruption, reported and counted.
@@ -52,10 +56,14 @@ pub struct WalConfig {
     /// measure everything but the disk.
     pub fsync: bool,
     /// Fault injection for tests: the writer sleeps this long after every
-    /// flush, before anyone is told the record is durable. It widens the
-    /// window in which a client gives up on a record the log already has.
-    /// Zero in production.
+    /// flush (or failed write), before anyone is told the record is durable
+    /// (or not). It widens the window in which a client gives up on a
+    /// record the log already has, and in which more records are submitted
+    /// behind one whose write failed. Zero in production.
     pub sync_delay: Duration,
+    /// Fault injection for tests: while above zero, each group write fails
+    /// as a failing disk would (and takes one off). Zero in production.
+    pub fail_writes: Arc<AtomicU64>,
 }
 
 impl WalConfig {
@@ -68,6 +76,7 @@ impl WalConfig {
             max_total_bytes: 4 << 30,
             fsync: true,
             sync_delay: Duration::ZERO,
+            fail_writes: Arc::default(),
         }
     }
 }
@@ -89,6 +98,10 @@ pub enum WalError {
     /// The writer thread is gone (shutdown).
     #[error("write-ahead log closed")]
     Closed,
+    /// Not written: a write failed after the record this one follows was
+    /// submitted, so that record may be missing from the log.
+    #[error("write-ahead log: an earlier record this one follows was not written")]
+    PredecessorFailed,
 }
 
 /// Where a record landed: its segment, which the aggregator tags rollups with.
@@ -97,7 +110,33 @@ pub struct SegmentId(pub u64);
 
 struct Append {
     payload: Vec<u8>,
+    /// Written only while no write has failed since this epoch.
+    epoch: u64,
     done: oneshot::Sender<Result<Appended, WalError>>,
+}
+
+/// A record handed to the writer and not yet durable; see [`Wal::submit`].
+#[must_use = "await `durable` to learn whether the record was written"]
+pub struct Submitted {
+    epoch: u64,
+    rx: oneshot::Receiver<Result<Appended, WalError>>,
+}
+
+impl Submitted {
+    /// The epoch the record was submitted in: pass it to [`Wal::submit`]
+    /// for a record that must not be written without this one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Waits until the record is on disk (or refused). Cancelling this does
+    /// not take the record back; see [`Wal::append`].
+    ///
+    /// # Errors
+    /// As [`Wal::append`], and [`WalError::PredecessorFailed`].
+    pub async fn durable(self) -> Result<Appended, WalError> {
+        self.rx.await.map_err(|_| WalError::Closed)?
+    }
 }
 
 /// Records durable in each segment but not yet settled by the caller.
@@ -170,6 +209,9 @@ pub struct WalStats {
     /// Durable records whose receipt was dropped unsettled: data the
     /// collector gave up on (see [`Appended`]).
     pub abandoned: AtomicU64,
+    /// Failed writes since start; a record submitted after its
+    /// predecessor in an earlier epoch is refused unwritten.
+    pub epoch: AtomicU64,
 }
 
 /// The write-ahead log.
@@ -241,6 +283,20 @@ impl Wal {
     /// # Errors
     /// [`WalError::Full`] over the cap, [`WalError::Io`] when the disk refuses.
     pub async fn append(&self, payload: Vec<u8>) -> Result<Appended, WalError> {
+        self.submit(payload, None)?.durable().await
+    }
+
+    /// Hands a record to the writer without waiting for it: records are
+    /// written in the order they are submitted, and concurrent ones share
+    /// one flush. With `after`, the epoch of the record this one follows
+    /// ([`Submitted::epoch`]), it is refused unwritten
+    /// ([`WalError::PredecessorFailed`]) if any write failed since that
+    /// record was submitted, which may have been that record's: so this one
+    /// is never in the log without it.
+    ///
+    /// # Errors
+    /// [`WalError::Full`] over the cap, [`WalError::Closed`] after shutdown.
+    pub fn submit(&self, payload: Vec<u8>, after: Option<u64>) -> Result<Submitted, WalError> {
         let bytes = self.stats.bytes.load(Ordering::Relaxed);
         if bytes + payload.len() as u64 > self.cfg.max_total_bytes {
             return Err(WalError::Full {
@@ -248,11 +304,16 @@ impl Wal {
                 cap: self.cfg.max_total_bytes,
             });
         }
+        let epoch = after.unwrap_or_else(|| self.stats.epoch.load(Ordering::Acquire));
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Append { payload, done })
+            .send(Append {
+                payload,
+                epoch,
+                done,
+            })
             .map_err(|_| WalError::Closed)?;
-        rx.await.map_err(|_| WalError::Closed)?
+        Ok(Submitted { epoch, rx })
     }
 
     /// Deletes every segment numbered up to and including `id`; the caller
@@ -319,14 +380,30 @@ impl Writer {
                     break;
                 }
             }
+            // Records following one submitted before a failed write may
+            // follow a record that is not in the log: refused unwritten.
+            let epoch = self.stats.epoch.load(Ordering::Acquire);
+            let (group, stale): (Vec<Append>, Vec<Append>) =
+                group.into_iter().partition(|a| a.epoch >= epoch);
+            for a in stale {
+                let _ = a.done.send(Err(WalError::PredecessorFailed));
+            }
+            if group.is_empty() {
+                continue;
+            }
             let result = self.write_group(&group);
-            if let Ok(id) = &result {
+            match &result {
+                // Before anyone hears of the failure: whatever was
+                // submitted to follow these records is refused from now on.
+                Err(_) => {
+                    self.stats.epoch.fetch_add(1, Ordering::AcqRel);
+                }
                 // Pinned before anyone hears of the records, and before a
                 // later group can roll the segment and seal it.
-                *lock_pins(&self.pins).entry(*id).or_default() += group.len() as u64;
-                if !self.cfg.sync_delay.is_zero() {
-                    std::thread::sleep(self.cfg.sync_delay);
-                }
+                Ok(id) => *lock_pins(&self.pins).entry(*id).or_default() += group.len() as u64,
+            }
+            if !self.cfg.sync_delay.is_zero() {
+                std::thread::sleep(self.cfg.sync_delay);
             }
             for a in group {
                 let r = match &result {
@@ -370,6 +447,13 @@ impl Writer {
         let (w, _) = self.current.as_mut().expect("a segment is open");
         let before = w.len();
         let outcome = (|| {
+            let injected =
+                self.cfg
+                    .fail_writes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(std::io::Error::other("injected write failure"));
+            }
             for a in group {
                 w.append(&a.payload)?;
             }

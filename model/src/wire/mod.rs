@@ -52,6 +52,19 @@ impl IngestReply {
     }
 }
 
+/// The request header an agent sets (to `1`) on a binary batch it sends
+/// while the batch of the same source ending at this one's start offset is
+/// still unacknowledged: several batches of a source in flight at once.
+///
+/// The collector counts such a *chained* batch only directly after that
+/// predecessor: its start must be where the source's counted or reserved
+/// ranges end (it waits a moment for a predecessor that has not arrived
+/// yet), and it is refused with a 503 if the predecessor is refused. A
+/// batch without the header is judged alone, as the first unacknowledged
+/// batch of its source always is: it may start past what is counted (after
+/// bytes given up, or a file read from its end).
+pub const CHAINED_HEADER: &str = "x-panorama-chained";
+
 /// The most dims one event may carry, in either encoding.
 ///
 /// Dims are meant to be a few low-cardinality labels (device model,
