@@ -802,6 +802,9 @@ impl ElasticStore {
                     &all,
                 ]))
                 .max_num_segments(1)
+                // It answers when the merge is done: minutes for a few
+                // million documents, far past the usual request timeout.
+                .request_timeout(std::time::Duration::from_secs(30 * 60))
                 .send()
                 .await
         })
