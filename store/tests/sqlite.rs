@@ -371,3 +371,69 @@ async fn migrates_a_version_5_file_to_hour_sums() {
     conn.execute("DELETE FROM rollups", []).unwrap();
     assert_eq!(url_total(&store, hour, MINUTE + 120_000).await, 5);
 }
+
+/// A minute written again with late fast events has a lower p99; the
+/// worst p99 of its hour and ten minutes falls with it (maxima of latency
+/// only grow, a quantile does not), as summing the minute rows would give.
+#[tokio::test]
+async fn a_rewrite_that_lowers_a_minutes_p99_lowers_its_blocks_worst_p99() {
+    use panorama_store::{Metric, SeriesTotalsQuery, Totals, TotalsQuery};
+    let tmp = TempDir::new().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let hour = MINUTE - MINUTE.rem_euclid(3_600_000);
+    let minute = |slow: usize, fast: usize| {
+        let mut r = Rollup::empty(hour + 60_000, rollup(1).key, "c1");
+        for i in 0..slow + fast {
+            let mut e = Event::new(hour + 61_000, Layer::Url, "login", "web1", "GET /api/login");
+            e.latency_ms = Some(if i < slow { 500.0 } else { 2.0 });
+            r.add(&e);
+        }
+        r
+    };
+    let worst = || async {
+        let q = SeriesTotalsQuery {
+            range: TotalsQuery::range(hour, hour + 120_000).layer(Layer::Url),
+            by_host: false,
+            order: Metric::Count,
+            limit: 10,
+        };
+        store.series_totals(&q).await.unwrap()[0].totals.p99_max_ms
+    };
+    store.write_rollups(&[minute(1, 0)]).await.unwrap();
+    assert!(worst().await.is_some_and(|p| p > 400.0));
+    let later = minute(1, 199);
+    store
+        .write_rollups(std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let want = Totals::of(&later).p99_max_ms;
+    assert!(want.is_some_and(|p| p < 10.0), "{want:?}");
+    assert_eq!(worst().await, want);
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    for table in ["series_hours", "series_tens"] {
+        let p: Option<f64> = conn
+            .query_row(&format!("SELECT p99_ms FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(p, want, "{table}");
+    }
+}
+
+/// A range at the end of time (a hand-typed custom range) answers at once:
+/// the blocks of the open-hour sums stop where time stops.
+#[tokio::test]
+async fn a_range_at_the_end_of_time_answers() {
+    use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
+    let tmp = TempDir::new().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    store.write_rollups(&[rollup(2)]).await.unwrap();
+    let q = SeriesTotalsQuery {
+        range: TotalsQuery::range(i64::MAX - 86_400_000, i64::MAX).layer(Layer::Url),
+        by_host: false,
+        order: Metric::Count,
+        limit: 10,
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), store.series_totals(&q))
+        .await
+        .expect("answered within 10 s");
+    assert!(answer.is_ok_and(|rows| rows.is_empty()));
+}

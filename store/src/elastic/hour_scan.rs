@@ -35,6 +35,7 @@ struct Page {
 
 #[derive(Deserialize, Default)]
 struct Hits {
+    #[serde(default)]
     hits: Vec<Hit>,
 }
 
@@ -98,6 +99,9 @@ impl ElasticStore {
             let resp = self
                 .client
                 .search(SearchParts::None)
+                // A page missing a failed shard's documents would end the
+                // scan early and mark the hour with too few events.
+                .allow_partial_search_results(false)
                 .filter_path(&[
                     "pit_id",
                     "hits.hits._id",

@@ -222,7 +222,7 @@ impl Filter {
 /// must take back out of the per-layer sums before adding the new ones.
 fn old_totals(tx: &rusqlite::Transaction<'_>, doc_id: &str) -> rusqlite::Result<Option<Totals>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT count, errors, latency_count, latency_sum_ms, value_sum, value_n \
+        "SELECT count, errors, latency_count, latency_sum_ms, value_sum, value_n, p99_ms \
          FROM rollups WHERE doc_id = ?1",
     )?;
     let mut rows = stmt.query([doc_id])?;
@@ -236,6 +236,7 @@ fn old_totals(tx: &rusqlite::Transaction<'_>, doc_id: &str) -> rusqlite::Result<
         latency_sum_ms: row.get(3)?,
         value_sum: row.get(4)?,
         value_n: row.get::<_, i64>(5)?.max(0) as u64,
+        p99_max_ms: row.get(6)?,
         ..Totals::default()
     }))
 }
@@ -296,10 +297,13 @@ pub(super) fn add_to_summaries(
     Ok(())
 }
 
-/// Adds a minute rollup to its series' sums for the block of `width_ms`
-/// holding it in `table` (`series_hours`, `series_tens`), less what the
-/// row it replaces (`old`) had added; maxima only grow, as in
-/// [`add_to_summaries`].
+/// Adds a minute rollup (already written to `rollups`) to its series' sums
+/// for the block of `width_ms` holding it in `table` (`series_hours`,
+/// `series_tens`), less what the row it replaces (`old`) had added. Maxima
+/// of latency and value only grow, as in [`add_to_summaries`]; the worst
+/// p99 can fall (late fast events lower a minute's p99), so when the row
+/// replaced held the block's worst p99 and the new one is lower, the block
+/// takes the worst p99 of its minutes again.
 fn add_to_series_block(
     tx: &rusqlite::Transaction<'_>,
     sums: OpenSums,
@@ -342,6 +346,30 @@ fn add_to_series_block(
         d(t.value_n, o.value_n),
         t.value_max,
         r.minute_ms
+    ])?;
+    let Some(old_p99) = old.and_then(|o| o.p99_max_ms) else {
+        return Ok(());
+    };
+    if t.p99_max_ms.is_some_and(|new| new >= old_p99) {
+        return Ok(());
+    }
+    let start = r.minute_ms - r.minute_ms.rem_euclid(sums.width_ms);
+    tx.prepare_cached(&format!(
+        "UPDATE {} SET p99_ms = (SELECT MAX(p99_ms) FROM rollups \
+         WHERE layer = ?1 AND service = ?3 AND name = ?4 AND minute_ms >= ?2 \
+         AND minute_ms < ?6 AND host = ?5) \
+         WHERE layer = ?1 AND minute_ms = ?2 AND service = ?3 AND name = ?4 AND host = ?5 \
+         AND p99_ms = ?7",
+        sums.rows.table
+    ))?
+    .execute(params![
+        r.key.layer.as_str(),
+        start,
+        r.key.service,
+        r.key.name,
+        r.key.host,
+        start + sums.width_ms,
+        old_p99
     ])?;
     Ok(())
 }
@@ -489,14 +517,22 @@ fn cover_with_blocks(
     let mut cursor = from;
     let mut b = from + (w - from.rem_euclid(w)) % w;
     while b < to {
-        let end = b + w;
+        let Some(end) = b.checked_add(w) else {
+            break;
+        };
         if end > to && layer_has_minutes(conn, layer, to, end)? {
             break;
         }
         if cursor < b {
             out.push((rows, cursor, b));
         }
-        out.push((sums.rows, b, end.min(to)));
+        // Neighbouring blocks are one read.
+        match out.last_mut() {
+            Some((prev, _, prev_to)) if prev.table == sums.rows.table && *prev_to == b => {
+                *prev_to = end.min(to);
+            }
+            _ => out.push((sums.rows, b, end.min(to))),
+        }
         cursor = end.min(to);
         b = end;
     }
@@ -1058,11 +1094,11 @@ impl Store for SqliteStore {
                     let old = old_totals(&tx, &r.doc_id).map_err(db_err(WHAT))?;
                     add_to_summaries(&tx, &r.rollup, &r.totals, old.as_ref())
                         .map_err(db_err(WHAT))?;
+                    execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
                     for sums in OPEN_SUMS {
                         add_to_series_block(&tx, sums, &r.rollup, &r.totals, old.as_ref())
                             .map_err(db_err(WHAT))?;
                     }
-                    execute_rollup_row(&mut stmt, r).map_err(db_err(WHAT))?;
                 }
             }
             tx.commit().map_err(db_err(WHAT))
