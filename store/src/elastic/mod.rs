@@ -786,6 +786,19 @@ impl ElasticStore {
             .collect())
     }
 
+    /// The query for the minutes of the hour starting at `hour_ms`, and
+    /// the one daily index of series and of whole-layer rollups holding them.
+    fn hour_of_minutes(&self, hour_ms: i64) -> (Value, String, String) {
+        let p = &self.cfg.index_prefix;
+        (
+            json!({"bool": {"filter": [
+                {"range": {"minute": {"gte": hour_ms, "lt": hour_ms + tier::HOUR_MS}}}
+            ]}}),
+            format!("{p}-rollups-{}", day(hour_ms)),
+            format!("{p}-layers-{}", day(hour_ms)),
+        )
+    }
+
     /// Bytes each tier's series rollups take on disk after a force merge to
     /// one segment (`_cat/indices` store size), and their documents. For
     /// the benchmark: a force merge rewrites every index.
@@ -965,16 +978,9 @@ impl Store for ElasticStore {
         &self,
         hour_ms: i64,
     ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
-        let range = json!({"bool": {"filter": [
-            {"range": {"minute": {"gte": hour_ms, "lt": hour_ms + tier::HOUR_MS}}}
-        ]}});
-        let p = &self.cfg.index_prefix;
-        // One daily index each; sorted by the unique id, so paging neither
-        // skips nor repeats a document while the index takes writes.
-        let (si, li) = (
-            format!("{p}-rollups-{}", day(hour_ms)),
-            format!("{p}-layers-{}", day(hour_ms)),
-        );
+        // Sorted by the unique id, so paging neither skips nor repeats a
+        // document while the index takes writes.
+        let (range, si, li) = self.hour_of_minutes(hour_ms);
         let (series, layers) = tokio::join!(
             self.search_all(&si, range.clone(), json!([{"doc_id": "asc"}]), None, BODY,),
             self.search_all(&li, range.clone(), json!([{"doc_id": "asc"}]), None, BODY,),
@@ -986,14 +992,7 @@ impl Store for ElasticStore {
         &self,
         hour_ms: i64,
     ) -> Result<(Vec<Rollup>, Vec<Rollup>), StoreError> {
-        let range = json!({"bool": {"filter": [
-            {"range": {"minute": {"gte": hour_ms, "lt": hour_ms + tier::HOUR_MS}}}
-        ]}});
-        let p = &self.cfg.index_prefix;
-        let (si, li) = (
-            format!("{p}-rollups-{}", day(hour_ms)),
-            format!("{p}-layers-{}", day(hour_ms)),
-        );
+        let (range, si, li) = self.hour_of_minutes(hour_ms);
         let (series, layers) = tokio::join!(
             self.merge_index_hour(&si, range.clone(), hour_ms),
             self.merge_index_hour(&li, range, hour_ms),

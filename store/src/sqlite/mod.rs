@@ -241,6 +241,19 @@ fn old_totals(tx: &rusqlite::Transaction<'_>, doc_id: &str) -> rusqlite::Result<
     }))
 }
 
+/// The `SET` of an upsert into a table of sums: the new row's sums
+/// (deltas, for a rewrite) added, maxima raised (`NULL` means none).
+const ADD_EXCLUDED: &str = "\
+    count = count + excluded.count, errors = errors + excluded.errors, \
+    latency_count = latency_count + excluded.latency_count, \
+    latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
+    latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms), \
+                         coalesce(excluded.latency_max_ms, latency_max_ms)), \
+    p99_ms = max(coalesce(p99_ms, excluded.p99_ms), coalesce(excluded.p99_ms, p99_ms)), \
+    value_sum = value_sum + excluded.value_sum, value_n = value_n + excluded.value_n, \
+    value_max = max(coalesce(value_max, excluded.value_max), \
+                    coalesce(excluded.value_max, value_max))";
+
 /// Adds a rollup to `layer_minutes` and `series_seen`, less what the row it
 /// replaces (`old`) had added. Maxima only grow: a rewritten rollup holds
 /// every event of the one it replaces and more (late events), so its
@@ -253,21 +266,12 @@ pub(super) fn add_to_summaries(
 ) -> rusqlite::Result<()> {
     let o = old.cloned().unwrap_or_default();
     let d = |new: u64, old: u64| new as i64 - old as i64;
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "INSERT INTO layer_minutes (layer, minute_ms, count, errors, latency_count, \
          latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, last_minute_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?2) \
-         ON CONFLICT (layer, minute_ms) DO UPDATE SET \
-         count = count + excluded.count, errors = errors + excluded.errors, \
-         latency_count = latency_count + excluded.latency_count, \
-         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
-         latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms), \
-                              coalesce(excluded.latency_max_ms, latency_max_ms)), \
-         p99_ms = max(coalesce(p99_ms, excluded.p99_ms), coalesce(excluded.p99_ms, p99_ms)), \
-         value_sum = value_sum + excluded.value_sum, value_n = value_n + excluded.value_n, \
-         value_max = max(coalesce(value_max, excluded.value_max), \
-                         coalesce(excluded.value_max, value_max))",
-    )?
+         ON CONFLICT (layer, minute_ms) DO UPDATE SET {ADD_EXCLUDED}"
+    ))?
     .execute(params![
         r.key.layer.as_str(),
         r.minute_ms,
@@ -317,16 +321,7 @@ fn add_to_series_block(
         "INSERT INTO {} (layer, minute_ms, service, name, host, count, errors, \
          latency_count, latency_sum_ms, latency_max_ms, p99_ms, value_sum, value_n, value_max, \
          last_minute_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-         ON CONFLICT (layer, minute_ms, service, name, host) DO UPDATE SET \
-         count = count + excluded.count, errors = errors + excluded.errors, \
-         latency_count = latency_count + excluded.latency_count, \
-         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
-         latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms), \
-                              coalesce(excluded.latency_max_ms, latency_max_ms)), \
-         p99_ms = max(coalesce(p99_ms, excluded.p99_ms), coalesce(excluded.p99_ms, p99_ms)), \
-         value_sum = value_sum + excluded.value_sum, value_n = value_n + excluded.value_n, \
-         value_max = max(coalesce(value_max, excluded.value_max), \
-                         coalesce(excluded.value_max, value_max)), \
+         ON CONFLICT (layer, minute_ms, service, name, host) DO UPDATE SET {ADD_EXCLUDED}, \
          last_minute_ms = max(last_minute_ms, excluded.last_minute_ms)",
         sums.rows.table
     ))?
