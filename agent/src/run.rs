@@ -173,6 +173,7 @@ pub async fn run(
             cfg.ship.clone(),
             stop.clone(),
         );
+        let parse_threads = cfg.parse_threads;
         // The configured source's name on everything the task logs; its
         // events name the file they are about (`source` id and `path`),
         // which varies within the task.
@@ -180,7 +181,7 @@ pub async fn run(
         tasks.spawn(
             async move {
                 let name = src.tail.name.clone();
-                source_task(agent_id, host, src, ship, figs, stop)
+                source_task(agent_id, host, src, ship, parse_threads, figs, stop)
                     .await
                     .map_err(|e| anyhow::anyhow!("source {name}: {e}"))
             }
@@ -266,6 +267,7 @@ async fn source_task(
     host: String,
     src: SourceConfig,
     ship: ShipConfig,
+    parse_threads: usize,
     figs: Arc<SourceFigures>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -275,49 +277,46 @@ async fn source_task(
     // collector counted.
     tail_cfg.checkpoint_interval = Duration::ZERO;
     let mut tailer = Tailer::new(tail_cfg)?;
-    let mut parser = SourceParser::new(agent_id, &host, &src)?;
-    let zstd_level = ship.zstd_level;
+    let mut parsing = Parsing::new(agent_id, &host, &src, parse_threads, ship.zstd_level)?;
     let max_in_flight = ship.max_in_flight.max(1);
     let mut flight = Flight::new(Shipper::new(ship)?);
-    'outer: loop {
+    // Chunks read and not yet being parsed, and batches parsed and not yet
+    // sent, both in file order.
+    let mut todo = std::collections::VecDeque::new();
+    let mut ready = std::collections::VecDeque::new();
+    loop {
+        while flight.len() < max_in_flight
+            && let Some(slot) = ready.pop_front()
+        {
+            flight.push(slot);
+        }
+        // Parsing runs ahead of shipping by at most one batch per thread.
+        while parsing.idle()
+            && flight.len() + ready.len() + parsing.running() < max_in_flight + parse_threads
+            && let Some(chunk) = todo.pop_front()
+        {
+            parsing.start(chunk, &mut tailer, &figs);
+        }
         let next = tokio::select! {
-            c = tailer.next_chunks(), if flight.len() < max_in_flight => Next::Chunks(c),
+            c = tailer.next_chunks(), if todo.is_empty() && flight.len() + ready.len() < max_in_flight => Next::Chunks(c),
+            p = parsing.next_done(), if parsing.running() > 0 => Next::Parsed(p),
             Some(r) = flight.tasks.join_next(), if !flight.tasks.is_empty() => Next::Shipped(r),
             _ = stop.changed() => Next::Stop,
         };
-        let chunks = match next {
-            Next::Chunks(c) => c,
-            Next::Shipped(r) => {
-                flight.answered(r, &mut tailer, &figs)?;
-                continue;
-            }
-            Next::Stop => break,
-        };
-        for mut chunk in chunks {
-            let Some(mut batch) = parser.batch(&mut tailer, &mut chunk, &figs) else {
-                tailer.recycle(chunk);
-                continue;
-            };
-            let newest = batch.events.iter().map(|e| e.ts_ms).max();
-            // Encoded now, while earlier batches are in flight; its events
-            // go straight back to the parser and its lines to the tailer:
-            // only the compressed bytes wait for the acknowledgement.
-            let body = Encoded::new(&batch, zstd_level);
-            parser.pipeline.recycle(&mut batch.events);
-            let slot = Slot::new(&chunk, newest, body);
-            tailer.recycle(chunk);
-            while flight.len() >= max_in_flight {
-                tokio::select! {
-                    Some(r) = flight.tasks.join_next() => flight.answered(r, &mut tailer, &figs)?,
-                    // Not acknowledged: resent after the restart.
-                    _ = stop.changed() => break 'outer,
+        match next {
+            Next::Chunks(c) => todo.extend(c),
+            Next::Parsed(p) => {
+                if let Some(slot) = parsing.done(p?, &mut tailer) {
+                    ready.push_back(slot);
                 }
             }
-            flight.push(slot);
+            Next::Shipped(r) => flight.answered(r, &mut tailer, &figs)?,
+            Next::Stop => break,
         }
     }
     // Whatever is in flight is not acknowledged: the checkpoint keeps its
-    // chunk ends, and the restart resends the same ranges.
+    // chunk ends, and the restart resends the same ranges. Chunks still
+    // being parsed finish on their threads and are dropped.
     flight.tasks.abort_all();
     tailer.checkpoint()?;
     Ok(())
@@ -325,8 +324,125 @@ async fn source_task(
 
 enum Next {
     Chunks(Vec<Chunk>),
+    Parsed(Result<Box<Parsed>, tokio::task::JoinError>),
     Shipped(Result<(u64, Tried), tokio::task::JoinError>),
     Stop,
+}
+
+/// One source's chunks being parsed and encoded, each on a blocking
+/// thread of its own, up to one per parser; they are taken back in the
+/// order they started, so batches still go out (and are acknowledged and
+/// checkpointed) in file order.
+///
+/// Parsing a chunk is the agent's main cost, and it is independent of
+/// the chunks around it except for the series cap, which the parsers
+/// share ([`crate::parse::Pipeline::share_cap_of`]). A multi-line format
+/// has one parser: a record cut by a read goes back to the tailer before
+/// the next chunk may start.
+struct Parsing {
+    idle: Vec<SourceParser>,
+    running: std::collections::VecDeque<tokio::task::JoinHandle<Box<Parsed>>>,
+    zstd_level: i32,
+    /// Tests hold the next parse back until told, so that a later chunk
+    /// finishes first.
+    #[cfg(test)]
+    hold_next: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// A chunk parsed: its parser and buffer to reuse, and its batch, encoded.
+struct Parsed {
+    parser: SourceParser,
+    chunk: Chunk,
+    slot: Option<Slot>,
+}
+
+impl Parsing {
+    fn new(
+        agent_id: String,
+        host: &str,
+        src: &SourceConfig,
+        threads: usize,
+        zstd_level: i32,
+    ) -> Result<Parsing, crate::parse::SpecError> {
+        let first = SourceParser::new(agent_id.clone(), host, src)?;
+        let threads = if first.multi_line { 1 } else { threads.max(1) };
+        let mut idle = Vec::with_capacity(threads);
+        for _ in 1..threads {
+            let mut p = SourceParser::new(agent_id.clone(), host, src)?;
+            p.pipeline.share_cap_of(&first.pipeline);
+            idle.push(p);
+        }
+        idle.push(first);
+        Ok(Parsing {
+            idle,
+            running: Default::default(),
+            zstd_level,
+            #[cfg(test)]
+            hold_next: None,
+        })
+    }
+
+    fn idle(&self) -> bool {
+        !self.idle.is_empty()
+    }
+
+    fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Starts parsing `chunk` on an idle parser's thread.
+    fn start(&mut self, mut chunk: Chunk, tailer: &mut Tailer, figs: &Arc<SourceFigures>) {
+        let mut parser = self.idle.pop().expect("an idle parser");
+        if !parser.keep_whole_records(tailer, &mut chunk) {
+            tailer.recycle(chunk);
+            self.idle.push(parser);
+            return;
+        }
+        let (figs, zstd_level) = (figs.clone(), self.zstd_level);
+        #[cfg(test)]
+        let hold = self.hold_next.take();
+        let task = move || {
+            #[cfg(test)]
+            if let Some(hold) = hold {
+                let _ = hold.recv();
+            }
+            let mut batch = parser.parse(&chunk, &figs);
+            let newest = batch.events.iter().map(|e| e.ts_ms).max();
+            // Encoded here, beside the parse; its events go straight back
+            // to the parser and its lines to the tailer: only the
+            // compressed bytes wait for the acknowledgement.
+            let body = Encoded::new(&batch, zstd_level);
+            parser.pipeline.recycle(&mut batch.events);
+            let slot = Some(Slot::new(&chunk, newest, body));
+            Box::new(Parsed {
+                parser,
+                chunk,
+                slot,
+            })
+        };
+        let span = tracing::Span::current();
+        self.running
+            .push_back(tokio::task::spawn_blocking(move || span.in_scope(task)));
+    }
+
+    /// The oldest chunk's parse, once done. Cancel safe: the handle stays
+    /// in place until it answers.
+    async fn next_done(&mut self) -> Result<Box<Parsed>, tokio::task::JoinError> {
+        let front = std::future::poll_fn(|cx| match self.running.front_mut() {
+            Some(h) => std::pin::Pin::new(h).poll(cx),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+        self.running.pop_front();
+        front
+    }
+
+    /// Takes back what a parse used and hands out its batch.
+    fn done(&mut self, p: Box<Parsed>, tailer: &mut Tailer) -> Option<Slot> {
+        tailer.recycle(p.chunk);
+        self.idle.push(p.parser);
+        p.slot
+    }
 }
 
 /// The batches of one source task between parsing and acknowledgement,
@@ -581,21 +697,36 @@ impl SourceParser {
     /// Parses `chunk` into its batch, after handing back to `tailer` a
     /// record the chunk holds only the beginning of. `None` when nothing is
     /// left to ship (the chunk was all one unfinished record).
+    #[cfg(test)]
     pub(crate) fn batch(
         &mut self,
         tailer: &mut Tailer,
         chunk: &mut Chunk,
         figs: &SourceFigures,
     ) -> Option<Batch> {
+        if !self.keep_whole_records(tailer, chunk) {
+            return None;
+        }
+        Some(self.parse(chunk, figs))
+    }
+
+    /// Hands back to `tailer` a record `chunk` holds only the beginning
+    /// of; `false` when nothing is left (the chunk was all one unfinished
+    /// record).
+    pub(crate) fn keep_whole_records(&mut self, tailer: &mut Tailer, chunk: &mut Chunk) -> bool {
         if self.multi_line
             && chunk.cut_by_read_size()
             && let Some(first) = self.pipeline.open_record_start(chunk.lines())
         {
             tailer.give_back(chunk, first);
-            if chunk.line_count() == 0 {
-                return None;
-            }
+            return chunk.line_count() > 0;
         }
+        true
+    }
+
+    /// Parses every record of `chunk` (whole ones: see
+    /// [`SourceParser::keep_whole_records`]) into the batch covering it.
+    pub(crate) fn parse(&mut self, chunk: &Chunk, figs: &SourceFigures) -> Batch {
         let pipeline = &mut self.pipeline;
         let before = pipeline.stats();
         let mut events = Vec::with_capacity(chunk.line_count());
@@ -626,7 +757,7 @@ impl SourceParser {
         figs.events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         figs.lines_failed.fetch_add(failed, Ordering::Relaxed);
-        Some(Batch {
+        Batch {
             meta: BatchMeta {
                 agent_id: self.agent_id.clone(),
                 source_id: chunk.source_id.clone(),
@@ -636,7 +767,7 @@ impl SourceParser {
                 lines_failed: failed,
             },
             events,
-        })
+        }
     }
 }
 
@@ -857,6 +988,52 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_parsed_side_by_side_come_back_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let line = "10.0.0.1 - - [22/Nov/2026:13:00:01 +0000] \"GET /api/x HTTP/1.1\" 200 5 \"-\" \"t\" 0.002\n";
+        std::fs::write(&path, line.repeat(400)).unwrap();
+        let mut tail = TailConfig::new("web", vec![path.display().to_string()]);
+        tail.read_chunk_bytes = line.len() * 150;
+        tail.poll_interval = Duration::ZERO;
+        let src = SourceConfig {
+            tail: tail.clone(),
+            parse: ParseSpec::new(Format::Combined, "web"),
+        };
+        let mut tailer = Tailer::new(tail).unwrap();
+        let figs = Arc::new(SourceFigures::default());
+        let mut parsing = Parsing::new("a1".into(), "web1", &src, 2, 1).unwrap();
+        let (release, hold) = std::sync::mpsc::channel();
+        parsing.hold_next = Some(hold);
+        let now = std::time::Instant::now();
+        let first = tailer.poll_at(now).pop().unwrap();
+        let second = tailer.poll_at(now).pop().unwrap();
+        assert_eq!(first.end_offset, second.start_offset);
+        parsing.start(first, &mut tailer, &figs);
+        parsing.start(second, &mut tailer, &figs);
+        assert!(!parsing.idle(), "two parsers, both busy");
+        // The second chunk's parse finishes while the first's is held back.
+        let t0 = std::time::Instant::now();
+        while !parsing.running[1].is_finished() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "second parse never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(!parsing.running[0].is_finished());
+        release.send(()).unwrap();
+        let a = parsing.next_done().await.unwrap();
+        let a = parsing.done(a, &mut tailer).unwrap();
+        let b = parsing.next_done().await.unwrap();
+        let b = parsing.done(b, &mut tailer).unwrap();
+        assert_eq!((a.start, a.end, b.start), (0, b.start, a.end), "file order");
+        assert_eq!(b.end, (line.len() * 300) as u64);
+        assert_eq!(figs.lines_read.load(Ordering::Relaxed), 300);
+        assert!(parsing.idle() && parsing.running() == 0);
     }
 
     /// Events without their parse-error times (the wall clock).

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use panorama_model::Layer;
@@ -30,7 +31,7 @@ const WARN_EVERY: Duration = Duration::from_secs(600);
 /// worse. (XXH3-128 cost twice as much for no difference that shows.)
 #[derive(Debug, Default)]
 struct Family {
-    seen: HashSet<u64, BuildHasherDefault<Passthrough>>,
+    seen: Seen,
     overflowed: u64,
     last_warn: Option<Instant>,
 }
@@ -55,32 +56,56 @@ impl Hasher for Passthrough {
 }
 
 /// Admits series keys up to the cap, per layer.
+///
+/// The pipelines that parse one source's chunks side by side share one
+/// cap ([`Cap::share`]): the source's families are capped once, not once
+/// per thread. Each keeps the series it saw admitted in a set of its own,
+/// so a line whose series is known (nearly every line) takes no lock; only
+/// a series new to this pipeline, or one past the cap, asks the shared set.
 #[derive(Debug)]
 pub(crate) struct Cap {
     max: usize,
     seed: u64,
-    families: [Family; 5],
+    known: [Seen; 5],
+    families: Arc<Mutex<[Family; 5]>>,
 }
+
+type Seen = HashSet<u64, BuildHasherDefault<Passthrough>>;
 
 impl Cap {
     pub(crate) fn new(max: usize) -> Cap {
         Cap {
             max,
             seed: rand::random(),
+            known: Default::default(),
             families: Default::default(),
+        }
+    }
+
+    /// Another handle on the same cap, for a pipeline parsing the same
+    /// source on another thread.
+    pub(crate) fn share(&self) -> Cap {
+        Cap {
+            max: self.max,
+            seed: self.seed,
+            known: Default::default(),
+            families: Arc::clone(&self.families),
         }
     }
 
     /// Whether the series `key` (name and dims, see the caller) may keep its
     /// name; `false` means it goes to [`OTHER_SERIES`].
     pub(crate) fn admit(&mut self, layer: Layer, service: &str, key: &str) -> bool {
-        let fam = &mut self.families[usize::from(layer.code())];
+        let i = usize::from(layer.code());
         let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), self.seed);
-        if fam.seen.contains(&hash) {
+        if self.known[i].contains(&hash) {
             return true;
         }
-        if fam.seen.len() < self.max {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = &mut families[i];
+        if fam.seen.contains(&hash) || fam.seen.len() < self.max {
             fam.seen.insert(hash);
+            self.known[i].insert(hash);
             return true;
         }
         fam.overflowed += 1;
@@ -105,7 +130,8 @@ impl Cap {
     /// Distinct series admitted in a layer.
     #[cfg(test)]
     pub(crate) fn len(&self, layer: Layer) -> usize {
-        self.families[usize::from(layer.code())].seen.len()
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        families[usize::from(layer.code())].seen.len()
     }
 }
 
@@ -124,6 +150,45 @@ mod tests {
         assert!(cap.admit(Layer::Url, "s", "a"));
         assert!(cap.admit(Layer::Call, "s", "c"));
         assert_eq!(cap.len(Layer::Url), 2);
+    }
+
+    #[test]
+    fn shared_handles_cap_the_source_once_across_threads() {
+        let first = Cap::new(50);
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let mut cap = first.share();
+                std::thread::spawn(move || {
+                    // Each thread offers 40 series, 20 of them offered by
+                    // every thread: 20 + 4 × 20 = 100 distinct in all.
+                    (0..40)
+                        .map(|i| {
+                            let key = if i < 20 {
+                                format!("common{i}")
+                            } else {
+                                format!("t{t}-{i}")
+                            };
+                            (key.clone(), cap.admit(Layer::Url, "s", &key))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut admitted = HashSet::new();
+        for h in handles {
+            for (key, ok) in h.join().unwrap() {
+                if ok {
+                    admitted.insert(key);
+                }
+            }
+        }
+        assert_eq!(admitted.len(), 50, "exactly the cap, over all threads");
+        assert_eq!(first.len(Layer::Url), 50);
+        // A series one handle admitted stays admitted through another.
+        let mut other = first.share();
+        for key in &admitted {
+            assert!(other.admit(Layer::Url, "s", key), "{key}");
+        }
     }
 
     proptest! {

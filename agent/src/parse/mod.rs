@@ -576,6 +576,14 @@ impl Pipeline {
         self.mapper.recycle(events);
     }
 
+    /// Makes this pipeline count series against `other`'s cap, so that
+    /// pipelines parsing chunks of one source side by side cap its
+    /// families once between them. Only this pipeline's own counters
+    /// ([`Pipeline::stats`]) stay its own.
+    pub fn share_cap_of(&mut self, other: &Pipeline) {
+        self.mapper.cap = other.mapper.cap.share();
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> ParseStats {
         ParseStats {
