@@ -276,8 +276,14 @@ async fn source_task(
     // repeats exactly the ranges sent before and never straddles what a
     // collector counted.
     tail_cfg.checkpoint_interval = Duration::ZERO;
-    let mut tailer = Tailer::new(tail_cfg)?;
     let mut parsing = Parsing::new(agent_id, &host, &src, parse_threads, ship.zstd_level)?;
+    let parse_threads = parsing.idle.len();
+    // The catch-up read size is shared between the threads, so that the
+    // lines and events being parsed at once (and the agent's memory) stay
+    // as with one: more threads parse smaller chunks side by side.
+    tail_cfg.max_read_chunk_bytes =
+        (tail_cfg.max_read_chunk_bytes / parse_threads).max(tail_cfg.read_chunk_bytes);
+    let mut tailer = Tailer::new(tail_cfg)?;
     let max_in_flight = ship.max_in_flight.max(1);
     let mut flight = Flight::new(Shipper::new(ship)?);
     // Chunks read and not yet being parsed, and batches parsed and not yet

@@ -608,6 +608,40 @@ async fn events_wake_the_tailer_before_the_poll_interval() {
     writer.await.unwrap();
 }
 
+/// A file that exists but is not open (empty when scanned, or closed while
+/// idle) is found by the write's event, not by the next scan: on a quiet
+/// log that was the first line's whole latency (up to `poll_interval`).
+#[tokio::test]
+async fn a_write_to_a_file_not_open_is_read_before_the_poll_interval() {
+    let env = Env::new();
+    let path = env.log("app.log");
+    append(&path, b"");
+    let mut cfg = env.cfg("*.log");
+    cfg.poll_interval = Duration::from_secs(60);
+    cfg.close_idle_after = Duration::ZERO;
+    let mut t = Tailer::new(cfg).unwrap();
+    assert!(t.poll().is_empty(), "empty: nothing to identify it by yet");
+    assert!(t.stats().sources.is_empty());
+    for (i, line) in ["first", "after idle"].into_iter().enumerate() {
+        let p = path.clone();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            append(&p, format!("{line}\n").as_bytes());
+        });
+        let chunks = tokio::time::timeout(Duration::from_secs(10), t.next_chunks())
+            .await
+            .unwrap_or_else(|_| panic!("write {i} not seen within 10 s (scans every 60 s)"));
+        assert_eq!(text(&chunks), [line]);
+        writer.await.unwrap();
+        for c in chunks {
+            t.ack(&c.source_id, c.end_offset);
+        }
+        // Idle at its end: closed at the next round (close_idle_after = 0).
+        assert!(t.poll().is_empty());
+        assert!(!t.stats().sources[0].open, "closed while idle");
+    }
+}
+
 #[test]
 fn bad_settings_are_refused() {
     let env = Env::new();

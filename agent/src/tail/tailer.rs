@@ -329,7 +329,12 @@ impl Tailer {
             self.ack(&id, end);
         }
         let mut out = Vec::new();
-        let event = self.watch.take_rescan();
+        let event = self.watch.take_rescan()
+            || self.watch.take_written(|name| {
+                self.sources
+                    .values()
+                    .any(|s| s.open.is_some() && s.path.file_name() == Some(name))
+            });
         let due = self
             .last_scan
             .is_none_or(|t| now >= t + self.cfg.poll_interval);

@@ -5,11 +5,15 @@
 //! overflow), never come (NFS, some FUSE and container mounts) or the
 //! watched directory does not exist yet. Events only wake the tailer, and
 //! those that can change which files exist (create, remove, rename) also
-//! ask for a scan before the interval is up.
+//! ask for a scan before the interval is up. So does a write to a file
+//! that is not open: one that was empty when last scanned (a log just
+//! created) or closed while idle; otherwise its first line would wait for
+//! the next scan, a second on a quiet log.
 
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -21,21 +25,43 @@ pub(crate) struct Watch {
     /// Directory, how deep, and whether the watch is in place.
     dirs: Vec<(PathBuf, RecursiveMode, bool)>,
     rescan: Arc<AtomicBool>,
+    /// Names of files written since the last call to [`Watch::take_written`].
+    written: Arc<Mutex<Vec<OsString>>>,
 }
+
+/// Most file names remembered between two rounds of the tailer; a burst
+/// of writes to more distinct files than this just asks for a scan.
+const MAX_WRITTEN: usize = 64;
 
 impl Watch {
     /// Starts watching; a watcher that cannot be created leaves polling
     /// alone in charge, with a warning.
     pub(crate) fn new(globs: &[String], wake: Arc<Notify>) -> Watch {
         let rescan = Arc::new(AtomicBool::new(false));
-        let flag = rescan.clone();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (flag, names) = (rescan.clone(), written.clone());
         let handler = move |res: notify::Result<notify::Event>| {
             let structural = match res {
                 Ok(ev) => match ev.kind {
                     // Our own opens and reads show up here; ignoring them
                     // keeps the tailer from waking itself.
                     EventKind::Access(_) => return,
-                    EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => false,
+                    EventKind::Modify(ModifyKind::Data(_)) => {
+                        let mut names = names.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut full = false;
+                        for name in ev.paths.iter().filter_map(|p| p.file_name()) {
+                            if names.iter().any(|n| n == name) {
+                                continue;
+                            }
+                            if names.len() >= MAX_WRITTEN {
+                                full = true;
+                                break;
+                            }
+                            names.push(name.to_owned());
+                        }
+                        full
+                    }
+                    EventKind::Modify(ModifyKind::Metadata(_)) => false,
                     _ => true,
                 },
                 // Overflow and the like: something may have been missed.
@@ -66,6 +92,7 @@ impl Watch {
             watcher,
             dirs,
             rescan,
+            written,
         };
         w.retry();
         w
@@ -92,6 +119,15 @@ impl Watch {
     /// Whether an event asked for a scan since the last call.
     pub(crate) fn take_rescan(&self) -> bool {
         self.rescan.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a file was written since the last call whose name
+    /// `is_open` does not know: then a scan should look for it now.
+    /// Names, not paths, are compared: the watcher reports paths under the
+    /// watched directory as given, the globs may name them otherwise.
+    pub(crate) fn take_written(&self, is_open: impl Fn(&std::ffi::OsStr) -> bool) -> bool {
+        let names = std::mem::take(&mut *self.written.lock().unwrap_or_else(|e| e.into_inner()));
+        names.iter().any(|n| !is_open(n))
     }
 }
 
