@@ -57,8 +57,8 @@ const MAX_PARSE_THREADS: u64 = 16;
 
 /// Threads a source's chunks are parsed on by default: a backlog
 /// (catching up after a restart, a day of rotated logs) is read about
-/// twice as fast, while the agent never takes more than two cores from
-/// the services on its host.
+/// twice as fast where the host has a core to spare. Per source: several
+/// sources catching up at once use up to this many threads each.
 pub const DEFAULT_PARSE_THREADS: usize = 2;
 use crate::tail::{StartAt, TailConfig};
 

@@ -640,6 +640,22 @@ async fn a_write_to_a_file_not_open_is_read_before_the_poll_interval() {
         assert!(t.poll().is_empty());
         assert!(!t.stats().sources[0].open, "closed while idle");
     }
+    // Writes to a file beside them that the globs do not match wake the
+    // tailer but cost no scan.
+    let other = env.log("other.txt");
+    append(&other, b"");
+    // Its creation asks for a scan (as any create, rename or removal does).
+    let _ = tokio::time::timeout(Duration::from_millis(200), t.next_chunks()).await;
+    let scans = t.stats().scans;
+    for _ in 0..3 {
+        append(&other, b"not ours\n");
+        let _ = tokio::time::timeout(Duration::from_millis(200), t.next_chunks()).await;
+    }
+    assert_eq!(
+        t.stats().scans,
+        scans,
+        "no scan for a file outside the globs"
+    );
 }
 
 #[test]

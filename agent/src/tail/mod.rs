@@ -371,6 +371,8 @@ pub struct TailStats {
     pub bytes_given_up: u64,
     /// Checkpoint writes that failed (retried at the next round).
     pub checkpoint_errors: u64,
+    /// Glob scans done (each lists and checks every matching file).
+    pub scans: u64,
     /// Every known file, sorted by source id.
     pub sources: Vec<SourceStats>,
 }

@@ -329,12 +329,14 @@ impl Tailer {
             self.ack(&id, end);
         }
         let mut out = Vec::new();
-        let event = self.watch.take_rescan()
-            || self.watch.take_written(|name| {
-                self.sources
-                    .values()
-                    .any(|s| s.open.is_some() && s.path.file_name() == Some(name))
-            });
+        // Both taken every round, so neither carries stale news forward.
+        let structural = self.watch.take_rescan();
+        let written = self.watch.take_written(|name| {
+            self.sources
+                .values()
+                .any(|s| s.open.is_some() && s.path.file_name() == Some(name))
+        });
+        let event = structural || written;
         let due = self
             .last_scan
             .is_none_or(|t| now >= t + self.cfg.poll_interval);
@@ -450,6 +452,7 @@ impl Tailer {
     /// sources.
     fn scan(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.generation += 1;
+        self.totals.scans += 1;
         self.watch.retry();
         let files = self.list_files();
         let open_at: HashMap<(u64, u64), String> = self

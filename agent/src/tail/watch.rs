@@ -6,9 +6,9 @@
 //! watched directory does not exist yet. Events only wake the tailer, and
 //! those that can change which files exist (create, remove, rename) also
 //! ask for a scan before the interval is up. So does a write to a file
-//! that is not open: one that was empty when last scanned (a log just
-//! created) or closed while idle; otherwise its first line would wait for
-//! the next scan, a second on a quiet log.
+//! the globs match that is not open: one that was empty when last scanned
+//! (a log just created) or closed while idle; otherwise its first line
+//! would wait for the next scan, a second on a quiet log.
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
@@ -40,6 +40,12 @@ impl Watch {
         let rescan = Arc::new(AtomicBool::new(false));
         let written = Arc::new(Mutex::new(Vec::new()));
         let (flag, names) = (rescan.clone(), written.clone());
+        // Only files the globs match: the watched directories hold other
+        // logs (every write to which would otherwise cost a scan).
+        let patterns: Vec<glob::Pattern> = globs
+            .iter()
+            .filter_map(|g| glob::Pattern::new(g).ok())
+            .collect();
         let handler = move |res: notify::Result<notify::Event>| {
             let structural = match res {
                 Ok(ev) => match ev.kind {
@@ -49,7 +55,11 @@ impl Watch {
                     EventKind::Modify(ModifyKind::Data(_)) => {
                         let mut names = names.lock().unwrap_or_else(|e| e.into_inner());
                         let mut full = false;
-                        for name in ev.paths.iter().filter_map(|p| p.file_name()) {
+                        let ours = ev
+                            .paths
+                            .iter()
+                            .filter(|p| patterns.iter().any(|g| g.matches_path(p)));
+                        for name in ours.filter_map(|p| p.file_name()) {
                             if names.iter().any(|n| n == name) {
                                 continue;
                             }
