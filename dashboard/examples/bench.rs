@@ -515,16 +515,18 @@ async fn main() {
         top_up(store.as_ref(), &templates, &wholes(&templates), &mut last).await;
         hours
     };
-    if std::env::var_os("PANORAMA_BENCH_COMPACT_ONLY").is_some() {
-        hours.sort_by(f64::total_cmp);
-        println!("{kind}: compacted {} hours: {hours:.2?} s", hours.len());
-        return;
-    }
+    // Written before a compaction-only run returns too, so that a later
+    // PANORAMA_BENCH_REUSE=1 run reuses the store instead of seeding again.
     if kind == "sqlite" {
         let _ = std::fs::write(
             std::path::Path::new(&target).join(SEEDED_UNTIL),
             last.to_string(),
         );
+    }
+    if std::env::var_os("PANORAMA_BENCH_COMPACT_ONLY").is_some() {
+        hours.sort_by(f64::total_cmp);
+        println!("{kind}: compacted {} hours: {hours:.2?} s", hours.len());
+        return;
     }
     store.sync().await.expect("sync");
     hours.sort_by(f64::total_cmp);
