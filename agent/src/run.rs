@@ -311,11 +311,7 @@ async fn source_task(
         };
         match next {
             Next::Chunks(c) => todo.extend(c),
-            Next::Parsed(p) => {
-                if let Some(slot) = parsing.done(p?, &mut tailer) {
-                    ready.push_back(slot);
-                }
-            }
+            Next::Parsed(p) => ready.push_back(parsing.done(p?, &mut tailer)),
             Next::Shipped(r) => flight.answered(r, &mut tailer, &figs)?,
             Next::Stop => break,
         }
@@ -359,7 +355,7 @@ struct Parsing {
 struct Parsed {
     parser: SourceParser,
     chunk: Chunk,
-    slot: Option<Slot>,
+    slot: Slot,
 }
 
 impl Parsing {
@@ -419,7 +415,7 @@ impl Parsing {
             // compressed bytes wait for the acknowledgement.
             let body = Encoded::new(&batch, zstd_level);
             parser.pipeline.recycle(&mut batch.events);
-            let slot = Some(Slot::new(&chunk, newest, body));
+            let slot = Slot::new(&chunk, newest, body);
             Box::new(Parsed {
                 parser,
                 chunk,
@@ -444,7 +440,7 @@ impl Parsing {
     }
 
     /// Takes back what a parse used and hands out its batch.
-    fn done(&mut self, p: Box<Parsed>, tailer: &mut Tailer) -> Option<Slot> {
+    fn done(&mut self, p: Box<Parsed>, tailer: &mut Tailer) -> Slot {
         tailer.recycle(p.chunk);
         self.idle.push(p.parser);
         p.slot
@@ -1033,9 +1029,9 @@ mod tests {
         assert!(!parsing.running[0].is_finished());
         release.send(()).unwrap();
         let a = parsing.next_done().await.unwrap();
-        let a = parsing.done(a, &mut tailer).unwrap();
+        let a = parsing.done(a, &mut tailer);
         let b = parsing.next_done().await.unwrap();
-        let b = parsing.done(b, &mut tailer).unwrap();
+        let b = parsing.done(b, &mut tailer);
         assert_eq!((a.start, a.end, b.start), (0, b.start, a.end), "file order");
         assert_eq!(b.end, (line.len() * 300) as u64);
         assert_eq!(figs.lines_read.load(Ordering::Relaxed), 300);
