@@ -713,17 +713,21 @@ impl SourceParser {
     }
 
     /// Hands back to `tailer` a record `chunk` holds only the beginning
-    /// of; `false` when nothing is left (the chunk was all one unfinished
-    /// record).
+    /// of: one a read cut in two, or one at the end of a file still being
+    /// written that does not end the way the format ends its records (the
+    /// writer's write was caught half-copied). `false` when nothing is
+    /// left (the chunk was all one unfinished record).
     pub(crate) fn keep_whole_records(&mut self, tailer: &mut Tailer, chunk: &mut Chunk) -> bool {
-        if self.multi_line
-            && chunk.cut_by_read_size()
-            && let Some(first) = self.pipeline.open_record_start(chunk.lines())
-        {
-            tailer.give_back(chunk, first);
-            return chunk.line_count() > 0;
+        if !self.multi_line || !(chunk.cut_by_read_size() || chunk.at_open_end()) {
+            return true;
         }
-        true
+        match self.pipeline.open_record(chunk.lines()) {
+            Some(open) if chunk.cut_by_read_size() || !open.looks_whole => {
+                tailer.give_back(chunk, open.start);
+                chunk.line_count() > 0
+            }
+            _ => true,
+        }
     }
 
     /// Parses every record of `chunk` (whole ones: see
@@ -746,8 +750,8 @@ impl SourceParser {
             }
         }
         if self.multi_line {
-            // What is left is a complete record: one cut by the read went
-            // back to the tailer above.
+            // What is left is a complete record: one cut by the read, or
+            // caught half-written, went back to the tailer above.
             pipeline.flush(&mut events);
         }
         pipeline.parse_error_events(chrono::Utc::now().timestamp_millis(), &mut events);
@@ -959,6 +963,8 @@ mod tests {
 
     /// Tails `text` as one file read `read_chunk_bytes` at a time and
     /// parses it as `spec`, acknowledging every batch: the batches, in order.
+    /// The clock moves on half a second whenever a round has nothing, so a
+    /// record held back at the end of the file comes once it has waited.
     fn batches(text: &[u8], spec: &ParseSpec, read_chunk_bytes: usize) -> Vec<Batch> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slow.log");
@@ -973,10 +979,14 @@ mod tests {
         let mut tailer = Tailer::new(tail).unwrap();
         let mut parser = SourceParser::new("a1".into(), "db1", &src).unwrap();
         let figs = SourceFigures::default();
-        let now = std::time::Instant::now();
+        let mut now = std::time::Instant::now();
         let mut out = Vec::new();
         for _ in 0..10 * text.len() {
-            for mut chunk in tailer.poll_at(now) {
+            let chunks = tailer.poll_at(now);
+            if chunks.is_empty() {
+                now += Duration::from_millis(500);
+            }
+            for mut chunk in chunks {
                 if let Some(batch) = parser.batch(&mut tailer, &mut chunk, &figs) {
                     assert!(tailer.ack(&chunk.source_id, batch.meta.end_offset));
                     out.push(batch);
@@ -1085,6 +1095,92 @@ mod tests {
         }
     }
 
+    /// A writer's record read while only its first half is in the file
+    /// (a write caught half-copied, or a writer writing line by line): the
+    /// half is held back, not shipped as a record of its own with the rest
+    /// failing later; a record that ends like mysqld ends them goes at once;
+    /// one abandoned half-written goes when the file has been quiet for
+    /// `partial_line_flush`.
+    #[test]
+    fn a_slow_log_record_half_written_at_the_end_of_the_file_waits_for_its_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.log");
+        let head = "# Time: 2026-11-22T13:00:01Z\n# User@Host: app[app] @ web1 []  Id: 1\n\
+            # Query_time: 2.5  Lock_time: 0.0 Rows_sent: 1  Rows_examined: 9\nuse shop;\n\
+            SET timestamp=1795438801;\nSELECT *\n";
+        let rest = "FROM orders\nWHERE id = 7;\n";
+        std::fs::write(&path, head).unwrap();
+        let mut tail = TailConfig::new("db", vec![path.display().to_string()]);
+        tail.poll_interval = Duration::ZERO;
+        let src = SourceConfig {
+            tail: tail.clone(),
+            parse: ParseSpec::new(Format::MysqlSlow, "db"),
+        };
+        let mut tailer = Tailer::new(tail.clone()).unwrap();
+        let mut parser = SourceParser::new("a1".into(), "db1", &src).unwrap();
+        let figs = SourceFigures::default();
+        let t0 = std::time::Instant::now();
+        let mut round = |tailer: &mut Tailer, now| {
+            let mut out = Vec::new();
+            for mut chunk in tailer.poll_at(now) {
+                if let Some(b) = parser.batch(tailer, &mut chunk, &figs) {
+                    assert!(tailer.ack(&chunk.source_id, b.meta.end_offset));
+                    out.push(b);
+                }
+            }
+            out
+        };
+        let append = |text: &str| {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+
+        assert!(round(&mut tailer, t0).is_empty(), "the half is held");
+        assert_eq!(tailer.stats().records_held, 1);
+        assert!(
+            round(&mut tailer, t0 + Duration::from_secs(1)).is_empty(),
+            "nothing new: still held, and not read again"
+        );
+        append(rest);
+        let b = round(&mut tailer, t0 + Duration::from_secs(2));
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            (b[0].meta.start_offset, b[0].meta.end_offset),
+            (0, (head.len() + rest.len()) as u64)
+        );
+        assert_eq!((b[0].meta.lines_read, b[0].meta.lines_failed), (8, 0));
+        assert_eq!(b[0].events.len(), 1, "one record, whole: {:?}", b[0].events);
+        assert_eq!(b[0].events[0].latency_ms, Some(2500.0));
+
+        // A whole record is not held: it ends the way mysqld ends them.
+        let whole = "# Time: 2026-11-22T13:00:02Z\n# Query_time: 1.0  Lock_time: 0.0\nSELECT 2;\n";
+        append(whole);
+        let b = round(&mut tailer, t0 + Duration::from_secs(3));
+        assert_eq!((b.len(), b[0].events.len()), (1, 1));
+        assert_eq!(tailer.stats().records_held, 1);
+
+        // Abandoned half-written: shipped once the file was quiet.
+        append("# Time: 2026-11-22T13:00:03Z\n# Query_time: 4.0  Lock_time: 0.0\nSELECT\n");
+        assert!(round(&mut tailer, t0 + Duration::from_secs(4)).is_empty());
+        assert!(round(&mut tailer, t0 + Duration::from_secs(8)).is_empty());
+        let b = round(&mut tailer, t0 + Duration::from_secs(10));
+        assert_eq!(
+            b.len(),
+            1,
+            "quiet for partial_line_flush (5 s): shipped as it is"
+        );
+        assert_eq!((b[0].meta.lines_failed, b[0].events.len()), (0, 1));
+        assert_eq!(b[0].events[0].latency_ms, Some(4000.0));
+        assert_eq!(
+            b[0].meta.end_offset,
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+
     #[test]
     fn a_resend_after_a_crash_repeats_the_range_a_record_was_cut_back_to() {
         let text = include_bytes!("../tests/fixtures/parse/mysql_slow.log");
@@ -1126,11 +1222,13 @@ mod tests {
             junk before any record? no: still the record\n";
         let spec = ParseSpec::new(Format::MysqlSlow, "db");
         let b = batches(text, &spec, 1 << 20);
-        assert_eq!(b.len(), 1);
-        assert_eq!(b[0].meta.lines_failed, 1);
-        let errors: Vec<_> = b[0]
-            .events
+        // The last record does not end with `;`: held back until the file
+        // had been quiet for a while, then shipped as it is.
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.iter().map(|b| b.meta.lines_failed).sum::<u64>(), 1);
+        let errors: Vec<_> = b
             .iter()
+            .flat_map(|b| &b.events)
             .filter(|e| e.name == PARSE_ERROR_SERIES)
             .collect();
         assert_eq!(errors.len(), 1, "a counted failure is an event too");

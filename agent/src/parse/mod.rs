@@ -83,6 +83,7 @@ use panorama_model::{Event, Layer};
 use serde::Deserialize;
 
 pub use cardinality::OTHER_SERIES;
+pub use mysql_slow::OpenRecord;
 
 use map::{Mapper, Mapping, Template, truncate};
 use timestamp::Tz;
@@ -625,14 +626,13 @@ impl Pipeline {
         }
     }
 
-    /// For a multi-line format, the index in `lines` (the lines of one
-    /// chunk, fed from a fresh record) of the first line of the record
-    /// still open after them: nothing marks a record's end, so it may go
-    /// on in the next chunk. `None` for line formats, and when no record
-    /// is open.
-    pub fn open_record_start<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> Option<usize> {
+    /// For a multi-line format, the record still open after `lines` (the
+    /// lines of one chunk, fed from a fresh record): nothing marks a
+    /// record's end, so it may go on in the next chunk. `None` for line
+    /// formats, and when no record is open.
+    pub fn open_record<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> Option<OpenRecord> {
         match &self.parser {
-            Parser::MysqlSlow(_) => mysql_slow::open_record_start(lines),
+            Parser::MysqlSlow(_) => mysql_slow::open_record(lines),
             _ => None,
         }
     }

@@ -57,6 +57,9 @@ pub(crate) struct Slow {
     extra: BTreeMap<String, String>,
     has_user_host: bool,
     has_query: bool,
+    /// The last line was a line of the query ending with `;`, as mysqld
+    /// ends every record: the record is most likely whole.
+    ends_statement: bool,
     /// Lines in the record so far.
     pub(crate) lines: u64,
     /// The first line, for the parse-error sample if the record fails.
@@ -68,6 +71,19 @@ impl Slow {
     pub(crate) fn ts_ms(&self) -> Option<i64> {
         self.time.or(self.set_timestamp)
     }
+}
+
+/// The record still open after some lines: where it starts, and whether
+/// its last line ends the query the way mysqld ends every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenRecord {
+    /// Index of its first line.
+    pub start: usize,
+    /// Its last line is a line of the query ending with `;`. mysqld writes
+    /// a record in one write, so a record read at the end of the file is
+    /// nearly always whole; one that does not look whole was caught while
+    /// its write was being copied into the file.
+    pub looks_whole: bool,
 }
 
 /// Parser state: the record being read and the one just completed.
@@ -155,9 +171,11 @@ impl MysqlSlow {
             ));
         };
         rec.lines += 1;
+        rec.ends_statement = false;
         if let Some(rest) = line.strip_prefix("# ") {
             if rec.has_query {
                 // `# administrator command: Quit;` and the like: the query.
+                rec.ends_statement = line.trim_end().ends_with(';');
                 return Ok(true);
             }
             header_pairs(rec, rest, line.len() - rest.len())?;
@@ -199,6 +217,7 @@ impl MysqlSlow {
                     .unwrap_or("other"),
             );
         }
+        rec.ends_statement = t.ends_with(';');
         Ok(true)
     }
 
@@ -223,10 +242,10 @@ impl MysqlSlow {
     }
 }
 
-/// See [`super::Pipeline::open_record_start`]: the lines are read by a
-/// parser of their own, which only looks at where records start (their
+/// See [`super::Pipeline::open_record`]: the lines are read by a parser
+/// of their own, which only looks at where records start and end (their
 /// times are not checked, hence any zone).
-pub(crate) fn open_record_start<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<usize> {
+pub(crate) fn open_record<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<OpenRecord> {
     let mut p = MysqlSlow::new(Tz::Utc);
     let mut start = None;
     for (i, line) in lines.enumerate() {
@@ -242,7 +261,11 @@ pub(crate) fn open_record_start<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Op
             start = Some(i);
         }
     }
-    p.cur.as_ref().and(start)
+    let cur = p.cur.as_ref()?;
+    Some(OpenRecord {
+        start: start?,
+        looks_whole: cur.ends_statement,
+    })
 }
 
 fn is_banner(line: &str) -> bool {

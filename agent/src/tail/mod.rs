@@ -209,6 +209,10 @@ pub struct Chunk {
     /// is in `data` byte for byte as in the file, so that
     /// [`Tailer::give_back`] can find any line's offset.
     cut: bool,
+    /// The chunk ends where the file ended when it was read, and the file
+    /// is still being written (see [`Chunk::at_open_end`]); every line but
+    /// the first is in `data` as in the file, as for `cut`.
+    open_end: bool,
 }
 
 impl Chunk {
@@ -254,6 +258,18 @@ impl Chunk {
     /// chunk resent after a restart, whose end was chosen before it.
     pub fn cut_by_read_size(&self) -> bool {
         self.cut
+    }
+
+    /// Whether the chunk ends where the file ended, in a file that is
+    /// still open under its name and was written less than
+    /// `partial_line_flush` ago: a writer may be in the middle of a
+    /// multi-line record, whose beginning [`Tailer::give_back`] can then
+    /// hold back until the rest is written or the file goes quiet. False
+    /// for a chunk read once the file was quiet that long, after a record
+    /// was held, for a chunk with a line flushed without its newline, and
+    /// for a chunk resent after a restart.
+    pub fn at_open_end(&self) -> bool {
+        self.open_end
     }
 }
 
@@ -373,6 +389,9 @@ pub struct TailStats {
     pub checkpoint_errors: u64,
     /// Glob scans done (each lists and checks every matching file).
     pub scans: u64,
+    /// Multi-line records found unfinished at the end of their file and
+    /// held back until the writer finished them (or went quiet).
+    pub records_held: u64,
     /// Every known file, sorted by source id.
     pub sources: Vec<SourceStats>,
 }

@@ -93,6 +93,17 @@ struct OpenFile {
     orphan_since: Option<Instant>,
     /// Last time a read returned bytes (or the file was opened).
     active_at: Instant,
+    /// A record at the end of the file went back ([`Tailer::give_back`]
+    /// of a chunk [`Chunk::at_open_end`]): it is not read again until the
+    /// file grows past `end` or stays as it is until `until`.
+    held: Option<Held>,
+}
+
+/// See [`OpenFile::held`].
+#[derive(Clone, Copy)]
+struct Held {
+    end: u64,
+    until: Instant,
 }
 
 impl Tailer {
@@ -213,15 +224,22 @@ impl Tailer {
     /// read is made twice as long, so the record comes back in a longer
     /// chunk.
     ///
+    /// For a chunk [`Chunk::at_open_end`], the lines are held instead: the
+    /// file is not read again until it grows (the writer finished the
+    /// record or started the next one) or has not changed for
+    /// `partial_line_flush`, when they come back in a chunk that is not
+    /// `at_open_end`, so a record a writer abandoned half-written is still
+    /// shipped, only later.
+    ///
     /// The shortened range is checkpointed before this returns: a resend
     /// after a crash repeats the range that was shipped. Returns false,
-    /// changing nothing, when `chunk` is not the source's latest or not
-    /// [`Chunk::cut_by_read_size`], when the checkpoint cannot be written,
+    /// changing nothing, when `chunk` is not the source's latest, neither
+    /// [`Chunk::cut_by_read_size`] nor [`Chunk::at_open_end`], when the checkpoint cannot be written,
     /// or when a whole chunk given back would need a read longer than
     /// `max_inflight_bytes_per_source`; the chunk is then shipped as it is.
     pub fn give_back(&mut self, chunk: &mut Chunk, keep: usize) -> bool {
         let lines = chunk.spans.len();
-        if !chunk.cut || keep >= lines {
+        if !(chunk.cut || chunk.open_end) || keep >= lines {
             return false;
         }
         let len = chunk.end_offset - chunk.start_offset;
@@ -278,8 +296,15 @@ impl Tailer {
         let Some(src) = self.sources.get_mut(&chunk.source_id) else {
             return false;
         };
+        let hold = !chunk.cut;
         if let Some(of) = src.open.as_mut() {
-            if keep == 0 {
+            if hold {
+                of.held = Some(Held {
+                    end: of.read_offset,
+                    // Quiet that long since the read that found it.
+                    until: of.active_at + self.cfg.partial_line_flush,
+                });
+            } else if keep == 0 {
                 // Twice what was read, the partial line after the chunk
                 // included: the record's next line may be longer than all
                 // of the chunk.
@@ -303,7 +328,11 @@ impl Tailer {
         chunk.used = used;
         chunk.cut_lines -= cut_back;
         chunk.cut = false;
-        self.more_ready = true;
+        chunk.open_end = false;
+        if !hold {
+            self.more_ready = true;
+        }
+        self.totals.records_held += u64::from(hold);
         true
     }
 
@@ -438,6 +467,9 @@ impl Tailer {
         for of in self.sources.values().filter_map(|s| s.open.as_ref()) {
             if let Some(t) = of.asm.flush_deadline(c.partial_line_flush) {
                 at = at.min(t);
+            }
+            if let Some(h) = of.held {
+                at = at.min(h.until);
             }
             match of.orphan_since {
                 Some(t) => at = at.min(t + c.max_open_deleted),
@@ -763,6 +795,18 @@ impl Tailer {
             let Some(of) = src.open.as_mut() else {
                 continue;
             };
+            // A record held back at the end of the file: read again once
+            // the file grew, or as it is once it has been quiet long
+            // enough (or went away: nothing more will be written to it).
+            let mut settled = false;
+            if let Some(h) = of.held {
+                let grown = of.file.metadata().map_or(true, |m| m.len() > h.end);
+                if !grown && now < h.until && of.orphan_since.is_none() {
+                    continue;
+                }
+                settled = !grown;
+                of.held = None;
+            }
             let budget = c
                 .max_inflight_bytes_per_source
                 .saturating_sub(src.emitted - src.acked)
@@ -859,8 +903,10 @@ impl Tailer {
                 let small = lines.data[..lines.used].to_vec();
                 self.bufs.give(std::mem::replace(&mut lines.data, small));
             }
-            let cut = filled && want == 0 && exact && replaying.is_none() && lines.flushed == 0;
-            if src.emit(lines, cut, out, &mut self.totals) {
+            let whole = exact && replaying.is_none() && lines.flushed == 0;
+            let cut = filled && want == 0 && whole;
+            let open_end = !filled && whole && !settled && of.orphan_since.is_none();
+            if src.emit(lines, cut, open_end, out, &mut self.totals) {
                 self.dirty = true;
             }
             if idle_close {
@@ -928,6 +974,7 @@ impl Source {
         &mut self,
         lines: Lines,
         cut: bool,
+        open_end: bool,
         out: &mut Vec<Chunk>,
         totals: &mut TailStats,
     ) -> bool {
@@ -965,6 +1012,7 @@ impl Source {
             used: lines.used,
             spans: lines.spans,
             cut,
+            open_end,
         });
         true
     }
@@ -993,7 +1041,7 @@ impl Source {
         }
         let mut lines = Lines::default();
         asm.flush(&mut lines);
-        self.emit(lines, false, out, totals)
+        self.emit(lines, false, false, out, totals)
     }
 }
 
@@ -1038,6 +1086,7 @@ impl OpenFile {
             verified: generation,
             orphan_since: None,
             active_at: now,
+            held: None,
         }
     }
 }
