@@ -19,9 +19,9 @@ use panorama_model::wire::binary::{self, Batch, BatchMeta};
 use panorama_model::{Event, Layer, Outcome, Rollup, Sample};
 use panorama_store::sqlite::SqliteStore;
 use panorama_store::{
-    CompactedHour, HourMark, LayerTotals, Rejection, RetentionReport, SampleQuery, SeenSeries,
-    SeriesQuery, SeriesTotals, SeriesTotalsQuery, Store, StoreError, TopEntry, TopQuery,
-    TotalsQuery,
+    CompactedHour, HourMark, HourPartial, HourPartials, LayerTotals, Rejection, RetentionReport,
+    SampleQuery, SeenSeries, SeriesQuery, SeriesTotals, SeriesTotalsQuery, Store, StoreError,
+    TopEntry, TopQuery, TotalsQuery,
 };
 use proptest::prelude::*;
 use tower::ServiceExt;
@@ -352,6 +352,18 @@ impl Store for Refusing {
     }
     async fn write_hour(&self, hour: &CompactedHour) -> Result<(), StoreError> {
         self.inner.write_hour(hour).await
+    }
+    async fn write_hour_partial(&self, partial: &HourPartial) -> Result<(), StoreError> {
+        self.inner.write_hour_partial(partial).await
+    }
+    async fn minute_events_by_collector(
+        &self,
+        hour_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.inner.minute_events_by_collector(hour_ms).await
+    }
+    async fn read_hour_partials(&self, hour_ms: i64) -> Result<HourPartials, StoreError> {
+        self.inner.read_hour_partials(hour_ms).await
     }
     async fn hour_marks(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourMark>, StoreError> {
         self.inner.hour_marks(from_ms, to_ms).await

@@ -254,7 +254,7 @@ async fn compact_minutes(store: &dyn Store, now: i64) -> Vec<f64> {
     let mut hour = first.div_euclid(HOUR_MS) * HOUR_MS;
     while hour + HOUR_MS <= minute_of(now) {
         let t = Instant::now();
-        let mark = panorama_store::compact::compact_hour(store, hour, now)
+        let (mark, _) = panorama_store::compact::compact_hour(store, hour, now)
             .await
             .expect("compaction");
         times.push(t.elapsed().as_secs_f64());
@@ -284,7 +284,7 @@ async fn recompact(store: &dyn Store, now: i64) -> Vec<f64> {
         .filter(|m| m.series >= SERIES as u64 && minutes.get(&m.hour_ms) == Some(&m.events))
     {
         let t = Instant::now();
-        let again = panorama_store::compact::compact_hour(store, m.hour_ms, now)
+        let (again, _) = panorama_store::compact::compact_hour(store, m.hour_ms, now)
             .await
             .expect("compaction");
         times.push(t.elapsed().as_secs_f64());

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use panorama_model::Rollup;
 
-use crate::tier::{CompactedHour, HOUR_MS, HOURLY_COLLECTOR, HourMark, hour_of};
+use crate::tier::{CompactedHour, HOUR_MS, HOURLY_COLLECTOR, HourMark, HourPartial, hour_of};
 use crate::{Store, StoreError};
 
 /// What a compaction pass did.
@@ -40,7 +40,17 @@ pub struct CompactReport {
     pub series_docs: u64,
     /// Hours due but left for the next pass (the pass's limit).
     pub left: usize,
+    /// Of the hours compacted, those built from the collectors' partials.
+    pub from_partials: Vec<i64>,
+    /// Hours just due whose partials did not (yet) cover them: left for a
+    /// later pass, up to [`PARTIAL_WAIT_MS`] after they became due.
+    pub waiting: Vec<i64>,
 }
+
+/// How long an hour that just became due waits for the collectors'
+/// partials (each writes its partial at its first flush once the hour is
+/// past the grace) before its minutes are read instead.
+pub const PARTIAL_WAIT_MS: i64 = 5 * 60_000;
 
 /// Merges minute rollups into hourly ones: one per series key (host and
 /// dims included), minute set to the hour, collector [`HOURLY_COLLECTOR`].
@@ -113,9 +123,36 @@ impl HourMerger {
     }
 }
 
-/// Compacts one hour of `store`: reads its minutes, writes its hourly
-/// documents and then its mark. Idempotent: compacting an unchanged hour
-/// again writes the same documents.
+/// What an hour's hourly documents were built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltFrom {
+    /// The collectors' partials: they held every event of the hour's minutes.
+    Partials,
+    /// The hour's minute documents, read and merged.
+    Minutes,
+}
+
+/// Compacts one hour of `store`: merges the collectors' partials of the
+/// hour if they hold exactly the events of its minutes, else reads and
+/// merges its minutes; writes its hourly documents and then its mark.
+/// Idempotent: compacting an unchanged hour again writes the same
+/// documents.
+///
+/// # When the partials are used
+///
+/// A collector writes its partial of an hour once, from the very rollups
+/// it wrote as the hour's minutes, and only if every one of them was
+/// accepted by the store (see `Aggregator` in the collector). A partial can
+/// therefore miss events (the collector restarted during the hour and
+/// forgot what it had written before, or minutes arrived late, after the
+/// partial) but never hold one the minutes do not. So when, collector by
+/// collector, a partial's documents hold as many series events as the
+/// collector's minutes, and the partials' marks, their documents and the
+/// minute tier (whole layers included) all add up to the same number of
+/// events, no partial misses any, and the merge of the partials equals the
+/// merge of the minutes. Any other sum reads the minutes. (A partial
+/// written twice leaves no stale documents behind in SQLite; in
+/// Elasticsearch a leftover shows as more events than the mark.)
 ///
 /// # Errors
 /// As the store's reads and writes.
@@ -123,9 +160,36 @@ pub async fn compact_hour(
     store: &dyn Store,
     hour_ms: i64,
     now_ms: i64,
-) -> Result<HourMark, StoreError> {
+) -> Result<(HourMark, BuiltFrom), StoreError> {
     let hour_ms = hour_of(hour_ms);
-    let (series, layers) = store.merge_hour_minutes(hour_ms).await?;
+    let minute_events = store
+        .minute_events_by_hour(hour_ms, hour_ms + HOUR_MS)
+        .await?
+        .get(&hour_ms)
+        .copied()
+        .unwrap_or(0);
+    let built = compact_hour_with(store, hour_ms, now_ms, minute_events, true).await?;
+    Ok(built.expect("minutes are read when the partials do not cover the hour"))
+}
+
+/// [`compact_hour`] knowing the minute tier's events of the hour; `None`,
+/// writing nothing, when the partials do not cover the hour and
+/// `read_minutes` is false.
+async fn compact_hour_with(
+    store: &dyn Store,
+    hour_ms: i64,
+    now_ms: i64,
+    minute_events: u64,
+    read_minutes: bool,
+) -> Result<Option<(HourMark, BuiltFrom)>, StoreError> {
+    let (series, layers, from) = match from_partials(store, hour_ms, minute_events).await? {
+        Some((series, layers)) => (series, layers, BuiltFrom::Partials),
+        None if !read_minutes => return Ok(None),
+        None => {
+            let (series, layers) = store.merge_hour_minutes(hour_ms).await?;
+            (series, layers, BuiltFrom::Minutes)
+        }
+    };
     let events = series.iter().chain(&layers).map(|r| r.count).sum();
     let mark = HourMark {
         hour_ms,
@@ -140,7 +204,120 @@ pub async fn compact_hour(
             mark: mark.clone(),
         })
         .await?;
-    Ok(mark)
+    Ok(Some((mark, from)))
+}
+
+/// The hour merged from its partials, when they hold exactly the events
+/// of its minutes (see [`compact_hour`]): every collector with series
+/// minutes in the hour has a partial whose mark and documents hold as many
+/// series events as those minutes, and the partials' events, whole layers
+/// included, add up to `minute_events`.
+async fn from_partials(
+    store: &dyn Store,
+    hour_ms: i64,
+    minute_events: u64,
+) -> Result<Option<(Vec<Rollup>, Vec<Rollup>)>, StoreError> {
+    if minute_events == 0 {
+        return Ok(None);
+    }
+    let p = store.read_hour_partials(hour_ms).await?;
+    if p.marks.is_empty() {
+        return Ok(None);
+    }
+    let marked: u64 = p.marks.iter().map(|m| m.events).sum();
+    let held: u64 = p.series.iter().chain(&p.layers).map(|r| r.count).sum();
+    if marked != minute_events || held != minute_events {
+        return Ok(None);
+    }
+    let mut series_held: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &p.series {
+        *series_held.entry(r.collector.as_str()).or_default() += r.count;
+    }
+    series_held.retain(|_, n| *n > 0);
+    let by_collector = store.minute_events_by_collector(hour_ms).await?;
+    let minutes: BTreeMap<&str, u64> = by_collector.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+    if series_held != minutes {
+        return Ok(None);
+    }
+    Ok(Some((
+        merge_hour(hour_ms, p.series),
+        merge_hour(hour_ms, p.layers),
+    )))
+}
+
+/// Builds a collector's [`HourPartial`] from the rollups it writes (every
+/// minute of the hour, each exactly once, in its final state).
+pub struct HourPartialBuilder {
+    hour_ms: i64,
+    collector: String,
+    series: std::collections::HashMap<u128, Rollup>,
+    layers: BTreeMap<panorama_model::Layer, Rollup>,
+    scratch: Vec<u8>,
+}
+
+impl HourPartialBuilder {
+    /// An empty partial of the hour holding `hour_ms`, by `collector`.
+    pub fn new(hour_ms: i64, collector: impl Into<String>) -> HourPartialBuilder {
+        HourPartialBuilder {
+            hour_ms: hour_of(hour_ms),
+            collector: collector.into(),
+            series: Default::default(),
+            layers: BTreeMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn start(&self, r: &Rollup) -> Rollup {
+        let mut acc = r.clone();
+        acc.minute_ms = self.hour_ms;
+        acc.collector = self.collector.clone();
+        acc.part = 0;
+        acc
+    }
+
+    /// Adds a series' minute rollup.
+    pub fn add(&mut self, r: &Rollup) {
+        let key = r.key.hash128(&mut self.scratch);
+        match self.series.get_mut(&key) {
+            Some(acc) => acc.merge(r),
+            None => {
+                let acc = self.start(r);
+                self.series.insert(key, acc);
+            }
+        }
+    }
+
+    /// Adds a whole layer's minute rollup.
+    pub fn add_layer(&mut self, r: &Rollup) {
+        match self.layers.get_mut(&r.key.layer) {
+            Some(acc) => acc.merge(r),
+            None => {
+                let acc = self.start(r);
+                self.layers.insert(r.key.layer, acc);
+            }
+        }
+    }
+
+    /// Events added so far.
+    pub fn events(&self) -> u64 {
+        self.series
+            .values()
+            .chain(self.layers.values())
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// The partial, its series in the order of their ids.
+    pub fn finish(self) -> HourPartial {
+        let mut series: Vec<(u128, Rollup)> = self.series.into_iter().collect();
+        series.sort_unstable_by_key(|(k, _)| *k);
+        HourPartial {
+            hour_ms: self.hour_ms,
+            collector: self.collector,
+            series: series.into_iter().map(|(_, r)| r).collect(),
+            layers: self.layers.into_values().collect(),
+        }
+    }
 }
 
 /// Which hours a pass looks at, and how much it does.
@@ -184,17 +361,30 @@ pub async fn compact_due(
         .into_iter()
         .map(|m| (m.hour_ms, m.events))
         .collect();
-    let due: Vec<(i64, bool)> = events
+    let due: Vec<(i64, u64, bool)> = events
         .iter()
         .filter(|(h, n)| **h >= start && **h < end && **n > marks.get(h).copied().unwrap_or(0))
-        .map(|(h, _)| (*h, marks.contains_key(h)))
+        .map(|(h, n)| (*h, *n, marks.contains_key(h)))
         .collect();
     report.left = due.len().saturating_sub(policy.max_hours);
-    for (hour, again) in due.into_iter().take(policy.max_hours) {
-        let mark = compact_hour(store, hour, now_ms).await?;
+    // Hours this recent compact from their partials or wait for them; an
+    // hour compacted before has no partial to wait for (a collector writes
+    // one once, and late minutes are not in it).
+    let fresh_from = hour_of(now_ms - policy.grace_ms - 60_000 - PARTIAL_WAIT_MS);
+    for (hour, minute_events, again) in due.into_iter().take(policy.max_hours) {
+        let read_minutes = again || hour < fresh_from;
+        let Some((mark, from)) =
+            compact_hour_with(store, hour, now_ms, minute_events, read_minutes).await?
+        else {
+            report.waiting.push(hour);
+            continue;
+        };
         report.hours.push(hour);
         if again {
             report.recompacted.push(hour);
+        }
+        if from == BuiltFrom::Partials {
+            report.from_partials.push(hour);
         }
         report.series_docs += mark.series;
     }

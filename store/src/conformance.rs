@@ -64,6 +64,8 @@ macro_rules! conformance_tests {
             retention_per_tier,
             two_compactors_count_nothing_twice,
             an_hour_of_many_pages_compacts_whole,
+            partials_compact_like_minutes,
+            partials_that_miss_events_are_not_used,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -2077,4 +2079,249 @@ pub async fn an_hour_of_many_pages_compacts_whole(store: &dyn Store) {
         assert_eq!(h.count, 2 * 50 * (1 + s % 3), "{}", h.key.name);
         assert_eq!(h.errors, 50, "one error a minute from c2: {}", h.key.name);
     }
+}
+
+/// Each collector's partial of hour `hour` (a count of hours after
+/// [`BASE_MS`]) built from the fixture's documents, as the collector builds
+/// it from what it writes.
+fn partials_of(hour: i64, docs: &[Rollup], wholes: &[Rollup]) -> Vec<crate::HourPartial> {
+    let start = BASE_MS + hour * HOUR_MS;
+    let mut by: BTreeMap<String, crate::compact::HourPartialBuilder> = BTreeMap::new();
+    let in_hour = |r: &&Rollup| crate::tier::hour_of(r.minute_ms) == start;
+    for (whole, r) in docs
+        .iter()
+        .filter(in_hour)
+        .map(|r| (false, r))
+        .chain(wholes.iter().filter(in_hour).map(|r| (true, r)))
+    {
+        let b = by
+            .entry(r.collector.clone())
+            .or_insert_with(|| crate::compact::HourPartialBuilder::new(start, &r.collector));
+        if whole {
+            b.add_layer(r);
+        } else {
+            b.add(r);
+        }
+    }
+    by.into_values().map(|b| b.finish()).collect()
+}
+
+/// The hour's hourly documents as the store holds them, by series id.
+async fn hourly_by_id(store: &dyn Store, hour_ms: i64) -> BTreeMap<String, Rollup> {
+    let mut out = BTreeMap::new();
+    for layer in Layer::ALL {
+        let q = SeriesQuery::layer(layer, hour_ms, hour_ms + HOUR_MS);
+        for r in store.read_hourly_rollups(&q).await.expect("read hourly") {
+            out.insert(r.key.id(), r);
+        }
+    }
+    out
+}
+
+/// Hourly documents equal the merge of the hour's minutes: counts, errors
+/// and histograms exactly, sums to rounding.
+fn assert_hourly_equal(what: &str, got: &BTreeMap<String, Rollup>, want: &[Rollup]) {
+    assert_eq!(got.len(), want.len(), "{what}: series");
+    for w in want {
+        let g = got
+            .get(&w.key.id())
+            .unwrap_or_else(|| panic!("{what}: {} missing", w.key.id()));
+        assert_eq!(
+            (g.count, g.errors, g.latency_count, &g.errors_by_class),
+            (w.count, w.errors, w.latency_count, &w.errors_by_class),
+            "{what}: {}",
+            w.key.id()
+        );
+        assert_eq!(g.histogram, w.histogram, "{what}: {}", w.key.id());
+        assert!(
+            (g.latency_sum_ms - w.latency_sum_ms).abs() <= 1e-6 * w.latency_sum_ms.abs().max(1.0),
+            "{what}: {} latency sum {} vs {}",
+            w.key.id(),
+            g.latency_sum_ms,
+            w.latency_sum_ms
+        );
+        assert_eq!(
+            (g.latency_max_ms, g.latency_min_ms, g.collector.as_str()),
+            (
+                w.latency_max_ms,
+                w.latency_min_ms,
+                crate::tier::HOURLY_COLLECTOR
+            ),
+            "{what}: {}",
+            w.key.id()
+        );
+    }
+}
+
+/// An hour whose collectors' partials hold every event of its minutes is
+/// compacted from them, and the result is the minutes' merge; a pass finds
+/// an hour that just became due without partials waiting for them.
+pub async fn partials_compact_like_minutes(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..2, &[0, 1, 17, 59]);
+    write_fixture(store, &docs, &wholes).await;
+    let first_hour: Vec<Rollup> = docs
+        .iter()
+        .filter(|r| r.minute_ms < BASE_MS + HOUR_MS)
+        .cloned()
+        .collect();
+    let want = crate::compact::merge_hour(BASE_MS, first_hour);
+    let partials = partials_of(0, &docs, &wholes);
+    assert_eq!(partials.len(), 2, "one per collector");
+    for p in &partials {
+        store.write_hour_partial(p).await.expect("write partial");
+    }
+    // Written again (a retried write): it replaces itself.
+    store
+        .write_hour_partial(&partials[0])
+        .await
+        .expect("write partial again");
+    sync(store).await;
+    let read = store
+        .read_hour_partials(BASE_MS)
+        .await
+        .expect("read partials");
+    assert_eq!(read.marks.len(), 2);
+    let all: u64 = docs
+        .iter()
+        .chain(&wholes)
+        .filter(|r| r.minute_ms < BASE_MS + HOUR_MS)
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(read.marks.iter().map(|m| m.events).sum::<u64>(), all);
+
+    // Just due (grace 15 s, a minute for the flusher): the first hour has
+    // partials, the second none, so it waits.
+    let policy = CompactPolicy {
+        grace_ms: 15_000,
+        lookback_ms: 3 * DAY_MS,
+        max_hours: 100,
+    };
+    let now = BASE_MS + 2 * HOUR_MS + 2 * MINUTE_MS;
+    let pass = compact_due(store, now, policy).await.expect("pass");
+    assert_eq!(pass.hours, vec![BASE_MS], "{pass:?}");
+    assert_eq!(pass.from_partials, vec![BASE_MS], "{pass:?}");
+    assert_eq!(pass.waiting, vec![BASE_MS + HOUR_MS], "{pass:?}");
+    sync(store).await;
+    let url: Vec<Rollup> = want
+        .iter()
+        .filter(|r| r.key.layer == Layer::Url)
+        .cloned()
+        .collect();
+    let got: BTreeMap<String, Rollup> = hourly_by_id(store, BASE_MS)
+        .await
+        .into_iter()
+        .filter(|(_, r)| r.key.layer == Layer::Url)
+        .collect();
+    assert_hourly_equal("from partials", &got, &url);
+    let marks = store
+        .hour_marks(BASE_MS, BASE_MS + HOUR_MS)
+        .await
+        .expect("marks");
+    assert_eq!(marks[0].events, all, "the mark counts the partials' events");
+    let whole = store
+        .read_hourly_layer_rollups(Layer::Url, BASE_MS, BASE_MS + HOUR_MS)
+        .await
+        .expect("hourly layer");
+    let whole_want: u64 = wholes
+        .iter()
+        .filter(|r| r.minute_ms < BASE_MS + HOUR_MS)
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(whole.iter().map(|r| r.count).sum::<u64>(), whole_want);
+
+    // Once the wait is over, the second hour is read from its minutes.
+    let later = compact_due(store, now + crate::compact::PARTIAL_WAIT_MS, policy)
+        .await
+        .expect("later pass");
+    assert_eq!(later.hours, vec![BASE_MS + HOUR_MS], "{later:?}");
+    assert!(
+        later.from_partials.is_empty() && later.waiting.is_empty(),
+        "{later:?}"
+    );
+}
+
+/// Partials that do not hold every event of their hour's minutes — a
+/// collector without one (it restarted inside the hour), minutes that
+/// arrived after the partials, a partial's leftover documents — are not
+/// used: the hour is read from its minutes, and equals their merge.
+pub async fn partials_that_miss_events_are_not_used(store: &dyn Store) {
+    let (docs, wholes, _) = hourly_fixture(0..1, &[2, 30]);
+    write_fixture(store, &docs, &wholes).await;
+    let partials = partials_of(0, &docs, &wholes);
+    // Only the first collector wrote one.
+    store
+        .write_hour_partial(&partials[0])
+        .await
+        .expect("write partial");
+    sync(store).await;
+    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
+        .await
+        .expect("compact");
+    assert_eq!(
+        from,
+        crate::compact::BuiltFrom::Minutes,
+        "a collector's partial missing"
+    );
+    sync(store).await;
+    let mut minutes = docs.clone();
+    assert_hourly_equal(
+        "one partial missing",
+        &hourly_by_id(store, BASE_MS).await,
+        &crate::compact::merge_hour(BASE_MS, minutes.clone()),
+    );
+
+    // Both partials, then a late minute from a third collector.
+    store
+        .write_hour_partial(&partials[1])
+        .await
+        .expect("write partial");
+    sync(store).await;
+    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
+        .await
+        .expect("compact");
+    assert_eq!(from, crate::compact::BuiltFrom::Partials);
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let late = rollup(BASE_MS + 44 * MINUTE_MS, &cart, "c3", &latencies(7, 5), 7);
+    write_rollups(store, std::slice::from_ref(&late)).await;
+    sync(store).await;
+    minutes.push(late);
+    let (mark, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
+        .await
+        .expect("compact");
+    assert_eq!(
+        from,
+        crate::compact::BuiltFrom::Minutes,
+        "a late minute not in any partial"
+    );
+    sync(store).await;
+    let want = crate::compact::merge_hour(BASE_MS, minutes.clone());
+    assert_hourly_equal("late minute", &hourly_by_id(store, BASE_MS).await, &want);
+    assert_eq!(
+        mark.events,
+        minutes.iter().chain(&wholes).map(|r| r.count).sum::<u64>()
+    );
+
+    // A partial that holds more than the minutes (here: a series the
+    // minutes do not have, standing for leftovers of an earlier write)
+    // is not used either, even when the marks add up.
+    let mut padded = partials[1].clone();
+    let mut ghost = padded.series[0].clone();
+    ghost.key.name = "GET /ghost".into();
+    ghost.count = 7;
+    padded.series.push(ghost);
+    store
+        .write_hour_partial(&padded)
+        .await
+        .expect("write partial");
+    sync(store).await;
+    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
+        .await
+        .expect("compact");
+    assert_eq!(
+        from,
+        crate::compact::BuiltFrom::Minutes,
+        "partials hold events the minutes do not"
+    );
+    sync(store).await;
+    assert_hourly_equal("padded partial", &hourly_by_id(store, BASE_MS).await, &want);
 }

@@ -40,7 +40,9 @@ mod totals;
 pub use compact::{CompactPolicy, CompactReport};
 pub use error::{Detail, Rejection, StoreError};
 pub use query::{Metric, RetentionReport, SampleQuery, SeriesQuery, TopEntry, TopQuery};
-pub use tier::{CompactedHour, Footprint, HOUR_MS, HourMark};
+pub use tier::{
+    CompactedHour, Footprint, HOUR_MS, HourMark, HourPartial, HourPartials, PartialMark,
+};
 pub use totals::{LayerTotals, SeenSeries, SeriesTotals, SeriesTotalsQuery, Totals, TotalsQuery};
 
 use async_trait::async_trait;
@@ -241,6 +243,32 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// As for [`Store::write_rollups`].
     async fn write_hour(&self, hour: &CompactedHour) -> Result<(), StoreError>;
+
+    /// Writes one collector's partial of an hour: its documents, then its
+    /// mark, once they are visible to reads. Written again, it replaces
+    /// itself (the ids name the hour, series and collector).
+    ///
+    /// # Errors
+    /// As for [`Store::write_rollups`].
+    async fn write_hour_partial(&self, partial: &HourPartial) -> Result<(), StoreError>;
+
+    /// Events in the series' minute rollups of the hour starting at
+    /// `hour_ms`, per collector (collectors without any absent): what each
+    /// collector's partial must hold to be used.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn minute_events_by_collector(
+        &self,
+        hour_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError>;
+
+    /// Every collector's partial of the hour starting at `hour_ms` (none
+    /// when no collector wrote one).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    async fn read_hour_partials(&self, hour_ms: i64) -> Result<HourPartials, StoreError>;
 
     /// The marks of compacted hours starting in `[from_ms, to_ms)`, oldest first.
     ///

@@ -198,3 +198,71 @@ pub struct Footprint {
     /// Everything the store holds, in bytes (SQLite: the file).
     pub total_bytes: u64,
 }
+
+/// One collector's own merge of one hour: the hourly rollups of every
+/// series and whole layer it wrote minutes of, built as it wrote them (see
+/// [`crate::compact::HourPartialBuilder`]). The compactor merges the
+/// collectors' partials instead of reading the hour's 60 minutes of every
+/// series, when they provably hold the same events (see
+/// [`crate::compact::compact_hour`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourPartial {
+    /// Start of the hour, Unix ms.
+    pub hour_ms: i64,
+    /// The collector that wrote the hour's minutes.
+    pub collector: String,
+    /// Per series: minute = the hour's start, this collector, part 0.
+    pub series: Vec<panorama_model::Rollup>,
+    /// Per whole layer, the same way.
+    pub layers: Vec<panorama_model::Rollup>,
+}
+
+impl HourPartial {
+    /// Events it holds, series' and whole layers' together (as an
+    /// [`HourMark`] counts them).
+    pub fn events(&self) -> u64 {
+        self.series
+            .iter()
+            .chain(&self.layers)
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Its mark, written after its documents.
+    pub fn mark(&self) -> PartialMark {
+        PartialMark {
+            hour_ms: self.hour_ms,
+            collector: self.collector.clone(),
+            events: self.events(),
+        }
+    }
+}
+
+/// The record that a collector's partial of an hour is written: what its
+/// documents add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialMark {
+    /// Start of the hour, Unix ms.
+    pub hour_ms: i64,
+    /// The collector.
+    pub collector: String,
+    /// Events in its documents.
+    pub events: u64,
+}
+
+/// Every collector's partial of one hour, as the store holds them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HourPartials {
+    /// The marks, one per collector that wrote one.
+    pub marks: Vec<PartialMark>,
+    /// Every partial series document of the hour.
+    pub series: Vec<panorama_model::Rollup>,
+    /// Every partial whole-layer document of the hour.
+    pub layers: Vec<panorama_model::Rollup>,
+}
+
+/// The id of a partial's document: the hour, the series and the collector,
+/// so a partial written again replaces itself.
+pub fn partial_doc_id(r: &panorama_model::Rollup) -> String {
+    format!("{}-partial", r.doc_id())
+}

@@ -131,10 +131,11 @@ async fn uses_wal_and_records_the_schema_version() {
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    // 6: per-series sums per hour and ten minutes of minutes (5: per-series sums per day;
+    // 7: collectors' partials of hours and events per collector and hour
+    // (6: per-series sums per hour and ten minutes of minutes; 5: per-series sums per day;
     // 4: the hourly tier; 3: whole-layer rollups beside the series'; 2: the
     // covering index behind the dashboard's totals).
-    assert_eq!(v, 6);
+    assert_eq!(v, 7);
 }
 
 #[tokio::test]
@@ -197,7 +198,7 @@ async fn migrates_a_version_3_file_to_the_hourly_tier() {
         Some(&8),
         "4 series events + 4 whole-layer events"
     );
-    let mark = panorama_store::compact::compact_hour(&store, hour, MINUTE)
+    let (mark, _) = panorama_store::compact::compact_hour(&store, hour, MINUTE)
         .await
         .unwrap();
     assert_eq!((mark.events, mark.series), (8, 1));

@@ -100,6 +100,9 @@ struct Doc {
 const HOURLY: &str = "hourly";
 const HOURLY_LAYERS: &str = "hourlayers";
 const HOUR_MARKS: &str = "hourmarks";
+/// The collectors' partials of hours: daily indices, so the minutes'
+/// retention deletes them with the minutes they stand for.
+const HOUR_PARTIALS: &str = "hourparts";
 
 impl ElasticStore {
     /// Connects and tries for a few seconds to install the index templates.
@@ -219,6 +222,10 @@ impl ElasticStore {
             (
                 format!("{}-{HOUR_MARKS}", self.cfg.index_prefix),
                 template::hour_marks(&self.cfg),
+            ),
+            (
+                format!("{}-{HOUR_PARTIALS}", self.cfg.index_prefix),
+                template::hour_partials(&self.cfg),
             ),
         ];
         for (name, body) in templates {
@@ -764,6 +771,7 @@ impl ElasticStore {
             format!("{p}-{HOURLY}-*"),
             format!("{p}-{HOURLY_LAYERS}-*"),
             format!("{p}-{HOUR_MARKS}-*"),
+            format!("{p}-{HOUR_PARTIALS}-*"),
         ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         let resp = self
@@ -1039,6 +1047,109 @@ impl Store for ElasticStore {
         }])
         .await?;
         self.refresh(&[&marks_index]).await
+    }
+
+    async fn write_hour_partial(&self, partial: &crate::HourPartial) -> Result<(), StoreError> {
+        self.ensure_templates().await?;
+        let index = format!(
+            "{}-{HOUR_PARTIALS}-{}",
+            self.cfg.index_prefix,
+            day(partial.hour_ms)
+        );
+        let doc = |r: &Rollup, kind: &str| {
+            let id = crate::tier::partial_doc_id(r);
+            Doc {
+                index: index.clone(),
+                source: json!({
+                    "doc_id": id,
+                    "hour": partial.hour_ms,
+                    "collector": partial.collector,
+                    "kind": kind,
+                    "body": r,
+                })
+                .to_string(),
+                id,
+                version: None,
+            }
+        };
+        let docs = partial
+            .series
+            .iter()
+            .map(|r| doc(r, "series"))
+            .chain(partial.layers.iter().map(|r| doc(r, "layer")))
+            .collect();
+        // Documents of an earlier write of this partial that this one no
+        // longer has stay behind; the compactor sees their events in the
+        // documents' sum and does not use the hour's partials.
+        self.bulk(docs).await?;
+        // The mark only once the documents are visible.
+        self.refresh(&[&index]).await?;
+        let m = partial.mark();
+        let id = format!("{}-{}-mark", m.hour_ms, m.collector);
+        self.bulk(vec![Doc {
+            index: index.clone(),
+            source: json!({
+                "doc_id": id,
+                "hour": m.hour_ms,
+                "collector": m.collector,
+                "kind": "mark",
+                "events": m.events,
+            })
+            .to_string(),
+            id,
+            version: None,
+        }])
+        .await?;
+        self.refresh(&[&index]).await
+    }
+
+    async fn minute_events_by_collector(
+        &self,
+        hour_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let (range, series_index, _) = self.hour_of_minutes(hour_ms);
+        let aggs = json!({"c": {
+            "terms": {"field": "collector", "size": 10_000},
+            "aggs": {"count": {"sum": {"field": "count"}}},
+        }});
+        let res = self.aggregate(&series_index, range, aggs).await?;
+        let mut out = std::collections::BTreeMap::new();
+        for b in buckets(&res["c"]) {
+            let n = b["count"]["value"].as_f64().unwrap_or_default().round() as u64;
+            if let (Some(c), true) = (b["key"].as_str(), n > 0) {
+                out.insert(c.to_owned(), n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_hour_partials(&self, hour_ms: i64) -> Result<crate::HourPartials, StoreError> {
+        let index = format!("{}-{HOUR_PARTIALS}-{}", self.cfg.index_prefix, day(hour_ms));
+        let hits = self
+            .search_all(
+                &index,
+                json!({"term": {"hour": hour_ms}}),
+                json!([{"doc_id": "asc"}]),
+                None,
+                &["doc_id", "collector", "kind", "events", "body"],
+            )
+            .await?;
+        let mut out = crate::HourPartials::default();
+        let (mut series, mut layers) = (Vec::new(), Vec::new());
+        for mut h in hits {
+            match h["kind"].as_str() {
+                Some("mark") => out.marks.push(crate::PartialMark {
+                    hour_ms,
+                    collector: h["collector"].as_str().unwrap_or_default().to_owned(),
+                    events: h["events"].as_u64().unwrap_or_default(),
+                }),
+                Some("layer") => layers.push(h.take()),
+                _ => series.push(h.take()),
+            }
+        }
+        out.series = decode_bodies(series)?;
+        out.layers = decode_bodies(layers)?;
+        Ok(out)
     }
 
     async fn hour_marks(
@@ -1369,6 +1480,7 @@ impl Store for ElasticStore {
             format!("{p}-{HOURLY}-*"),
             format!("{p}-{HOURLY_LAYERS}-*"),
             format!("{p}-{HOUR_MARKS}-*"),
+            format!("{p}-{HOUR_PARTIALS}-*"),
         ];
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         self.with_retry("refresh", || async {

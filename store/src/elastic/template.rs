@@ -92,6 +92,31 @@ pub(super) fn hour_marks(cfg: &ElasticConfig) -> Value {
     })
 }
 
+/// The index template for the collectors' partials of hours (daily
+/// indices, deleted with the minutes they summarise): a partial's
+/// documents carry their rollup in `body`, its mark carries `events`.
+pub(super) fn hour_partials(cfg: &ElasticConfig) -> Value {
+    json!({
+        "index_patterns": [format!("{}-hourparts-*", cfg.index_prefix)],
+        "priority": 200,
+        "template": {
+            "settings": settings(cfg),
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "doc_id": {"type": "keyword"},
+                    "hour": {"type": "date", "format": "epoch_millis"},
+                    "collector": {"type": "keyword"},
+                    "kind": {"type": "keyword"},
+                    "events": {"type": "long"},
+                    "body": {"type": "object", "enabled": false}
+                }
+            }
+        },
+        "_meta": {"owner": "panorama", "schema": 1}
+    })
+}
+
 /// The index template for drill-down samples.
 pub(super) fn samples(cfg: &ElasticConfig) -> Value {
     json!({

@@ -286,6 +286,15 @@ pub(super) fn add_to_summaries(
         t.value_max
     ])?;
     tx.prepare_cached(
+        "INSERT INTO collector_hours (hour_ms, collector, count) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (hour_ms, collector) DO UPDATE SET count = count + excluded.count",
+    )?
+    .execute(params![
+        crate::tier::hour_of(r.minute_ms),
+        r.collector,
+        d(t.count, o.count)
+    ])?;
+    tx.prepare_cached(
         "INSERT INTO series_seen (layer, name, host, service, last_minute_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (layer, name, host, service) DO UPDATE SET \
@@ -1301,6 +1310,116 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_hour_partial(&self, partial: &crate::HourPartial) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(partial.series.len() + partial.layers.len());
+        for (whole, docs) in [(0i64, &partial.series), (1, &partial.layers)] {
+            for r in docs {
+                let id = crate::tier::partial_doc_id(r);
+                let body = to_json(&id, r)?;
+                rows.push((id, whole, body));
+            }
+        }
+        let mark = partial.mark();
+        self.with_conn(move |conn| {
+            const WHAT: &str = "write an hour's partial";
+            // One transaction, the old partial of the same collector gone:
+            // a partial written again never mixes with its earlier self.
+            let tx = conn.transaction().map_err(db_err(WHAT))?;
+            for table in ["hour_partials", "partial_marks"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE hour_ms = ?1 AND collector = ?2"),
+                    params![mark.hour_ms, mark.collector],
+                )
+                .map_err(db_err(WHAT))?;
+            }
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO hour_partials (doc_id, hour_ms, collector, whole_layer, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(db_err(WHAT))?;
+                for (id, whole, body) in &rows {
+                    stmt.execute(params![id, mark.hour_ms, mark.collector, whole, body])
+                        .map_err(db_err(WHAT))?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO partial_marks (hour_ms, collector, events) VALUES (?1, ?2, ?3)",
+                params![mark.hour_ms, mark.collector, mark.events as i64],
+            )
+            .map_err(db_err(WHAT))?;
+            tx.commit().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn minute_events_by_collector(
+        &self,
+        hour_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.with_conn(move |conn| {
+            const WHAT: &str = "sum an hour's events per collector";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT collector, count FROM collector_hours WHERE hour_ms = ?1 AND count > 0",
+                )
+                .map_err(db_err(WHAT))?;
+            let rows = stmt
+                .query_map(params![hour_ms], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })
+                .map_err(db_err(WHAT))?;
+            rows.collect::<Result<_, _>>().map_err(db_err(WHAT))
+        })
+        .await
+    }
+
+    async fn read_hour_partials(&self, hour_ms: i64) -> Result<crate::HourPartials, StoreError> {
+        self.with_conn(move |conn| {
+            const WHAT: &str = "read an hour's partials";
+            let mut out = crate::HourPartials::default();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT collector, events FROM partial_marks WHERE hour_ms = ?1 \
+                     ORDER BY collector",
+                )
+                .map_err(db_err(WHAT))?;
+            let marks = stmt
+                .query_map(params![hour_ms], |r| {
+                    Ok(crate::PartialMark {
+                        hour_ms,
+                        collector: r.get(0)?,
+                        events: r.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                })
+                .map_err(db_err(WHAT))?;
+            out.marks = marks.collect::<Result<_, _>>().map_err(db_err(WHAT))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT doc_id, whole_layer, body FROM hour_partials WHERE hour_ms = ?1",
+                )
+                .map_err(db_err(WHAT))?;
+            let mut rows = stmt.query(params![hour_ms]).map_err(db_err(WHAT))?;
+            while let Some(row) = rows.next().map_err(db_err(WHAT))? {
+                let text = |i: usize| -> Result<&str, StoreError> {
+                    row.get_ref(i)
+                        .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                        .map_err(db_err(WHAT))
+                };
+                let r = decode_rollup("hour_partials", text(0)?, text(2)?)?;
+                let whole: i64 = row.get(1).map_err(db_err(WHAT))?;
+                if whole == 0 {
+                    out.series.push(r);
+                } else {
+                    out.layers.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn hour_marks(
         &self,
         from_ms: i64,
@@ -1586,6 +1705,15 @@ impl Store for SqliteStore {
                 params![cutoff],
             )
             .map_err(db_err(WHAT))?;
+            // Partials serve compaction only, which needs the minutes too.
+            for table in ["hour_partials", "partial_marks", "collector_hours"] {
+                deleted += tx
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE hour_ms < ?1"),
+                        params![cutoff],
+                    )
+                    .map_err(db_err(WHAT))? as u64;
+            }
             tx.commit().map_err(db_err(WHAT))?;
             Ok(RetentionReport {
                 dropped: Vec::new(),

@@ -9,7 +9,7 @@ use crate::{Detail, StoreError};
 
 /// The schema version this release writes and understands, kept in
 /// `PRAGMA user_version`. Bump it with a new step in [`migrate`].
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// How long a statement waits for a lock held by another connection (a
 /// second process on the same file, or an `sqlite3` shell) before failing.
@@ -265,6 +265,37 @@ SELECT layer, minute_ms - ((minute_ms % 600000) + 600000) % 600000 AS block, ser
 FROM rollups GROUP BY layer, block, service, name, host;
 ";
 
+/// Version 7: each collector's own merge of an hour (its partial), written
+/// once the hour is past, so compacting the hour merges one document per
+/// series and collector instead of sixty (see `panorama_store::compact`),
+/// and each collector's events per hour in the series' minutes, which the
+/// partials are checked against. Kept as long as minutes are.
+const V7: &str = "
+CREATE TABLE IF NOT EXISTS hour_partials (
+    doc_id      TEXT PRIMARY KEY NOT NULL,
+    hour_ms     INTEGER NOT NULL,
+    collector   TEXT NOT NULL,
+    whole_layer INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hour_partials_hour ON hour_partials (hour_ms, collector);
+CREATE TABLE IF NOT EXISTS collector_hours (
+    hour_ms   INTEGER NOT NULL,
+    collector TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, collector)
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO collector_hours (hour_ms, collector, count)
+SELECT minute_ms - ((minute_ms % 3600000) + 3600000) % 3600000 AS h, collector, SUM(count)
+FROM rollups GROUP BY h, collector;
+CREATE TABLE IF NOT EXISTS partial_marks (
+    hour_ms   INTEGER NOT NULL,
+    collector TEXT NOT NULL,
+    events    INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, collector)
+) WITHOUT ROWID;
+";
+
 /// Opens (creating if needed) the database at `path` and brings its schema
 /// to [`SCHEMA_VERSION`].
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -336,6 +367,9 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
     }
     if from < 6 {
         tx.execute_batch(V6)?;
+    }
+    if from < 7 {
+        tx.execute_batch(V7)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
