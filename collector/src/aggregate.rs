@@ -19,6 +19,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use panorama_model::{Event, Layer, Outcome, Rollup, Sample, SampleKind, SeriesKey, minute_of};
 
+use panorama_store::HourPartial;
+use panorama_store::compact::HourPartialBuilder;
+use panorama_store::tier::{HOUR_MS, hour_of};
+
 use crate::wal::SegmentId;
 
 /// Limits on what one entry keeps for drill-down.
@@ -137,7 +141,37 @@ pub struct Aggregator {
     entries: BTreeMap<SegmentId, EntryMap>,
     layers: BTreeMap<SegmentId, LayerMap>,
     scratch: Vec<u8>,
+    partials: Partials,
 }
+
+/// This collector's partials of hours (see [`panorama_store::compact`]):
+/// each hour merged from the final state of every entry of it, which is
+/// what the store holds of the hour from this collector. Entries are
+/// folded in as their segments are released (written, and never to
+/// change); the hour's entries still held are added when the partial is
+/// taken.
+///
+/// A partial must never hold an event the store does not: so only hours
+/// that began after this collector started (it saw all of them), never an
+/// hour with a document the store refused, and each hour once.
+struct Partials {
+    /// The first hour this collector can write a partial of.
+    from: i64,
+    building: BTreeMap<i64, Building>,
+    /// Hours whose partial was written (the newest few).
+    written: std::collections::BTreeSet<i64>,
+}
+
+struct Building {
+    partial: HourPartialBuilder,
+    /// A document of the hour was refused for good: no partial.
+    spoiled: bool,
+}
+
+/// Unwritten partials kept at most (oldest dropped first): a store that is
+/// down for hours should not make the collector hold an hour of every
+/// series for each of them.
+const MAX_BUILDING: usize = 3;
 
 impl Aggregator {
     /// An empty aggregator for collector `collector`.
@@ -148,6 +182,121 @@ impl Aggregator {
             entries: BTreeMap::new(),
             layers: BTreeMap::new(),
             scratch: Vec::new(),
+            partials: Partials {
+                from: i64::MAX,
+                building: BTreeMap::new(),
+                written: Default::default(),
+            },
+        }
+    }
+
+    /// Builds partials of the hours that begin after `started_ms`, the
+    /// moment this collector started (before its WAL was replayed).
+    pub fn write_partials_after(&mut self, started_ms: i64) {
+        self.partials.from = hour_of(started_ms) + HOUR_MS;
+    }
+
+    fn building(&mut self, hour: i64) -> Option<&mut Building> {
+        let p = &mut self.partials;
+        if hour < p.from || p.written.contains(&hour) {
+            return None;
+        }
+        if !p.building.contains_key(&hour) {
+            while p.building.len() >= MAX_BUILDING {
+                let oldest = *p.building.keys().next().expect("not empty");
+                if oldest > hour {
+                    return None;
+                }
+                p.building.remove(&oldest);
+                // Never written now: the compactor reads its minutes.
+                p.written.insert(oldest);
+            }
+        }
+        let collector = &self.collector;
+        Some(p.building.entry(hour).or_insert_with(|| Building {
+            partial: HourPartialBuilder::new(hour, collector.clone()),
+            spoiled: false,
+        }))
+    }
+
+    /// Records that documents of these minutes were refused for good: their
+    /// hours get no partial.
+    pub fn spoil_minutes(&mut self, minutes: impl IntoIterator<Item = i64>) {
+        let hours: std::collections::BTreeSet<i64> = minutes.into_iter().map(hour_of).collect();
+        for h in hours {
+            if let Some(b) = self.building(h) {
+                b.spoiled = true;
+            }
+        }
+    }
+
+    /// The partials of hours that are complete: past `grace_ms` before
+    /// `now_ms` (as [`Aggregator::ready`] judges minutes) with none of their
+    /// entries waiting to be written. Once written, call
+    /// [`Aggregator::partial_written`].
+    pub fn partials_due(&mut self, now_ms: i64, grace_ms: i64) -> Vec<HourPartial> {
+        let done = |h: i64| h + HOUR_MS + grace_ms <= now_ms;
+        let mut hours: std::collections::BTreeSet<i64> = self
+            .partials
+            .building
+            .keys()
+            .copied()
+            .filter(|h| done(*h))
+            .collect();
+        let mut held: std::collections::BTreeSet<i64> = Default::default();
+        let mut waiting: std::collections::BTreeSet<i64> = Default::default();
+        for ((minute, _), e) in self.entries.values().flat_map(|s| s.iter()) {
+            let h = hour_of(*minute);
+            held.insert(h);
+            if e.dirty() {
+                waiting.insert(h);
+            }
+        }
+        for ((minute, _), e) in self.layers.values().flat_map(|s| s.iter()) {
+            let h = hour_of(*minute);
+            held.insert(h);
+            if e.dirty() {
+                waiting.insert(h);
+            }
+        }
+        hours.extend(held.into_iter().filter(|h| done(*h)));
+        let mut out = Vec::new();
+        for h in hours {
+            if waiting.contains(&h) {
+                continue;
+            }
+            let Some(b) = self.building(h) else {
+                continue;
+            };
+            if b.spoiled {
+                continue;
+            }
+            let mut partial = b.partial.clone();
+            for ((minute, _), e) in self.entries.values().flat_map(|s| s.iter()) {
+                if hour_of(*minute) == h {
+                    partial.add(&e.rollup);
+                }
+            }
+            for ((minute, _), e) in self.layers.values().flat_map(|s| s.iter()) {
+                if hour_of(*minute) == h {
+                    partial.add_layer(&e.rollup);
+                }
+            }
+            if partial.events() > 0 {
+                out.push(partial.finish());
+            }
+        }
+        out
+    }
+
+    /// Records that the partial of `hour` is in the store: it is not
+    /// written again, and entries of it released later are not kept.
+    pub fn partial_written(&mut self, hour: i64) {
+        let p = &mut self.partials;
+        p.building.remove(&hour);
+        p.written.insert(hour);
+        while p.written.len() > 48 {
+            p.written.pop_first();
         }
     }
 
@@ -350,10 +499,29 @@ impl Aggregator {
         last
     }
 
-    /// Forgets every segment up to `id` (its documents are in the store).
+    /// Forgets every segment up to `id` (its documents are in the store),
+    /// folding its entries into the partials of their hours.
     pub fn release_through(&mut self, id: SegmentId) {
-        self.entries.retain(|s, _| *s > id);
-        self.layers.retain(|s, _| *s > id);
+        let released: Vec<SegmentId> = self.entries.range(..=id).map(|(s, _)| *s).collect();
+        for seg in released {
+            if let Some(entries) = self.entries.remove(&seg) {
+                for ((minute, _), e) in entries {
+                    if let Some(b) = self.building(hour_of(minute)) {
+                        b.partial.add(&e.rollup);
+                    }
+                }
+            }
+        }
+        let released: Vec<SegmentId> = self.layers.range(..=id).map(|(s, _)| *s).collect();
+        for seg in released {
+            if let Some(entries) = self.layers.remove(&seg) {
+                for ((minute, _), e) in entries {
+                    if let Some(b) = self.building(hour_of(minute)) {
+                        b.partial.add_layer(&e.rollup);
+                    }
+                }
+            }
+        }
     }
 
     /// Entries held, for `/metrics`.
@@ -439,6 +607,92 @@ mod tests {
         assert_eq!(a.releasable(SegmentId(1)), None, "segment 1 still open");
         a.release_through(SegmentId(1));
         assert_eq!(a.len(), 1);
+    }
+
+    /// Writes every dirty entry (as a flush that succeeds does).
+    fn flush(a: &mut Aggregator) -> Ready {
+        let r = a.ready(0, 0, true);
+        a.layers_written(&r.layer_keys);
+        a.written(
+            &r.keys,
+            &r.rollups.iter().map(|r| r.count).collect::<Vec<_>>(),
+        );
+        r
+    }
+
+    /// A collector's partial of an hour holds every event of the hour it
+    /// wrote, whether its segment was released before (folded in) or is
+    /// still held; it waits for the grace and for dirty entries, comes once,
+    /// and never for an hour the collector did not see from its start or
+    /// with a document the store refused.
+    #[test]
+    fn partials_hold_every_written_event_of_hours_seen_whole() {
+        const H: i64 = 10 * HOUR_MS;
+        let mut a = Aggregator::new("c1", SampleLimits::default());
+        a.write_partials_after(H - 30 * 60_000);
+        // Before the collector started's hour: never a partial.
+        a.add(SegmentId(1), &ev(H - 60_000, "a", true, 5.0));
+        a.add(SegmentId(1), &ev(H + 60_000, "a", true, 5.0));
+        a.add(SegmentId(1), &ev(H + 61_000, "b", false, 9.0));
+        flush(&mut a);
+        a.release_through(SegmentId(1));
+        a.add(SegmentId(2), &ev(H + 30 * 60_000, "a", true, 7.0));
+        a.add(SegmentId(2), &ev(H + HOUR_MS + 5_000, "a", true, 1.0));
+        flush(&mut a);
+        let grace = 15_000;
+        assert!(
+            a.partials_due(H + HOUR_MS + grace - 1, grace).is_empty(),
+            "in the grace"
+        );
+        // A late event of the hour, not yet written: the partial waits.
+        a.add(SegmentId(2), &ev(H + 59 * 60_000, "c", true, 3.0));
+        assert!(
+            a.partials_due(H + HOUR_MS + grace, grace).is_empty(),
+            "a dirty entry"
+        );
+        flush(&mut a);
+        let due = a.partials_due(H + HOUR_MS + grace, grace);
+        assert_eq!(due.len(), 1, "{due:?}");
+        let p = &due[0];
+        assert_eq!((p.hour_ms, p.collector.as_str()), (H, "c1"));
+        let count = |name: &str| {
+            p.series
+                .iter()
+                .find(|r| r.key.name == name)
+                .map(|r| (r.count, r.errors))
+        };
+        assert_eq!(count("a"), Some((2, 0)), "one released, one held");
+        assert_eq!(count("b"), Some((1, 1)));
+        assert_eq!(count("c"), Some((1, 0)));
+        assert_eq!(p.layers.len(), 1);
+        assert_eq!(p.layers[0].count, 4, "the whole url layer");
+        assert_eq!(p.events(), 8);
+        assert!(p.series.iter().all(|r| r.minute_ms == H && r.part == 0));
+        a.partial_written(H);
+        let next = a.partials_due(H + 2 * HOUR_MS + grace, grace);
+        assert_eq!(
+            next.iter().map(|p| p.hour_ms).collect::<Vec<_>>(),
+            vec![H + HOUR_MS],
+            "only the next hour"
+        );
+        a.add(SegmentId(3), &ev(H + 2 * 60_000, "a", true, 1.0));
+        flush(&mut a);
+        assert!(
+            a.partials_due(H + 2 * HOUR_MS + grace, grace)
+                .iter()
+                .all(|p| p.hour_ms != H),
+            "written once: later events of the hour are for the compactor to find"
+        );
+
+        // A refused document: no partial of its hour.
+        a.add(SegmentId(3), &ev(H + 2 * HOUR_MS + 60_000, "a", true, 1.0));
+        let r = flush(&mut a);
+        a.spoil_minutes(r.rollups.iter().map(|r| r.minute_ms));
+        assert!(
+            a.partials_due(H + 3 * HOUR_MS + grace, grace)
+                .iter()
+                .all(|p| p.hour_ms != H + 2 * HOUR_MS)
+        );
     }
 
     #[test]

@@ -294,6 +294,7 @@ impl Collector {
         let replayed = replay(&cfg.wal.dir).map_err(io("replaying the write-ahead log"))?;
         let stats = CollectorStats::default();
         let mut agg = Aggregator::new(cfg.id.clone(), cfg.samples);
+        agg.write_partials_after(now_ms());
         let mut replayed_events = 0usize;
         let mut accounting = Accounting::default();
         let now = now_ms();
@@ -1150,6 +1151,17 @@ async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
         let mut newly = std::collections::BTreeMap::new();
         {
             let mut agg = lock(&inner.agg);
+            if rejected_docs > 0 {
+                // The store lacks some of these minutes: their hours' partials
+                // would hold events it does not.
+                agg.spoil_minutes(
+                    ready
+                        .rollups
+                        .iter()
+                        .chain(&ready.layer_rollups)
+                        .map(|r| r.minute_ms),
+                );
+            }
             if layers_done {
                 agg.layers_written(&ready.layer_keys);
             }
@@ -1190,9 +1202,36 @@ async fn flush_once(inner: &Inner, all: bool) -> Result<(), StoreError> {
         }
     }
     release(inner);
+    if failed.is_none() {
+        write_partials(inner).await;
+    }
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Writes this collector's partials of the hours that are complete (see
+/// [`Aggregator::partials_due`]); one that fails is tried again at the
+/// next flush.
+async fn write_partials(inner: &Inner) {
+    let grace = inner.cfg.grace.as_millis() as i64;
+    let due = lock(&inner.agg).partials_due(now_ms(), grace);
+    for partial in due {
+        match inner.store.write_hour_partial(&partial).await {
+            Ok(()) => {
+                tracing::debug!(
+                    hour = partial.hour_ms,
+                    series = partial.series.len(),
+                    "hour partial written"
+                );
+                lock(&inner.agg).partial_written(partial.hour_ms);
+            }
+            Err(e) => {
+                tracing::warn!(hour = partial.hour_ms, error = %e, "writing an hour's partial failed; will retry");
+                return;
+            }
+        }
     }
 }
 

@@ -247,6 +247,7 @@ async fn from_partials(
 
 /// Builds a collector's [`HourPartial`] from the rollups it writes (every
 /// minute of the hour, each exactly once, in its final state).
+#[derive(Clone)]
 pub struct HourPartialBuilder {
     hour_ms: i64,
     collector: String,
