@@ -246,21 +246,79 @@ async fn top_up(
     written
 }
 
-/// Compacts every whole hour of the minute part, as the collector's
-/// compactor would, timing each: the hour of 10,000 series must take < 5 s.
-async fn compact_minutes(store: &dyn Store, now: i64) -> Vec<f64> {
+/// Compaction timings per hour, seconds.
+#[derive(Default)]
+struct CompactTimes {
+    /// Reading and merging the hour's minutes (no partial in the store).
+    minutes: Vec<f64>,
+    /// Writing the collector's partial of the hour.
+    partial_writes: Vec<f64>,
+    /// Merging the partials (the same hour again, now with its partial).
+    partials: Vec<f64>,
+}
+
+/// The collector's partial of `hour`: every seeded minute of it from
+/// `first` on, merged per series, as the collector builds it from what it
+/// writes.
+fn partial_of(templates: &[Rollup], hour: i64, first: i64) -> panorama_store::HourPartial {
+    let mut b = panorama_store::compact::HourPartialBuilder::new(hour, "c1");
+    let wholes = wholes(templates);
+    for m in (hour.max(first)..hour + HOUR_MS).step_by(MINUTE_MS as usize) {
+        for t in templates {
+            let mut r = t.clone();
+            r.minute_ms = m;
+            b.add(&r);
+        }
+        for w in wholes.values() {
+            let mut r = w.clone();
+            r.minute_ms = m;
+            b.add_layer(&r);
+        }
+    }
+    b.finish()
+}
+
+/// Compacts every whole hour of the minute part, as the compactor would,
+/// timing each: first from its minutes (no partial yet), then the
+/// collector's partial is written and the hour compacted again from it.
+/// An hour of 10,000 series must take < 5 s.
+async fn compact_minutes(store: &dyn Store, now: i64) -> CompactTimes {
     let first = minute_of(now) - (minute_hours() * 60 - 1) * MINUTE_MS;
-    let mut times = Vec::new();
+    let templates = templates();
+    let mut times = CompactTimes::default();
     let mut hour = first.div_euclid(HOUR_MS) * HOUR_MS;
     while hour + HOUR_MS <= minute_of(now) {
         let t = Instant::now();
-        let (mark, _) = panorama_store::compact::compact_hour(store, hour, now)
+        let (mark, from) = panorama_store::compact::compact_hour(store, hour, now)
             .await
             .expect("compaction");
-        times.push(t.elapsed().as_secs_f64());
+        times.minutes.push(t.elapsed().as_secs_f64());
+        assert_eq!(from, panorama_store::compact::BuiltFrom::Minutes);
         assert!(
             mark.series >= SERIES as u64 || hour < first,
             "hour {hour}: {mark:?}"
+        );
+        let partial = partial_of(&templates, hour, first);
+        let t = Instant::now();
+        store
+            .write_hour_partial(&partial)
+            .await
+            .expect("partial write");
+        times.partial_writes.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let (again, from) = panorama_store::compact::compact_hour(store, hour, now)
+            .await
+            .expect("compaction from partials");
+        times.partials.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            from,
+            panorama_store::compact::BuiltFrom::Partials,
+            "hour {hour}"
+        );
+        assert_eq!(
+            (again.events, again.series),
+            (mark.events, mark.series),
+            "hour {hour}: the same hour either way"
         );
         hour += HOUR_MS;
     }
@@ -268,8 +326,10 @@ async fn compact_minutes(store: &dyn Store, now: i64) -> Vec<f64> {
 }
 
 /// Compacts again every hour of the last day that was compacted from every
-/// series' minutes (and still has them all), timing each (the reuse mode's compaction figures).
-async fn recompact(store: &dyn Store, now: i64) -> Vec<f64> {
+/// series' minutes (and still has them all), timing each (the reuse
+/// mode's compaction figures): from the collector's partial where the
+/// store has one, else from minutes.
+async fn recompact(store: &dyn Store, now: i64) -> CompactTimes {
     let marks = store
         .hour_marks(now - 24 * HOUR_MS, now)
         .await
@@ -278,16 +338,20 @@ async fn recompact(store: &dyn Store, now: i64) -> Vec<f64> {
         .minute_events_by_hour(now - 24 * HOUR_MS, now)
         .await
         .expect("minute events");
-    let mut times = Vec::new();
+    let mut times = CompactTimes::default();
     for m in marks
         .iter()
         .filter(|m| m.series >= SERIES as u64 && minutes.get(&m.hour_ms) == Some(&m.events))
     {
         let t = Instant::now();
-        let (again, _) = panorama_store::compact::compact_hour(store, m.hour_ms, now)
+        let (again, from) = panorama_store::compact::compact_hour(store, m.hour_ms, now)
             .await
             .expect("compaction");
-        times.push(t.elapsed().as_secs_f64());
+        let took = t.elapsed().as_secs_f64();
+        match from {
+            panorama_store::compact::BuiltFrom::Minutes => times.minutes.push(took),
+            panorama_store::compact::BuiltFrom::Partials => times.partials.push(took),
+        }
         assert_eq!(again.events, m.events, "hour {}", m.hour_ms);
     }
     times
@@ -484,7 +548,7 @@ async fn main() {
     };
     let templates = templates();
     let mut last: i64;
-    let mut hours = if reuse {
+    let hours = if reuse {
         last = std::fs::read_to_string(std::path::Path::new(&target).join(SEEDED_UNTIL))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -523,20 +587,28 @@ async fn main() {
             last.to_string(),
         );
     }
+    let mut hours = hours;
+    for (what, v) in [
+        ("from its minutes", &mut hours.minutes),
+        (
+            "writing the collector's partial of",
+            &mut hours.partial_writes,
+        ),
+        ("from the collectors' partials", &mut hours.partials),
+    ] {
+        v.sort_by(f64::total_cmp);
+        if let (Some(first), Some(last)) = (v.first(), v.last()) {
+            println!(
+                "{kind}: compaction {what} an hour of {SERIES} series: median {:.2} s, fastest {first:.2} s, slowest {last:.2} s ({} hours)",
+                v[v.len() / 2],
+                v.len()
+            );
+        }
+    }
     if std::env::var_os("PANORAMA_BENCH_COMPACT_ONLY").is_some() {
-        hours.sort_by(f64::total_cmp);
-        println!("{kind}: compacted {} hours: {hours:.2?} s", hours.len());
         return;
     }
     store.sync().await.expect("sync");
-    hours.sort_by(f64::total_cmp);
-    if let (Some(first), Some(last)) = (hours.first(), hours.last()) {
-        println!(
-            "{kind}: compacted {} hours of {SERIES} series: median {:.2} s, fastest {first:.2} s, slowest {last:.2} s per hour",
-            hours.len(),
-            hours[hours.len() / 2]
-        );
-    }
     let users = vec![User {
         name: "bench".into(),
         password_hash: hash_password("bench").unwrap(),
