@@ -102,6 +102,8 @@ async fn run(
                     tracing::info!(
                         hours = r.hours.len(),
                         recompacted = r.recompacted.len(),
+                        from_partials = r.from_partials.len(),
+                        waiting_for_partials = r.waiting.len(),
                         series_docs = r.series_docs,
                         left = r.left,
                         took_ms = started.elapsed().as_millis() as u64,

@@ -373,6 +373,43 @@ async fn migrates_a_version_5_file_to_hour_sums() {
     assert_eq!(url_total(&store, hour, MINUTE + 120_000).await, 5);
 }
 
+/// Version 7 fills each collector's events per hour from the minutes a
+/// version 6 file holds, and keeps them with every write after: what the
+/// compactor checks collectors' partials against.
+#[tokio::test]
+async fn migrates_a_version_6_file_to_events_per_collector_and_hour() {
+    let tmp = TempDir::new().unwrap();
+    let hour = MINUTE - MINUTE.rem_euclid(3_600_000);
+    {
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        let mut other = rollup(2);
+        other.collector = "c2".into();
+        store.write_rollups(&[rollup(3), other]).await.unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute_batch(
+            "DROP TABLE collector_hours; DROP TABLE hour_partials; DROP TABLE partial_marks; \
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let by = store.minute_events_by_collector(hour).await.unwrap();
+    assert_eq!(
+        by.into_iter().collect::<Vec<_>>(),
+        vec![("c1".to_owned(), 3), ("c2".to_owned(), 2)]
+    );
+    // A rewrite of the same minute with more events counts the difference.
+    store.write_rollups(&[rollup(5)]).await.unwrap();
+    assert_eq!(
+        store
+            .minute_events_by_collector(hour)
+            .await
+            .unwrap()
+            .get("c1"),
+        Some(&5)
+    );
+}
+
 /// A minute written again with late fast events has a lower p99; the
 /// worst p99 of its hour and ten minutes falls with it (maxima of latency
 /// only grow, a quantile does not), as summing the minute rows would give.

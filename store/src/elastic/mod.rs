@@ -944,6 +944,7 @@ impl ElasticStore {
             format!("{}-samples", self.cfg.index_prefix),
             format!("{}-deadletter", self.cfg.index_prefix),
             format!("{}-{HOUR_MARKS}", self.cfg.index_prefix),
+            format!("{}-{HOUR_PARTIALS}", self.cfg.index_prefix),
         ] {
             self.client
                 .indices()
