@@ -1181,6 +1181,32 @@ mod tests {
         );
     }
 
+    /// A record abandoned half-written that is longer than a read: once
+    /// the file has been quiet, it goes as it is, however many reads it
+    /// takes to come back whole (it is not held again at each one).
+    #[test]
+    fn an_abandoned_record_longer_than_a_read_is_shipped_once_the_file_is_quiet() {
+        let mut text = String::from(
+            "# Time: 2026-11-22T13:00:01Z\n# Query_time: 3.0  Lock_time: 0.0\nSELECT *\n",
+        );
+        for i in 0..20 {
+            text.push_str(&format!("  FROM t{i} JOIN u{i} ON t{i}.id = u{i}.id\n"));
+        }
+        let spec = ParseSpec::new(Format::MysqlSlow, "db");
+        for read in [16, 64, 200] {
+            let b = batches(text.as_bytes(), &spec, read);
+            assert_eq!(
+                b.last().map(|b| b.meta.end_offset),
+                Some(text.len() as u64),
+                "read size {read}: shipped"
+            );
+            let evs = events(&b);
+            assert_eq!(evs.len(), 1, "read size {read}: one record: {evs:?}");
+            assert_eq!(evs[0].latency_ms, Some(3000.0));
+            assert_eq!(b.iter().map(|b| b.meta.lines_failed).sum::<u64>(), 0);
+        }
+    }
+
     #[test]
     fn a_resend_after_a_crash_repeats_the_range_a_record_was_cut_back_to() {
         let text = include_bytes!("../tests/fixtures/parse/mysql_slow.log");

@@ -158,14 +158,26 @@ struct Partials {
     /// The first hour this collector can write a partial of.
     from: i64,
     building: BTreeMap<i64, Building>,
-    /// Hours whose partial was written (the newest few).
-    written: std::collections::BTreeSet<i64>,
+    /// Hours with no partial to build any more (the newest few): written,
+    /// spoiled by a document the store refused, or missing entries that
+    /// found no room to be folded in.
+    closed: std::collections::BTreeSet<i64>,
+}
+
+impl Partials {
+    /// No partial of `hour` from now on.
+    fn close(&mut self, hour: i64) {
+        self.closed.insert(hour);
+        // Hours this old have been compacted (or read from their minutes)
+        // long ago; an entry of one released now is a late one anyway.
+        while self.closed.len() > 48 {
+            self.closed.pop_first();
+        }
+    }
 }
 
 struct Building {
     partial: HourPartialBuilder,
-    /// A document of the hour was refused for good: no partial.
-    spoiled: bool,
 }
 
 /// Unwritten partials kept at most (oldest dropped first): a store that is
@@ -185,7 +197,7 @@ impl Aggregator {
             partials: Partials {
                 from: i64::MAX,
                 building: BTreeMap::new(),
-                written: Default::default(),
+                closed: Default::default(),
             },
         }
     }
@@ -198,24 +210,26 @@ impl Aggregator {
 
     fn building(&mut self, hour: i64) -> Option<&mut Building> {
         let p = &mut self.partials;
-        if hour < p.from || p.written.contains(&hour) {
+        if hour < p.from || p.closed.contains(&hour) {
             return None;
         }
         if !p.building.contains_key(&hour) {
             while p.building.len() >= MAX_BUILDING {
                 let oldest = *p.building.keys().next().expect("not empty");
+                // Whichever goes is closed for good: built later, it would
+                // lack what was folded in (or not) meanwhile. The
+                // compactor reads its minutes.
                 if oldest > hour {
+                    p.close(hour);
                     return None;
                 }
                 p.building.remove(&oldest);
-                // Never written now: the compactor reads its minutes.
-                p.written.insert(oldest);
+                p.close(oldest);
             }
         }
         let collector = &self.collector;
         Some(p.building.entry(hour).or_insert_with(|| Building {
             partial: HourPartialBuilder::new(hour, collector.clone()),
-            spoiled: false,
         }))
     }
 
@@ -224,9 +238,8 @@ impl Aggregator {
     pub fn spoil_minutes(&mut self, minutes: impl IntoIterator<Item = i64>) {
         let hours: std::collections::BTreeSet<i64> = minutes.into_iter().map(hour_of).collect();
         for h in hours {
-            if let Some(b) = self.building(h) {
-                b.spoiled = true;
-            }
+            self.partials.building.remove(&h);
+            self.partials.close(h);
         }
     }
 
@@ -268,9 +281,6 @@ impl Aggregator {
             let Some(b) = self.building(h) else {
                 continue;
             };
-            if b.spoiled {
-                continue;
-            }
             let mut partial = b.partial.clone();
             for ((minute, _), e) in self.entries.values().flat_map(|s| s.iter()) {
                 if hour_of(*minute) == h {
@@ -292,12 +302,8 @@ impl Aggregator {
     /// Records that the partial of `hour` is in the store: it is not
     /// written again, and entries of it released later are not kept.
     pub fn partial_written(&mut self, hour: i64) {
-        let p = &mut self.partials;
-        p.building.remove(&hour);
-        p.written.insert(hour);
-        while p.written.len() > 48 {
-            p.written.pop_first();
-        }
+        self.partials.building.remove(&hour);
+        self.partials.close(hour);
     }
 
     /// Counts an event that is durable in `segment`.
@@ -693,6 +699,30 @@ mod tests {
                 .iter()
                 .all(|p| p.hour_ms != H + 2 * HOUR_MS)
         );
+    }
+
+    /// An hour that finds no room among the partials being built (events
+    /// stamped hours ahead hold them) is closed for good, not built later
+    /// without what was released meanwhile; a refused document closes its
+    /// hour even when it found no room.
+    #[test]
+    fn an_hour_without_room_or_with_a_refusal_gets_no_partial() {
+        const H: i64 = 10 * HOUR_MS;
+        let grace = 15_000;
+        let mut a = Aggregator::new("c1", SampleLimits::default());
+        a.write_partials_after(H - 60_000);
+        for k in 2..5 {
+            a.add(SegmentId(1), &ev(H + k * HOUR_MS, "ahead", true, 1.0));
+        }
+        a.add(SegmentId(1), &ev(H + 60_000, "a", true, 1.0));
+        flush(&mut a);
+        a.release_through(SegmentId(1));
+        a.add(SegmentId(2), &ev(H + 2 * 60_000, "a", true, 1.0));
+        let r = flush(&mut a);
+        a.spoil_minutes(r.rollups.iter().map(|r| r.minute_ms));
+        a.release_through(SegmentId(2));
+        let due = a.partials_due(H + HOUR_MS + grace, grace);
+        assert!(due.iter().all(|p| p.hour_ms != H), "{due:?}");
     }
 
     #[test]

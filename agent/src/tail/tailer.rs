@@ -97,6 +97,9 @@ struct OpenFile {
     /// of a chunk [`Chunk::at_open_end`]): it is not read again until the
     /// file grows past `end` or stays as it is until `until`.
     held: Option<Held>,
+    /// A hold ran out with the file unchanged: bytes up to here are read
+    /// as they are, never held again.
+    quiet_end: Option<u64>,
 }
 
 /// See [`OpenFile::held`].
@@ -798,13 +801,14 @@ impl Tailer {
             // A record held back at the end of the file: read again once
             // the file grew, or as it is once it has been quiet long
             // enough (or went away: nothing more will be written to it).
-            let mut settled = false;
             if let Some(h) = of.held {
                 let grown = of.file.metadata().map_or(true, |m| m.len() > h.end);
                 if !grown && now < h.until && of.orphan_since.is_none() {
                     continue;
                 }
-                settled = !grown;
+                if !grown {
+                    of.quiet_end = Some(h.end);
+                }
                 of.held = None;
             }
             let budget = c
@@ -905,7 +909,14 @@ impl Tailer {
             }
             let whole = exact && replaying.is_none() && lines.flushed == 0;
             let cut = filled && want == 0 && whole;
-            let open_end = !filled && whole && !settled && of.orphan_since.is_none();
+            // Up to where the file was when a hold ran out, what is read
+            // goes as it is, however many reads it takes (a record longer
+            // than a read comes back through `read_through`).
+            let quiet = of.quiet_end.is_some_and(|end| of.read_offset <= end);
+            if !quiet {
+                of.quiet_end = None;
+            }
+            let open_end = !filled && whole && !quiet && of.orphan_since.is_none();
             if src.emit(lines, cut, open_end, out, &mut self.totals) {
                 self.dirty = true;
             }
@@ -1087,6 +1098,7 @@ impl OpenFile {
             orphan_since: None,
             active_at: now,
             held: None,
+            quiet_end: None,
         }
     }
 }

@@ -1459,9 +1459,25 @@ impl Store for ElasticStore {
             self.series_sums_in(q, &hours, &hour_range, SERIES_PER_LAYER),
             self.series_sums_in(q, &minutes, &q.range, SERIES_PER_LAYER),
         );
+        let (h, m) = (h?, m?);
+        // A part that may have left series out cannot be added up exactly:
+        // then one search over both, as many series as the query wants.
+        let full = |rows: &[SeriesTotals]| {
+            let mut per_layer: std::collections::BTreeMap<Layer, usize> = Default::default();
+            for r in rows {
+                *per_layer.entry(r.layer).or_default() += 1;
+            }
+            per_layer.values().any(|n| *n >= SERIES_PER_LAYER)
+        };
+        if full(&h) || full(&m) {
+            let rows = self
+                .series_sums_in(q, &plan, &q.range, q.limit.clamp(1, 10_000))
+                .await?;
+            return Ok(rank_series(rows, q.order, q.limit));
+        }
         let mut by_series: std::collections::HashMap<(Layer, String, String), SeriesTotals> =
             Default::default();
-        for mut row in h?.into_iter().chain(m?) {
+        for mut row in h.into_iter().chain(m) {
             row.totals.bucket_ms = q.range.from_ms;
             match by_series.entry((row.layer, row.service.clone(), row.name.clone())) {
                 std::collections::hash_map::Entry::Occupied(mut e) => {

@@ -265,6 +265,18 @@ SELECT layer, minute_ms - ((minute_ms % 600000) + 600000) % 600000 AS block, ser
 FROM rollups GROUP BY layer, block, service, name, host;
 ";
 
+/// Events per collector and hour of the series' minutes, kept by every
+/// rollup write (version 7). Created before version 2's backfill too,
+/// which writes through the same code.
+const COLLECTOR_HOURS: &str = "
+CREATE TABLE IF NOT EXISTS collector_hours (
+    hour_ms   INTEGER NOT NULL,
+    collector TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, collector)
+) WITHOUT ROWID;
+";
+
 /// Version 7: each collector's own merge of an hour (its partial), written
 /// once the hour is past, so compacting the hour merges one document per
 /// series and collector instead of sixty (see `panorama_store::compact`),
@@ -279,12 +291,6 @@ CREATE TABLE IF NOT EXISTS hour_partials (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hour_partials_hour ON hour_partials (hour_ms, collector);
-CREATE TABLE IF NOT EXISTS collector_hours (
-    hour_ms   INTEGER NOT NULL,
-    collector TEXT NOT NULL,
-    count     INTEGER NOT NULL,
-    PRIMARY KEY (hour_ms, collector)
-) WITHOUT ROWID;
 INSERT OR REPLACE INTO collector_hours (hour_ms, collector, count)
 SELECT minute_ms - ((minute_ms % 3600000) + 3600000) % 3600000 AS h, collector, SUM(count)
 FROM rollups GROUP BY h, collector;
@@ -354,6 +360,7 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
     }
     if from < 2 {
         tx.execute_batch(V2)?;
+        tx.execute_batch(COLLECTOR_HOURS)?;
         backfill_v2(&tx)?;
     }
     if from < 3 {
@@ -369,6 +376,7 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
         tx.execute_batch(V6)?;
     }
     if from < 7 {
+        tx.execute_batch(COLLECTOR_HOURS)?;
         tx.execute_batch(V7)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
