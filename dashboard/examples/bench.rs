@@ -609,6 +609,19 @@ async fn main() {
         return;
     }
     store.sync().await.expect("sync");
+    if let Some(es) = &es_cleanup {
+        // The seeding's millions of documents leave the cluster merging
+        // segments for minutes (a collector's trickle does not): timed
+        // meanwhile, every page pays for merges on both cores.
+        let waited = es
+            .wait_for_merges(Duration::from_secs(600))
+            .await
+            .expect("node stats");
+        println!(
+            "{kind}: waited {:.0} s for the bulk load's segment merges to end",
+            waited.as_secs_f64()
+        );
+    }
     let users = vec![User {
         name: "bench".into(),
         password_hash: hash_password("bench").unwrap(),

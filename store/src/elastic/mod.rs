@@ -876,6 +876,45 @@ impl ElasticStore {
         )
     }
 
+    /// Waits until the cluster runs no segment merges, up to `max`; returns
+    /// how long it waited. For the benchmark: right after a bulk load of
+    /// millions of documents the cluster merges for minutes, every merge
+    /// voiding the request cache and taking a core, which a collector's
+    /// steady trickle of writes does not cause.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`].
+    pub async fn wait_for_merges(
+        &self,
+        max: std::time::Duration,
+    ) -> Result<std::time::Duration, StoreError> {
+        let started = Instant::now();
+        loop {
+            let resp = self
+                .with_retry("node stats", || async {
+                    self.client
+                        .nodes()
+                        .stats(elasticsearch::nodes::NodesStatsParts::Metric(&["indices"]))
+                        .send()
+                        .await
+                })
+                .await?;
+            let v: Value = resp.json().await.map_err(|e| {
+                StoreError::Backend(Detail::with_source(format!("reading node stats: {e}"), e))
+            })?;
+            let running: u64 = v["nodes"]
+                .as_object()
+                .into_iter()
+                .flat_map(|n| n.values())
+                .map(|n| n["indices"]["merges"]["current"].as_u64().unwrap_or(0))
+                .sum();
+            if running == 0 || started.elapsed() >= max {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// Bytes each tier's series rollups take on disk after a force merge to
     /// one segment (`_cat/indices` store size), and their documents. For
     /// the benchmark: a force merge rewrites every index.
