@@ -96,10 +96,6 @@ struct Doc {
     version: Option<u64>,
 }
 
-/// The most series per layer one search of a split series table returns
-/// (a part must return all of them for the sum to be exact).
-const SERIES_PER_LAYER: usize = 10_000;
-
 /// The index kinds of the hourly tier (monthly indices).
 const HOURLY: &str = "hourly";
 const HOURLY_LAYERS: &str = "hourlayers";
@@ -418,71 +414,6 @@ impl ElasticStore {
     /// each, only the documents of its segments: minute kinds (daily
     /// indices) over the plan's minute ranges, hourly kinds (monthly) over
     /// its hours; a kind paired with a layer keeps that layer only.
-    /// Per-series sums of the documents `plan` names within `range` (the
-    /// query's filters, the range's bounds), at most `size` series per
-    /// layer, the highest by the query's order.
-    async fn series_sums_in(
-        &self,
-        q: &SeriesTotalsQuery,
-        plan: &Plan,
-        range: &TotalsQuery,
-        size: usize,
-    ) -> Result<Vec<SeriesTotals>, StoreError> {
-        let order_by = match q.order {
-            Metric::Count => "count",
-            Metric::Errors | Metric::ErrorRatio => "errors",
-            Metric::P99Ms => "p99_ms",
-        };
-        let series = json!({"s": {
-            "terms": {
-                "field": "service_name",
-                "size": size,
-                "order": [{order_by: "desc"}, {"_key": "asc"}],
-            },
-            "aggs": totals_aggs(),
-        }});
-        let per_layer = if q.by_host {
-            json!({"h": {"terms": {"field": "host", "size": 10_000}, "aggs": series}})
-        } else {
-            series
-        };
-        let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": per_layer}});
-        let (indices, clause) = self.tiered(plan, &[("rollups", None)], &[(HOURLY, None)]);
-        let mut filter = Self::totals_filter(range);
-        if let Some(f) = filter["bool"]["filter"].as_array_mut() {
-            f.push(clause);
-        }
-        let res = self.aggregate(&indices, filter, aggs).await?;
-        let mut out = Vec::new();
-        for lb in buckets(&res["layers"]) {
-            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
-                continue;
-            };
-            let hosts: Vec<(String, &Value)> = if q.by_host {
-                buckets(&lb["h"])
-                    .iter()
-                    .map(|hb| (hb["key"].as_str().unwrap_or_default().to_owned(), hb))
-                    .collect()
-            } else {
-                vec![(String::new(), lb)]
-            };
-            for (host, hb) in hosts {
-                for sb in buckets(&hb["s"]) {
-                    let key = sb["key"].as_str().unwrap_or_default();
-                    let (service, name) = key.split_once('\u{1f}').unwrap_or(("", key));
-                    out.push(SeriesTotals {
-                        layer,
-                        service: service.to_owned(),
-                        name: name.to_owned(),
-                        host: host.clone(),
-                        totals: totals_of(sb, q.range.from_ms),
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn tiered(
         &self,
         plan: &Plan,
@@ -1461,77 +1392,60 @@ impl Store for ElasticStore {
 
     async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError> {
         q.range.validate()?;
+        let order_by = match q.order {
+            Metric::Count => "count",
+            Metric::Errors | Metric::ErrorRatio => "errors",
+            Metric::P99Ms => "p99_ms",
+        };
+        let series = json!({"s": {
+            "terms": {
+                "field": "service_name",
+                "size": q.limit.clamp(1, 10_000),
+                "order": [{order_by: "desc"}, {"_key": "asc"}],
+            },
+            "aggs": totals_aggs(),
+        }});
+        let per_layer = if q.by_host {
+            json!({"h": {"terms": {"field": "host", "size": 10_000}, "aggs": series}})
+        } else {
+            series
+        };
+        let aggs = json!({"layers": {"terms": {"field": "layer", "size": 16}, "aggs": per_layer}});
         let plan = tier::plan_for(self, q.range.from_ms, q.range.to_ms, None).await?;
-        let (Some(first), Some(last)) = (plan.hours.first(), plan.hours.last()) else {
-            let rows = self
-                .series_sums_in(q, &plan, &q.range, q.limit.clamp(1, 10_000))
-                .await?;
-            return Ok(rank_series(rows, q.order, q.limit));
-        };
-        if q.by_host || plan.minutes.is_empty() {
-            let rows = self
-                .series_sums_in(q, &plan, &q.range, q.limit.clamp(1, 10_000))
-                .await?;
-            return Ok(rank_series(rows, q.order, q.limit));
+        let (indices, clause) = self.tiered(&plan, &[("rollups", None)], &[(HOURLY, None)]);
+        let mut filter = Self::totals_filter(&q.range);
+        if let Some(f) = filter["bool"]["filter"].as_array_mut() {
+            f.push(clause);
         }
-        // Two searches, every series of each, added up here. The hourly
-        // tier's is the same request for as long as the hour lasts (its
-        // range is the whole hours compacted, not the page's `to`), so the
-        // shards' request cache answers it until the next compaction
-        // changes those indices; only the open minutes are aggregated on
-        // every request. One search over both cost as much as both
-        // uncached, on every request.
-        let hours = tier::Plan {
-            minutes: Vec::new(),
-            hours: plan.hours.clone(),
-        };
-        let minutes = tier::Plan {
-            minutes: plan.minutes.clone(),
-            hours: Vec::new(),
-        };
-        let hour_range = TotalsQuery {
-            from_ms: first.0,
-            to_ms: last.1,
-            ..q.range.clone()
-        };
-        let (h, m) = tokio::join!(
-            self.series_sums_in(q, &hours, &hour_range, SERIES_PER_LAYER),
-            self.series_sums_in(q, &minutes, &q.range, SERIES_PER_LAYER),
-        );
-        let (h, m) = (h?, m?);
-        // A part that may have left series out cannot be added up exactly:
-        // then one search over both, as many series as the query wants.
-        let full = |rows: &[SeriesTotals]| {
-            let mut per_layer: std::collections::BTreeMap<Layer, usize> = Default::default();
-            for r in rows {
-                *per_layer.entry(r.layer).or_default() += 1;
-            }
-            per_layer.values().any(|n| *n >= SERIES_PER_LAYER)
-        };
-        if full(&h) || full(&m) {
-            let rows = self
-                .series_sums_in(q, &plan, &q.range, q.limit.clamp(1, 10_000))
-                .await?;
-            return Ok(rank_series(rows, q.order, q.limit));
-        }
-        let mut by_series: std::collections::HashMap<(Layer, String, String), SeriesTotals> =
-            Default::default();
-        for mut row in h.into_iter().chain(m) {
-            row.totals.bucket_ms = q.range.from_ms;
-            match by_series.entry((row.layer, row.service.clone(), row.name.clone())) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    e.get_mut().totals.add(&row.totals)
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(row);
+        let res = self.aggregate(&indices, filter, aggs).await?;
+        let mut out = Vec::new();
+        for lb in buckets(&res["layers"]) {
+            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            let hosts: Vec<(String, &Value)> = if q.by_host {
+                buckets(&lb["h"])
+                    .iter()
+                    .map(|hb| (hb["key"].as_str().unwrap_or_default().to_owned(), hb))
+                    .collect()
+            } else {
+                vec![(String::new(), lb)]
+            };
+            for (host, hb) in hosts {
+                for sb in buckets(&hb["s"]) {
+                    let key = sb["key"].as_str().unwrap_or_default();
+                    let (service, name) = key.split_once('\u{1f}').unwrap_or(("", key));
+                    out.push(SeriesTotals {
+                        layer,
+                        service: service.to_owned(),
+                        name: name.to_owned(),
+                        host: host.clone(),
+                        totals: totals_of(sb, q.range.from_ms),
+                    });
                 }
             }
         }
-        Ok(rank_series(
-            by_series.into_values().collect(),
-            q.order,
-            q.limit,
-        ))
+        Ok(rank_series(out, q.order, q.limit))
     }
 
     async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError> {
