@@ -2106,6 +2106,23 @@ fn partials_of(hour: i64, docs: &[Rollup], wholes: &[Rollup]) -> Vec<crate::Hour
     by.into_values().map(|b| b.finish()).collect()
 }
 
+/// Writes `partial`, then compacts its hour.
+async fn compact_with_partial(
+    store: &dyn Store,
+    partial: &crate::HourPartial,
+) -> (crate::HourMark, crate::compact::BuiltFrom) {
+    store
+        .write_hour_partial(partial)
+        .await
+        .expect("write partial");
+    sync(store).await;
+    let built = compact_hour(store, partial.hour_ms, BASE_MS + DAY_MS)
+        .await
+        .expect("compact");
+    sync(store).await;
+    built
+}
+
 /// The hour's hourly documents as the store holds them, by series id.
 async fn hourly_by_id(store: &dyn Store, hour_ms: i64) -> BTreeMap<String, Rollup> {
     let mut out = BTreeMap::new();
@@ -2249,20 +2266,11 @@ pub async fn partials_that_miss_events_are_not_used(store: &dyn Store) {
     write_fixture(store, &docs, &wholes).await;
     let partials = partials_of(0, &docs, &wholes);
     // Only the first collector wrote one.
-    store
-        .write_hour_partial(&partials[0])
-        .await
-        .expect("write partial");
-    sync(store).await;
-    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
-        .await
-        .expect("compact");
     assert_eq!(
-        from,
+        compact_with_partial(store, &partials[0]).await.1,
         crate::compact::BuiltFrom::Minutes,
         "a collector's partial missing"
     );
-    sync(store).await;
     let mut minutes = docs.clone();
     assert_hourly_equal(
         "one partial missing",
@@ -2271,15 +2279,10 @@ pub async fn partials_that_miss_events_are_not_used(store: &dyn Store) {
     );
 
     // Both partials, then a late minute from a third collector.
-    store
-        .write_hour_partial(&partials[1])
-        .await
-        .expect("write partial");
-    sync(store).await;
-    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
-        .await
-        .expect("compact");
-    assert_eq!(from, crate::compact::BuiltFrom::Partials);
+    assert_eq!(
+        compact_with_partial(store, &partials[1]).await.1,
+        crate::compact::BuiltFrom::Partials
+    );
     let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
     let late = rollup(BASE_MS + 44 * MINUTE_MS, &cart, "c3", &latencies(7, 5), 7);
     write_rollups(store, std::slice::from_ref(&late)).await;
@@ -2309,19 +2312,10 @@ pub async fn partials_that_miss_events_are_not_used(store: &dyn Store) {
     ghost.key.name = "GET /ghost".into();
     ghost.count = 7;
     padded.series.push(ghost);
-    store
-        .write_hour_partial(&padded)
-        .await
-        .expect("write partial");
-    sync(store).await;
-    let (_, from) = compact_hour(store, BASE_MS, BASE_MS + DAY_MS)
-        .await
-        .expect("compact");
     assert_eq!(
-        from,
+        compact_with_partial(store, &padded).await.1,
         crate::compact::BuiltFrom::Minutes,
         "partials hold events the minutes do not"
     );
-    sync(store).await;
     assert_hourly_equal("padded partial", &hourly_by_id(store, BASE_MS).await, &want);
 }
