@@ -157,11 +157,21 @@ pub struct Aggregator {
 struct Partials {
     /// The first hour this collector can write a partial of.
     from: i64,
-    building: BTreeMap<i64, Building>,
+    building: BTreeMap<i64, HourPartialBuilder>,
     /// Hours with no partial to build any more (the newest few): written,
     /// spoiled by a document the store refused, or missing entries that
     /// found no room to be folded in.
     closed: std::collections::BTreeSet<i64>,
+}
+
+/// Adds a minute rollup to its hour's partial, as a series' or a whole
+/// layer's.
+fn fold(partial: &mut HourPartialBuilder, r: &Rollup, whole_layer: bool) {
+    if whole_layer {
+        partial.add_layer(r);
+    } else {
+        partial.add(r);
+    }
 }
 
 impl Partials {
@@ -174,10 +184,6 @@ impl Partials {
             self.closed.pop_first();
         }
     }
-}
-
-struct Building {
-    partial: HourPartialBuilder,
 }
 
 /// Unwritten partials kept at most (oldest dropped first): a store that is
@@ -208,7 +214,7 @@ impl Aggregator {
         self.partials.from = hour_of(started_ms) + HOUR_MS;
     }
 
-    fn building(&mut self, hour: i64) -> Option<&mut Building> {
+    fn building(&mut self, hour: i64) -> Option<&mut HourPartialBuilder> {
         let p = &mut self.partials;
         if hour < p.from || p.closed.contains(&hour) {
             return None;
@@ -228,9 +234,11 @@ impl Aggregator {
             }
         }
         let collector = &self.collector;
-        Some(p.building.entry(hour).or_insert_with(|| Building {
-            partial: HourPartialBuilder::new(hour, collector.clone()),
-        }))
+        Some(
+            p.building
+                .entry(hour)
+                .or_insert_with(|| HourPartialBuilder::new(hour, collector.clone())),
+        )
     }
 
     /// Records that documents of these minutes were refused for good: their
@@ -258,18 +266,10 @@ impl Aggregator {
             .collect();
         let mut held: std::collections::BTreeSet<i64> = Default::default();
         let mut waiting: std::collections::BTreeSet<i64> = Default::default();
-        for ((minute, _), e) in self.entries.values().flat_map(|s| s.iter()) {
-            let h = hour_of(*minute);
-            held.insert(h);
-            if e.dirty() {
-                waiting.insert(h);
-            }
-        }
-        for ((minute, _), e) in self.layers.values().flat_map(|s| s.iter()) {
-            let h = hour_of(*minute);
-            held.insert(h);
-            if e.dirty() {
-                waiting.insert(h);
+        for (minute, _, _, dirty) in self.held() {
+            held.insert(hour_of(minute));
+            if dirty {
+                waiting.insert(hour_of(minute));
             }
         }
         hours.extend(held.into_iter().filter(|h| done(*h)));
@@ -281,15 +281,10 @@ impl Aggregator {
             let Some(b) = self.building(h) else {
                 continue;
             };
-            let mut partial = b.partial.clone();
-            for ((minute, _), e) in self.entries.values().flat_map(|s| s.iter()) {
-                if hour_of(*minute) == h {
-                    partial.add(&e.rollup);
-                }
-            }
-            for ((minute, _), e) in self.layers.values().flat_map(|s| s.iter()) {
-                if hour_of(*minute) == h {
-                    partial.add_layer(&e.rollup);
+            let mut partial = b.clone();
+            for (minute, rollup, whole, _) in self.held() {
+                if hour_of(minute) == h {
+                    fold(&mut partial, rollup, whole);
                 }
             }
             if partial.events() > 0 {
@@ -297,6 +292,22 @@ impl Aggregator {
             }
         }
         out
+    }
+
+    /// Every entry held: its minute, rollup, whether it is a whole layer's,
+    /// and whether it waits to be written.
+    fn held(&self) -> impl Iterator<Item = (i64, &Rollup, bool, bool)> + '_ {
+        let series = self
+            .entries
+            .values()
+            .flat_map(|s| s.iter())
+            .map(|((m, _), e)| (*m, &e.rollup, false, e.dirty()));
+        let layers = self
+            .layers
+            .values()
+            .flat_map(|s| s.iter())
+            .map(|((m, _), e)| (*m, &e.rollup, true, e.dirty()));
+        series.chain(layers)
     }
 
     /// Records that the partial of `hour` is in the store: it is not
@@ -513,7 +524,7 @@ impl Aggregator {
             if let Some(entries) = self.entries.remove(&seg) {
                 for ((minute, _), e) in entries {
                     if let Some(b) = self.building(hour_of(minute)) {
-                        b.partial.add(&e.rollup);
+                        fold(b, &e.rollup, false);
                     }
                 }
             }
@@ -523,7 +534,7 @@ impl Aggregator {
             if let Some(entries) = self.layers.remove(&seg) {
                 for ((minute, _), e) in entries {
                     if let Some(b) = self.building(hour_of(minute)) {
-                        b.partial.add_layer(&e.rollup);
+                        fold(b, &e.rollup, true);
                     }
                 }
             }
