@@ -20,11 +20,15 @@
 
 mod config;
 mod hour_scan;
+mod kept;
+mod layer_pieces;
 mod retry;
+mod series_pieces;
 mod template;
 
 pub use config::{ElasticConfig, RetryPolicy};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -38,7 +42,7 @@ use elasticsearch::indices::{
     IndicesPutMappingParts, IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
-use panorama_model::{DAY_MS, Layer, Rollup, Sample, minute_of};
+use panorama_model::{DAY_MS, Layer, Point, Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
 use crate::merge::{rank, retention_cutoff_ms};
@@ -82,6 +86,12 @@ pub struct ElasticStore {
     /// templates are installed before the first write that finds them
     /// missing rather than only at connect.
     templates_ready: std::sync::atomic::AtomicBool,
+    /// Series tables of stretches that no longer change (`kept`).
+    series_kept: kept::Kept<Vec<SeriesTotals>>,
+    /// Chart buckets' merged whole-layer rollups, likewise.
+    points_kept: kept::Kept<Rollup>,
+    /// The marks of hours, by range read.
+    marks_kept: kept::Kept<Vec<crate::HourMark>>,
 }
 
 /// One document of a bulk request: target index, id and source.
@@ -95,6 +105,22 @@ struct Doc {
     /// events, so they never shrink.
     version: Option<u64>,
 }
+
+/// How a search may answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As Elasticsearch pleases: from any shard copy, partial results
+    /// allowed (a page still shows what the healthy shards hold).
+    Any,
+    /// Whole or not at all, from the same shard copies as every other
+    /// such search: for answers that are kept (`kept`), whose signature
+    /// and documents must come from the same copy and be complete.
+    Whole,
+}
+
+/// The `preference` of [`Read::Whole`] searches: a fixed string routes
+/// them all to the same copy of each shard.
+const KEPT_PREFERENCE: &str = "panorama-kept";
 
 /// The index kinds of the hourly tier (monthly indices).
 const HOURLY: &str = "hourly";
@@ -133,6 +159,9 @@ impl ElasticStore {
             cfg,
             stats: ElasticStats::default(),
             templates_ready: std::sync::atomic::AtomicBool::new(false),
+            series_kept: kept::Kept::new(series_pieces::MAX_ROWS),
+            points_kept: kept::Kept::new(layer_pieces::MAX_BUCKETS),
+            marks_kept: kept::Kept::new(100_000),
         };
         // One short try: a cluster that is down at start is not a reason
         // for the collector not to start; writes install the templates
@@ -259,19 +288,42 @@ impl ElasticStore {
 
     /// Runs a search of aggregations only and returns its `aggregations`.
     async fn aggregate(&self, index: &str, query: Value, aggs: Value) -> Result<Value, StoreError> {
+        self.aggregate_as(index, query, aggs, Read::Any).await
+    }
+
+    /// [`Self::aggregate`] for an answer that is kept (`kept`).
+    async fn aggregate_whole(
+        &self,
+        index: &str,
+        query: Value,
+        aggs: Value,
+    ) -> Result<Value, StoreError> {
+        self.aggregate_as(index, query, aggs, Read::Whole).await
+    }
+
+    async fn aggregate_as(
+        &self,
+        index: &str,
+        query: Value,
+        aggs: Value,
+        read: Read,
+    ) -> Result<Value, StoreError> {
         let body = json!({"size": 0, "track_total_hits": false, "query": query, "aggs": aggs});
-        let resp = self
+        let names = [index];
+        let mut search = self
             .client
-            .search(SearchParts::Index(&[index]))
+            .search(SearchParts::Index(&names))
             .ignore_unavailable(true)
             .allow_no_indices(true)
-            .request_cache(true)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(Detail::with_source(format!("aggregate {index}: {e}"), e))
-            })?;
+            .request_cache(true);
+        if read == Read::Whole {
+            search = search
+                .allow_partial_search_results(false)
+                .preference(KEPT_PREFERENCE);
+        }
+        let resp = search.body(body).send().await.map_err(|e| {
+            StoreError::Unavailable(Detail::with_source(format!("aggregate {index}: {e}"), e))
+        })?;
         let status = resp.status_code().as_u16();
         let mut body: Value = resp.json().await.map_err(|e| {
             StoreError::Unavailable(Detail::with_source(
@@ -701,6 +753,30 @@ impl ElasticStore {
         limit: Option<usize>,
         source: &[&str],
     ) -> Result<Vec<Value>, StoreError> {
+        self.search_all_as(index, (query, sort), limit, source, Read::Any)
+            .await
+    }
+
+    /// [`Self::search_all`] for documents whose merge is kept (`kept`).
+    async fn search_all_whole(
+        &self,
+        index: &str,
+        query: Value,
+        sort: Value,
+        source: &[&str],
+    ) -> Result<Vec<Value>, StoreError> {
+        self.search_all_as(index, (query, sort), None, source, Read::Whole)
+            .await
+    }
+
+    async fn search_all_as(
+        &self,
+        index: &str,
+        (query, sort): (Value, Value),
+        limit: Option<usize>,
+        source: &[&str],
+        read: Read,
+    ) -> Result<Vec<Value>, StoreError> {
         let mut out = Vec::new();
         let mut after: Option<Value> = None;
         loop {
@@ -716,17 +792,20 @@ impl ElasticStore {
             if !source.is_empty() {
                 body["_source"] = json!(source);
             }
-            let resp = self
+            let names = [index];
+            let mut search = self
                 .client
-                .search(SearchParts::Index(&[index]))
+                .search(SearchParts::Index(&names))
                 .ignore_unavailable(true)
-                .allow_no_indices(true)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(Detail::with_source(format!("search {index}: {e}"), e))
-                })?;
+                .allow_no_indices(true);
+            if read == Read::Whole {
+                search = search
+                    .allow_partial_search_results(false)
+                    .preference(KEPT_PREFERENCE);
+            }
+            let resp = search.body(body).send().await.map_err(|e| {
+                StoreError::Unavailable(Detail::with_source(format!("search {index}: {e}"), e))
+            })?;
             let status = resp.status_code().as_u16();
             let body: Value = resp.json().await.map_err(|e| {
                 StoreError::Unavailable(Detail::with_source(
@@ -1002,6 +1081,19 @@ impl Store for ElasticStore {
         self.read_rollups_in(&self.rollup_pattern(), q).await
     }
 
+    async fn layer_points(
+        &self,
+        layer: Layer,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        crate::query::check_bucket(bucket_ms)?;
+        crate::query::check_range(from_ms, to_ms)?;
+        self.layer_points_by_pieces(layer, from_ms, to_ms, bucket_ms)
+            .await
+    }
+
     async fn read_hourly_rollups(&self, q: &SeriesQuery) -> Result<Vec<Rollup>, StoreError> {
         q.validate()?;
         let indices = self.monthly_indices(q.from_ms, q.to_ms, HOURLY).join(",");
@@ -1200,16 +1292,25 @@ impl Store for ElasticStore {
         if to_ms <= from_ms {
             return Ok(Vec::new());
         }
+        // Every tiered read plans with the marks, and they change once an
+        // hour: kept while their documents' signature (answered from
+        // Elasticsearch's request cache) is unchanged.
+        let indices = self.monthly_indices(from_ms, to_ms, HOUR_MARKS).join(",");
+        let query = json!({"range": {"hour": {"gte": from_ms, "lt": to_ms}}});
+        let key = kept::Key::whole("marks", from_ms, to_ms);
+        let sig = if self.keeps_answers() {
+            let sig = self.whole_signature(&indices, query.clone()).await?;
+            if let Some(marks) = self.marks_kept.get(&key, sig) {
+                return Ok(marks.to_vec());
+            }
+            Some(sig)
+        } else {
+            None
+        };
         let hits = self
-            .search_all(
-                &self.monthly_indices(from_ms, to_ms, HOUR_MARKS).join(","),
-                json!({"range": {"hour": {"gte": from_ms, "lt": to_ms}}}),
-                json!([{"hour": "asc"}]),
-                None,
-                &[],
-            )
+            .search_all_whole(&indices, query, json!([{"hour": "asc"}]), &[])
             .await?;
-        Ok(hits
+        let marks: Vec<crate::HourMark> = hits
             .iter()
             .map(|h| crate::HourMark {
                 hour_ms: h["hour"].as_i64().unwrap_or_default(),
@@ -1217,7 +1318,12 @@ impl Store for ElasticStore {
                 series: h["series"].as_u64().unwrap_or_default(),
                 compacted_at_ms: h["compacted_at"].as_i64().unwrap_or_default(),
             })
-            .collect())
+            .collect();
+        if let Some(sig) = sig {
+            let n = marks.len();
+            self.marks_kept.put(key, sig, Arc::new(marks.clone()), n);
+        }
+        Ok(marks)
     }
 
     async fn minute_events_by_hour(
@@ -1392,6 +1498,13 @@ impl Store for ElasticStore {
 
     async fn series_totals(&self, q: &SeriesTotalsQuery) -> Result<Vec<SeriesTotals>, StoreError> {
         q.range.validate()?;
+        // One layer: its few thousand series in pieces, most of them kept.
+        // Every layer (the overview's worst few): Elasticsearch ranks.
+        if q.range.layer.is_some()
+            && let Some(rows) = self.series_totals_by_pieces(q).await?
+        {
+            return Ok(rows);
+        }
         let order_by = match q.order {
             Metric::Count => "count",
             Metric::Errors | Metric::ErrorRatio => "errors",
@@ -1418,34 +1531,9 @@ impl Store for ElasticStore {
             f.push(clause);
         }
         let res = self.aggregate(&indices, filter, aggs).await?;
-        let mut out = Vec::new();
-        for lb in buckets(&res["layers"]) {
-            let Some(layer) = lb["key"].as_str().and_then(|l| l.parse().ok()) else {
-                continue;
-            };
-            let hosts: Vec<(String, &Value)> = if q.by_host {
-                buckets(&lb["h"])
-                    .iter()
-                    .map(|hb| (hb["key"].as_str().unwrap_or_default().to_owned(), hb))
-                    .collect()
-            } else {
-                vec![(String::new(), lb)]
-            };
-            for (host, hb) in hosts {
-                for sb in buckets(&hb["s"]) {
-                    let key = sb["key"].as_str().unwrap_or_default();
-                    let (service, name) = key.split_once('\u{1f}').unwrap_or(("", key));
-                    out.push(SeriesTotals {
-                        layer,
-                        service: service.to_owned(),
-                        name: name.to_owned(),
-                        host: host.clone(),
-                        totals: totals_of(sb, q.range.from_ms),
-                    });
-                }
-            }
-        }
-        Ok(rank_series(out, q.order, q.limit))
+        // Each layer's (and host's) top `limit`, chosen by Elasticsearch.
+        let (rows, _) = series_pieces::series_rows(&res, q);
+        Ok(rank_series(rows, q.order, q.limit))
     }
 
     async fn last_seen(&self, q: &TotalsQuery) -> Result<Vec<SeenSeries>, StoreError> {
