@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             an_hour_of_many_pages_compacts_whole,
             partials_compact_like_minutes,
             partials_that_miss_events_are_not_used,
+            series_tables_follow_every_change,
         );
     };
     (@cases $open:path; $($case:ident,)*) => {
@@ -2318,4 +2319,250 @@ pub async fn partials_that_miss_events_are_not_used(store: &dyn Store) {
         "partials hold events the minutes do not"
     );
     assert_hourly_equal("padded partial", &hourly_by_id(store, BASE_MS).await, &want);
+}
+
+/// Per-series sums of `key`'s layer over `[from, to)` from `docs`.
+fn sums_from_docs(
+    docs: &[Rollup],
+    layer: Layer,
+    from: i64,
+    to: i64,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in docs
+        .iter()
+        .filter(|r| r.key.layer == layer && r.minute_ms >= from && r.minute_ms < to)
+    {
+        let e = out.entry(r.key.name.clone()).or_default();
+        e.0 += r.count;
+        e.1 += r.errors;
+    }
+    out
+}
+
+/// The layer's chart over `[from, to)` in buckets of `bucket`, as the
+/// store answers it, against the merge of `wholes` (its whole-layer
+/// documents): every point equal.
+async fn check_layer_points(
+    what: &str,
+    store: &dyn Store,
+    wholes: &[Rollup],
+    (from, to, bucket): (i64, i64, i64),
+) {
+    let got = match store.layer_points(Layer::Url, from, to, bucket).await {
+        Ok(p) => p,
+        Err(e) => panic!("layer_points failed: {e}"),
+    };
+    let want = crate::merge::points_by_bucket(
+        wholes
+            .iter()
+            .filter(|r| r.minute_ms >= from && r.minute_ms < to)
+            .cloned(),
+        bucket,
+    );
+    assert_points_equal(what, &got, &want);
+}
+
+/// A layer's series table and chart, read again and again over the same
+/// settled range (which a backend may keep between reads), follow every
+/// change to what they sum: a late minute, a minute rewritten with the
+/// same number of events but other errors, whole hours compacted, and a
+/// late minute in a compacted hour compacted again.
+pub async fn series_tables_follow_every_change(store: &dyn Store) {
+    let (mut docs, mut wholes, _) = hourly_fixture(0..3, &[3, 17, 30, 45]);
+    write_fixture(store, &docs, &wholes).await;
+    let (from, to) = (
+        BASE_MS + 7 * MINUTE_MS,
+        BASE_MS + 2 * HOUR_MS + 35 * MINUTE_MS,
+    );
+    let q = SeriesTotalsQuery {
+        range: TotalsQuery::range(from, to).layer(Layer::Url),
+        by_host: false,
+        order: Metric::Count,
+        limit: 100,
+    };
+    let charts = [
+        (from, to, 5 * MINUTE_MS),
+        (BASE_MS, BASE_MS + 3 * HOUR_MS, HOUR_MS),
+    ];
+    // A second shape, read between the first's reads: one service, hosts
+    // apart. Whatever a backend keeps must not answer one with the other.
+    let mut by_host = q.clone();
+    by_host.range.service = Some("hshop".into());
+    by_host.by_host = true;
+    let check = |what: &str, got: &[SeriesTotals], docs: &[Rollup]| {
+        let got: BTreeMap<String, (u64, u64)> = got
+            .iter()
+            .map(|r| (r.name.clone(), (r.totals.count, r.totals.errors)))
+            .collect();
+        assert_eq!(got, sums_from_docs(docs, Layer::Url, from, to), "{what}");
+    };
+    let check_hosts = |what: &str, got: &[SeriesTotals], docs: &[Rollup]| {
+        let mut want: BTreeMap<(String, String), (u64, u64, f64)> = BTreeMap::new();
+        for r in docs
+            .iter()
+            .filter(|r| r.key.layer == Layer::Url && r.minute_ms >= from && r.minute_ms < to)
+        {
+            let e = want
+                .entry((r.key.name.clone(), r.key.host.clone()))
+                .or_default();
+            e.0 += r.count;
+            e.1 += r.errors;
+            e.2 += r.latency_sum_ms;
+        }
+        assert_eq!(got.len(), want.len(), "{what}: rows");
+        for g in got {
+            let w = want
+                .get(&(g.name.clone(), g.host.clone()))
+                .unwrap_or_else(|| panic!("{what}: unexpected row {g:?}"));
+            assert_eq!(
+                (g.totals.count, g.totals.errors),
+                (w.0, w.1),
+                "{what}: {}",
+                g.name
+            );
+            assert_close(
+                &format!("{what}: latency sum"),
+                g.totals.latency_sum_ms,
+                w.2,
+                1e-9,
+            );
+            assert_eq!(g.totals.bucket_ms, from, "{what}: bucket");
+        }
+    };
+    let first = series_sums(store, &q).await;
+    check("first read", &first, &docs);
+    check_hosts(
+        "hosts, first read",
+        &series_sums(store, &by_host).await,
+        &docs,
+    );
+    let again = series_sums(store, &q).await;
+    assert_eq!(again, first, "the same range read again");
+    for c in charts {
+        check_layer_points("first chart", store, &wholes, c).await;
+        check_layer_points("the chart again", store, &wholes, c).await;
+    }
+
+    // A late minute inside a settled block, with its whole-layer document.
+    let cart = key(Layer::Url, "hshop", "web1", "GET /cart");
+    let late_whole = |r: &Rollup| {
+        let mut w = Rollup::empty(
+            r.minute_ms,
+            SeriesKey::whole_layer(Layer::Url),
+            &r.collector,
+        );
+        w.merge(r);
+        w
+    };
+    let late = rollup(BASE_MS + 17 * MINUTE_MS, &cart, "c3", &latencies(5, 77), 1);
+    write_fixture(store, std::slice::from_ref(&late), &[late_whole(&late)]).await;
+    wholes.push(late_whole(&late));
+    docs.push(late);
+    check("after a late minute", &series_sums(store, &q).await, &docs);
+    check_hosts(
+        "hosts after a late minute",
+        &series_sums(store, &by_host).await,
+        &docs,
+    );
+    for c in charts {
+        check_layer_points("chart after a late minute", store, &wholes, c).await;
+    }
+
+    // A minute rewritten under its own id: as many events, more errors.
+    let i = docs
+        .iter()
+        .position(|r| r.key == cart && r.minute_ms == BASE_MS + HOUR_MS + 30 * MINUTE_MS)
+        .expect("a cart minute in the second hour");
+    let old = docs[i].clone();
+    let rewritten = rollup(
+        old.minute_ms,
+        &cart,
+        &old.collector,
+        &latencies(old.count as usize, 5),
+        old.count as usize,
+    );
+    assert_eq!(rewritten.count, old.count);
+    assert!(rewritten.errors > old.errors);
+    let w = wholes
+        .iter()
+        .position(|r| r.minute_ms == old.minute_ms && r.collector == old.collector)
+        .expect("its whole-layer document");
+    let mut whole = Rollup::empty(
+        old.minute_ms,
+        SeriesKey::whole_layer(Layer::Url),
+        &old.collector,
+    );
+    for r in docs.iter().filter(|r| {
+        r.minute_ms == old.minute_ms
+            && r.collector == old.collector
+            && r.key.layer == Layer::Url
+            && r.key != cart
+    }) {
+        whole.merge(r);
+    }
+    whole.merge(&rewritten);
+    assert_eq!(
+        whole.count, wholes[w].count,
+        "as many events in the layer too"
+    );
+    write_fixture(
+        store,
+        std::slice::from_ref(&rewritten),
+        std::slice::from_ref(&whole),
+    )
+    .await;
+    docs[i] = rewritten;
+    wholes[w] = whole;
+    check("after a rewrite", &series_sums(store, &q).await, &docs);
+    check_hosts(
+        "hosts after a rewrite",
+        &series_sums(store, &by_host).await,
+        &docs,
+    );
+    for c in charts {
+        check_layer_points("chart after a rewrite", store, &wholes, c).await;
+    }
+
+    // The first hour compacted alone: a chart bucket of two hours reads
+    // one from the hourly tier and one from minutes.
+    compact(store, BASE_MS).await;
+    sync(store).await;
+    let mixed = (BASE_MS, BASE_MS + 3 * HOUR_MS, 2 * HOUR_MS);
+    check_layer_points("a bucket in both tiers", store, &wholes, mixed).await;
+    check_layer_points("a bucket in both tiers, again", store, &wholes, mixed).await;
+
+    // Whole hours compacted: the same sums from the hourly tier.
+    for h in 1..3 {
+        compact(store, BASE_MS + h * HOUR_MS).await;
+    }
+    sync(store).await;
+    check_layer_points("both tiers once compacted", store, &wholes, mixed).await;
+    check("after compaction", &series_sums(store, &q).await, &docs);
+    check("read again", &series_sums(store, &q).await, &docs);
+    for c in charts {
+        check_layer_points("chart after compaction", store, &wholes, c).await;
+    }
+
+    // A late minute in a compacted hour, compacted again.
+    let later = rollup(
+        BASE_MS + HOUR_MS + 52 * MINUTE_MS,
+        &cart,
+        "c3",
+        &latencies(4, 78),
+        2,
+    );
+    write_fixture(store, std::slice::from_ref(&later), &[late_whole(&later)]).await;
+    compact(store, BASE_MS + HOUR_MS).await;
+    sync(store).await;
+    wholes.push(late_whole(&later));
+    docs.push(later);
+    check(
+        "after a re-compaction",
+        &series_sums(store, &q).await,
+        &docs,
+    );
+    for c in charts {
+        check_layer_points("chart after a re-compaction", store, &wholes, c).await;
+    }
 }
