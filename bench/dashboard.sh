@@ -8,7 +8,10 @@
 # <= 100 ms median on both. Takes about 25 minutes, most of it seeding.
 #
 #   bench/dashboard.sh      (PANORAMA_ES_URL to use a running cluster;
-#                            PANORAMA_BENCH_MINUTE_HOURS=2 for a quick run)
+#                            PANORAMA_BENCH_MINUTE_HOURS=2 for a quick run;
+#                            PANORAMA_BENCH_KEEP=1 keeps the Elasticsearch
+#                            indices, and a later run of the example with
+#                            PANORAMA_BENCH_REUSE=1 times them again)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"

@@ -510,13 +510,23 @@ async fn main() {
         }
     };
     let now = chrono::Utc::now().timestamp_millis();
-    // PANORAMA_BENCH_REUSE=1: a SQLite directory seeded by an earlier run
-    // (kept, since the benchmark is given its directory) is topped up to
-    // the present minute and timed again without seeding, for quick
-    // iterations on the read path.
-    let reuse = kind == "sqlite"
-        && std::env::var_os("PANORAMA_BENCH_REUSE").is_some()
-        && std::path::Path::new(&target).join(SEEDED_UNTIL).exists();
+    // PANORAMA_BENCH_REUSE=1: a store seeded by an earlier run is topped up
+    // to the present minute and timed again without seeding, for quick
+    // iterations on the read path. A SQLite directory is always kept (the
+    // benchmark is given it) and marks the last minute seeded in a file;
+    // an Elasticsearch run leaves its mark in the temporary directory
+    // only when it kept its indices (PANORAMA_BENCH_KEEP=1).
+    let mark = match kind {
+        "sqlite" => std::path::Path::new(&target).join(SEEDED_UNTIL),
+        _ => std::env::temp_dir().join(format!(
+            "pbench-es-{}-{SEEDED_UNTIL}",
+            target.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        )),
+    };
+    let reuse = std::env::var_os("PANORAMA_BENCH_REUSE").is_some() && mark.exists();
+    if !reuse {
+        let _ = std::fs::remove_file(&mark);
+    }
     let mut es_cleanup = None;
     let mut sqlite = None;
     let store: Arc<dyn Store> = match kind {
@@ -534,9 +544,11 @@ async fn main() {
             let old = ElasticStore::connect(cfg.clone())
                 .await
                 .expect("elasticsearch");
-            old.delete_everything()
-                .await
-                .expect("clearing an earlier run");
+            if !reuse {
+                old.delete_everything()
+                    .await
+                    .expect("clearing an earlier run");
+            }
             es_cleanup = Some(
                 ElasticStore::connect(cfg.clone())
                     .await
@@ -549,7 +561,7 @@ async fn main() {
     let templates = templates();
     let mut last: i64;
     let hours = if reuse {
-        last = std::fs::read_to_string(std::path::Path::new(&target).join(SEEDED_UNTIL))
+        last = std::fs::read_to_string(&mark)
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .expect("seeded-until minute");
@@ -581,11 +593,8 @@ async fn main() {
     };
     // Written before a compaction-only run returns too, so that a later
     // PANORAMA_BENCH_REUSE=1 run reuses the store instead of seeding again.
-    if kind == "sqlite" {
-        let _ = std::fs::write(
-            std::path::Path::new(&target).join(SEEDED_UNTIL),
-            last.to_string(),
-        );
+    if kind == "sqlite" || std::env::var_os("PANORAMA_BENCH_KEEP").is_some() {
+        let _ = std::fs::write(&mark, last.to_string());
     }
     let mut hours = hours;
     for (what, v) in [
@@ -670,6 +679,7 @@ async fn main() {
     if let Some(es) = es_cleanup
         && std::env::var_os("PANORAMA_BENCH_KEEP").is_none()
     {
+        let _ = std::fs::remove_file(&mark);
         es.delete_everything().await.expect("cleanup");
     }
 }
