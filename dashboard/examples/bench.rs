@@ -410,7 +410,8 @@ async fn timed(app: &axum::Router, store: &dyn Store, cookie: &str, path: &str) 
 }
 
 /// Times each store call the url layer page makes (sequentially, median
-/// of 5), to show where a page's time goes.
+/// of 5), to show where a page's time goes; before each call a live
+/// rollup is written and made visible, as in [`timed`].
 async fn breakdown(kind: &str, store: &dyn Store) {
     use panorama_store::{Metric, SeriesTotalsQuery, TotalsQuery};
     let end = minute_of(chrono::Utc::now().timestamp_millis()) + MINUTE_MS;
@@ -437,13 +438,22 @@ async fn breakdown(kind: &str, store: &dyn Store) {
             limit: usize::MAX,
         };
         let mut t = [Vec::new(), Vec::new(), Vec::new()];
-        for _ in 0..5 {
+        let tick = |i: usize| async move {
+            let mut tick = template(i, minute_of(chrono::Utc::now().timestamp_millis()));
+            tick.collector = "ticker".into();
+            store.write_rollups(&[tick]).await.expect("ticker write");
+            store.sync().await.expect("ticker sync");
+        };
+        for i in 0..5 {
+            tick(i).await;
             let at = Instant::now();
             store.layer_totals(&totals).await.expect("layer totals");
             t[0].push(at.elapsed().as_secs_f64() * 1e3);
+            tick(i).await;
             let at = Instant::now();
             store.series_totals(&table).await.expect("series totals");
             t[1].push(at.elapsed().as_secs_f64() * 1e3);
+            tick(i).await;
             let at = Instant::now();
             store
                 .layer_points(Layer::Url, from, end, bucket)
