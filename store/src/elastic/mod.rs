@@ -41,7 +41,7 @@ use elasticsearch::indices::{
     IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesPutIndexTemplateParts,
     IndicesPutMappingParts, IndicesRefreshParts,
 };
-use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
+use elasticsearch::{BulkParts, Elasticsearch, Search, SearchParts};
 use panorama_model::{DAY_MS, Layer, Point, Rollup, Sample, minute_of};
 use serde_json::{Value, json};
 
@@ -286,6 +286,22 @@ impl ElasticStore {
         Ok(())
     }
 
+    /// A search of `names` (missing indices are no error) that answers as
+    /// `read` asks.
+    fn search_in<'a, 'b>(&'a self, names: &'b [&'b str], read: Read) -> Search<'a, 'b, ()> {
+        let search = self
+            .client
+            .search(SearchParts::Index(names))
+            .ignore_unavailable(true)
+            .allow_no_indices(true);
+        match read {
+            Read::Any => search,
+            Read::Whole => search
+                .allow_partial_search_results(false)
+                .preference(KEPT_PREFERENCE),
+        }
+    }
+
     /// Runs a search of aggregations only and returns its `aggregations`.
     async fn aggregate(&self, index: &str, query: Value, aggs: Value) -> Result<Value, StoreError> {
         self.aggregate_as(index, query, aggs, Read::Any).await
@@ -310,17 +326,7 @@ impl ElasticStore {
     ) -> Result<Value, StoreError> {
         let body = json!({"size": 0, "track_total_hits": false, "query": query, "aggs": aggs});
         let names = [index];
-        let mut search = self
-            .client
-            .search(SearchParts::Index(&names))
-            .ignore_unavailable(true)
-            .allow_no_indices(true)
-            .request_cache(true);
-        if read == Read::Whole {
-            search = search
-                .allow_partial_search_results(false)
-                .preference(KEPT_PREFERENCE);
-        }
+        let search = self.search_in(&names, read).request_cache(true);
         let resp = search.body(body).send().await.map_err(|e| {
             StoreError::Unavailable(Detail::with_source(format!("aggregate {index}: {e}"), e))
         })?;
@@ -793,19 +799,14 @@ impl ElasticStore {
                 body["_source"] = json!(source);
             }
             let names = [index];
-            let mut search = self
-                .client
-                .search(SearchParts::Index(&names))
-                .ignore_unavailable(true)
-                .allow_no_indices(true);
-            if read == Read::Whole {
-                search = search
-                    .allow_partial_search_results(false)
-                    .preference(KEPT_PREFERENCE);
-            }
-            let resp = search.body(body).send().await.map_err(|e| {
-                StoreError::Unavailable(Detail::with_source(format!("search {index}: {e}"), e))
-            })?;
+            let resp = self
+                .search_in(&names, read)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(Detail::with_source(format!("search {index}: {e}"), e))
+                })?;
             let status = resp.status_code().as_u16();
             let body: Value = resp.json().await.map_err(|e| {
                 StoreError::Unavailable(Detail::with_source(
