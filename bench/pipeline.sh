@@ -20,6 +20,8 @@
 # already on disk plus a live writer appending LIVE_RATE lines/s to a second
 # file, and prints the time to catch up and the live source's lag (from a
 # line's write to the collector counting it) while catching up.
+# COMPRESSION=zstd|none|auto sets the agent's `collector.compression`
+# (default auto: uncompressed, the collector being this host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LINES="${1:-1000000}"
@@ -62,7 +64,7 @@ for _ in $(seq 100); do curl -fs "$URL/health" >/dev/null 2>&1 && break; sleep 0
 # agent_config DATA_DIR AGENT_ID: an agent shipping to the collector, host
 # metrics off; combined_source NAME GLOB: one combined-log source, its service named NAME too.
 agent_config() {
-    printf 'data_dir = "%s"\nagent_id = "%s"\n[collector]\nurls = ["%s"]\n[host_metrics]\nenabled = false\n' "$1" "$2" "$URL"
+    printf 'data_dir = "%s"\nagent_id = "%s"\n[collector]\nurls = ["%s"]\ncompression = "%s"\n[host_metrics]\nenabled = false\n' "$1" "$2" "$URL" "${COMPRESSION:-auto}"
 }
 combined_source() {
     printf '[[source]]\nname = "%s"\npaths = ["%s"]\n[source.parse]\nformat = "combined"\nservice = "%s"\n' "$1" "$2" "$1"

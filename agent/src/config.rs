@@ -14,6 +14,7 @@
 //! client_cert = "/etc/panorama-agent/agent.pem" # optional: mutual TLS
 //! client_key = "/etc/panorama-agent/agent.key"
 //! max_in_flight = 4         # batches per source shipped before the first is acknowledged
+//! compression = "auto"      # zstd, none, or auto: none when every collector is this host
 //!
 //! [host_metrics]            # optional; on by default every 10 s
 //! interval_secs = 10
@@ -45,7 +46,7 @@ use toml::Spanned;
 use crate::parse::{Format, ParseSpec, Pipeline};
 use crate::probe::ProbeConfig;
 use crate::probe::config::RawProbe;
-use crate::ship::{ShipConfig, ShipTls};
+use crate::ship::{Compression, ShipConfig, ShipTls};
 
 /// The most batches per source `collector.max_in_flight` may allow: each
 /// holds its compressed bytes until acknowledged, and the tailer's
@@ -87,6 +88,8 @@ struct RawCollector {
     token: Option<String>,
     timeout_secs: Option<u64>,
     max_in_flight: Option<Spanned<u64>>,
+    #[serde(default)]
+    compression: Compression,
     ca_file: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -248,6 +251,7 @@ impl AgentConfig {
             ship.collectors.push(u.clone());
         }
         ship.token = coll.token;
+        ship.compression = coll.compression;
         if coll.client_cert.is_some() != coll.client_key.is_some() {
             return Err(invalid(
                 coll_span.start,
@@ -454,6 +458,7 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ship::ZSTD_LEVEL;
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
         AgentConfig::parse(Path::new("agent.toml"), text)
@@ -496,6 +501,50 @@ service = "login"
     }
 
     #[test]
+    fn batches_are_compressed_unless_every_collector_is_this_host() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ship.compression, Compression::Auto);
+        assert_eq!(
+            c.ship.zstd_level(),
+            None,
+            "both collectors of the fixture are this host: {:?}",
+            c.ship.collectors
+        );
+        let mut ship = c.ship.clone();
+        for (urls, level) in [
+            (vec!["http://127.0.0.1:7071"], None),
+            (vec!["https://localhost:7071/", "http://[::1]:7071"], None),
+            (vec!["http://127.0.0.2:7071", "http://user@127.0.0.1"], None),
+            (
+                vec!["http://127.0.0.1:7071", "http://10.0.0.5:7071"],
+                Some(ZSTD_LEVEL),
+            ),
+            (vec!["http://localhost.example.com:7071"], Some(ZSTD_LEVEL)),
+            (vec!["http://[2001:db8::1]:7071"], Some(ZSTD_LEVEL)),
+        ] {
+            ship.collectors = urls.iter().map(|u| u.to_string()).collect();
+            assert_eq!(ship.zstd_level(), level, "{urls:?}");
+        }
+        ship.collectors = vec!["http://127.0.0.1:7071".into()];
+        ship.compression = Compression::Zstd;
+        assert_eq!(
+            ship.zstd_level(),
+            Some(ZSTD_LEVEL),
+            "asked for on loopback too"
+        );
+        ship.collectors = vec!["http://10.0.0.5:7071".into()];
+        ship.compression = Compression::None;
+        assert_eq!(
+            ship.zstd_level(),
+            None,
+            "asked for off for a remote one too"
+        );
+        let c =
+            parse(&GOOD.replace("token = \"t\"", "token = \"t\"\ncompression = \"none\"")).unwrap();
+        assert_eq!(c.ship.compression, Compression::None);
+    }
+
+    #[test]
     fn errors_name_file_line_and_column() {
         let cases = [
             (
@@ -532,6 +581,11 @@ service = "login"
                 GOOD.replace("token = \"t\"", "token = \"t\"\nmax_in_flight = 0"),
                 "agent.toml:8:17",
                 "expected 1 to 64 batches",
+            ),
+            (
+                GOOD.replace("token = \"t\"", "token = \"t\"\ncompression = \"gzip\""),
+                "agent.toml:8:15",
+                "unknown variant `gzip`",
             ),
             (
                 format!("parse_threads = 0\n{GOOD}"),

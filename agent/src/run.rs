@@ -276,7 +276,7 @@ async fn source_task(
     // repeats exactly the ranges sent before and never straddles what a
     // collector counted.
     tail_cfg.checkpoint_interval = Duration::ZERO;
-    let mut parsing = Parsing::new(agent_id, &host, &src, parse_threads, ship.zstd_level)?;
+    let mut parsing = Parsing::new(agent_id, &host, &src, parse_threads, ship.zstd_level())?;
     let parse_threads = parsing.idle.len();
     // The catch-up read size is shared between the threads, so that the
     // lines and events being parsed at once (and the agent's memory) stay
@@ -344,7 +344,7 @@ enum Next {
 struct Parsing {
     idle: Vec<SourceParser>,
     running: std::collections::VecDeque<tokio::task::JoinHandle<Box<Parsed>>>,
-    zstd_level: i32,
+    zstd_level: Option<i32>,
     /// Tests hold the next parse back until told, so that a later chunk
     /// finishes first.
     #[cfg(test)]
@@ -364,7 +364,7 @@ impl Parsing {
         host: &str,
         src: &SourceConfig,
         threads: usize,
-        zstd_level: i32,
+        zstd_level: Option<i32>,
     ) -> Result<Parsing, crate::parse::SpecError> {
         let first = SourceParser::new(agent_id.clone(), host, src)?;
         let threads = if first.multi_line { 1 } else { threads.max(1) };
@@ -1017,7 +1017,7 @@ mod tests {
         };
         let mut tailer = Tailer::new(tail).unwrap();
         let figs = Arc::new(SourceFigures::default());
-        let mut parsing = Parsing::new("a1".into(), "web1", &src, 2, 1).unwrap();
+        let mut parsing = Parsing::new("a1".into(), "web1", &src, 2, Some(1)).unwrap();
         let (release, hold) = std::sync::mpsc::channel();
         parsing.hold_next = Some(hold);
         let now = std::time::Instant::now();

@@ -500,8 +500,16 @@ struct Ledger {
 async fn collector(ledger: Arc<Mutex<Ledger>>) -> SocketAddr {
     use axum::body::Bytes;
     use axum::extract::State;
-    async fn ingest(State(l): State<Arc<Mutex<Ledger>>>, body: Bytes) -> &'static str {
-        let raw = zstd::stream::decode_all(&body[..]).unwrap();
+    async fn ingest(
+        State(l): State<Arc<Mutex<Ledger>>>,
+        headers: axum::http::HeaderMap,
+        body: Bytes,
+    ) -> &'static str {
+        // Compressed or not, as the agent chose (not, to this loopback server).
+        let raw = match headers.get("content-encoding") {
+            Some(e) if e == "zstd" => zstd::stream::decode_all(&body[..]).unwrap(),
+            _ => body.to_vec(),
+        };
         let batch = panorama_model::wire::binary::decode(&raw).unwrap();
         let hang = {
             let mut l = l.lock().unwrap();

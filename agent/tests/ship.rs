@@ -10,13 +10,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use panorama_agent::ship::{ShipConfig, Shipper};
+use panorama_agent::ship::{Compression, ShipConfig, Shipper};
 use panorama_model::wire::binary::{self, Batch, BatchMeta};
 use panorama_model::{Event, Layer};
 
 #[derive(Default)]
 struct Seen {
     batches: Vec<Batch>,
+    /// Each accepted batch's `Content-Encoding`, if it had one.
+    encodings: Vec<Option<String>>,
     requests: usize,
     /// Answer 503 to this many requests first.
     fail_first: usize,
@@ -40,11 +42,18 @@ async fn ingest(
         out.insert("retry-after", "0".parse().unwrap());
         return (StatusCode::SERVICE_UNAVAILABLE, out, "wal full".into());
     }
-    assert_eq!(headers.get("content-encoding").unwrap(), "zstd");
     assert_eq!(headers.get("content-type").unwrap(), binary::CONTENT_TYPE);
-    let raw = zstd::stream::decode_all(&body[..]).expect("zstd body");
+    let encoding = headers
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let raw = match encoding.as_deref() {
+        Some("zstd") => zstd::stream::decode_all(&body[..]).expect("zstd body"),
+        None => body.to_vec(),
+        Some(other) => panic!("unexpected Content-Encoding {other}"),
+    };
     let batch = binary::decode(&raw).expect("a valid batch");
     s.batches.push(batch);
+    s.encodings.push(encoding);
     (StatusCode::OK, out, "{}".into())
 }
 
@@ -108,6 +117,9 @@ fn config(urls: Vec<String>) -> ShipConfig {
     cfg.initial_backoff = Duration::from_millis(10);
     cfg.max_backoff = Duration::from_millis(200);
     cfg.request_timeout = Duration::from_secs(2);
+    // These collectors are on loopback, where batches would go
+    // uncompressed by default: the compressed path is the one to prove.
+    cfg.compression = Compression::Zstd;
     cfg
 }
 
@@ -121,6 +133,7 @@ async fn acknowledged_batch_arrives_intact() {
     assert_eq!(s.batches.len(), 1);
     assert_eq!(s.batches[0].meta, b.meta);
     assert_eq!(s.batches[0].events, b.events);
+    assert_eq!(s.encodings, [Some("zstd".to_owned())]);
     assert_eq!(
         shipper
             .stats()
@@ -128,6 +141,23 @@ async fn acknowledged_batch_arrives_intact() {
             .load(std::sync::atomic::Ordering::Relaxed),
         500
     );
+}
+
+#[tokio::test]
+async fn a_collector_on_this_host_gets_batches_uncompressed_by_default() {
+    let (addr, seen) = collector(0).await;
+    let mut cfg = config(vec![format!("http://{addr}")]);
+    cfg.compression = Compression::Auto;
+    let shipper = Shipper::new(cfg).unwrap();
+    let b = batch(0, 500);
+    shipper.ship(&b).await;
+    let s = seen.lock().unwrap();
+    assert_eq!(s.batches.len(), 1);
+    assert_eq!(
+        s.batches[0].events, b.events,
+        "the same batch, uncompressed"
+    );
+    assert_eq!(s.encodings, [None]);
 }
 
 #[tokio::test]
