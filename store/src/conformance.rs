@@ -2430,6 +2430,20 @@ pub async fn series_tables_follow_every_change(store: &dyn Store) {
             assert_eq!(g.totals.bucket_ms, from, "{what}: bucket");
         }
     };
+    // Both table shapes and every chart, after `$what` happened.
+    macro_rules! check_everything {
+        ($what:literal) => {
+            check($what, &series_sums(store, &q).await, &docs);
+            check_hosts(
+                concat!("hosts ", $what),
+                &series_sums(store, &by_host).await,
+                &docs,
+            );
+            for c in charts {
+                check_layer_points(concat!("chart ", $what), store, &wholes, c).await;
+            }
+        };
+    }
     let first = series_sums(store, &q).await;
     check("first read", &first, &docs);
     check_hosts(
@@ -2459,15 +2473,7 @@ pub async fn series_tables_follow_every_change(store: &dyn Store) {
     write_fixture(store, std::slice::from_ref(&late), &[late_whole(&late)]).await;
     wholes.push(late_whole(&late));
     docs.push(late);
-    check("after a late minute", &series_sums(store, &q).await, &docs);
-    check_hosts(
-        "hosts after a late minute",
-        &series_sums(store, &by_host).await,
-        &docs,
-    );
-    for c in charts {
-        check_layer_points("chart after a late minute", store, &wholes, c).await;
-    }
+    check_everything!("after a late minute");
 
     // A minute rewritten under its own id: as many events, more errors.
     let i = docs
@@ -2514,15 +2520,7 @@ pub async fn series_tables_follow_every_change(store: &dyn Store) {
     .await;
     docs[i] = rewritten;
     wholes[w] = whole;
-    check("after a rewrite", &series_sums(store, &q).await, &docs);
-    check_hosts(
-        "hosts after a rewrite",
-        &series_sums(store, &by_host).await,
-        &docs,
-    );
-    for c in charts {
-        check_layer_points("chart after a rewrite", store, &wholes, c).await;
-    }
+    check_everything!("after a rewrite");
 
     // The first hour compacted alone: a chart bucket of two hours reads
     // one from the hourly tier and one from minutes.
@@ -2538,11 +2536,8 @@ pub async fn series_tables_follow_every_change(store: &dyn Store) {
     }
     sync(store).await;
     check_layer_points("both tiers once compacted", store, &wholes, mixed).await;
-    check("after compaction", &series_sums(store, &q).await, &docs);
+    check_everything!("after compaction");
     check("read again", &series_sums(store, &q).await, &docs);
-    for c in charts {
-        check_layer_points("chart after compaction", store, &wholes, c).await;
-    }
 
     // A late minute in a compacted hour, compacted again.
     let later = rollup(
@@ -2557,12 +2552,5 @@ pub async fn series_tables_follow_every_change(store: &dyn Store) {
     sync(store).await;
     wholes.push(late_whole(&later));
     docs.push(later);
-    check(
-        "after a re-compaction",
-        &series_sums(store, &q).await,
-        &docs,
-    );
-    for c in charts {
-        check_layer_points("chart after a re-compaction", store, &wholes, c).await;
-    }
+    check_everything!("after a re-compaction");
 }
