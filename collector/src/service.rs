@@ -1049,19 +1049,18 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(inner.cfg.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<std::time::Instant> = None;
-    let mut last_open = std::time::Instant::now();
+    let open_every = inner
+        .cfg
+        .open_flush_interval
+        .map(|every| ticks_per_open_flush(every, inner.cfg.flush_interval));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let open = inner
-            .cfg
-            .open_flush_interval
-            .is_some_and(|every| last_open.elapsed() >= every);
-        if open {
-            last_open = std::time::Instant::now();
-        }
+        ticks += 1;
+        let open = open_every.is_some_and(|n| ticks.is_multiple_of(n));
         let settling = !inner.live.is_settled();
         match flush_once(&inner, open || settling).await {
             Ok(()) if settling => {
@@ -1087,6 +1086,15 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Flusher ticks from one write of the open minutes to the next: never
+/// more than `open_flush_interval` apart. (Comparing the time since the
+/// last such write with the interval at each tick made it one tick late
+/// whenever a tick came a hair early: six seconds instead of five.)
+fn ticks_per_open_flush(every: Duration, tick: Duration) -> u64 {
+    let tick_ms = tick.as_millis().max(1);
+    (every.as_millis() / tick_ms).max(1) as u64
 }
 
 /// How often the store's retention is applied.
@@ -1265,4 +1273,30 @@ fn release(inner: &Inner) {
         return;
     }
     lock(&inner.agg).release_through(through);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_minutes_are_written_at_least_as_often_as_configured() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (open-flush interval, flusher tick) -> ticks between writes.
+        for (every, tick, n) in [
+            (s(5), s(1), 5),
+            (s(5), s(2), 2),
+            (s(1), s(1), 1),
+            (ms(500), s(1), 1),
+            (s(5), ms(300), 16),
+            (s(5), Duration::ZERO, 5_000),
+        ] {
+            assert_eq!(ticks_per_open_flush(every, tick), n, "{every:?} / {tick:?}");
+            assert!(
+                tick * n as u32 <= every || n == 1,
+                "{every:?} / {tick:?}: {n} ticks are longer than the interval"
+            );
+        }
+    }
 }
